@@ -1,0 +1,5 @@
+DROP TABLE IF EXISTS relay_leases;
+DROP TABLE IF EXISTS idempotency_keys;
+DROP TABLE IF EXISTS outbox;
+DROP TABLE IF EXISTS events;
+DROP TABLE IF EXISTS aggregates;
