@@ -1,0 +1,164 @@
+# shellcheck shell=bash
+# Shared helpers for the local-stack scripts (pg.sh, kafka.sh, up.sh, …).
+# Source it; it does not run anything by itself.
+#
+# Conventions every service script follows:
+#   start   idempotent: an already-running service is reused
+#   stop    stops exactly the pid recorded for the service (bounded), --purge deletes its data
+#   status  exit 0 if running and answering, 1 otherwise
+# Every wait is bounded and says what it waits for; on failure the log path
+# and its tail are printed.
+
+LOCAL_DIR="${LOCAL_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}"
+REPO_DIR="$(cd "$LOCAL_DIR/../.." && pwd)"
+STATE_DIR="${CQRSFLOW_STATE_DIR:-/var/tmp/cqrsflow-local}"
+
+PG_PORT="${PG_PORT:-15432}"
+KAFKA_PORT="${KAFKA_PORT:-19092}"
+KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-$((KAFKA_PORT + 1))}"
+ES_PORT="${ES_PORT:-19200}"
+
+COMPONENT="${COMPONENT:-stack}"
+
+log()  { printf '[%s] %s\n' "$COMPONENT" "$*" >&2; }
+warn() { printf '[%s] WARNING: %s\n' "$COMPONENT" "$*" >&2; }
+die()  { printf '[%s] ERROR: %s\n' "$COMPONENT" "$*" >&2; exit 1; }
+
+# show_log FILE [LINES]: print where a log is and its last lines.
+show_log() {
+  local file="$1" lines="${2:-40}"
+  if [[ -f "$file" ]]; then
+    log "log file: $file (last $lines lines follow)"
+    tail -n "$lines" "$file" | sed 's/^/    | /' >&2
+  else
+    log "log file: $file (does not exist)"
+  fi
+}
+
+# wait_for DESCRIPTION TIMEOUT_SECONDS COMMAND...: run COMMAND until it
+# succeeds, at most TIMEOUT_SECONDS. Prints what it waits for, a progress line
+# every 10 s, and how long it took. Returns 1 on timeout. If WAIT_ALIVE_PID is
+# set and that process dies, it gives up at once (returns 2).
+wait_for() {
+  local what="$1" timeout="$2"; shift 2
+  local start now elapsed next_note=10
+  start=$(date +%s)
+  log "waiting for $what (up to ${timeout}s)"
+  while true; do
+    if "$@" >/dev/null 2>&1; then
+      now=$(date +%s)
+      log "$what: ok after $((now - start))s"
+      return 0
+    fi
+    if [[ -n "${WAIT_ALIVE_PID:-}" ]] && ! kill -0 "$WAIT_ALIVE_PID" 2>/dev/null; then
+      log "$what: process $WAIT_ALIVE_PID exited while waiting"
+      return 2
+    fi
+    now=$(date +%s)
+    elapsed=$((now - start))
+    if (( elapsed >= timeout )); then
+      log "$what: gave up after ${elapsed}s"
+      return 1
+    fi
+    if (( elapsed >= next_note )); then
+      log "  still waiting for $what (${elapsed}s/${timeout}s)"
+      next_note=$((next_note + 10))
+    fi
+    sleep 0.5
+  done
+}
+
+# read_pid FILE: print the pid stored in FILE (first line) if it is a number.
+read_pid() {
+  local file="$1" pid
+  [[ -f "$file" ]] || return 1
+  pid="$(head -n 1 "$file" 2>/dev/null | tr -d '[:space:]')"
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  printf '%s\n' "$pid"
+}
+
+# pid_matches PID MARKER: true if PID is alive and its command line contains
+# MARKER (guards against a recycled pid belonging to something else).
+pid_matches() {
+  local pid="$1" marker="$2"
+  kill -0 "$pid" 2>/dev/null || return 1
+  [[ -r "/proc/$pid/cmdline" ]] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$marker"
+}
+
+# running_pid PIDFILE MARKER: print the pid if the recorded process is ours and alive.
+running_pid() {
+  local pid
+  pid="$(read_pid "$1")" || return 1
+  pid_matches "$pid" "$2" || return 1
+  printf '%s\n' "$pid"
+}
+
+# stop_pid PIDFILE MARKER NAME [TIMEOUT]: SIGTERM exactly the recorded pid,
+# wait (bounded), SIGKILL if it does not exit, then remove the pid file.
+stop_pid() {
+  local pidfile="$1" marker="$2" name="$3" timeout="${4:-30}" pid
+  if ! pid="$(running_pid "$pidfile" "$marker")"; then
+    log "$name is not running"
+    rm -f "$pidfile"
+    return 0
+  fi
+  log "stopping $name (pid $pid)"
+  kill -TERM "$pid" 2>/dev/null || true
+  if ! WAIT_ALIVE_PID="" wait_for "$name (pid $pid) to exit" "$timeout" bash -c "! kill -0 $pid"; then
+    warn "$name (pid $pid) did not exit after ${timeout}s; sending SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+    sleep 1
+  fi
+  rm -f "$pidfile"
+}
+
+# rss_of PID: resident set size in MiB (sum over the process's children too).
+rss_of() {
+  local pid="$1" kb
+  kb=$(ps -o rss= --pid "$pid" --ppid "$pid" 2>/dev/null | awk '{s+=$1} END {print s+0}')
+  printf '%d MiB' "$((kb / 1024))"
+}
+
+# apt_install PKG...: install Debian packages (apt-get update first), serialised
+# across scripts that may run at the same time.
+apt_install() {
+  mkdir -p "$STATE_DIR"
+  log "installing with apt-get: $*"
+  (
+    flock -w 600 9 || die "timed out waiting for the apt lock $STATE_DIR/.apt.lock"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get -o DPkg::Lock::Timeout=300 update -q >&2 || exit 1
+    apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends "$@" >&2 || exit 1
+  ) 9>"$STATE_DIR/.apt.lock" || die "apt-get install $* failed"
+}
+
+# need_cmd CMD HINT: fail clearly when a required tool is missing.
+need_cmd() {
+  command -v "$1" >/dev/null 2>&1 || die "'$1' is required but not installed ($2)"
+}
+
+# maven_runtime_libs POM_DIR LIB_DIR: copy the runtime dependencies of the pom
+# into LIB_DIR (cached in ~/.m2); skipped when LIB_DIR was built from the same pom.
+maven_runtime_libs() {
+  local pomdir="$1" libdir="$2" stamp want
+  stamp="$libdir/.pom.sha256"
+  want="$(sha256sum "$pomdir/pom.xml" | cut -d' ' -f1)"
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] && compgen -G "$libdir/*.jar" >/dev/null; then
+    return 0
+  fi
+  need_cmd mvn "install Maven: apt-get install -y maven"
+  log "resolving jars with Maven into $libdir (first run downloads from Maven Central into ~/.m2)"
+  local start=$SECONDS
+  rm -rf "$libdir"
+  mkdir -p "$libdir"
+  if ! mvn -B -q -f "$pomdir/pom.xml" dependency:copy-dependencies \
+      -DincludeScope=runtime -DoutputDirectory="$libdir" >"$libdir.mvn.log" 2>&1; then
+    show_log "$libdir.mvn.log" 40
+    rm -rf "$libdir"
+    die "Maven could not resolve $pomdir/pom.xml"
+  fi
+  printf '%s\n' "$want" >"$stamp"
+  rm -f "$libdir.mvn.log"
+  log "jars ready: $(find "$libdir" -name '*.jar' | wc -l) in $((SECONDS - start))s"
+}

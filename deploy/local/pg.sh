@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# PostgreSQL 15 for the local stack: pg.sh start|stop [--purge]|status
+#
+# Data:    $CQRSFLOW_STATE_DIR/postgres/data   (owned by the postgres user)
+# Log:     $CQRSFLOW_STATE_DIR/postgres/postgres.log
+# Socket:  $CQRSFLOW_STATE_DIR/postgres/.s.PGSQL.$PG_PORT
+# Pid:     data/postmaster.pid (managed by pg_ctl)
+# Listens on 127.0.0.1:$PG_PORT (default 15432), wal_level=logical,
+# max_connections=300; role + database cqrsflow (password cqrsflow).
+set -euo pipefail
+COMPONENT=postgres
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+PG_DIR="$STATE_DIR/postgres"
+PG_DATA="$PG_DIR/data"
+PG_LOG="$PG_DIR/postgres.log"
+PG_USER=cqrsflow
+PG_PASSWORD=cqrsflow
+PG_DB=cqrsflow
+PG_WAIT="${PG_WAIT:-60}"
+
+pg_bindir() {
+  local d
+  for d in /usr/lib/postgresql/15/bin /usr/lib/postgresql/*/bin; do
+    [[ -x "$d/pg_ctl" && -x "$d/initdb" ]] && { printf '%s\n' "$d"; return 0; }
+  done
+  return 1
+}
+
+ensure_installed() {
+  if PG_BIN="$(pg_bindir)" && command -v psql >/dev/null && id postgres >/dev/null 2>&1; then
+    return 0
+  fi
+  # Don't let the Debian package create and start its own cluster on 5432.
+  mkdir -p /etc/postgresql-common/createcluster.d
+  printf 'create_main_cluster = false\n' >/etc/postgresql-common/createcluster.d/cqrsflow-no-main-cluster.conf
+  apt_install postgresql
+  PG_BIN="$(pg_bindir)" || die "PostgreSQL binaries not found under /usr/lib/postgresql after apt-get install"
+}
+
+as_pg() { runuser -u postgres -- "$@"; }
+
+pg_running() { as_pg "$PG_BIN/pg_ctl" status -D "$PG_DATA" >/dev/null 2>&1; }
+
+pg_pid() { read_pid "$PG_DATA/postmaster.pid"; }
+
+pg_ready() { "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -d postgres -U postgres; }
+
+psql_admin() {
+  psql -X -q -v ON_ERROR_STOP=1 -h "$PG_DIR" -p "$PG_PORT" -U postgres -d postgres "$@"
+}
+
+ensure_role_and_db() {
+  psql_admin <<SQL >/dev/null
+DO \$\$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '$PG_USER') THEN
+    CREATE ROLE $PG_USER LOGIN SUPERUSER PASSWORD '$PG_PASSWORD';
+  END IF;
+END
+\$\$;
+SQL
+  if [[ "$(psql_admin -tA -c "SELECT 1 FROM pg_database WHERE datname = '$PG_DB'")" != 1 ]]; then
+    log "creating database $PG_DB"
+    psql_admin -c "CREATE DATABASE $PG_DB OWNER $PG_USER"
+  fi
+}
+
+start() {
+  ensure_installed
+  mkdir -p "$STATE_DIR"
+  mkdir -p "$PG_DIR"
+  chown postgres:postgres "$PG_DIR"
+  chmod 0755 "$PG_DIR"
+  if ! as_pg test -w "$PG_DIR"; then
+    die "the postgres user cannot write $PG_DIR (is CQRSFLOW_STATE_DIR under a private dir like /root?)"
+  fi
+
+  if pg_running; then
+    log "already running (pid $(pg_pid), data $PG_DATA)"
+  else
+    if [[ ! -f "$PG_DATA/PG_VERSION" ]]; then
+      log "initdb $PG_DATA"
+      as_pg "$PG_BIN/initdb" -D "$PG_DATA" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 \
+        >"$PG_DIR/initdb.log" 2>&1 || { show_log "$PG_DIR/initdb.log"; die "initdb failed"; }
+    fi
+    log "starting on 127.0.0.1:$PG_PORT (log $PG_LOG)"
+    # Settings on the command line so a changed PG_PORT applies to an existing data dir.
+    as_pg "$PG_BIN/pg_ctl" start -W -D "$PG_DATA" -l "$PG_LOG" -o "\
+-c listen_addresses=127.0.0.1 -c port=$PG_PORT -c unix_socket_directories=$PG_DIR \
+-c wal_level=logical -c max_connections=300 -c max_replication_slots=20 -c max_wal_senders=20" \
+      >/dev/null 2>&1 || { show_log "$PG_LOG"; die "pg_ctl start failed"; }
+  fi
+
+  if ! wait_for "PostgreSQL to accept connections on 127.0.0.1:$PG_PORT" "$PG_WAIT" pg_ready; then
+    show_log "$PG_LOG"
+    die "PostgreSQL is not accepting connections on 127.0.0.1:$PG_PORT"
+  fi
+  ensure_role_and_db || { show_log "$PG_LOG"; die "could not create role/database $PG_USER/$PG_DB"; }
+  log "ready: postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB (pid $(pg_pid))"
+}
+
+stop() {
+  local purge="${1:-}"
+  if PG_BIN="$(pg_bindir)" && [[ -d "$PG_DATA" ]] && pg_running; then
+    log "stopping (pid $(pg_pid))"
+    as_pg "$PG_BIN/pg_ctl" stop -D "$PG_DATA" -m fast -w -t 60 >/dev/null \
+      || { show_log "$PG_LOG"; die "pg_ctl stop failed"; }
+    log "stopped"
+  else
+    log "not running"
+  fi
+  if [[ "$purge" == --purge ]]; then
+    log "purging $PG_DIR"
+    rm -rf "$PG_DIR"
+  fi
+}
+
+status() {
+  local pid
+  if PG_BIN="$(pg_bindir)" && [[ -d "$PG_DATA" ]] && pg_running && pid="$(pg_pid)"; then
+    if pg_ready; then
+      printf '%-14s running  pid %-8s 127.0.0.1:%-6s rss %-9s log %s\n' postgresql "$pid" "$PG_PORT" "$(rss_of "$pid")" "$PG_LOG"
+      return 0
+    fi
+    printf '%-14s NOT READY pid %-8s 127.0.0.1:%-6s (not answering)  log %s\n' postgresql "$pid" "$PG_PORT" "$PG_LOG"
+    return 1
+  fi
+  printf '%-14s stopped                             log %s\n' postgresql "$PG_LOG"
+  return 1
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop "${2:-}" ;;
+  status) status ;;
+  *) echo "usage: $0 start|stop [--purge]|status" >&2; exit 2 ;;
+esac
