@@ -128,9 +128,10 @@ apt_install() {
   (
     flock -w 600 9 || die "timed out waiting for the apt lock $STATE_DIR/.apt.lock"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get -o DPkg::Lock::Timeout=300 update -q >&2 || exit 1
-    apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends "$@" >&2 || exit 1
-  ) 9>"$STATE_DIR/.apt.lock" || die "apt-get install $* failed"
+    apt-get -o DPkg::Lock::Timeout=300 update -q || exit 1
+    apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends "$@" || exit 1
+  ) 9>"$STATE_DIR/.apt.lock" >"$STATE_DIR/apt.log" 2>&1 || { show_log "$STATE_DIR/apt.log"; die "apt-get install $* failed"; }
+  log "installed $* (apt log $STATE_DIR/apt.log)"
 }
 
 # need_cmd CMD HINT: fail clearly when a required tool is missing.
@@ -141,6 +142,14 @@ need_cmd() {
 # maven_runtime_libs POM_DIR LIB_DIR: copy the runtime dependencies of the pom
 # into LIB_DIR (cached in ~/.m2); skipped when LIB_DIR was built from the same pom.
 maven_runtime_libs() {
+  mkdir -p "$(dirname "$2")"
+  (
+    flock -w 900 9 || die "timed out waiting for $2.lock"
+    maven_runtime_libs_locked "$@"
+  ) 9>"$2.lock"
+}
+
+maven_runtime_libs_locked() {
   local pomdir="$1" libdir="$2" stamp want
   stamp="$libdir/.pom.sha256"
   want="$(sha256sum "$pomdir/pom.xml" | cut -d' ' -f1)"
@@ -161,4 +170,11 @@ maven_runtime_libs() {
   printf '%s\n' "$want" >"$stamp"
   rm -f "$libdir.mvn.log"
   log "jars ready: $(find "$libdir" -name '*.jar' | wc -l) in $((SECONDS - start))s"
+}
+
+# Kafka's jars (deploy/local/kafka/pom.xml), shared by kafka.sh and kafka-cli.sh.
+KAFKA_LIB="$LOCAL_DIR/kafka/target/lib"
+ensure_kafka_libs() {
+  need_cmd java "install Java 17: apt-get install -y openjdk-17-jre-headless"
+  maven_runtime_libs "$LOCAL_DIR/kafka" "$KAFKA_LIB"
 }

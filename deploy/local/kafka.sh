@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# Apache Kafka 4.x (KRaft, single node, broker+controller) for the local stack:
+# kafka.sh start|stop [--purge]|status
+#
+# Jars:    deploy/local/kafka/target/lib (Maven Central via deploy/local/kafka/pom.xml, cached in ~/.m2)
+# Config:  $CQRSFLOW_STATE_DIR/kafka/server.properties (written on every start)
+# Data:    $CQRSFLOW_STATE_DIR/kafka/data (formatted on first start)
+# Log:     $CQRSFLOW_STATE_DIR/kafka/kafka.log
+# Pid:     $CQRSFLOW_STATE_DIR/kafka/kafka.pid
+# Listens on 127.0.0.1:$KAFKA_PORT (default 19092), controller 127.0.0.1:$KAFKA_CONTROLLER_PORT (19093).
+set -euo pipefail
+COMPONENT=kafka
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+KAFKA_DIR="$STATE_DIR/kafka"
+KAFKA_DATA="$KAFKA_DIR/data"
+KAFKA_CONF="$KAFKA_DIR/server.properties"
+KAFKA_LOG="$KAFKA_DIR/kafka.log"
+KAFKA_PIDFILE="$KAFKA_DIR/kafka.pid"
+KAFKA_WAIT="${KAFKA_WAIT:-90}"
+KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms512m -Xmx512m}"
+BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
+
+ensure_kcat() {
+  command -v kcat >/dev/null 2>&1 || apt_install kcat
+}
+
+# The broker answers metadata requests and lists itself (registered, unfenced).
+kafka_ready() {
+  kcat -L -b "$BOOTSTRAP" -m 2 2>/dev/null | grep -q "broker 1 at 127.0.0.1:$KAFKA_PORT"
+}
+
+write_config() {
+  cat >"$KAFKA_CONF" <<EOF
+# Written by deploy/local/kafka.sh on every start; edit the script, not this file.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$KAFKA_DATA
+num.partitions=1
+default.replication.factor=1
+min.insync.replicas=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=10
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=false
+delete.topic.enable=true
+EOF
+}
+
+java_opts() {
+  # shellcheck disable=SC2206
+  local heap=($KAFKA_HEAP_OPTS)
+  printf '%s\n' "${heap[@]}" -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+    -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent \
+    -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
+    "-Dlog4j2.configurationFile=$LOCAL_DIR/kafka/log4j2.properties" \
+    -cp "$KAFKA_LIB/*"
+}
+
+start() {
+  local pid opts
+  mkdir -p "$KAFKA_DIR"
+  if pid="$(running_pid "$KAFKA_PIDFILE" "$KAFKA_CONF")"; then
+    log "already running (pid $pid)"
+  else
+    ensure_kcat
+    if kafka_ready; then
+      die "something else already answers Kafka requests on $BOOTSTRAP (not our pid file $KAFKA_PIDFILE); stop it or set KAFKA_PORT"
+    fi
+    ensure_kafka_libs
+    mapfile -t opts < <(java_opts)
+    local tool=(java -Xmx256m "-Dlog4j2.configurationFile=$LOCAL_DIR/kafka/log4j2-cli.properties" -cp "$KAFKA_LIB/*")
+    write_config
+    if [[ ! -f "$KAFKA_DATA/meta.properties" ]]; then
+      local cluster_id
+      cluster_id="$("${tool[@]}" kafka.tools.StorageTool random-uuid 2>>"$KAFKA_LOG")" \
+        || { show_log "$KAFKA_LOG"; die "StorageTool random-uuid failed"; }
+      log "formatting $KAFKA_DATA (cluster id $cluster_id)"
+      "${tool[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$KAFKA_CONF" --ignore-formatted \
+        >>"$KAFKA_LOG" 2>&1 || { show_log "$KAFKA_LOG"; die "StorageTool format failed"; }
+    fi
+    [[ -f "$KAFKA_LOG" ]] && mv -f "$KAFKA_LOG" "$KAFKA_LOG.1"
+    log "starting on $BOOTSTRAP, controller 127.0.0.1:$KAFKA_CONTROLLER_PORT (log $KAFKA_LOG)"
+    rm -f "$KAFKA_PIDFILE"
+    # Own session so a Ctrl-C of `make up` does not take the broker down; the
+    # shell records its own pid and then becomes the JVM (exec), so the pid
+    # file holds exactly the broker's pid.
+    setsid bash -c 'echo $$ >"$0"; exec "$@"' "$KAFKA_PIDFILE" \
+      java "${opts[@]}" kafka.Kafka "$KAFKA_CONF" >>"$KAFKA_LOG" 2>&1 </dev/null &
+    if ! wait_for "pid file $KAFKA_PIDFILE" 10 test -s "$KAFKA_PIDFILE"; then
+      show_log "$KAFKA_LOG"; die "Kafka did not start"
+    fi
+    pid="$(read_pid "$KAFKA_PIDFILE")"
+  fi
+  ensure_kcat
+  local rc=0
+  WAIT_ALIVE_PID="$pid" wait_for "Kafka broker metadata on $BOOTSTRAP (kcat -L)" "$KAFKA_WAIT" kafka_ready || rc=$?
+  if (( rc != 0 )); then
+    show_log "$KAFKA_LOG"
+    die "Kafka is not ready on $BOOTSTRAP (pid $pid)"
+  fi
+  log "ready: $BOOTSTRAP (pid $pid)"
+}
+
+stop() {
+  local purge="${1:-}"
+  stop_pid "$KAFKA_PIDFILE" "$KAFKA_CONF" kafka 60
+  if [[ "$purge" == --purge ]]; then
+    log "purging $KAFKA_DIR"
+    rm -rf "$KAFKA_DIR"
+  fi
+}
+
+status() {
+  local pid
+  if pid="$(running_pid "$KAFKA_PIDFILE" "$KAFKA_CONF")"; then
+    if command -v kcat >/dev/null 2>&1 && kafka_ready; then
+      printf '%-14s running  pid %-8s 127.0.0.1:%-6s rss %-9s log %s\n' kafka "$pid" "$KAFKA_PORT" "$(rss_of "$pid")" "$KAFKA_LOG"
+      return 0
+    fi
+    printf '%-14s NOT READY pid %-8s 127.0.0.1:%-6s (no metadata)  log %s\n' kafka "$pid" "$KAFKA_PORT" "$KAFKA_LOG"
+    return 1
+  fi
+  printf '%-14s stopped                             log %s\n' kafka "$KAFKA_LOG"
+  return 1
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop "${2:-}" ;;
+  status) status ;;
+  *) echo "usage: $0 start|stop [--purge]|status" >&2; exit 2 ;;
+esac
