@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Stop the local stack (`make down`); `down.sh --purge` (`make purge`) also
+# deletes its data. Stops exactly the processes recorded in the pid files.
+set -uo pipefail
+COMPONENT=down
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+purge=""
+case "${1:-}" in
+  "") ;;
+  --purge) purge=--purge ;;
+  *) echo "usage: $0 [--purge]" >&2; exit 2 ;;
+esac
+
+rc=0
+for svc in elasticsearch:es.sh kafka:kafka.sh postgresql:pg.sh; do
+  name="${svc%%:*}" script="$LOCAL_DIR/${svc#*:}"
+  if [[ -x "$script" ]]; then
+    "$script" stop $purge || { log "stopping $name failed"; rc=1; }
+  else
+    log "${script#"$REPO_DIR"/} not found: nothing to stop for $name"
+  fi
+done
+
+if [[ -n "$purge" && -d "$STATE_DIR" ]]; then
+  rm -f "$STATE_DIR/apt.log" "$STATE_DIR/.apt.lock"
+  if rmdir "$STATE_DIR" 2>/dev/null; then
+    log "removed $STATE_DIR"
+  else
+    log "left in $STATE_DIR (not the stack's): $(ls -A "$STATE_DIR" | tr '\n' ' ')"
+  fi
+fi
+
+# Anything still running from our state dir is a bug worth seeing.
+left="$(ps -eo pid=,args= | grep -F -- "$STATE_DIR/" | grep -v -e grep -e "$0" || true)"
+if [[ -n "$left" ]]; then
+  log "WARNING: processes still using $STATE_DIR:"
+  printf '%s\n' "$left" | sed 's/^/    /' >&2
+  rc=1
+fi
+exit "$rc"
