@@ -134,7 +134,7 @@ status() {
     return 1
   fi
   printf '%-14s stopped                             log %s\n' kafka "$KAFKA_LOG"
-  return 1
+  return 3
 }
 
 case "${1:-}" in

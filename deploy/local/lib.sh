@@ -175,6 +175,9 @@ maven_runtime_libs_locked() {
 # Kafka's jars (deploy/local/kafka/pom.xml), shared by kafka.sh and kafka-cli.sh.
 KAFKA_LIB="$LOCAL_DIR/kafka/target/lib"
 ensure_kafka_libs() {
-  need_cmd java "install Java 17: apt-get install -y openjdk-17-jre-headless"
+  local pkgs=()
+  command -v java >/dev/null 2>&1 || pkgs+=(openjdk-17-jdk-headless)
+  command -v mvn >/dev/null 2>&1 || pkgs+=(maven)
+  if ((${#pkgs[@]})); then apt_install "${pkgs[@]}"; fi
   maven_runtime_libs "$LOCAL_DIR/kafka" "$KAFKA_LIB"
 }

@@ -78,6 +78,11 @@ start() {
   fi
 
   if pg_running; then
+    local port
+    port="$(sed -n 4p "$PG_DATA/postmaster.pid" 2>/dev/null || true)"
+    if [[ -n "$port" && "$port" != "$PG_PORT" ]]; then
+      die "PostgreSQL of $PG_DATA already runs on port $port, not PG_PORT=$PG_PORT: run '$0 stop' first or use PG_PORT=$port"
+    fi
     log "already running (pid $(pg_pid), data $PG_DATA)"
   else
     if [[ ! -f "$PG_DATA/PG_VERSION" ]]; then
@@ -128,7 +133,7 @@ status() {
     return 1
   fi
   printf '%-14s stopped                             log %s\n' postgresql "$PG_LOG"
-  return 1
+  return 3
 }
 
 case "${1:-}" in
