@@ -1,0 +1,127 @@
+// Package topics creates and verifies cqrsflow's Kafka topics with kadm:
+// one `<prefix>.<aggregate_type>.events` topic per aggregate type and its
+// `.dlq` companion, with infinite retention (replay by offset reset needs
+// the full history).
+package topics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+
+	"cqrsflow/internal/envelope"
+)
+
+// Defaults of ARCHITECTURE.md.
+const (
+	DefaultPartitions        int32 = 12
+	DefaultReplicationFactor int16 = 1
+)
+
+// ErrInvalidSpec is returned for a Spec that cannot be created.
+var ErrInvalidSpec = errors.New("invalid topic spec")
+
+// Spec describes one topic to ensure.
+type Spec struct {
+	Name              string
+	Partitions        int32
+	ReplicationFactor int16
+	// Configs are topic configs set on creation (retention.ms, …); an
+	// existing topic's configs are left alone.
+	Configs map[string]*string
+	// Log receives the warning for an existing topic whose partition count
+	// differs from Partitions; slog.Default() when nil.
+	Log *slog.Logger
+}
+
+// InfiniteRetention is the retention.ms of every event and DLQ topic.
+func InfiniteRetention() map[string]*string {
+	v := "-1"
+	return map[string]*string{"retention.ms": &v}
+}
+
+// EventSpecs returns the specs of the event topic and the DLQ topic of
+// every aggregate type: `<prefix>.<type>.events` and `<prefix>.<type>.events.dlq`.
+func EventSpecs(prefix string, aggregateTypes []string, partitions int32, rf int16, log *slog.Logger) []Spec {
+	specs := make([]Spec, 0, 2*len(aggregateTypes))
+	for _, t := range aggregateTypes {
+		topic := envelope.Topic(prefix, t)
+		for _, name := range []string{topic, envelope.DLQTopic(topic)} {
+			specs = append(specs, Spec{Name: name, Partitions: partitions, ReplicationFactor: rf, Configs: InfiniteRetention(), Log: log})
+		}
+	}
+	return specs
+}
+
+func (s Spec) validate() error {
+	var errs []error
+	if s.Name == "" {
+		errs = append(errs, errors.New("name is empty"))
+	}
+	if s.Partitions < 1 {
+		errs = append(errs, fmt.Errorf("partitions must be >= 1, got %d", s.Partitions))
+	}
+	if s.ReplicationFactor < 1 {
+		errs = append(errs, fmt.Errorf("replication factor must be >= 1, got %d", s.ReplicationFactor))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w %q: %w", ErrInvalidSpec, s.Name, errors.Join(errs...))
+	}
+	return nil
+}
+
+// Ensure creates the topic if it does not exist and verifies it otherwise.
+// An existing topic with a different partition count is logged as a
+// warning, not an error: repartitioning is an operator's decision (it
+// moves keys), so the relay keeps working with what exists.
+func Ensure(ctx context.Context, adm *kadm.Client, spec Spec) error {
+	if err := spec.validate(); err != nil {
+		return err
+	}
+	log := spec.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	resp, err := adm.CreateTopic(ctx, spec.Partitions, spec.ReplicationFactor, spec.Configs, spec.Name)
+	if err == nil {
+		err = resp.Err
+	}
+	switch {
+	case err == nil:
+		log.Info("topic created", "topic", spec.Name, "partitions", spec.Partitions, "replication_factor", spec.ReplicationFactor)
+		return nil
+	case errors.Is(err, kerr.TopicAlreadyExists):
+	default:
+		return fmt.Errorf("creating topic %s: %w", spec.Name, err)
+	}
+	details, err := adm.ListTopics(ctx, spec.Name)
+	if err != nil {
+		return fmt.Errorf("describing topic %s: %w", spec.Name, err)
+	}
+	d, ok := details[spec.Name]
+	if !ok {
+		return fmt.Errorf("describing topic %s: not in metadata response", spec.Name)
+	}
+	if d.Err != nil {
+		return fmt.Errorf("describing topic %s: %w", spec.Name, d.Err)
+	}
+	if n := int32(len(d.Partitions)); n != spec.Partitions {
+		log.Warn("existing topic has a different partition count than configured; keeping it",
+			"topic", spec.Name, "partitions", n, "configured_partitions", spec.Partitions)
+	}
+	return nil
+}
+
+// EnsureAll ensures every spec, stopping at the first error.
+func EnsureAll(ctx context.Context, adm *kadm.Client, specs []Spec) error {
+	for _, s := range specs {
+		if err := Ensure(ctx, adm, s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
