@@ -1,0 +1,151 @@
+// Package products is the products read-model projection: product events →
+// one searchable document per product (schemas/elasticsearch/products.json).
+package products
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"cqrsflow/internal/envelope"
+	"cqrsflow/internal/projection"
+	"cqrsflow/schemas"
+)
+
+// Event types of the product aggregate.
+const (
+	Created = "ProductCreated"
+	Updated = "ProductUpdated"
+	Deleted = "ProductDeleted"
+)
+
+// Doc is a product document.
+type Doc struct {
+	projection.Base
+	Name        string  `json:"name"`
+	Description string  `json:"description"`
+	Price       float64 `json:"price"`
+	Stock       int64   `json:"stock"`
+}
+
+type state struct {
+	Name        *string  `json:"name"`
+	Description *string  `json:"description"`
+	Price       *float64 `json:"price"`
+	Stock       *int64   `json:"stock"`
+}
+
+func decodeState(env *envelope.Envelope) (state, error) {
+	var s state
+	if err := projection.DecodePayload(env, &s); err != nil {
+		return s, err
+	}
+	var missing []string
+	if s.Name == nil {
+		missing = append(missing, "name")
+	}
+	if s.Description == nil {
+		empty := ""
+		s.Description = &empty
+	}
+	if s.Price == nil {
+		missing = append(missing, "price")
+	}
+	if s.Stock == nil {
+		missing = append(missing, "stock")
+	}
+	if len(missing) > 0 {
+		return s, projection.Unprojectable("%s payload misses %v", env.EventType, missing)
+	}
+	return s, nil
+}
+
+// Apply folds env onto cur (nil: no document yet) and returns the new
+// document. It does not check versions (the runtime does); it checks that
+// the event can start or continue the document. A deleted product stays
+// deleted: later events only advance its version.
+func Apply(cur *Doc, env *envelope.Envelope) (*Doc, error) {
+	if env.AggregateType != "product" {
+		return nil, projection.Unprojectable("aggregate_type %q is not product", env.AggregateType)
+	}
+	switch env.EventType {
+	case Created, Updated, Deleted:
+	default:
+		return nil, projection.Unprojectable("unknown product event type %q", env.EventType)
+	}
+	if cur == nil {
+		if env.EventType != Created {
+			return nil, projection.Unprojectable("%s cannot start a product (no document)", env.EventType)
+		}
+		s, err := decodeState(env)
+		if err != nil {
+			return nil, err
+		}
+		return &Doc{Base: projection.Start(env), Name: *s.Name, Description: *s.Description, Price: *s.Price, Stock: *s.Stock}, nil
+	}
+	next := *cur
+	if cur.Deleted {
+		// Never resurrect: keep the deleted state, follow the version.
+		next.Advance(env)
+		return &next, nil
+	}
+	switch env.EventType {
+	case Created:
+		return nil, projection.Unprojectable("ProductCreated for existing product %s", cur.ID)
+	case Updated:
+		s, err := decodeState(env)
+		if err != nil {
+			return nil, err
+		}
+		next.Name, next.Description, next.Price, next.Stock = *s.Name, *s.Description, *s.Price, *s.Stock
+	case Deleted:
+		var p struct {
+			Reason string `json:"reason"`
+		}
+		if err := projection.DecodePayload(env, &p); err != nil {
+			return nil, err
+		}
+		next.Deleted = true
+	}
+	next.Advance(env)
+	return &next, nil
+}
+
+// Projection adapts Apply to the projector runtime.
+type Projection struct{}
+
+// Name is the projection (and alias) name.
+func (Projection) Name() string { return "products" }
+
+// AggregateType is the aggregate whose topic the projection consumes.
+func (Projection) AggregateType() string { return "product" }
+
+// Mapping is the create-index body.
+func (Projection) Mapping() ([]byte, error) {
+	return schemas.Elasticsearch.ReadFile("elasticsearch/products.json")
+}
+
+// Decode parses a stored document.
+func (Projection) Decode(source []byte) (any, error) {
+	var d Doc
+	if err := json.Unmarshal(source, &d); err != nil {
+		return nil, fmt.Errorf("decoding product document: %w", err)
+	}
+	return &d, nil
+}
+
+// Apply folds env onto current (nil or *Doc).
+func (Projection) Apply(current any, env *envelope.Envelope) (any, error) {
+	var cur *Doc
+	if current != nil {
+		c, ok := current.(*Doc)
+		if !ok {
+			return nil, fmt.Errorf("products: document of type %T", current)
+		}
+		cur = c
+	}
+	d, err := Apply(cur, env)
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
+}
