@@ -7,6 +7,8 @@
 # official distribution, no security (no xpack.* settings at all).
 #
 # State:   $CQRSFLOW_STATE_DIR/elasticsearch/{home/config,data,logs,tmp}
+# Jars:    built into deploy/local/elasticsearch/target/, run from a copy in
+#          $CQRSFLOW_STATE_DIR/elasticsearch/lib
 # Log:     $CQRSFLOW_STATE_DIR/elasticsearch/logs/elasticsearch.log
 # Pid:     $CQRSFLOW_STATE_DIR/elasticsearch/elasticsearch.pid
 # Listens: http://127.0.0.1:$ES_PORT (19200), transport 127.0.0.1:$ES_TRANSPORT_PORT (19300)
@@ -34,6 +36,9 @@ ES_LIB="$ES_MODULE/target/lib"
 ES_MAIN=cqrsflow.localstack.es.Main
 
 ES_DIR="$STATE_DIR/elasticsearch"
+# The node runs from a copy of the built jars, so rebuilding the module
+# (mvn package rewrites target/) can never pull jars from under a running JVM.
+ES_RUNLIB="$ES_DIR/lib"
 ES_HOME="$ES_DIR/home"
 ES_DATA="$ES_DIR/data"
 ES_LOGS="$ES_DIR/logs"
@@ -94,6 +99,17 @@ es_yellow() {
   curl -fsS --max-time 10 "$ES_URL/_cluster/health?wait_for_status=yellow&timeout=5s" >/dev/null 2>&1
 }
 
+# install_runlib: copy launcher + runtime jars to the state dir when the build is newer.
+install_runlib() {
+  if [[ -f "$ES_RUNLIB/.complete" && ! "$ES_LIB/.complete" -nt "$ES_RUNLIB/.complete" ]]; then
+    return 0
+  fi
+  rm -rf "$ES_RUNLIB"
+  mkdir -p "$ES_RUNLIB"
+  cp "$ES_JAR" "$ES_LIB"/*.jar "$ES_RUNLIB/"
+  touch "$ES_RUNLIB/.complete"
+}
+
 write_config() {
   mkdir -p "$ES_HOME/config" "$ES_DATA" "$ES_LOGS" "$ES_TMP"
   cp "$ES_MODULE/config/log4j2.properties" "$ES_HOME/config/log4j2.properties"
@@ -117,6 +133,10 @@ EOF
 start() {
   ensure_tools
   mkdir -p "$ES_DIR"
+  # One start at a time (up.sh and a developer may race): the lock fd 8 is
+  # released when this script exits and is NOT inherited by the JVM (8>&-).
+  exec 8>"$ES_DIR/.start.lock"
+  flock -w 300 8 || die "timed out waiting for another es.sh start ($ES_DIR/.start.lock)"
   local pid
   if pid="$(es_pid)" && es_answers; then
     log "elasticsearch already running (pid $pid, $ES_URL)"
@@ -128,6 +148,7 @@ start() {
   else
     rm -f "$ES_PIDFILE"
     build
+    install_runlib
     write_config
     if es_answers; then
       die "something else already answers on $ES_URL (not our pid file $ES_PIDFILE); set ES_PORT"
@@ -147,8 +168,8 @@ start() {
       "-Xlog:gc*,gc+age=trace,safepoint:file=$ES_LOGS/gc.log:utctime,level,pid,tags:filecount=4,filesize=16m"
     )
     # setsid + nohup: the node survives the shell (and make) that started it.
-    setsid nohup java "${jvm[@]}" -cp "$ES_JAR:$ES_LIB/*" "$ES_MAIN" "$ES_HOME" \
-      >"$ES_LOG" 2>&1 </dev/null &
+    setsid nohup java "${jvm[@]}" -cp "$ES_RUNLIB/*" "$ES_MAIN" "$ES_HOME" \
+      >"$ES_LOG" 2>&1 </dev/null 8>&- &
     pid=$!
     printf '%s\n' "$pid" >"$ES_PIDFILE"
   fi
@@ -157,6 +178,7 @@ start() {
   WAIT_ALIVE_PID="$pid" wait_for "Elasticsearch cluster health yellow at $ES_URL" "$ES_WAIT" es_yellow || rc=$?
   if ((rc != 0)); then
     show_log "$ES_LOG" 50
+    kill -0 "$pid" 2>/dev/null || rm -f "$ES_PIDFILE"
     die "Elasticsearch did not become ready (pid $pid, log $ES_LOG)"
   fi
   log "ready: $ES_URL (pid $pid, rss $(rss_of "$pid"))"

@@ -79,6 +79,12 @@ public final class Main {
             node.start();
         } catch (Throwable t) {
             t.printStackTrace();
+            // One readable line last, so the tail of the log names the cause.
+            StringBuilder why = new StringBuilder("cqrsflow launcher: Elasticsearch failed to start: ").append(t);
+            for (Throwable c = t.getCause(); c != null; c = c.getCause()) {
+                why.append(" <- caused by ").append(c);
+            }
+            System.err.println(why);
             // halt: the shutdown hook would try to close a half-started node.
             Runtime.getRuntime().halt(1);
         }
