@@ -1,0 +1,328 @@
+// Package esindex holds the Elasticsearch helpers of the read models:
+// versioned indices behind aliases (products → products_v1), atomic alias
+// swaps, _mget of current documents with their versions, and _bulk writes
+// with the aggregate version as external version.
+//
+// Only server-core APIs are used (no scripts, no reindex), so the local
+// single-node stack and the full image behave the same.
+package esindex
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/elastic/go-elasticsearch/v8"
+	"github.com/elastic/go-elasticsearch/v8/esapi"
+)
+
+// ErrUnavailable marks a failure worth retrying: Elasticsearch unreachable,
+// overloaded (429) or failing (5xx).
+var ErrUnavailable = errors.New("elasticsearch unavailable")
+
+// ErrNotFound is returned when an index or alias does not exist.
+var ErrNotFound = errors.New("not found")
+
+// AliasName is the alias queries read: <prefix><projection>.
+func AliasName(prefix, projection string) string { return prefix + projection }
+
+// IndexName is a versioned index behind the alias: <prefix><projection>_v<N>.
+func IndexName(prefix, projection string, version int) string {
+	return prefix + projection + "_v" + strconv.Itoa(version)
+}
+
+// New returns a client for url.
+func New(url string) (*elasticsearch.Client, error) {
+	es, err := elasticsearch.NewClient(elasticsearch.Config{Addresses: []string{url}, MaxRetries: 1})
+	if err != nil {
+		return nil, fmt.Errorf("elasticsearch client: %w", err)
+	}
+	return es, nil
+}
+
+// Ping checks the cluster answers (cluster health, any status but red).
+func Ping(ctx context.Context, es *elasticsearch.Client) error {
+	res, err := es.Cluster.Health(es.Cluster.Health.WithContext(ctx))
+	if err := check(res, err, "cluster health"); err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	var h struct {
+		Status string `json:"status"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&h); err != nil {
+		return fmt.Errorf("%w: decoding cluster health: %w", ErrUnavailable, err)
+	}
+	if h.Status == "red" {
+		return fmt.Errorf("%w: cluster health red", ErrUnavailable)
+	}
+	return nil
+}
+
+// check turns a transport error or an error status into an error that
+// wraps ErrUnavailable when retrying can help. On success it leaves the
+// body open for the caller.
+func check(res *esapi.Response, err error, what string) error {
+	if err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrUnavailable, what, err)
+	}
+	if !res.IsError() {
+		return nil
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(res.Body, 2048))
+	e := fmt.Errorf("%s: %s: %s", what, res.Status(), strings.TrimSpace(string(body)))
+	switch {
+	case res.StatusCode == http.StatusTooManyRequests || res.StatusCode >= 500:
+		return fmt.Errorf("%w: %w", ErrUnavailable, e)
+	case res.StatusCode == http.StatusNotFound:
+		return fmt.Errorf("%w: %w", ErrNotFound, e)
+	}
+	return e
+}
+
+// EnsureIndex creates index with body (settings + mappings) unless it exists.
+func EnsureIndex(ctx context.Context, es *elasticsearch.Client, index string, body []byte) error {
+	res, err := es.Indices.Exists([]string{index}, es.Indices.Exists.WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("%w: checking index %s: %w", ErrUnavailable, index, err)
+	}
+	res.Body.Close()
+	if res.StatusCode == http.StatusOK {
+		return nil
+	}
+	res, err = es.Indices.Create(index, es.Indices.Create.WithBody(bytes.NewReader(body)), es.Indices.Create.WithContext(ctx),
+		es.Indices.Create.WithWaitForActiveShards("1"))
+	if err != nil {
+		return fmt.Errorf("%w: creating index %s: %w", ErrUnavailable, index, err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode == http.StatusBadRequest {
+		b, _ := io.ReadAll(res.Body)
+		if bytes.Contains(b, []byte("resource_already_exists_exception")) {
+			return nil
+		}
+		return fmt.Errorf("creating index %s: %s: %s", index, res.Status(), b)
+	}
+	return check(res, nil, "creating index "+index)
+}
+
+// AliasTargets returns the indices alias points to (sorted); ErrNotFound
+// when the alias does not exist.
+func AliasTargets(ctx context.Context, es *elasticsearch.Client, alias string) ([]string, error) {
+	res, err := es.Indices.GetAlias(es.Indices.GetAlias.WithName(alias), es.Indices.GetAlias.WithContext(ctx))
+	if err := check(res, err, "getting alias "+alias); err != nil {
+		return nil, err
+	}
+	defer res.Body.Close()
+	var m map[string]json.RawMessage
+	if err := json.NewDecoder(res.Body).Decode(&m); err != nil {
+		return nil, fmt.Errorf("decoding alias %s: %w", alias, err)
+	}
+	out := make([]string, 0, len(m))
+	for idx := range m {
+		out = append(out, idx)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// EnsureAlias makes sure alias exists. If it does not, it is created on
+// index (which EnsureIndex should have created). It returns the alias's
+// target indices.
+func EnsureAlias(ctx context.Context, es *elasticsearch.Client, alias, index string) ([]string, error) {
+	targets, err := AliasTargets(ctx, es, alias)
+	if err == nil {
+		return targets, nil
+	}
+	if !errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
+	if _, err := SwapAlias(ctx, es, alias, index); err != nil {
+		return nil, err
+	}
+	return []string{index}, nil
+}
+
+type aliasAction map[string]map[string]any
+
+// SwapAlias points alias at index only, in ONE _aliases request (remove
+// from every current target + add): readers never see no index or two.
+// It returns the previous targets.
+func SwapAlias(ctx context.Context, es *elasticsearch.Client, alias, index string) ([]string, error) {
+	old, err := AliasTargets(ctx, es, alias)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
+	var actions []aliasAction
+	for _, o := range old {
+		if o != index {
+			actions = append(actions, aliasAction{"remove": {"index": o, "alias": alias}})
+		}
+	}
+	actions = append(actions, aliasAction{"add": {"index": index, "alias": alias, "is_write_index": true}})
+	body, _ := json.Marshal(map[string]any{"actions": actions})
+	res, err := es.Indices.UpdateAliases(bytes.NewReader(body), es.Indices.UpdateAliases.WithContext(ctx))
+	if err := check(res, err, "swapping alias "+alias+" to "+index); err != nil {
+		return nil, err
+	}
+	res.Body.Close()
+	return old, nil
+}
+
+// Refresh makes everything indexed so far searchable.
+func Refresh(ctx context.Context, es *elasticsearch.Client, index string) error {
+	res, err := es.Indices.Refresh(es.Indices.Refresh.WithIndex(index), es.Indices.Refresh.WithContext(ctx))
+	if err := check(res, err, "refreshing "+index); err != nil {
+		return err
+	}
+	res.Body.Close()
+	return nil
+}
+
+// DeleteIndex deletes one index by name.
+func DeleteIndex(ctx context.Context, es *elasticsearch.Client, index string) error {
+	res, err := es.Indices.Delete([]string{index}, es.Indices.Delete.WithContext(ctx))
+	if err := check(res, err, "deleting index "+index); err != nil {
+		return err
+	}
+	res.Body.Close()
+	return nil
+}
+
+// Count returns the number of documents in index (after a refresh).
+func Count(ctx context.Context, es *elasticsearch.Client, index string) (int64, error) {
+	res, err := es.Count(es.Count.WithIndex(index), es.Count.WithContext(ctx))
+	if err := check(res, err, "counting "+index); err != nil {
+		return 0, err
+	}
+	defer res.Body.Close()
+	var c struct {
+		Count int64 `json:"count"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&c); err != nil {
+		return 0, fmt.Errorf("decoding count: %w", err)
+	}
+	return c.Count, nil
+}
+
+// Hit is one document returned by MGet.
+type Hit struct {
+	Version int64 // _version: the external (aggregate) version
+	Source  json.RawMessage
+}
+
+// MGet returns the current documents of ids in index (an alias with one
+// target works); missing ids are absent from the map.
+func MGet(ctx context.Context, es *elasticsearch.Client, index string, ids []string) (map[string]Hit, error) {
+	out := make(map[string]Hit, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	body, _ := json.Marshal(map[string][]string{"ids": ids})
+	res, err := es.Mget(bytes.NewReader(body), es.Mget.WithIndex(index), es.Mget.WithContext(ctx), es.Mget.WithRealtime(true))
+	if err := check(res, err, "mget "+index); err != nil {
+		return nil, err
+	}
+	defer res.Body.Close()
+	var r struct {
+		Docs []struct {
+			ID      string          `json:"_id"`
+			Found   bool            `json:"found"`
+			Version int64           `json:"_version"`
+			Source  json.RawMessage `json:"_source"`
+			Error   json.RawMessage `json:"error"`
+		} `json:"docs"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&r); err != nil {
+		return nil, fmt.Errorf("%w: decoding mget response: %w", ErrUnavailable, err)
+	}
+	for _, d := range r.Docs {
+		if len(d.Error) > 0 {
+			return nil, fmt.Errorf("%w: mget %s/%s: %s", ErrUnavailable, index, d.ID, d.Error)
+		}
+		if d.Found {
+			out[d.ID] = Hit{Version: d.Version, Source: d.Source}
+		}
+	}
+	return out, nil
+}
+
+// Op is one versioned index operation of a bulk request.
+type Op struct {
+	Index   string
+	ID      string
+	Version int64 // external version: the aggregate version of the document
+	Doc     []byte
+}
+
+// Result is the outcome of one bulk item.
+type Result struct {
+	Status int
+	// Conflict: Elasticsearch holds this version or a newer one already.
+	Conflict bool
+	Err      string
+}
+
+// Bulk indexes ops with version_type=external and returns one result per
+// op, in order. A whole-request failure wraps ErrUnavailable when retryable.
+func Bulk(ctx context.Context, es *elasticsearch.Client, ops []Op, refresh string) ([]Result, error) {
+	if len(ops) == 0 {
+		return nil, nil
+	}
+	var buf bytes.Buffer
+	buf.Grow(len(ops) * 400)
+	for _, op := range ops {
+		meta := struct {
+			Index struct {
+				Index       string `json:"_index"`
+				ID          string `json:"_id"`
+				Version     int64  `json:"version"`
+				VersionType string `json:"version_type"`
+			} `json:"index"`
+		}{}
+		meta.Index.Index, meta.Index.ID, meta.Index.Version, meta.Index.VersionType = op.Index, op.ID, op.Version, "external"
+		b, _ := json.Marshal(meta)
+		buf.Write(b)
+		buf.WriteByte('\n')
+		buf.Write(op.Doc)
+		buf.WriteByte('\n')
+	}
+	opts := []func(*esapi.BulkRequest){es.Bulk.WithContext(ctx)}
+	if refresh != "" {
+		opts = append(opts, es.Bulk.WithRefresh(refresh))
+	}
+	res, err := es.Bulk(&buf, opts...)
+	if err := check(res, err, "bulk"); err != nil {
+		return nil, err
+	}
+	defer res.Body.Close()
+	var r struct {
+		Items []map[string]struct {
+			Status int             `json:"status"`
+			Error  json.RawMessage `json:"error"`
+		} `json:"items"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&r); err != nil {
+		return nil, fmt.Errorf("%w: decoding bulk response: %w", ErrUnavailable, err)
+	}
+	if len(r.Items) != len(ops) {
+		return nil, fmt.Errorf("%w: bulk returned %d items for %d ops", ErrUnavailable, len(r.Items), len(ops))
+	}
+	out := make([]Result, len(ops))
+	for i, it := range r.Items {
+		item := it["index"]
+		out[i] = Result{Status: item.Status, Conflict: item.Status == http.StatusConflict}
+		if item.Status >= 300 && item.Status != http.StatusConflict {
+			out[i].Err = string(item.Error)
+		}
+	}
+	return out, nil
+}
