@@ -1,0 +1,127 @@
+package relay
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"cqrsflow/internal/envelope"
+)
+
+// Producer is what the relay needs from a Kafka client (*kgo.Client).
+type Producer interface {
+	Produce(ctx context.Context, r *kgo.Record, promise func(*kgo.Record, error))
+}
+
+// ProducerOpts are the franz-go options the relay publishes with:
+// idempotent writes (franz-go's default), acks=all, and Kafka's own
+// murmur2 key partitioning. kgo.StickyKeyPartitioner(nil) hashes keyed
+// records with KafkaHasher(murmur2) = (murmur2(key) & 0x7fffffff) % n,
+// exactly the Java client's default partitioner, so any Java or librdkafka
+// (murmur2_random) client agrees on a key's partition. deliveryTimeout
+// bounds how long a record waits while Kafka is unreachable before the
+// batch fails and the relay backs off (0 = wait forever).
+func ProducerOpts(brokers []string, deliveryTimeout time.Duration) []kgo.Opt {
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(brokers...),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
+		kgo.ProducerLinger(0),
+	}
+	if deliveryTimeout > 0 {
+		opts = append(opts, kgo.RecordDeliveryTimeout(deliveryTimeout))
+	}
+	return opts
+}
+
+// record builds the Kafka record of an outbox row: key = aggregate id,
+// value = envelope JSON, headers of ARCHITECTURE.md.
+func record(prefix string, r *row) (*kgo.Record, error) {
+	env := envelope.Envelope{
+		EventID:        r.EventID,
+		EventType:      r.EventType,
+		SchemaVersion:  r.SchemaVersion,
+		AggregateType:  r.AggregateType,
+		AggregateID:    r.AggregateID,
+		Version:        r.Version,
+		OccurredAt:     r.OccurredAt.UTC(),
+		RecordedAt:     r.RecordedAt.UTC(),
+		GlobalPosition: r.GlobalPosition,
+		Payload:        json.RawMessage(r.Payload),
+	}
+	if len(r.Metadata) > 0 {
+		if err := json.Unmarshal(r.Metadata, &env.Metadata); err != nil {
+			return nil, fmt.Errorf("event %s: decoding metadata: %w", r.EventID, err)
+		}
+	}
+	value, err := json.Marshal(&env)
+	if err != nil {
+		return nil, fmt.Errorf("event %s: encoding envelope: %w", r.EventID, err)
+	}
+	return &kgo.Record{
+		Topic: envelope.Topic(prefix, r.AggregateType),
+		Key:   []byte(r.AggregateID),
+		Value: value,
+		Headers: []kgo.RecordHeader{
+			{Key: envelope.HeaderEventType, Value: []byte(r.EventType)},
+			{Key: envelope.HeaderSchemaVersion, Value: []byte(strconv.Itoa(r.SchemaVersion))},
+			{Key: envelope.HeaderEventID, Value: []byte(r.EventID)},
+			{Key: envelope.HeaderContentType, Value: []byte(envelope.ContentType)},
+		},
+	}, nil
+}
+
+// publish produces one record per row asynchronously and waits for every
+// acknowledgement. errs[i] is nil when rows[i] was acked.
+func publish(ctx context.Context, p Producer, prefix string, rows []row) (recs []*kgo.Record, errs []error, ackedAt []time.Time) {
+	recs = make([]*kgo.Record, len(rows))
+	errs = make([]error, len(rows))
+	ackedAt = make([]time.Time, len(rows))
+	var wg sync.WaitGroup
+	for i := range rows {
+		rec, err := record(prefix, &rows[i])
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		recs[i] = rec
+		wg.Add(1)
+		p.Produce(ctx, rec, func(_ *kgo.Record, err error) {
+			errs[i] = err
+			ackedAt[i] = time.Now()
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	return recs, errs, ackedAt
+}
+
+// deletable returns the ids of the rows that may leave the outbox: acked
+// rows that precede the first failed row of their aggregate in this batch
+// (rows are in id order, which is version order per aggregate). An acked
+// row after a failure of its aggregate stays and is republished with the
+// failed one, so the aggregate's first occurrences on Kafka stay in
+// version order; the cost is a duplicate, which the projector drops.
+// (franz-go also fails every buffered record of a partition after a
+// failed one, "gapless ordering", so such rows are rare.)
+func deletable(rows []row, errs []error) []int64 {
+	type agg struct{ t, id string }
+	failed := map[agg]bool{}
+	ids := make([]int64, 0, len(rows))
+	for i := range rows {
+		k := agg{rows[i].AggregateType, rows[i].AggregateID}
+		if errs[i] != nil {
+			failed[k] = true
+			continue
+		}
+		if !failed[k] {
+			ids = append(ids, rows[i].ID)
+		}
+	}
+	return ids
+}

@@ -1,0 +1,580 @@
+// Package relay publishes the transactional outbox to Kafka.
+//
+// # Claiming: shards and leases
+//
+// Every outbox row carries shard = hash(aggregate_id) & 63, so the rows of
+// one aggregate share a shard. A relay publishes a shard only while it holds
+// that shard's row in relay_leases (owner, epoch, expires_at). Leases are
+// renewed every LeaseTTL/3; a free or expired lease is taken with epoch+1.
+// Live relays heartbeat into relay_members, and each relay holds at most
+// ceil(64 / live) shards: an over-quota relay hands the excess back between
+// two batches, and an under-quota relay takes free shards, so N relays end
+// up with 64/N shards each.
+//
+// Leases rather than advisory locks: a lease is a row anyone can read
+// (who owns what, since when, in which epoch), it survives a connection
+// blip without losing ownership, its epoch fences a previous owner in the
+// conditional delete, and an operator can move a shard with one UPDATE. An
+// advisory lock is tied to one session: invisible to the relay's other pool
+// connections, lost silently with that connection, and without an epoch.
+//
+// # Never skipping a row
+//
+// There is no cursor. Each batch reads the lowest-id rows that exist in the
+// owned shards now. A row is deleted only after Kafka acknowledged it. A
+// transaction that commits a lower id after a higher one was published is
+// simply found by the next claim. The API appends under the aggregate's head
+// row lock, so one aggregate's rows become visible in version order. Rows
+// are DELETEd by id after the ack (not marked): the outbox stays as small
+// as the backlog, claims never wade through published rows, and the events
+// table remains the durable history.
+//
+// # Order and fencing
+//
+// Within a batch every record of one key goes to the same partition through
+// one idempotent producer, in id order; the next batch starts only after the
+// previous one was acked and deleted. The delete runs in a transaction that
+// locks the shard's lease row FOR SHARE and checks owner and epoch, so a
+// relay whose lease was taken over deletes nothing of that shard, and the
+// new owner republishes those rows. Before each claim the leases are
+// re-checked and lost shards are dropped at once. A relay that lost a
+// lease can still have one batch of that shard in flight (Kafka cannot be
+// fenced by a Postgres lease): the consumer may then see a duplicate, or an
+// older version replayed after a newer one, but never a missing event, and
+// the first occurrences of each key's versions stay in order. The projector
+// is idempotent (version-checked) and reports gaps.
+//
+// Partial failures: a batch's rows are deleted only up to the first failed
+// row of each aggregate; later rows of that aggregate stay and are
+// republished, in order, with the failed one. When Kafka is unreachable
+// (timeouts, retriable errors) franz-go fails every later buffered record
+// of the partition too, so nothing newer overtakes the failed record. A
+// non-retriable rejection of one produce batch (INVALID_RECORD,
+// MESSAGE_TOO_LARGE: a poison record) fails only that batch, so newer
+// versions of the key can land before the failed one is republished; the
+// projector sees that as a version gap and parks it, then gets the full
+// run again from the failed version. Such a record keeps failing and is
+// reported by cqrsflow_relay_publish_errors_total.
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"cqrsflow/internal/envelope"
+)
+
+// Config of a Relay. Zero values take the defaults noted.
+type Config struct {
+	ID           string        // relay id, unique among live relays (required)
+	TopicPrefix  string        // default envelope.DefaultTopicPrefix
+	BatchSize    int           // rows per batch, default 1000
+	PollInterval time.Duration // fallback poll when no NOTIFY arrives, default 250ms
+	LeaseTTL     time.Duration // default 10s
+	// RenewInterval is how often leases are renewed and rebalanced,
+	// default LeaseTTL/3.
+	RenewInterval time.Duration
+	StatsInterval time.Duration // outbox gauges refresh, default 2s
+	// ShutdownGrace bounds finishing the batch in flight after the context
+	// is cancelled, default 15s.
+	ShutdownGrace time.Duration
+	MaxBackoff    time.Duration // cap of the retry backoff, default 5s
+	// OnAck, if set, is called for every acked record (benchmarks).
+	OnAck func(recordedAt, ackedAt time.Time)
+}
+
+func (c *Config) defaults() {
+	if c.TopicPrefix == "" {
+		c.TopicPrefix = envelope.DefaultTopicPrefix
+	}
+	if c.BatchSize <= 0 {
+		c.BatchSize = 1000
+	}
+	if c.PollInterval <= 0 {
+		c.PollInterval = 250 * time.Millisecond
+	}
+	if c.LeaseTTL <= 0 {
+		c.LeaseTTL = 10 * time.Second
+	}
+	if c.RenewInterval <= 0 {
+		c.RenewInterval = c.LeaseTTL / 3
+	}
+	if c.StatsInterval <= 0 {
+		c.StatsInterval = 2 * time.Second
+	}
+	if c.ShutdownGrace <= 0 {
+		c.ShutdownGrace = 15 * time.Second
+	}
+	if c.MaxBackoff <= 0 {
+		c.MaxBackoff = 5 * time.Second
+	}
+}
+
+// ErrConfig is returned by New for an invalid Config.
+var ErrConfig = errors.New("invalid relay config")
+
+// Relay moves outbox rows to Kafka.
+type Relay struct {
+	cfg   Config
+	pool  *pgxpool.Pool
+	prod  Producer
+	log   *slog.Logger
+	m     *metrics
+	store *store
+	wake  chan struct{}
+
+	mu        sync.Mutex
+	owned     map[int16]int64 // shard → epoch
+	toRelease map[int16]bool
+}
+
+// New returns a relay. Metrics are registered on reg.
+func New(cfg Config, pool *pgxpool.Pool, prod Producer, reg prometheus.Registerer, log *slog.Logger) (*Relay, error) {
+	cfg.defaults()
+	var errs []error
+	if cfg.ID == "" {
+		errs = append(errs, errors.New("relay id is empty"))
+	}
+	if cfg.RenewInterval >= cfg.LeaseTTL {
+		errs = append(errs, fmt.Errorf("renew interval %s must be shorter than the lease TTL %s", cfg.RenewInterval, cfg.LeaseTTL))
+	}
+	if pool == nil || prod == nil {
+		errs = append(errs, errors.New("postgres pool and kafka producer are required"))
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, errors.Join(errs...))
+	}
+	return &Relay{
+		cfg: cfg, pool: pool, prod: prod,
+		log:       log.With("component", "relay", "relay_id", cfg.ID),
+		m:         newMetrics(reg),
+		store:     &store{pool: pool, id: cfg.ID, ttl: cfg.LeaseTTL},
+		wake:      make(chan struct{}, 1),
+		owned:     map[int16]int64{},
+		toRelease: map[int16]bool{},
+	}, nil
+}
+
+// Owned returns the shards this relay currently holds, sorted.
+func (r *Relay) Owned() []int16 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]int16, 0, len(r.owned))
+	for s := range r.owned {
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+// Run publishes until ctx is cancelled, then finishes the batch in flight
+// (acks and deletes it, bounded by ShutdownGrace), releases its leases and
+// returns nil.
+func (r *Relay) Run(ctx context.Context) error {
+	bg, stopBg := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	for _, f := range []func(context.Context){r.leaseLoop, r.listenLoop, r.statsLoop} {
+		wg.Add(1)
+		go func() { defer wg.Done(); f(bg) }()
+	}
+	// Background loops stop when ctx is done, except the lease loop, which
+	// keeps renewing until the last batch is finished.
+	r.publishLoop(ctx)
+	stopBg()
+	wg.Wait()
+
+	fin, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	r.mu.Lock()
+	owned := r.owned
+	r.owned = map[int16]int64{}
+	r.mu.Unlock()
+	r.m.ownedShards.Set(0)
+	if err := r.store.release(fin, owned); err != nil {
+		r.log.Warn("releasing leases on shutdown; they expire after the TTL", "err", err)
+	}
+	if err := r.store.leave(fin); err != nil {
+		r.log.Warn("removing relay heartbeat on shutdown", "err", err)
+	}
+	r.log.Info("relay stopped", "released_shards", len(owned))
+	return nil
+}
+
+func (r *Relay) poke() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// backoff is capped exponential with full jitter in [d/2, d].
+type backoff struct {
+	n   int
+	max time.Duration
+}
+
+func (b *backoff) next() time.Duration {
+	d := 50 * time.Millisecond << min(b.n, 10)
+	if d > b.max {
+		d = b.max
+	}
+	b.n++
+	return d/2 + rand.N(d/2+1)
+}
+
+func (b *backoff) reset() { b.n = 0 }
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func (r *Relay) publishLoop(ctx context.Context) {
+	bo := backoff{max: r.cfg.MaxBackoff}
+	poll := time.NewTimer(r.cfg.PollInterval)
+	defer poll.Stop()
+	for ctx.Err() == nil {
+		r.applyReleases(ctx)
+		n, err := r.batch(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			d := bo.next()
+			r.log.Warn("batch failed; retrying", "err", err, "backoff", d.String())
+			sleep(ctx, d)
+			continue
+		}
+		bo.reset()
+		if n >= r.cfg.BatchSize {
+			continue // backlog: next batch at once
+		}
+		poll.Reset(r.cfg.PollInterval)
+		select {
+		case <-ctx.Done():
+		case <-r.wake:
+		case <-poll.C:
+		}
+	}
+}
+
+// applyReleases hands back the shards the lease loop found above quota.
+// It runs between batches, so no in-flight row of those shards is left
+// acked but undeleted.
+func (r *Relay) applyReleases(ctx context.Context) {
+	r.mu.Lock()
+	rel := map[int16]int64{}
+	for s := range r.toRelease {
+		if e, ok := r.owned[s]; ok {
+			rel[s] = e
+			delete(r.owned, s)
+		}
+	}
+	r.toRelease = map[int16]bool{}
+	n := len(r.owned)
+	r.mu.Unlock()
+	if len(rel) == 0 {
+		return
+	}
+	r.m.ownedShards.Set(float64(n))
+	if err := r.store.release(ctx, rel); err != nil {
+		r.log.Warn("releasing leases for rebalance; they expire after the TTL", "err", err)
+		return
+	}
+	r.log.Info("released shards for rebalance", "shards", len(rel), "owned", n)
+}
+
+// dropLost forgets leases this relay no longer holds.
+func (r *Relay) dropLost(shards []int16, why string) {
+	if len(shards) == 0 {
+		return
+	}
+	r.mu.Lock()
+	dropped := 0
+	for _, s := range shards {
+		if _, ok := r.owned[s]; ok {
+			delete(r.owned, s)
+			dropped++
+		}
+	}
+	n := len(r.owned)
+	r.mu.Unlock()
+	if dropped == 0 {
+		return
+	}
+	r.m.leasesLost.Add(float64(dropped))
+	r.m.ownedShards.Set(float64(n))
+	r.log.Warn("lease lost; stopped publishing those shards", "shards", shards, "reason", why, "owned", n)
+}
+
+// batch claims, publishes and deletes one batch; it returns the rows claimed.
+func (r *Relay) batch(ctx context.Context) (int, error) {
+	r.mu.Lock()
+	leases := make(map[int16]int64, len(r.owned))
+	for s, e := range r.owned {
+		leases[s] = e
+	}
+	r.mu.Unlock()
+	if len(leases) == 0 {
+		return 0, nil
+	}
+	// Re-check the leases every batch: a taken-over shard stops at once.
+	held, err := r.store.held(ctx, leases)
+	if err != nil {
+		return 0, err
+	}
+	if len(held) < len(leases) {
+		var lost []int16
+		for s := range leases {
+			if _, ok := held[s]; !ok {
+				lost = append(lost, s)
+			}
+		}
+		r.dropLost(lost, "re-check before claim")
+	}
+	if len(held) == 0 {
+		return 0, nil
+	}
+	shards, _ := split(held)
+	rows, err := r.store.claim(ctx, shards, r.cfg.BatchSize)
+	if err != nil || len(rows) == 0 {
+		return 0, err
+	}
+	r.m.batches.Inc()
+	r.m.batchRecords.Observe(float64(len(rows)))
+
+	// From here on the batch is finished even if ctx is cancelled
+	// (SIGTERM), bounded by ShutdownGrace.
+	fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(r.cfg.ShutdownGrace, cancel) })
+	defer stop()
+
+	recs, errs, ackedAt := publish(fctx, r.prod, r.cfg.TopicPrefix, rows)
+	var firstErr error
+	failed := 0
+	for i := range rows {
+		topic := envelope.Topic(r.cfg.TopicPrefix, rows[i].AggregateType)
+		if recs[i] != nil {
+			topic = recs[i].Topic
+		}
+		if errs[i] != nil {
+			failed++
+			r.m.errors.WithLabelValues(topic).Inc()
+			if firstErr == nil {
+				firstErr = fmt.Errorf("publishing event %s (outbox id %d): %w", rows[i].EventID, rows[i].ID, errs[i])
+			}
+			continue
+		}
+		r.m.published.WithLabelValues(topic).Inc()
+		r.m.publishLag.Observe(ackedAt[i].Sub(rows[i].RecordedAt).Seconds())
+		if r.cfg.OnAck != nil {
+			r.cfg.OnAck(rows[i].RecordedAt, ackedAt[i])
+		}
+	}
+	ids := deletable(rows, errs)
+	if len(ids) > 0 {
+		if err := r.deleteWithRetry(fctx, ids, held); err != nil {
+			return len(rows), err
+		}
+	}
+	if firstErr != nil {
+		return len(rows), fmt.Errorf("%d of %d records not acked, they stay in the outbox: %w", failed, len(rows), firstErr)
+	}
+	return len(rows), nil
+}
+
+// deleteWithRetry retries the conditional delete while Postgres is
+// unreachable: a row acked but not deleted would be published again.
+func (r *Relay) deleteWithRetry(ctx context.Context, ids []int64, held map[int16]int64) error {
+	bo := backoff{max: r.cfg.MaxBackoff}
+	for {
+		_, lost, err := r.store.deleteAcked(ctx, ids, held)
+		if err == nil {
+			if len(lost) > 0 {
+				r.dropLost(lost, "taken over before delete; acked rows left for the new owner (duplicates)")
+			}
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w (acked rows stay in the outbox and will be republished)", err)
+		}
+		d := bo.next()
+		r.log.Warn("deleting acked rows failed; retrying", "err", err, "backoff", d.String())
+		if !sleep(ctx, d) {
+			return err
+		}
+	}
+}
+
+// leaseLoop heartbeats, renews, acquires up to quota and marks excess
+// shards for release, every RenewInterval.
+func (r *Relay) leaseLoop(ctx context.Context) {
+	if adopted, err := r.store.adopt(ctx); err == nil && len(adopted) > 0 {
+		r.mu.Lock()
+		for s, e := range adopted {
+			r.owned[s] = e
+		}
+		r.mu.Unlock()
+		r.log.Info("adopted leases of a previous process with this relay id", "shards", len(adopted))
+	}
+	lastOK := time.Now()
+	t := time.NewTicker(r.cfg.RenewInterval)
+	defer t.Stop()
+	for {
+		if err := r.leaseTick(ctx); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			r.log.Warn("lease renewal failed", "err", err)
+			if time.Since(lastOK) >= r.cfg.LeaseTTL {
+				// Cannot prove ownership any more: stop publishing everything.
+				r.dropLost(r.Owned(), "renewal failing for a whole lease TTL")
+			}
+		} else {
+			lastOK = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (r *Relay) leaseTick(ctx context.Context) error {
+	live, err := r.store.heartbeat(ctx)
+	if err != nil {
+		return err
+	}
+	live = max(live, 1)
+	r.m.liveRelays.Set(float64(live))
+	renewed, err := r.store.renew(ctx)
+	if err != nil {
+		return err
+	}
+	quota := (NumShards + live - 1) / live
+
+	r.mu.Lock()
+	var lost []int16
+	for s, e := range r.owned {
+		if re, ok := renewed[s]; !ok || re != e {
+			lost = append(lost, s)
+		}
+	}
+	for s, e := range renewed {
+		if _, ok := r.owned[s]; !ok {
+			r.owned[s] = e // acquired by a request whose answer we lost
+		}
+	}
+	r.mu.Unlock()
+	r.dropLost(lost, "renewal")
+
+	r.mu.Lock()
+	have := len(r.owned) - len(r.toRelease)
+	if have > quota {
+		// Hand back the highest shards; the publish loop releases them
+		// between batches.
+		cur := make([]int16, 0, len(r.owned))
+		for s := range r.owned {
+			if !r.toRelease[s] {
+				cur = append(cur, s)
+			}
+		}
+		sort.Slice(cur, func(i, j int) bool { return cur[i] > cur[j] })
+		for _, s := range cur[:have-quota] {
+			r.toRelease[s] = true
+		}
+	}
+	r.mu.Unlock()
+
+	if have < quota {
+		got, err := r.store.acquire(ctx, quota-have)
+		if err != nil {
+			return err
+		}
+		if len(got) > 0 {
+			r.mu.Lock()
+			for s, e := range got {
+				r.owned[s] = e
+			}
+			n := len(r.owned)
+			r.mu.Unlock()
+			r.log.Info("acquired shards", "shards", len(got), "owned", n, "quota", quota, "live_relays", live)
+			r.poke()
+		}
+	}
+	r.mu.Lock()
+	r.m.ownedShards.Set(float64(len(r.owned)))
+	r.mu.Unlock()
+	return nil
+}
+
+// listenLoop wakes the publish loop on every NOTIFY on NotifyChannel, on a
+// dedicated connection, reconnecting with backoff. The poll timer covers
+// missed notifications.
+func (r *Relay) listenLoop(ctx context.Context) {
+	bo := backoff{max: r.cfg.MaxBackoff}
+	for ctx.Err() == nil {
+		err := r.listenOnce(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		d := bo.next()
+		r.log.Warn("LISTEN connection failed; polling meanwhile", "err", err, "backoff", d.String())
+		sleep(ctx, d)
+	}
+}
+
+func (r *Relay) listenOnce(ctx context.Context) error {
+	conn, err := pgx.ConnectConfig(ctx, r.pool.Config().ConnConfig.Copy())
+	if err != nil {
+		return fmt.Errorf("connecting for LISTEN: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "LISTEN "+NotifyChannel); err != nil {
+		return fmt.Errorf("LISTEN %s: %w", NotifyChannel, err)
+	}
+	r.poke() // something may have been appended while not listening
+	for {
+		if _, err := conn.WaitForNotification(ctx); err != nil {
+			return fmt.Errorf("waiting for notification: %w", err)
+		}
+		r.poke()
+	}
+}
+
+func (r *Relay) statsLoop(ctx context.Context) {
+	t := time.NewTicker(r.cfg.StatsInterval)
+	defer t.Stop()
+	for {
+		pending, age, err := r.store.stats(ctx)
+		if err == nil {
+			r.m.pending.Set(float64(pending))
+			r.m.oldestAge.Set(age)
+		} else if ctx.Err() == nil {
+			r.log.Debug("outbox stats failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

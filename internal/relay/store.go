@@ -1,0 +1,263 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// NumShards is the number of outbox shards (outbox.shard is
+// hashtextextended(aggregate_id, 0) & 63, relay_leases has one row each).
+const NumShards = 64
+
+// NotifyChannel is the LISTEN/NOTIFY channel the API signals after an append.
+const NotifyChannel = "cqrsflow_outbox"
+
+// row is one claimed outbox row joined with its event.
+type row struct {
+	ID             int64
+	Shard          int16
+	AggregateType  string
+	AggregateID    string
+	GlobalPosition int64
+	EventID        string
+	EventType      string
+	SchemaVersion  int
+	Version        int64
+	Payload        []byte
+	Metadata       []byte
+	OccurredAt     time.Time
+	RecordedAt     time.Time
+}
+
+// store holds the relay's SQL. Every statement is a single round trip
+// except deleteAcked, which is one short transaction.
+type store struct {
+	pool *pgxpool.Pool
+	id   string
+	ttl  time.Duration
+}
+
+func (s *store) heartbeat(ctx context.Context) (live int, err error) {
+	b := &pgx.Batch{}
+	b.Queue(`INSERT INTO relay_members (relay_id, expires_at) VALUES ($1, clock_timestamp() + $2::interval)
+		ON CONFLICT (relay_id) DO UPDATE SET expires_at = EXCLUDED.expires_at`, s.id, s.ttl)
+	b.Queue(`DELETE FROM relay_members WHERE expires_at < clock_timestamp() - interval '1 hour'`)
+	b.Queue(`SELECT count(*) FROM relay_members WHERE expires_at > clock_timestamp()`)
+	br := s.pool.SendBatch(ctx, b)
+	defer br.Close()
+	if _, err := br.Exec(); err != nil {
+		return 0, fmt.Errorf("upserting relay heartbeat: %w", err)
+	}
+	if _, err := br.Exec(); err != nil {
+		return 0, fmt.Errorf("pruning dead relays: %w", err)
+	}
+	if err := br.QueryRow().Scan(&live); err != nil {
+		return 0, fmt.Errorf("counting live relays: %w", err)
+	}
+	return live, br.Close()
+}
+
+func (s *store) leave(ctx context.Context) error {
+	_, err := s.pool.Exec(ctx, `DELETE FROM relay_members WHERE relay_id = $1`, s.id)
+	return err
+}
+
+func scanLeases(rows pgx.Rows) (map[int16]int64, error) {
+	out := map[int16]int64{}
+	var shard int16
+	var epoch int64
+	_, err := pgx.ForEachRow(rows, []any{&shard, &epoch}, func() error {
+		out[shard] = epoch
+		return nil
+	})
+	return out, err
+}
+
+// renew extends every unexpired lease this relay holds and returns them.
+func (s *store) renew(ctx context.Context) (map[int16]int64, error) {
+	rows, err := s.pool.Query(ctx, `UPDATE relay_leases SET expires_at = clock_timestamp() + $2::interval
+		WHERE owner = $1 AND expires_at > clock_timestamp() RETURNING shard, epoch`, s.id, s.ttl)
+	if err != nil {
+		return nil, fmt.Errorf("renewing leases: %w", err)
+	}
+	m, err := scanLeases(rows)
+	if err != nil {
+		return nil, fmt.Errorf("renewing leases: %w", err)
+	}
+	return m, nil
+}
+
+// adopt takes back, with a new epoch, the unexpired leases a previous
+// process with the same relay id still holds (a restart with a stable
+// RELAY_ID resumes at once instead of waiting for the TTL).
+func (s *store) adopt(ctx context.Context) (map[int16]int64, error) {
+	rows, err := s.pool.Query(ctx, `UPDATE relay_leases SET epoch = epoch + 1, expires_at = clock_timestamp() + $2::interval
+		WHERE owner = $1 AND expires_at > clock_timestamp() RETURNING shard, epoch`, s.id, s.ttl)
+	if err != nil {
+		return nil, fmt.Errorf("adopting leases: %w", err)
+	}
+	m, err := scanLeases(rows)
+	if err != nil {
+		return nil, fmt.Errorf("adopting leases: %w", err)
+	}
+	return m, nil
+}
+
+// acquire takes up to n free or expired leases; epoch+1 fences the previous owner.
+func (s *store) acquire(ctx context.Context, n int) (map[int16]int64, error) {
+	if n <= 0 {
+		return map[int16]int64{}, nil
+	}
+	rows, err := s.pool.Query(ctx, `UPDATE relay_leases l SET owner = $1, epoch = l.epoch + 1, expires_at = clock_timestamp() + $2::interval
+		FROM (SELECT shard FROM relay_leases WHERE expires_at <= clock_timestamp()
+		      ORDER BY shard LIMIT $3 FOR UPDATE SKIP LOCKED) free
+		WHERE l.shard = free.shard AND l.expires_at <= clock_timestamp()
+		RETURNING l.shard, l.epoch`, s.id, s.ttl, n)
+	if err != nil {
+		return nil, fmt.Errorf("acquiring leases: %w", err)
+	}
+	m, err := scanLeases(rows)
+	if err != nil {
+		return nil, fmt.Errorf("acquiring leases: %w", err)
+	}
+	return m, nil
+}
+
+// release hands leases back (only those still held with the same epoch).
+func (s *store) release(ctx context.Context, leases map[int16]int64) error {
+	if len(leases) == 0 {
+		return nil
+	}
+	shards, epochs := split(leases)
+	_, err := s.pool.Exec(ctx, `UPDATE relay_leases l SET owner = '', expires_at = '-infinity'
+		FROM unnest($2::smallint[], $3::bigint[]) AS h(shard, epoch)
+		WHERE l.shard = h.shard AND l.epoch = h.epoch AND l.owner = $1`, s.id, shards, epochs)
+	if err != nil {
+		return fmt.Errorf("releasing leases: %w", err)
+	}
+	return nil
+}
+
+// held returns which of the given leases this relay still holds (same
+// owner, same epoch, unexpired).
+func (s *store) held(ctx context.Context, leases map[int16]int64) (map[int16]int64, error) {
+	shards, epochs := split(leases)
+	rows, err := s.pool.Query(ctx, `SELECT l.shard, l.epoch FROM relay_leases l
+		JOIN unnest($2::smallint[], $3::bigint[]) AS h(shard, epoch) ON h.shard = l.shard AND h.epoch = l.epoch
+		WHERE l.owner = $1 AND l.expires_at > clock_timestamp()`, s.id, shards, epochs)
+	if err != nil {
+		return nil, fmt.Errorf("checking leases: %w", err)
+	}
+	m, err := scanLeases(rows)
+	if err != nil {
+		return nil, fmt.Errorf("checking leases: %w", err)
+	}
+	return m, nil
+}
+
+// claim reads the lowest-id outbox rows of the given shards, joined with
+// their events. It reads what is committed now: a row committed later
+// with a lower id is still there on the next claim, because rows leave
+// the outbox only by deleteAcked.
+func (s *store) claim(ctx context.Context, shards []int16, limit int) ([]row, error) {
+	rows, err := s.pool.Query(ctx, `SELECT o.id, o.shard, o.aggregate_type, o.aggregate_id, e.global_position,
+			e.event_id::text, e.event_type, e.schema_version, e.version, e.payload::text, e.metadata::text,
+			e.occurred_at, e.recorded_at
+		FROM outbox o JOIN events e ON e.global_position = o.global_position
+		WHERE o.shard = ANY($1::smallint[])
+		ORDER BY o.id LIMIT $2`, shards, limit)
+	if err != nil {
+		return nil, fmt.Errorf("claiming outbox rows: %w", err)
+	}
+	var out []row
+	var r row
+	var payload, metadata string
+	_, err = pgx.ForEachRow(rows, []any{&r.ID, &r.Shard, &r.AggregateType, &r.AggregateID, &r.GlobalPosition,
+		&r.EventID, &r.EventType, &r.SchemaVersion, &r.Version, &payload, &metadata, &r.OccurredAt, &r.RecordedAt}, func() error {
+		r.Payload, r.Metadata = []byte(payload), []byte(metadata)
+		out = append(out, r)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("claiming outbox rows: %w", err)
+	}
+	return out, nil
+}
+
+// errNoLease means none of the acked rows could be deleted because the
+// relay no longer holds their shards' leases.
+var errNoLease = errors.New("lease no longer held")
+
+// deleteAcked deletes acked rows of the shards whose lease this relay still
+// holds with the same epoch. The lease rows are locked FOR SHARE in the same
+// transaction, so a concurrent takeover (an UPDATE of the lease row) waits
+// for this delete to commit, or — if it committed first — makes the lock
+// re-check fail and nothing of that shard is deleted. It returns the
+// number of rows deleted and the shards whose lease was gone.
+func (s *store) deleteAcked(ctx context.Context, ids []int64, leases map[int16]int64) (int64, []int16, error) {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return 0, nil, fmt.Errorf("deleting acked rows: begin: %w", err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	shards, epochs := split(leases)
+	rows, err := tx.Query(ctx, `SELECT l.shard, l.epoch FROM relay_leases l
+		JOIN unnest($2::smallint[], $3::bigint[]) AS h(shard, epoch) ON h.shard = l.shard AND h.epoch = l.epoch
+		WHERE l.owner = $1 AND l.expires_at > clock_timestamp() FOR SHARE OF l`, s.id, shards, epochs)
+	if err != nil {
+		return 0, nil, fmt.Errorf("deleting acked rows: locking leases: %w", err)
+	}
+	held, err := scanLeases(rows)
+	if err != nil {
+		return 0, nil, fmt.Errorf("deleting acked rows: locking leases: %w", err)
+	}
+	var lost []int16
+	heldShards := make([]int16, 0, len(held))
+	for sh := range leases {
+		if _, ok := held[sh]; ok {
+			heldShards = append(heldShards, sh)
+		} else {
+			lost = append(lost, sh)
+		}
+	}
+	if len(heldShards) == 0 {
+		return 0, lost, nil
+	}
+	tag, err := tx.Exec(ctx, `DELETE FROM outbox WHERE id = ANY($1::bigint[]) AND shard = ANY($2::smallint[])`, ids, heldShards)
+	if err != nil {
+		return 0, nil, fmt.Errorf("deleting acked rows: %w", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return 0, nil, fmt.Errorf("deleting acked rows: commit: %w", err)
+	}
+	return tag.RowsAffected(), lost, nil
+}
+
+// stats returns the outbox size (planner estimate when above 100k rows,
+// exact count otherwise) and the age of the oldest row in seconds. The
+// oldest row is the lowest id: ids and created_at are both taken at insert.
+func (s *store) stats(ctx context.Context) (pending int64, oldestAge float64, err error) {
+	err = s.pool.QueryRow(ctx, `SELECT
+			CASE WHEN c.reltuples > 100000 THEN c.reltuples::bigint ELSE (SELECT count(*) FROM outbox) END,
+			COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - (SELECT created_at FROM outbox ORDER BY id LIMIT 1)), 0)::float8
+		FROM pg_class c WHERE c.oid = 'outbox'::regclass`).Scan(&pending, &oldestAge)
+	if err != nil {
+		return 0, 0, fmt.Errorf("reading outbox stats: %w", err)
+	}
+	return pending, oldestAge, nil
+}
+
+func split(leases map[int16]int64) ([]int16, []int64) {
+	shards := make([]int16, 0, len(leases))
+	epochs := make([]int64, 0, len(leases))
+	for s, e := range leases {
+		shards = append(shards, s)
+		epochs = append(epochs, e)
+	}
+	return shards, epochs
+}
