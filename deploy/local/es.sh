@@ -52,10 +52,17 @@ ensure_tools() {
   local pkgs=()
   command -v java >/dev/null 2>&1 || pkgs+=(openjdk-17-jdk-headless)
   command -v mvn >/dev/null 2>&1 || pkgs+=(maven)
+  command -v curl >/dev/null 2>&1 || pkgs+=(curl)
   if ((${#pkgs[@]})); then apt_install "${pkgs[@]}"; fi
   need_cmd java "apt-get install -y openjdk-17-jdk-headless"
   need_cmd mvn "apt-get install -y maven"
   need_cmd curl "apt-get install -y curl"
+  # Elasticsearch 8.15 is compiled for Java 17.
+  local major
+  major="$(java -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.specification.version = //p')"
+  if ! [[ "$major" =~ ^[0-9]+$ ]] || ((major < 17)); then
+    die "Java 17 or newer is needed (found java.specification.version '$major'): apt-get install -y openjdk-17-jdk-headless"
+  fi
 }
 
 # build_is_fresh: the launcher jar and lib dir exist and are newer than the
