@@ -1,0 +1,113 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"cqrsflow/internal/config"
+	"cqrsflow/internal/envelope"
+	"cqrsflow/internal/topics"
+)
+
+// cfg is the outbox-relay configuration (env + flags of the same meaning).
+type cfg struct {
+	PostgresURL      string
+	KafkaBrokers     []string
+	TopicPrefix      string
+	AggregateTypes   []string
+	TopicPartitions  int
+	TopicReplication int
+	MetricsAddr      string
+	RelayID          string
+	BatchSize        int
+	PollInterval     time.Duration
+	LeaseTTL         time.Duration
+	DeliveryTimeout  time.Duration
+	ShutdownGrace    time.Duration
+	LogLevel         string
+	Migrate          bool
+}
+
+var namePart = regexp.MustCompile(`^[a-zA-Z0-9._-]+$`)
+
+func defaultRelayID() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		h = "relay"
+	}
+	return fmt.Sprintf("%s-%d", h, os.Getpid())
+}
+
+func parseConfig(args []string) (cfg, error) {
+	var c cfg
+	var errs []error
+	var brokers, types string
+	fs := flag.NewFlagSet("outbox-relay", flag.ContinueOnError)
+	config.String(fs, &c.PostgresURL, "POSTGRES_URL", config.DefaultPostgresURL, "PostgreSQL URL (may carry search_path)")
+	config.String(fs, &brokers, "KAFKA_BROKERS", config.DefaultKafkaBrokers, "comma-separated Kafka bootstrap brokers")
+	config.String(fs, &c.TopicPrefix, "TOPIC_PREFIX", envelope.DefaultTopicPrefix, "topic prefix: <prefix>.<aggregate_type>.events")
+	config.String(fs, &types, "AGGREGATE_TYPES", "product,order", "aggregate types whose topics are created/verified at start")
+	config.Int(fs, &c.TopicPartitions, "TOPIC_PARTITIONS", int(topics.DefaultPartitions), "partitions of topics created at start", &errs)
+	config.Int(fs, &c.TopicReplication, "TOPIC_REPLICATION_FACTOR", int(topics.DefaultReplicationFactor), "replication factor of topics created at start", &errs)
+	config.String(fs, &c.MetricsAddr, "METRICS_ADDR", "127.0.0.1:9101", "listen address of /healthz, /readyz, /metrics")
+	config.String(fs, &c.RelayID, "RELAY_ID", defaultRelayID(), "relay id (lease owner); keep it stable across restarts to resume leases at once")
+	config.Int(fs, &c.BatchSize, "BATCH_SIZE", 1000, "outbox rows per batch", &errs)
+	config.Duration(fs, &c.PollInterval, "POLL_INTERVAL", 250*time.Millisecond, "poll interval when no NOTIFY arrives", &errs)
+	config.Duration(fs, &c.LeaseTTL, "LEASE_TTL", 10*time.Second, "shard lease TTL (renewed every TTL/3)", &errs)
+	config.Duration(fs, &c.DeliveryTimeout, "DELIVERY_TIMEOUT", 30*time.Second, "how long a record may wait for Kafka before its batch fails and is retried", &errs)
+	config.Duration(fs, &c.ShutdownGrace, "SHUTDOWN_GRACE", 15*time.Second, "time to finish the batch in flight on SIGTERM", &errs)
+	config.String(fs, &c.LogLevel, "LOG_LEVEL", "info", "debug|info|warn|error")
+	config.Bool(fs, &c.Migrate, "MIGRATE", true, "apply database migrations at start", &errs)
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	c.KafkaBrokers = config.SplitList(brokers)
+	c.AggregateTypes = config.SplitList(types)
+	if c.PostgresURL == "" {
+		errs = append(errs, errors.New("POSTGRES_URL is empty"))
+	}
+	if len(c.KafkaBrokers) == 0 {
+		errs = append(errs, errors.New("KAFKA_BROKERS is empty"))
+	}
+	if !namePart.MatchString(c.TopicPrefix) {
+		errs = append(errs, fmt.Errorf("TOPIC_PREFIX %q: use letters, digits, '.', '_' or '-'", c.TopicPrefix))
+	}
+	if len(c.AggregateTypes) == 0 {
+		errs = append(errs, errors.New("AGGREGATE_TYPES is empty"))
+	}
+	for _, t := range c.AggregateTypes {
+		if !namePart.MatchString(t) {
+			errs = append(errs, fmt.Errorf("AGGREGATE_TYPES: %q is not a valid topic name part", t))
+		}
+	}
+	if c.TopicPartitions < 1 {
+		errs = append(errs, fmt.Errorf("TOPIC_PARTITIONS must be >= 1, got %d", c.TopicPartitions))
+	}
+	if c.TopicReplication < 1 || c.TopicReplication > 32767 {
+		errs = append(errs, fmt.Errorf("TOPIC_REPLICATION_FACTOR must be in 1..32767, got %d", c.TopicReplication))
+	}
+	if strings.TrimSpace(c.RelayID) == "" {
+		errs = append(errs, errors.New("RELAY_ID is empty"))
+	}
+	if c.BatchSize < 1 || c.BatchSize > 50000 {
+		errs = append(errs, fmt.Errorf("BATCH_SIZE must be in 1..50000, got %d", c.BatchSize))
+	}
+	if c.PollInterval <= 0 {
+		errs = append(errs, fmt.Errorf("POLL_INTERVAL must be > 0, got %s", c.PollInterval))
+	}
+	if c.LeaseTTL < time.Second {
+		errs = append(errs, fmt.Errorf("LEASE_TTL must be >= 1s, got %s", c.LeaseTTL))
+	}
+	if c.DeliveryTimeout < 0 {
+		errs = append(errs, fmt.Errorf("DELIVERY_TIMEOUT must be >= 0, got %s", c.DeliveryTimeout))
+	}
+	if c.ShutdownGrace <= 0 {
+		errs = append(errs, fmt.Errorf("SHUTDOWN_GRACE must be > 0, got %s", c.ShutdownGrace))
+	}
+	return c, errors.Join(errs...)
+}
