@@ -172,7 +172,7 @@ start() {
       -Dio.netty.noUnsafe=true -Dio.netty.noKeySetOptimization=true -Dio.netty.recycler.maxCapacityPerThread=0
       -Dlog4j2.formatMsgNoLookups=true -Dlog4j.shutdownHookEnabled=false -Dlog4j2.disable.jmx=true
       -Des.networkaddress.cache.ttl=60 -Des.networkaddress.cache.negative.ttl=10
-      "-Xlog:gc*,gc+age=trace,safepoint:file=$ES_LOGS/gc.log:utctime,level,pid,tags:filecount=4,filesize=16m"
+      "-Xlog:gc*:file=$ES_LOGS/gc.log:utctime,level,tags:filecount=2,filesize=8m"
     )
     # setsid + nohup: the node survives the shell (and make) that started it.
     setsid nohup java "${jvm[@]}" -cp "$ES_RUNLIB/*" "$ES_MAIN" "$ES_HOME" \
