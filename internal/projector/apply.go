@@ -314,7 +314,7 @@ func (p *processor) finish(recs []*kgo.Record, plans []*keyPlan) {
 			if !was[e.rec.Offset] {
 				p.m.Events.WithLabelValues(name, OutcomeParked).Inc()
 				p.m.VersionGaps.Inc()
-				p.log.Warn("version gap: event parked", "projection", name, "aggregate_id", kp.id, "version", e.env.Version,
+				p.log.Warn("version gap: event parked", "aggregate_id", kp.id, "version", e.env.Version,
 					"topic", e.rec.Topic, "partition", e.rec.Partition, "offset", e.rec.Offset)
 			}
 		}
@@ -322,7 +322,7 @@ func (p *processor) finish(recs []*kgo.Record, plans []*keyPlan) {
 			s.parked[kp.id] = kp.parked
 		} else {
 			if len(s.parked[kp.id]) > 0 {
-				p.log.Info("version gap closed: key unparked", "projection", name, "aggregate_id", kp.id)
+				p.log.Info("version gap closed: key unparked", "aggregate_id", kp.id)
 			}
 			delete(s.parked, kp.id)
 		}
@@ -331,7 +331,7 @@ func (p *processor) finish(recs []*kgo.Record, plans []*keyPlan) {
 		p.m.Events.WithLabelValues(name, OutcomeStale).Add(float64(len(kp.stale)))
 		p.m.Events.WithLabelValues(name, OutcomeDLQ).Add(float64(len(kp.poison)))
 		for _, pr := range kp.poison {
-			p.log.Warn("unprojectable event sent to the DLQ", "projection", name, "aggregate_id", kp.id,
+			p.log.Warn("unprojectable event sent to the DLQ", "aggregate_id", kp.id,
 				"offset", pr.rec.Offset, "reason", pr.reason)
 		}
 		for _, e := range kp.applied {
@@ -452,7 +452,7 @@ func (p *processor) retry(ctx context.Context, what string, fn func() error) err
 			return fmt.Errorf("%s: %w", what, ctx.Err())
 		}
 		d := p.backoff.delay(attempt)
-		p.log.Warn("retrying", "projection", p.proj.Name(), "what", what, "attempt", attempt+1, "backoff", d.String(), "err", err)
+		p.log.Warn("retrying", "what", what, "attempt", attempt+1, "backoff", d.String(), "err", err)
 		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():
