@@ -1,0 +1,236 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestParseStat(t *testing.T) {
+	// The command name may hold spaces and parentheses.
+	line := "4242 (my (odd) proc) S 17 4242 4242 0 -1 4194304 100 0 0 0 250 50 0 0 20 0 9 0 100 0 0\n"
+	st, err := parseStat(line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.PPid != 17 || st.CPUTicks != 300 {
+		t.Errorf("parseStat = %+v, want ppid 17, 300 ticks", st)
+	}
+	for _, bad := range []string{"", "1 (x) S 1 2", "1 (x) S a b c d e f g h i j k l m"} {
+		if _, err := parseStat(bad); err == nil {
+			t.Errorf("parseStat(%q): want an error", bad)
+		}
+	}
+	// Our own process parses, and burns CPU over time.
+	self, err := readStat(os.Getpid())
+	if err != nil || self.PPid != os.Getppid() {
+		t.Errorf("readStat(self) = %+v, %v; want ppid %d", self, err, os.Getppid())
+	}
+}
+
+func TestParseStatusMem(t *testing.T) {
+	m, err := parseStatusMem(strings.NewReader("Name:\tapi\nVmPeak:\t 900 kB\nVmHWM:\t   51200 kB\nVmRSS:\t   40960 kB\n"))
+	if err != nil || m.HWMKiB != 51200 || m.RSSKiB != 40960 {
+		t.Errorf("parseStatusMem = %+v, %v", m, err)
+	}
+	if _, err := parseStatusMem(strings.NewReader("Name:\tkthread\n")); !errors.Is(err, errNoVmHWM) {
+		t.Errorf("no VmHWM: err = %v", err)
+	}
+	self, err := readMem(os.Getpid())
+	if err != nil || self.HWMKiB <= 0 || self.HWMKiB < self.RSSKiB {
+		t.Errorf("readMem(self) = %+v, %v; want HWM > 0 and ≥ RSS", self, err)
+	}
+}
+
+func TestCoresUsed(t *testing.T) {
+	t0 := time.Unix(100, 0)
+	a := cpuSample{At: t0, Secs: map[string]float64{"api": 1, "kafka": 5}}
+	b := cpuSample{At: t0.Add(10 * time.Second), Secs: map[string]float64{"api": 6, "kafka": 7, "new": 3}}
+	got := coresUsed(a, b)
+	if got["api"] != 0.5 || got["kafka"] != 0.2 {
+		t.Errorf("coresUsed = %v", got)
+	}
+	if _, ok := got["new"]; ok {
+		t.Error("a group missing from the first sample got a value")
+	}
+	if len(coresUsed(b, b)) != 0 {
+		t.Error("zero wall time: want no values")
+	}
+}
+
+func TestOpenLoopSchedule(t *testing.T) {
+	var (
+		mu       sync.Mutex
+		intended []time.Time
+		seen     = map[int]bool{}
+	)
+	res := openLoop(context.Background(), 200, 250*time.Millisecond, 8, time.Second, func(_ context.Context, i int, at time.Time) {
+		mu.Lock()
+		defer mu.Unlock()
+		intended = append(intended, at)
+		seen[i] = true
+	})
+	if res.Planned != 50 || res.Fired != 50 || res.Unsent != 0 {
+		t.Fatalf("result = %+v, want 50 planned and fired", res)
+	}
+	if len(seen) != 50 {
+		t.Fatalf("%d distinct indexes fired, want 50", len(seen))
+	}
+	// Intended times are the schedule, not the send times: exactly 5 ms apart.
+	first := intended[0]
+	for _, at := range intended {
+		if first.After(at) {
+			first = at
+		}
+	}
+	for _, at := range intended {
+		if d := at.Sub(first); d%(5*time.Millisecond) != 0 || d > 245*time.Millisecond {
+			t.Errorf("intended offset %s is not on the 5 ms grid of the first 250 ms", d)
+		}
+	}
+}
+
+// A stalled server does not slow the schedule's clock: with one request in
+// flight and each taking long, later arrivals keep their intended times
+// (so their measured latency grows) and the rest past the grace is dropped.
+func TestOpenLoopCountsQueueingAndDrops(t *testing.T) {
+	var (
+		mu    sync.Mutex
+		delay []time.Duration
+	)
+	res := openLoop(context.Background(), 100, 100*time.Millisecond, 1, 50*time.Millisecond, func(_ context.Context, _ int, at time.Time) {
+		mu.Lock()
+		delay = append(delay, time.Since(at))
+		mu.Unlock()
+		time.Sleep(60 * time.Millisecond)
+	})
+	if res.Planned != 10 || res.Unsent == 0 || res.Fired+res.Unsent != res.Planned {
+		t.Fatalf("result = %+v, want some of 10 arrivals unsent", res)
+	}
+	if len(delay) < 2 || delay[1] < 40*time.Millisecond {
+		t.Errorf("second request started %v after its intended time, want the queueing (≥ 40ms) visible", delay)
+	}
+}
+
+func TestOpenLoopCancel(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	res := openLoop(ctx, 1000, time.Second, 4, time.Second, func(context.Context, int, time.Time) {})
+	if res.Fired != 0 || res.Unsent != res.Planned {
+		t.Errorf("cancelled: %+v, want nothing fired", res)
+	}
+}
+
+func TestJudge(t *testing.T) {
+	ok := stepResult{Planned: 1000, Samples: 100, Full: summary{N: 100, P99: time.Second}}
+	if pass, why := judge(ok, 2*time.Second); !pass || why != "sustained" {
+		t.Errorf("healthy step: %v %q", pass, why)
+	}
+	cases := map[string]stepResult{
+		"failed or unsent":    {Planned: 1000, Errors: 6, Unsent: 5, Samples: 100, Full: summary{N: 100, P99: time.Second}},
+		"not searchable":      {Planned: 1000, Samples: 100, Missing: 1, Full: summary{N: 99, P99: time.Second}},
+		"p99 send→searchable": {Planned: 1000, Samples: 100, Full: summary{N: 100, P99: 2 * time.Second}},
+		"no sampled write":    {Planned: 1000},
+	}
+	for want, st := range cases {
+		if pass, why := judge(st, 2*time.Second); pass || !strings.Contains(why, want) {
+			t.Errorf("judge(%+v) = %v %q, want a failure mentioning %q", st, pass, why, want)
+		}
+	}
+	// 1% errors is still fine.
+	edge := ok
+	edge.Errors = 10
+	if pass, _ := judge(edge, 2*time.Second); !pass {
+		t.Error("exactly 1% failed writes: want sustained")
+	}
+}
+
+func TestParsePipelineConfig(t *testing.T) {
+	t.Setenv(quickEnv, "")
+	cfg, err := parsePipelineConfig([]string{"-rates", "1000, 250,1000"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Rates) != 2 || cfg.Rates[0] != 250 || cfg.Rates[1] != 1000 {
+		t.Errorf("rates = %v, want [250 1000] sorted and deduplicated", cfg.Rates)
+	}
+	t.Setenv(quickEnv, "1")
+	cfg, err = parsePipelineConfig(nil)
+	if err != nil || !cfg.Quick || cfg.StepDuration != 8*time.Second || cfg.Probes != 0 {
+		t.Errorf("quick defaults = %+v, %v", cfg, err)
+	}
+	_, err = parsePipelineConfig([]string{"-rates", "x,-5", "-projectors", "0", "-probes", "99", "-env", "NOEQUALS"})
+	if err == nil {
+		t.Fatal("bad flags accepted")
+	}
+	_, err = parsePipelineConfig([]string{"-rates", "x,-5", "-projectors", "0", "-probes", "99"})
+	for _, want := range []string{"-rates", "-projectors", "-probes"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not name %s", err, want)
+		}
+	}
+}
+
+func TestParseHitVersions(t *testing.T) {
+	got, err := parseHitVersions(strings.NewReader(`{"hits":{"hits":[{"_id":"a","_version":3},{"_id":"b","_version":1}]}}`))
+	if err != nil || len(got) != 2 || got["a"] != 3 || got["b"] != 1 {
+		t.Errorf("parseHitVersions = %v, %v", got, err)
+	}
+	// filter_path turns an empty result into {}.
+	if got, err := parseHitVersions(strings.NewReader(`{}`)); err != nil || len(got) != 0 {
+		t.Errorf("empty = %v, %v", got, err)
+	}
+	if _, err := parseHitVersions(strings.NewReader(`<html>`)); err == nil {
+		t.Error("garbage: want an error")
+	}
+}
+
+func TestPipelineResult(t *testing.T) {
+	cfg := pipelineConfig{SLO: 2 * time.Second, StepDuration: 10 * time.Second, Projectors: 1, MaxInFlight: 64, SamplesPerSec: 200, PollInterval: 50 * time.Millisecond}
+	pl := &pipeline{alias: "bench-x-products", poller: newVisPoller("http://127.0.0.1:1", "a", time.Second)}
+	steps := []stepResult{
+		{Offered: 1000, Achieved: 998, Planned: 10000, OK: 10000, Samples: 100, Pass: true, Why: "sustained",
+			API:  summary{N: 10000, P50: 5 * time.Millisecond, P99: 40 * time.Millisecond},
+			E2E:  summary{N: 100, P50: 800 * time.Millisecond, P99: 1300 * time.Millisecond, Max: 1500 * time.Millisecond},
+			Full: summary{N: 100, P99: 1350 * time.Millisecond}, Cores: map[string]float64{"api": 0.5, "postgresql": 0.3}},
+		{Offered: 250, Achieved: 250, Planned: 2500, OK: 2500, Samples: 50, Pass: true, Why: "sustained",
+			API: summary{N: 2500, P99: 10 * time.Millisecond}, E2E: summary{N: 50, P50: 700 * time.Millisecond, P99: 1100 * time.Millisecond, Max: 1200 * time.Millisecond},
+			Cores: map[string]float64{"api": 0.1, "postgresql": 0.1}},
+		{Offered: 2000, Achieved: 1500, Planned: 20000, OK: 19000, Errors: 1000, ErrKinds: map[string]int{"http 503": 1000}, Samples: 100, Missing: 100, Why: "lost",
+			Cores: map[string]float64{"api": 1.2, "postgresql": 0.7}},
+	}
+	res := pipelineResult(cfg, time.Now(), steps, 1000, []procMem{{Name: "api", Mem: memInfo{HWMKiB: 40 << 10}}}, pl)
+	rows := map[string]Row{}
+	for _, r := range res.Rows {
+		rows[r.Name] = r
+	}
+	if r := rows["e2e commit→searchable p99 @ 1000 writes/s"]; r.Value != 1300 || r.Pass == nil || !*r.Pass {
+		t.Errorf("1000 w/s row = %+v", r)
+	}
+	if r := rows["e2e commit→searchable p99 @ 2000 writes/s"]; r.Pass == nil || *r.Pass {
+		t.Errorf("2000 w/s row (nothing searchable) = %+v, want failed", r)
+	}
+	if r := rows["highest rate with p99 send→searchable < 2s"]; r.Value != 1000 || !*r.Pass {
+		t.Errorf("max rate row = %+v", r)
+	}
+	if r := rows["peak RSS api"]; r.Value != 40 || r.Unit != "MiB" {
+		t.Errorf("memory row = %+v", r)
+	}
+	s, ok := findSeries([]Result{res}, "pipeline", "latency_vs_rate/e2e p99")
+	if !ok || len(s.Points) != 2 || s.Points[0].X != 250 || s.Points[1].Y != 1300 {
+		t.Errorf("e2e p99 series = %+v (want 250 and 1000 only, sorted)", s)
+	}
+	if len(res.Tables) != 3 || len(res.Tables[0].Rows) != 3 || !strings.Contains(res.Tables[0].Rows[2][9], "http 503×1000") {
+		t.Errorf("tables = %+v", res.Tables)
+	}
+	if cpu := res.Tables[1]; cpu.Columns[1] != "api" || cpu.Rows[0][0] != "250" {
+		t.Errorf("cpu table = %+v", cpu)
+	}
+	if _, err := saveResult(t.TempDir(), res); err != nil {
+		t.Errorf("the pipeline result does not save: %v", err)
+	}
+}
