@@ -20,9 +20,11 @@ export TEST_ELASTICSEARCH_URL ?= http://127.0.0.1:$(ES_PORT)
 GOTEST_FLAGS ?= -race -count=1
 INTEGRATION_TIMEOUT ?= 30m
 
-# Fragments add targets and append to TEST_EXTRA / BENCH_PARTS.
+# Fragments add targets and append to TEST_EXTRA / BENCH_PARTS; BENCH_LAST
+# runs after every part (mk/bench.mk: the pipeline part, then the report).
 TEST_EXTRA :=
 BENCH_PARTS :=
+BENCH_LAST :=
 -include mk/*.mk
 
 .PHONY: help up down purge status build test test-unit test-integration lint fmt bench run
@@ -66,6 +68,7 @@ lint: ## go vet + gofmt check
 fmt: ## gofmt the tree
 	gofmt -w $$(git ls-files '*.go')
 
-bench: ## run every benchmark part on the local stack
+bench: ## run every benchmark part on the local stack, then the combined report
 	@$(MAKE) --no-print-directory up
-	@for t in $(BENCH_PARTS); do $(MAKE) --no-print-directory $$t || exit 1; done
+	@failed=; for t in $(BENCH_PARTS) $(BENCH_LAST); do $(MAKE) --no-print-directory $$t || failed="$$failed $$t"; done; \
+	 if [ -n "$$failed" ]; then echo "bench: failed:$$failed" >&2; exit 1; fi

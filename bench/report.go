@@ -255,7 +255,7 @@ func renderMarkdown(run runInfo, m machineInfo, results []Result, missing []stri
 	if m.CPUModel != "" {
 		cpu += " — " + m.CPUModel
 	}
-	mdTable(&b, []string{"", ""}, [][]string{
+	mdTable(&b, []string{"What", "This run"}, [][]string{
 		{"CPU", cpu},
 		{"Memory", m.MemTotal},
 		{"Kernel", m.Kernel},
