@@ -86,7 +86,7 @@ build() {
     if mvn -B -q -o -f "$ES_MODULE/pom.xml" package >"$mvnlog" 2>&1; then
       :
     else
-      log "offline build failed (cold ~/.m2?), retrying online; the first download from Maven Central is about 60 MB"
+      log "offline build failed (cold ~/.m2?), retrying online; the first download from Maven Central is about 75 MB"
       rm -rf "$ES_LIB"
       if ! mvn -B -q -f "$ES_MODULE/pom.xml" package >"$mvnlog" 2>&1; then
         show_log "$mvnlog" 50
