@@ -14,6 +14,14 @@ case "${1:-}" in
 esac
 
 rc=0
+# What `make run` started on top of the stack (owned by deploy/local/run.sh
+# and prometheus.sh), so that `make down` leaves nothing of ours running.
+if [[ -x "$LOCAL_DIR/run.sh" ]]; then
+  "$LOCAL_DIR/run.sh" stop || { log "run.sh stop failed"; rc=1; }
+fi
+if [[ -x "$LOCAL_DIR/prometheus.sh" ]]; then
+  "$LOCAL_DIR/prometheus.sh" stop || { log "prometheus.sh stop failed"; rc=1; }
+fi
 for svc in elasticsearch:es.sh kafka:kafka.sh postgresql:pg.sh; do
   name="${svc%%:*}" script="$LOCAL_DIR/${svc#*:}"
   if [[ -x "$script" ]]; then
