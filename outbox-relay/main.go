@@ -37,7 +37,8 @@ func run(ctx context.Context, args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	log := obs.NewLogger(obs.Stderr, c.LogLevel).With("component", "outbox-relay")
+	base := obs.NewLogger(obs.Stderr, c.LogLevel)
+	log := base.With("component", "outbox-relay")
 	log.Info("starting", "postgres_url", config.MaskURL(c.PostgresURL), "kafka_brokers", c.KafkaBrokers,
 		"topic_prefix", c.TopicPrefix, "aggregate_types", c.AggregateTypes, "topic_partitions", c.TopicPartitions,
 		"topic_replication_factor", c.TopicReplication, "metrics_addr", c.MetricsAddr, "relay_id", c.RelayID,
@@ -62,7 +63,7 @@ func run(ctx context.Context, args []string) error {
 	r, err := relay.New(relay.Config{
 		ID: c.RelayID, TopicPrefix: c.TopicPrefix, BatchSize: c.BatchSize, PollInterval: c.PollInterval,
 		LeaseTTL: c.LeaseTTL, ShutdownGrace: c.ShutdownGrace,
-	}, pool, kc, reg, log)
+	}, pool, kc, reg, base)
 	if err != nil {
 		return err
 	}

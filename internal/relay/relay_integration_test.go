@@ -1,0 +1,305 @@
+//go:build integration
+
+package relay
+
+import (
+	"context"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"cqrsflow/internal/testenv"
+)
+
+// Transaction A appends and stays open, B appends a later outbox id and
+// commits, the relay publishes B; then A commits: A is published too
+// (no cursor skipped it).
+func TestOutOfOrderCommitIsPublished(t *testing.T) {
+	e := newEnv(t, testenv.KafkaBrokers())
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	aggs := newAggregates(2)
+
+	txA, err := e.pg.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer txA.Rollback(ctx)
+	if _, err := appendTx(ctx, txA, aggs[0].typ, aggs[0].id); err != nil {
+		t.Fatal(err)
+	}
+	var idA int64
+	if err := txA.QueryRow(ctx, `SELECT max(id) FROM outbox`).Scan(&idA); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := appendEvent(ctx, e.pg.Pool, aggs[1].typ, aggs[1].id); err != nil {
+		t.Fatal(err)
+	}
+	var idB int64
+	if err := e.pg.Pool.QueryRow(ctx, `SELECT max(id) FROM outbox`).Scan(&idB); err != nil {
+		t.Fatal(err)
+	}
+	if idB <= idA {
+		t.Fatalf("setup: B's outbox id %d is not after A's %d", idB, idA)
+	}
+
+	startRelay(t, e, "r1", nil, 0)
+	waitFor(t, "B published and deleted", 30*time.Second, func() bool { return outboxCount(ctx, t, e.pg.Pool) == 0 })
+	// Let the relay run a few more polls with A still open.
+	time.Sleep(500 * time.Millisecond)
+	if err := txA.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "A published and deleted", 30*time.Second, func() bool { return outboxCount(ctx, t, e.pg.Pool) == 0 })
+	recs := consumeAll(t, e.brokers, e.topics, 2, 30*time.Second)
+	checkStream(t, recs, map[string]int64{aggs[0].id: 1, aggs[1].id: 1})
+}
+
+// Two relays share the shards; 20 000 events over 500 aggregates are
+// written concurrently while both run.
+func TestTwoRelaysConcurrentWriters(t *testing.T) {
+	e := newEnv(t, testenv.KafkaBrokers())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	r1 := startRelay(t, e, "r1", nil, 0)
+	r2 := startRelay(t, e, "r2", nil, 0)
+	aggs := newAggregates(500)
+
+	var maxOwned1, maxOwned2, bothOwned bool
+	stopWatch := make(chan struct{})
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		for {
+			select {
+			case <-stopWatch:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			a, b := len(r1.Owned()), len(r2.Owned())
+			if a > 0 && b > 0 {
+				bothOwned = true
+			}
+			if a > 32 && b > 0 {
+				maxOwned1 = true
+			}
+			if b > 32 && a > 0 {
+				maxOwned2 = true
+			}
+		}
+	}()
+	want := writeConcurrently(ctx, t, e.pg.Pool, aggs, 20000, 8, 0)
+	if n := total(want); n != 20000 {
+		t.Fatalf("wrote %d events", n)
+	}
+	waitFor(t, "outbox drained", 3*time.Minute, func() bool { return outboxCount(ctx, t, e.pg.Pool) == 0 })
+	close(stopWatch)
+	<-watchDone
+
+	recs := consumeAll(t, e.brokers, e.topics, 20000, 2*time.Minute)
+	dups := checkStream(t, recs, want)
+	t.Logf("consumed %d records, %d distinct, %d duplicates; shard split %d/%d", len(recs), len(recs)-dups, dups, len(r1.Owned()), len(r2.Owned()))
+	if !bothOwned {
+		t.Fatal("the two relays never held shards at the same time")
+	}
+	if maxOwned1 && maxOwned2 {
+		t.Log("both relays were above quota at some point (start-up race), then rebalanced")
+	}
+	if a, b := len(r1.Owned()), len(r2.Owned()); a+b != NumShards || a > 32 || b > 32 {
+		t.Fatalf("final split %d/%d, want 32/32", a, b)
+	}
+	p1 := testutil.ToFloat64(r1.m.published.WithLabelValues(e.topics[0])) + testutil.ToFloat64(r1.m.published.WithLabelValues(e.topics[1]))
+	p2 := testutil.ToFloat64(r2.m.published.WithLabelValues(e.topics[0])) + testutil.ToFloat64(r2.m.published.WithLabelValues(e.topics[1]))
+	if int(p1+p2) != len(recs) {
+		t.Fatalf("cqrsflow_relay_published_total %v+%v != %d records on Kafka", p1, p2, len(recs))
+	}
+	if p1 == 0 || p2 == 0 {
+		t.Fatalf("one relay published nothing: %v / %v", p1, p2)
+	}
+	if n := testutil.CollectAndCount(r1.reg, "cqrsflow_relay_publish_lag_seconds"); n != 1 {
+		t.Fatalf("publish lag histogram missing")
+	}
+	waitFor(t, "pending gauge 0", 5*time.Second, func() bool { return testutil.ToFloat64(r1.m.pending) == 0 })
+}
+
+// A relay whose lease was taken over stops publishing that shard: nothing
+// of it is published or deleted, other shards go on.
+func TestLeaseLossStopsPublishingShard(t *testing.T) {
+	e := newEnv(t, testenv.KafkaBrokers())
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	r := startRelay(t, e, "r1", func(c *Config) { c.LeaseTTL = 30 * time.Second }, 0)
+	waitFor(t, "relay owns all shards", 20*time.Second, func() bool { return len(r.Owned()) == NumShards })
+
+	aggs := newAggregates(64)
+	stolen := shardOf(ctx, t, e.pg.Pool, aggs[0].id)
+	// Steal the lease (another relay taking over after its epoch bump).
+	if _, err := e.pg.Pool.Exec(ctx, `UPDATE relay_leases SET owner = 'thief', epoch = epoch + 1,
+		expires_at = clock_timestamp() + interval '1 hour' WHERE shard = $1`, stolen); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int64{}
+	var stolenIDs []string
+	for _, a := range aggs {
+		for range 3 {
+			if _, err := appendEvent(ctx, e.pg.Pool, a.typ, a.id); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if shardOf(ctx, t, e.pg.Pool, a.id) == stolen {
+			stolenIDs = append(stolenIDs, a.id)
+		} else {
+			want[a.id] = 3
+		}
+	}
+	var stolenRows int64
+	waitFor(t, "other shards drained", 30*time.Second, func() bool {
+		var other int64
+		if err := e.pg.Pool.QueryRow(ctx, `SELECT count(*) FROM outbox WHERE shard <> $1`, stolen).Scan(&other); err != nil {
+			t.Fatal(err)
+		}
+		return other == 0
+	})
+	time.Sleep(time.Second) // more polls: the stolen shard must stay untouched
+	if err := e.pg.Pool.QueryRow(ctx, `SELECT count(*) FROM outbox WHERE shard = $1`, stolen).Scan(&stolenRows); err != nil {
+		t.Fatal(err)
+	}
+	if stolenRows != int64(3*len(stolenIDs)) {
+		t.Fatalf("stolen shard: %d rows left in the outbox, want %d", stolenRows, 3*len(stolenIDs))
+	}
+	recs := consumeAll(t, e.brokers, e.topics, total(want), 30*time.Second)
+	for _, rec := range recs {
+		for _, id := range stolenIDs {
+			if rec.key == id {
+				t.Fatalf("event of aggregate %s on the stolen shard %d was published after the takeover", id, stolen)
+			}
+		}
+	}
+	checkStream(t, recs, want)
+	for _, s := range r.Owned() {
+		if s == stolen {
+			t.Fatalf("relay still lists shard %d as owned", stolen)
+		}
+	}
+	if got := testutil.ToFloat64(r.m.leasesLost); got < 1 {
+		t.Fatalf("cqrsflow_relay_leases_lost_total = %v, want >= 1", got)
+	}
+}
+
+// The delete after the ack is fenced by the lease epoch: once the lease
+// was taken over, the old owner's delete removes nothing of that shard.
+func TestDeleteAfterTakeoverDeletesNothing(t *testing.T) {
+	pg := testenv.Postgres(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st := &store{pool: pg.Pool, id: "old", ttl: 10 * time.Second}
+	got, err := st.acquire(ctx, NumShards)
+	if err != nil || len(got) != NumShards {
+		t.Fatalf("acquire: %v, %d shards", err, len(got))
+	}
+	aggs := newAggregates(20)
+	for _, a := range aggs {
+		if _, err := appendEvent(ctx, pg.Pool, a.typ, a.id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rows, err := st.claim(ctx, []int16{shardOf(ctx, t, pg.Pool, aggs[0].id), shardOf(ctx, t, pg.Pool, aggs[1].id)}, 100)
+	if err != nil || len(rows) < 2 {
+		t.Fatalf("claim: %v, %d rows", err, len(rows))
+	}
+	leases := map[int16]int64{}
+	var ids []int64
+	for _, r := range rows {
+		leases[r.Shard] = got[r.Shard]
+		ids = append(ids, r.ID)
+	}
+	// The new owner takes the first row's shard (expired lease + acquire).
+	victim := rows[0].Shard
+	if _, err := pg.Pool.Exec(ctx, `UPDATE relay_leases SET expires_at = clock_timestamp() - interval '1 second' WHERE shard = $1`, victim); err != nil {
+		t.Fatal(err)
+	}
+	nw := &store{pool: pg.Pool, id: "new", ttl: 10 * time.Second}
+	if taken, err := nw.acquire(ctx, 1); err != nil || taken[victim] != got[victim]+1 {
+		t.Fatalf("takeover: %v %v", taken, err)
+	}
+	n, lost, err := st.deleteAcked(ctx, ids, leases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lost) != 1 || lost[0] != victim {
+		t.Fatalf("lost = %v, want [%d]", lost, victim)
+	}
+	var left int64
+	if err := pg.Pool.QueryRow(ctx, `SELECT count(*) FROM outbox WHERE id = ANY($1) AND shard = $2`, ids, victim).Scan(&left); err != nil {
+		t.Fatal(err)
+	}
+	var victimRows int64
+	for _, r := range rows {
+		if r.Shard == victim {
+			victimRows++
+		}
+	}
+	if left != victimRows || n != int64(len(ids))-victimRows {
+		t.Fatalf("deleted %d, left %d of the taken shard; want deleted %d, left %d", n, left, int64(len(ids))-victimRows, victimRows)
+	}
+	// A concurrent takeover waits for the delete's FOR SHARE lock.
+	tx, err := pg.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM relay_leases WHERE shard = $1 FOR SHARE`, victim); err != nil {
+		t.Fatal(err)
+	}
+	lctx, lcancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer lcancel()
+	_, err = pg.Pool.Exec(lctx, `UPDATE relay_leases SET owner = 'x' WHERE shard = $1`, victim)
+	if err == nil {
+		t.Fatal("a lease update went through while the delete held its FOR SHARE lock")
+	}
+}
+
+// Kafka (a private broker) is frozen with SIGSTOP for 20 s while writers
+// keep appending: nothing is deleted meanwhile, the backlog grows, and
+// after SIGCONT everything arrives, in order per key.
+func TestKafkaOutageUnderLoad(t *testing.T) {
+	broker, pid := privateKafka(t)
+	e := newEnv(t, []string{broker})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	r := startRelay(t, e, "r1", func(c *Config) { c.MaxBackoff = time.Second }, 5*time.Second)
+	aggs := newAggregates(100)
+
+	written := make(chan map[string]int64, 1)
+	go func() { written <- writeConcurrently(ctx, t, e.pg.Pool, aggs, 6000, 2, 10*time.Millisecond) }()
+	time.Sleep(3 * time.Second)
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := true
+	defer func() {
+		if stopped {
+			_ = syscall.Kill(pid, syscall.SIGCONT)
+		}
+	}()
+	time.Sleep(2 * time.Second) // in-flight batch settles
+	before := outboxCount(ctx, t, e.pg.Pool)
+	time.Sleep(18 * time.Second)
+	during := outboxCount(ctx, t, e.pg.Pool)
+	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	stopped = false
+	t.Logf("outbox while Kafka was stopped: %d → %d rows; publish errors so far %v", before, during,
+		testutil.ToFloat64(r.m.errors.WithLabelValues(e.topics[0]))+testutil.ToFloat64(r.m.errors.WithLabelValues(e.topics[1])))
+	if during <= before {
+		t.Fatalf("backlog did not grow while Kafka was stopped (%d → %d): rows were deleted without an ack?", before, during)
+	}
+	want := <-written
+	waitFor(t, "outbox drained after Kafka returned", 3*time.Minute, func() bool { return outboxCount(ctx, t, e.pg.Pool) == 0 })
+	recs := consumeAll(t, e.brokers, e.topics, total(want), 2*time.Minute)
+	dups := checkStream(t, recs, want)
+	t.Logf("consumed %d records, %d duplicates", len(recs), dups)
+}
