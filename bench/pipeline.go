@@ -178,6 +178,7 @@ type pipeline struct {
 	workDir     string
 	procs       []*proc
 	api         *proc
+	stages      []stageMetric
 	client      *http.Client
 	poller      *visPoller
 }
@@ -292,13 +293,22 @@ func (pl *pipeline) setup(ctx context.Context) error {
 		return p, nil
 	}
 	// The relay creates the topics, the projectors the indices and alias.
-	if _, err := start("outbox-relay", "outbox-relay", "METRICS_ADDR"); err != nil {
+	relay, err := start("outbox-relay", "outbox-relay", "METRICS_ADDR")
+	if err != nil {
 		return err
 	}
+	var projectors []*proc
 	for i := 1; i <= pl.cfg.Projectors; i++ {
-		if _, err := start(fmt.Sprintf("projector-%d", i), "projector", "METRICS_ADDR"); err != nil {
+		p, err := start(fmt.Sprintf("projector-%d", i), "projector", "METRICS_ADDR")
+		if err != nil {
 			return err
 		}
+		projectors = append(projectors, p)
+	}
+	pl.stages = []stageMetric{
+		{Label: "relay commit→Kafka ack", Metric: "cqrsflow_relay_publish_lag_seconds", Procs: []*proc{relay}},
+		{Label: "projector commit→indexed", Metric: "cqrsflow_projector_end_to_end_seconds",
+			LabelName: "projection", LabelValue: "products", Procs: projectors},
 	}
 	api, err := start("api", "api", "HTTP_ADDR", "API_KEYS="+pl.apiKey)
 	if err != nil {
@@ -354,6 +364,7 @@ type stepResult struct {
 	Samples   int
 	Missing   int // sampled writes not searchable within the drain timeout
 	Cores     map[string]float64
+	Stages    []stageStat // the binaries' own histograms over this rate
 	Pass      bool
 	Why       string
 	DrainTime time.Duration
@@ -371,6 +382,7 @@ func (pl *pipeline) runStep(ctx context.Context, rate float64, dur time.Duration
 		samples []*visSample
 		lastEnd time.Time
 	)
+	before := pl.scrapeStages(ctx)
 	cpu0 := sampleCPU(groups)
 	start := time.Now()
 	lr := openLoop(ctx, rate, dur, pl.cfg.MaxInFlight, 5*time.Second, func(ctx context.Context, i int, intended time.Time) {
@@ -408,6 +420,14 @@ func (pl *pipeline) runStep(ctx context.Context, rate float64, dur time.Duration
 		time.Sleep(pl.cfg.PollInterval)
 	}
 	st.DrainTime = time.Since(drainStart)
+	after := pl.scrapeStages(ctx)
+	for i, m := range pl.stages {
+		if before[i].err != nil || after[i].err != nil {
+			st.Stages = append(st.Stages, stageStat{Label: m.Label, Err: errors.Join(before[i].err, after[i].err)})
+			continue
+		}
+		st.Stages = append(st.Stages, stageFrom(m.Label, after[i].h.sub(before[i].h)))
+	}
 	var e2e, full latencies
 	mu.Lock()
 	for _, s := range samples {
@@ -429,6 +449,20 @@ func (pl *pipeline) runStep(ctx context.Context, rate float64, dur time.Duration
 	st.API, st.E2E, st.Full = api.summarize(), e2e.summarize(), full.summarize()
 	st.Pass, st.Why = judge(st, pl.cfg.SLO)
 	return st
+}
+
+type scraped struct {
+	h   histo
+	err error
+}
+
+// scrapeStages reads every stage histogram now.
+func (pl *pipeline) scrapeStages(ctx context.Context) []scraped {
+	out := make([]scraped, len(pl.stages))
+	for i, m := range pl.stages {
+		out[i].h, out[i].err = m.scrape(ctx, http.DefaultClient)
+	}
+	return out
 }
 
 // allVisible reports whether every sample was seen (Visible is written

@@ -99,6 +99,31 @@ func pipelineResult(cfg pipelineConfig, started time.Time, steps []stepResult, m
 		res.Tables = append(res.Tables, cpu)
 	}
 
+	// Detail: the stages' own histograms next to the measured end to end.
+	if len(byRate) > 0 && len(byRate[0].Stages) > 0 {
+		cols := []string{"offered w/s"}
+		for _, sg := range byRate[0].Stages {
+			cols = append(cols, sg.Label+" mean", sg.Label+" p99≈")
+		}
+		cols = append(cols, "measured commit→searchable mean", "measured p99")
+		stg := Table{
+			Title:   "Where the time goes: the binaries' own histograms (p99≈ interpolated within buckets; means exact) and the measured commit → searchable; the rest is the wait for Elasticsearch's refresh",
+			Columns: cols,
+		}
+		for _, st := range byRate {
+			row := []string{fmt.Sprintf("%.0f", st.Offered)}
+			for _, sg := range st.Stages {
+				if sg.Err != nil || sg.N <= 0 {
+					row = append(row, "–", "–")
+					continue
+				}
+				row = append(row, fmtMS(sg.Mean), fmtMS(sg.P99))
+			}
+			stg.Rows = append(stg.Rows, append(row, fmtMS(st.E2E.Mean), fmtMS(st.E2E.P99)))
+		}
+		res.Tables = append(res.Tables, stg)
+	}
+
 	memT := Table{Title: "Memory of each process at the end of the run", Columns: []string{"process", "peak RSS (VmHWM)", "RSS at end"}}
 	for _, m := range mem {
 		if m.Err != nil {

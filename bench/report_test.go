@@ -21,7 +21,7 @@ func TestRankNearestRank(t *testing.T) {
 		l[i], l[j] = l[j], l[i]
 	}
 	s := l.summarize()
-	want := summary{N: 1000, P50: 500 * time.Millisecond, P99: 990 * time.Millisecond, P999: 999 * time.Millisecond, Max: time.Second}
+	want := summary{N: 1000, Mean: 500500 * time.Microsecond, P50: 500 * time.Millisecond, P99: 990 * time.Millisecond, P999: 999 * time.Millisecond, Max: time.Second}
 	if s != want {
 		t.Fatalf("summarize = %+v, want %+v", s, want)
 	}

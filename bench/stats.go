@@ -12,6 +12,7 @@ type latencies []time.Duration
 // summary is the distribution of a latency set.
 type summary struct {
 	N    int
+	Mean time.Duration
 	P50  time.Duration
 	P99  time.Duration
 	P999 time.Duration
@@ -25,8 +26,13 @@ func (l latencies) summarize() summary {
 	}
 	s := slices.Clone(l)
 	slices.Sort(s)
+	var total time.Duration
+	for _, d := range s {
+		total += d
+	}
 	return summary{
 		N:    len(s),
+		Mean: total / time.Duration(len(s)),
 		P50:  rank(s, 0.50),
 		P99:  rank(s, 0.99),
 		P999: rank(s, 0.999),
