@@ -219,7 +219,27 @@ func runPipeline(ctx context.Context, args []string) (err error) {
 		return err
 	}
 	fmt.Printf("pipeline: wrote %s\n", path)
-	return nil
+	return noWriteSucceeded(steps)
+}
+
+// noWriteSucceeded fails the part when not one write of any rate got its
+// 201: the numbers would describe a broken setup, not the pipeline.
+func noWriteSucceeded(steps []stepResult) error {
+	kinds := map[string]int{}
+	for _, st := range steps {
+		if st.OK > 0 {
+			return nil
+		}
+		for k, n := range st.ErrKinds {
+			kinds[k] += n
+		}
+	}
+	var parts []string
+	for k, n := range kinds {
+		parts = append(parts, fmt.Sprintf("%s×%d", k, n))
+	}
+	sort.Strings(parts)
+	return fmt.Errorf("no write succeeded at any rate (%s); see the api log", strings.Join(parts, ", "))
 }
 
 func randomHex(n int) string {

@@ -234,3 +234,14 @@ func TestPipelineResult(t *testing.T) {
 		t.Errorf("the pipeline result does not save: %v", err)
 	}
 }
+
+func TestNoWriteSucceeded(t *testing.T) {
+	failed := []stepResult{{ErrKinds: map[string]int{"http 404": 3}}, {ErrKinds: map[string]int{"http 404": 2, "timeout": 1}}}
+	err := noWriteSucceeded(failed)
+	if err == nil || !strings.Contains(err.Error(), "http 404×5, timeout×1") {
+		t.Errorf("err = %v", err)
+	}
+	if err := noWriteSucceeded(append(failed, stepResult{OK: 1})); err != nil {
+		t.Errorf("one rate with writes: err = %v", err)
+	}
+}
