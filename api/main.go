@@ -1,16 +1,25 @@
-// Command api is a cqrsflow process (placeholder wiring: health and metrics only).
+// Command api is cqrsflow's HTTP API: write commands appended to the
+// PostgreSQL event store (with their outbox rows), health and metrics.
+//
+//	api [flags]          serve (applies migrations first unless MIGRATE_ON_START=false)
+//	api migrate [flags]  apply the SQL migrations and exit
 package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"cqrsflow/internal/config"
+	"cqrsflow/internal/eventschema"
+	"cqrsflow/internal/eventstore"
+	"cqrsflow/internal/httpapi"
+	"cqrsflow/internal/migrations"
 	"cqrsflow/internal/obs"
 )
 
@@ -22,15 +31,87 @@ func main() {
 }
 
 func run(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("api", flag.ContinueOnError)
-	var addr string
-	config.String(fs, &addr, "HTTP_ADDR", "127.0.0.1:8080", "listen address for health and metrics")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	log := obs.NewLogger(obs.Stderr, "info").With("component", "api")
-	h := obs.NewHealth(nil)
-	return obs.Serve(ctx, addr, h.Mux(obs.NewRegistry()), 10*time.Second, log)
+	if len(args) > 0 && args[0] == "migrate" {
+		cfg, err := parseConfig("api migrate", args[1:])
+		if err != nil {
+			return err
+		}
+		log := obs.NewLogger(obs.Stderr, cfg.LogLevel).With("component", "api")
+		if err := migrations.Up(ctx, cfg.PostgresURL); err != nil {
+			return err
+		}
+		v, dirty, err := migrations.Version(cfg.PostgresURL)
+		log.Info("migrations applied", "version", v, "dirty", dirty, "postgres_url", config.MaskURL(cfg.PostgresURL))
+		return err
+	}
+	cfg, err := parseConfig("api", args)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, cfg)
+}
+
+func serve(ctx context.Context, cfg Config) error {
+	log := obs.NewLogger(obs.Stderr, cfg.LogLevel).With("component", "api")
+	log.Info("starting", cfg.logAttrs()...)
+	keys, err := httpapi.ParseKeys(cfg.APIKeys, cfg.APIKeysFile)
+	if err != nil {
+		return err
+	}
+	log.Info("api keys loaded", "principals", keys.IDs())
+	schemas, err := eventschema.Load()
+	if err != nil {
+		return err
+	}
+	if cfg.MigrateOnStart {
+		if err := migrations.Up(ctx, cfg.PostgresURL); err != nil {
+			return err
+		}
+	}
+	pcfg, err := pgxpool.ParseConfig(cfg.PostgresURL)
+	if err != nil {
+		return fmt.Errorf("POSTGRES_URL: %w", err)
+	}
+	pcfg.MaxConns = int32(cfg.PostgresMaxConns)
+	if pcfg.ConnConfig.ConnectTimeout == 0 || pcfg.ConnConfig.ConnectTimeout > 2*time.Second {
+		pcfg.ConnConfig.ConnectTimeout = 2 * time.Second // PostgreSQL down → 503 quickly
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return fmt.Errorf("opening PostgreSQL pool: %w", err)
+	}
+	defer pool.Close()
+	store := eventstore.New(pool)
+
+	reg := obs.NewRegistry()
+	health := obs.NewHealth(map[string]obs.CheckFunc{"postgres": store.Ping})
+	engine, err := httpapi.NewEngine(httpapi.Config{
+		MaxBodyBytes:   int64(cfg.MaxBodyBytes),
+		RateLimitRPS:   float64(cfg.RateLimitRPS),
+		RateLimitBurst: cfg.RateLimitBurst,
+		CommandTimeout: cfg.CommandTimeout,
+	}, httpapi.Deps{
+		Store: store, Schemas: schemas, Keys: keys, Health: health,
+		Registerer: reg, Gatherer: reg, Log: log,
+		// Read routes (internal/query) mount here: Mount: query.Register(...).
+	})
+	if err != nil {
+		return err
+	}
+
+	// Shutdown: readiness turns false first, then the server drains
+	// in-flight requests (SHUTDOWN_TIMEOUT), then the pool closes (defer).
+	srvCtx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-ctx.Done()
+		log.Info("shutting down: readiness false, draining")
+		health.SetDraining()
+		cancel()
+	}()
+	err = obs.Serve(srvCtx, cfg.HTTPAddr, engine, cfg.ShutdownTimeout, log)
+	log.Info("stopped", "err", err)
+	return err
 }

@@ -1,0 +1,176 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+
+	"cqrsflow/internal/domain"
+)
+
+// errBodyTooLarge is returned by readBody when the body exceeds the limit.
+var errBodyTooLarge = errors.New("request body too large")
+
+// readBody reads the whole (already size-limited) request body.
+func readBody(r *http.Request) ([]byte, error) {
+	if r.Body == nil {
+		return nil, nil
+	}
+	b, err := io.ReadAll(r.Body)
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return nil, errBodyTooLarge
+	}
+	return b, err
+}
+
+// object is a strictly decoded JSON object: every field of the body is
+// known, of the right JSON type, or named in the returned error.
+type object struct {
+	raw  map[string]json.RawMessage
+	errs domain.Errs
+}
+
+// decodeObject parses body as one JSON object whose keys are all in
+// allowed. An empty body is an empty object when optional is true.
+func decodeObject(body []byte, optional bool, allowed ...string) *object {
+	o := &object{raw: map[string]json.RawMessage{}}
+	if len(strings.TrimSpace(string(body))) == 0 {
+		if !optional {
+			o.errs.Add("body", "is required: a JSON object")
+		}
+		return o
+	}
+	if err := json.Unmarshal(body, &o.raw); err != nil {
+		var se *json.SyntaxError
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &se):
+			o.errs.Add("body", fmt.Sprintf("is not valid JSON (offset %d): %s", se.Offset, se.Error()))
+		case errors.As(err, &te):
+			o.errs.Add("body", "must be a JSON object, not "+te.Value)
+		default:
+			o.errs.Add("body", "is not valid JSON: "+err.Error())
+		}
+		return o
+	}
+	if o.raw == nil { // the body was `null`
+		o.errs.Add("body", "must be a JSON object, not null")
+		return o
+	}
+	var unknown []string
+	for k := range o.raw {
+		ok := false
+		for _, a := range allowed {
+			if k == a {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			unknown = append(unknown, k)
+		}
+	}
+	sort.Strings(unknown)
+	for _, k := range unknown {
+		o.errs.Add(k, "is not a known field")
+	}
+	return o
+}
+
+// str returns a string field (nil if absent).
+func (o *object) str(field string) *string {
+	raw, ok := o.raw[field]
+	if !ok {
+		return nil
+	}
+	var s string
+	if len(raw) == 0 || raw[0] != '"' || json.Unmarshal(raw, &s) != nil {
+		o.errs.Add(field, "must be a string")
+		return nil
+	}
+	return &s
+}
+
+// optStr returns an optional string field ("" if absent).
+func (o *object) optStr(field string) string {
+	if p := o.str(field); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// num returns a number field as its JSON literal ("" if absent). A
+// malformed value is recorded as a field error and "" returned with
+// present=true so the caller does not also report it missing.
+func (o *object) num(field string) (lit string, present bool) {
+	raw, ok := o.raw[field]
+	if !ok {
+		return "", false
+	}
+	if len(raw) == 0 || !(raw[0] == '-' || raw[0] >= '0' && raw[0] <= '9') {
+		o.errs.Add(field, "must be a number")
+		return "", true
+	}
+	return string(raw), true
+}
+
+// expectedVersion reads the optional expected_version field.
+func (o *object) expectedVersion() (int64, bool) {
+	lit, present := o.num("expected_version")
+	if !present || lit == "" {
+		return 0, false
+	}
+	v, reason := domain.ParseInt(lit, 1)
+	if reason != "" {
+		o.errs.Add("expected_version", reason)
+		return 0, false
+	}
+	return v, true
+}
+
+// merge appends the field errors of err (a *domain.ValidationError) and
+// returns the combined validation error, or nil.
+func (o *object) merge(err error) error {
+	var ve *domain.ValidationError
+	if errors.As(err, &ve) {
+		// A field already reported by the decoder (wrong JSON type) is not
+		// reported again by the domain ("is required").
+		seen := map[string]bool{}
+		for _, f := range o.errs {
+			seen[f.Field] = true
+		}
+		for _, f := range ve.Fields {
+			if !seen[f.Field] {
+				o.errs = append(o.errs, f)
+			}
+		}
+	} else if err != nil {
+		return err
+	}
+	return o.errs.Err()
+}
+
+// parseIfMatch parses an If-Match header: a version as 3, "3" or W/"3".
+// "*" means any existing version.
+func parseIfMatch(h string) (v int64, set bool, reason string) {
+	h = strings.TrimSpace(h)
+	if h == "" {
+		return 0, false, ""
+	}
+	if h == "*" {
+		return 0, false, ""
+	}
+	h = strings.TrimPrefix(h, "W/")
+	h = strings.TrimSuffix(strings.TrimPrefix(h, `"`), `"`)
+	n, err := strconv.ParseInt(h, 10, 64)
+	if err != nil || n < 1 {
+		return 0, false, "must be an aggregate version (an integer >= 1), optionally quoted"
+	}
+	return n, true, ""
+}

@@ -1,0 +1,337 @@
+package httpapi
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"strconv"
+
+	"github.com/gin-gonic/gin"
+	"github.com/google/uuid"
+
+	"cqrsflow/internal/apierr"
+	"cqrsflow/internal/domain"
+	"cqrsflow/internal/domain/order"
+	"cqrsflow/internal/domain/product"
+	"cqrsflow/internal/envelope"
+	"cqrsflow/internal/eventschema"
+	"cqrsflow/internal/eventstore"
+)
+
+type handlers struct {
+	cfg     Config
+	store   CommandStore
+	schemas *eventschema.Registry
+	log     *slog.Logger
+	m       *metrics
+}
+
+// plan is a validated command ready to run.
+type plan struct {
+	aggType  string
+	id       string
+	expected int64
+	status   int
+	decide   func(history []eventstore.Event) ([]domain.Event, error)
+}
+
+// body reads the request body; false when a response was already written.
+func (h *handlers) body(c *gin.Context) ([]byte, bool) {
+	b, err := readBody(c.Request)
+	switch {
+	case errors.Is(err, errBodyTooLarge):
+		apierr.Abort(c, http.StatusRequestEntityTooLarge, "body_too_large",
+			"request body exceeds "+strconv.FormatInt(h.cfg.MaxBodyBytes, 10)+" bytes", nil)
+		return nil, false
+	case err != nil:
+		apierr.Abort(c, http.StatusBadRequest, "invalid_input", "reading request body failed", nil)
+		return nil, false
+	}
+	return b, true
+}
+
+var printable = regexp.MustCompile(`^[\x21-\x7e]{1,255}$`)
+
+// headers validates the headers a write may carry into o's field errors.
+func headers(c *gin.Context, o *object) {
+	if k, ok := c.Request.Header["Idempotency-Key"]; ok && (len(k) != 1 || !printable.MatchString(k[0])) {
+		o.errs.Add("Idempotency-Key", "must be 1 to 255 printable ASCII characters, sent once")
+	}
+	if v := c.GetHeader("X-Correlation-ID"); v != "" && !validRequestID.MatchString(v) {
+		o.errs.Add("X-Correlation-ID", "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -")
+	}
+}
+
+// pathID validates the :id path parameter (a UUID, as the API issues them).
+func pathID(c *gin.Context, o *object) string {
+	u, err := uuid.Parse(c.Param("id"))
+	if err != nil || len(c.Param("id")) != 36 {
+		o.errs.Add("id", "must be a UUID (as returned by the create)")
+		return ""
+	}
+	return u.String()
+}
+
+// expected resolves If-Match and the body's expected_version.
+func expected(c *gin.Context, o *object) int64 {
+	hv, hset, reason := parseIfMatch(c.GetHeader("If-Match"))
+	if reason != "" {
+		o.errs.Add("If-Match", reason)
+	}
+	bv, bset := o.expectedVersion()
+	switch {
+	case hset && bset && hv != bv:
+		o.errs.Add("expected_version", fmt.Sprintf("is %d but If-Match says %d", bv, hv))
+	case hset:
+		return hv
+	case bset:
+		return bv
+	}
+	return eventstore.AnyVersion
+}
+
+func productInput(o *object) product.Input {
+	in := product.Input{Name: o.str("name"), Description: o.str("description")}
+	in.Price, _ = o.num("price")
+	in.Stock, _ = o.num("stock")
+	return in
+}
+
+func (h *handlers) createProduct(c *gin.Context) {
+	body, ok := h.body(c)
+	if !ok {
+		return
+	}
+	o := decodeObject(body, false, "name", "description", "price", "stock")
+	headers(c, o)
+	f, err := product.Validate(productInput(o))
+	if err := o.merge(err); err != nil {
+		h.fail(c, product.AggregateType, err)
+		return
+	}
+	h.run(c, body, plan{aggType: product.AggregateType, id: uuid.NewString(), expected: eventstore.NoAggregate,
+		status: http.StatusCreated, decide: func([]eventstore.Event) ([]domain.Event, error) { return product.Create(f), nil }})
+}
+
+func foldProduct(hist []eventstore.Event) (*product.Product, error) {
+	var p product.Product
+	for _, e := range hist {
+		if err := p.Apply(e.Version, e.Type, e.Payload); err != nil {
+			return nil, fmt.Errorf("folding product: %w", err)
+		}
+	}
+	return &p, nil
+}
+
+func (h *handlers) updateProduct(c *gin.Context) {
+	body, ok := h.body(c)
+	if !ok {
+		return
+	}
+	o := decodeObject(body, false, "name", "description", "price", "stock", "expected_version")
+	headers(c, o)
+	id := pathID(c, o)
+	exp := expected(c, o)
+	f, err := product.Validate(productInput(o))
+	if err := o.merge(err); err != nil {
+		h.fail(c, product.AggregateType, err)
+		return
+	}
+	h.run(c, body, plan{aggType: product.AggregateType, id: id, expected: exp, status: http.StatusOK,
+		decide: func(hist []eventstore.Event) ([]domain.Event, error) {
+			p, err := foldProduct(hist)
+			if err != nil {
+				return nil, err
+			}
+			return p.Update(f)
+		}})
+}
+
+func (h *handlers) deleteProduct(c *gin.Context) {
+	body, ok := h.body(c)
+	if !ok {
+		return
+	}
+	o := decodeObject(body, true, "reason", "expected_version")
+	headers(c, o)
+	id := pathID(c, o)
+	exp := expected(c, o)
+	reason := o.optStr("reason")
+	if err := o.merge(product.ValidateReason(reason)); err != nil {
+		h.fail(c, product.AggregateType, err)
+		return
+	}
+	h.run(c, body, plan{aggType: product.AggregateType, id: id, expected: exp, status: http.StatusOK,
+		decide: func(hist []eventstore.Event) ([]domain.Event, error) {
+			p, err := foldProduct(hist)
+			if err != nil {
+				return nil, err
+			}
+			return p.Delete(reason)
+		}})
+}
+
+func (h *handlers) createOrder(status int) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		body, ok := h.body(c)
+		if !ok {
+			return
+		}
+		o := decodeObject(body, false, "user_id", "product_id", "quantity", "total_price")
+		headers(c, o)
+		in := order.Input{UserID: o.str("user_id"), ProductID: o.str("product_id")}
+		in.Quantity, _ = o.num("quantity")
+		in.TotalPrice, _ = o.num("total_price")
+		created, err := order.Validate(in)
+		if err := o.merge(err); err != nil {
+			h.fail(c, order.AggregateType, err)
+			return
+		}
+		h.run(c, body, plan{aggType: order.AggregateType, id: uuid.NewString(), expected: eventstore.NoAggregate,
+			status: status, decide: func([]eventstore.Event) ([]domain.Event, error) { return order.Create(created), nil }})
+	}
+}
+
+// orderAction handles POST /v1/orders/:id/{pay,ship,cancel}; the body is
+// optional and may carry the action's text field and expected_version.
+func (h *handlers) orderAction(action string) gin.HandlerFunc {
+	field := map[string]string{"pay": "payment_reference", "ship": "tracking_number", "cancel": "reason"}[action]
+	return func(c *gin.Context) {
+		body, ok := h.body(c)
+		if !ok {
+			return
+		}
+		o := decodeObject(body, true, field, "expected_version")
+		headers(c, o)
+		id := pathID(c, o)
+		exp := expected(c, o)
+		text := o.optStr(field)
+		if err := o.merge(order.ValidateText(field, text)); err != nil {
+			h.fail(c, order.AggregateType, err)
+			return
+		}
+		h.run(c, body, plan{aggType: order.AggregateType, id: id, expected: exp, status: http.StatusOK,
+			decide: func(hist []eventstore.Event) ([]domain.Event, error) {
+				var o order.Order
+				for _, e := range hist {
+					if err := o.Apply(e.Version, e.Type, e.Payload); err != nil {
+						return nil, fmt.Errorf("folding order: %w", err)
+					}
+				}
+				switch action {
+				case "pay":
+					return o.Pay(text)
+				case "ship":
+					return o.Ship(text)
+				default:
+					return o.Cancel(text)
+				}
+			}})
+	}
+}
+
+func responseBody(id string, version int64) []byte {
+	return fmt.Appendf(nil, `{"id":%q,"version":%d}`, id, version)
+}
+
+// run executes a validated plan against the store and writes the answer.
+func (h *handlers) run(c *gin.Context, body []byte, p plan) {
+	principal := c.GetString(principalKey)
+	reqID := c.GetString(requestIDKey)
+	corr := c.GetHeader("X-Correlation-ID")
+	if corr == "" {
+		corr = reqID
+	}
+	idemKey := c.GetHeader("Idempotency-Key")
+	cmd := eventstore.Command{
+		AggregateType:   p.aggType,
+		AggregateID:     p.id,
+		ExpectedVersion: p.expected,
+		Metadata: envelope.Metadata{CorrelationID: corr, IdempotencyKey: idemKey,
+			RequestID: reqID, Principal: principal},
+		Decide: func(hist []eventstore.Event) ([]eventstore.NewEvent, error) {
+			evs, err := p.decide(hist)
+			if err != nil {
+				return nil, err
+			}
+			out := make([]eventstore.NewEvent, len(evs))
+			for i, e := range evs {
+				b, err := json.Marshal(e.Payload)
+				if err != nil {
+					return nil, fmt.Errorf("encoding %s: %w", e.Type, err)
+				}
+				if err := h.schemas.Validate(p.aggType, e.Type, e.SchemaVersion, b); err != nil {
+					return nil, err
+				}
+				out[i] = eventstore.NewEvent{Type: e.Type, SchemaVersion: e.SchemaVersion, Payload: b}
+			}
+			return out, nil
+		},
+	}
+	if idemKey != "" {
+		hash := sha256.New()
+		for _, part := range []string{c.Request.Method, c.FullPath(), c.Param("id"), c.GetHeader("If-Match")} {
+			hash.Write([]byte(part))
+			hash.Write([]byte{0})
+		}
+		hash.Write(body)
+		cmd.Idempotency = &eventstore.Idempotency{Key: idemKey, Principal: principal, RequestHash: hash.Sum(nil),
+			Response: func(r eventstore.Result) (int, []byte) { return p.status, responseBody(p.id, r.Version) }}
+	}
+	ctx, cancel := context.WithTimeout(c.Request.Context(), h.cfg.CommandTimeout)
+	defer cancel()
+	res, err := h.store.Execute(ctx, cmd)
+	if err != nil {
+		h.fail(c, p.aggType, err)
+		return
+	}
+	if res.Replayed {
+		c.Header("Idempotent-Replayed", "true")
+		c.Data(res.Status, "application/json", res.Body)
+		return
+	}
+	for _, a := range res.Appended {
+		h.m.appended.WithLabelValues(p.aggType, a.Type).Inc()
+	}
+	c.Header("ETag", `"`+strconv.FormatInt(res.Version, 10)+`"`)
+	c.Data(p.status, "application/json", responseBody(p.id, res.Version))
+}
+
+// fail maps an error to its status and JSON body, once, here at the edge.
+func (h *handlers) fail(c *gin.Context, aggType string, err error) {
+	var ve *domain.ValidationError
+	var se *eventschema.InvalidError
+	var ce *eventstore.ConflictError
+	var re *domain.RuleError
+	switch {
+	case errors.As(err, &ve):
+		apierr.Abort(c, http.StatusBadRequest, "invalid_input", ve.Error(), ve.Fields)
+	case errors.As(err, &se):
+		apierr.Abort(c, http.StatusBadRequest, "schema_violation", se.Error(), se.Violations)
+	case errors.As(err, &ce):
+		h.m.conflicts.WithLabelValues(aggType).Inc()
+		c.Header("ETag", `"`+strconv.FormatInt(ce.Current, 10)+`"`)
+		apierr.Abort(c, http.StatusConflict, "version_conflict",
+			fmt.Sprintf("%s %s is at version %d, not %d", aggType, ce.AggregateID, ce.Current, ce.Expected),
+			gin.H{"current_version": ce.Current, "expected_version": ce.Expected})
+	case errors.Is(err, eventstore.ErrNotFound), errors.Is(err, domain.ErrNotFound):
+		apierr.Abort(c, http.StatusNotFound, "not_found", aggType+" not found", gin.H{"id": c.Param("id")})
+	case errors.As(err, &re):
+		apierr.Abort(c, http.StatusUnprocessableEntity, re.Code, re.Message, nil)
+	case errors.Is(err, eventstore.ErrIdempotencyMismatch):
+		apierr.Abort(c, http.StatusUnprocessableEntity, "idempotency_key_reused",
+			"this Idempotency-Key was used with a different request", nil)
+	case eventstore.IsUnavailable(err):
+		h.log.Warn("event store unavailable", "err", err, "request_id", c.GetString(requestIDKey))
+		c.Header("Retry-After", "1")
+		apierr.Abort(c, http.StatusServiceUnavailable, "unavailable", "the event store is unavailable; retry later", nil)
+	default:
+		h.log.Error("command failed", "err", err, "request_id", c.GetString(requestIDKey))
+		apierr.Abort(c, http.StatusInternalServerError, "internal", "internal error", nil)
+	}
+}
