@@ -167,7 +167,12 @@ func parseIfMatch(h string) (v int64, set bool, reason string) {
 		return 0, false, ""
 	}
 	h = strings.TrimPrefix(h, "W/")
-	h = strings.TrimSuffix(strings.TrimPrefix(h, `"`), `"`)
+	if strings.HasPrefix(h, `"`) {
+		if len(h) < 2 || !strings.HasSuffix(h, `"`) {
+			return 0, false, "must be an aggregate version (an integer >= 1), optionally quoted"
+		}
+		h = h[1 : len(h)-1]
+	}
 	n, err := strconv.ParseInt(h, 10, 64)
 	if err != nil || n < 1 {
 		return 0, false, "must be an aggregate version (an integer >= 1), optionally quoted"
