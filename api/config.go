@@ -27,6 +27,8 @@ type Config struct {
 	LogLevel         string
 	ShutdownTimeout  time.Duration
 	MigrateOnStart   bool
+	ElasticsearchURL string // read routes (internal/query)
+	IndexPrefix      string
 }
 
 func parseConfig(name string, args []string) (Config, error) {
@@ -45,6 +47,8 @@ func parseConfig(name string, args []string) (Config, error) {
 	config.String(fs, &c.LogLevel, "LOG_LEVEL", "info", "log level: debug, info, warn, error")
 	config.Duration(fs, &c.ShutdownTimeout, "SHUTDOWN_TIMEOUT", 15*time.Second, "graceful shutdown: time to drain in-flight requests", &errs)
 	config.Bool(fs, &c.MigrateOnStart, "MIGRATE_ON_START", true, "apply migrations when the server starts", &errs)
+	config.String(fs, &c.ElasticsearchURL, "ELASTICSEARCH_URL", config.DefaultElasticsearchURL, "Elasticsearch URL of the read models")
+	config.String(fs, &c.IndexPrefix, "INDEX_PREFIX", "", "Elasticsearch index/alias name prefix of the read models")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -107,5 +111,7 @@ func (c Config) logAttrs() []any {
 		slog.String("log_level", c.LogLevel),
 		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
 		slog.Bool("migrate_on_start", c.MigrateOnStart),
+		slog.String("elasticsearch_url", config.MaskURL(c.ElasticsearchURL)),
+		slog.String("index_prefix", c.IndexPrefix),
 	}
 }

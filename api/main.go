@@ -13,14 +13,17 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gin-gonic/gin"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"cqrsflow/internal/config"
+	"cqrsflow/internal/esindex"
 	"cqrsflow/internal/eventschema"
 	"cqrsflow/internal/eventstore"
 	"cqrsflow/internal/httpapi"
 	"cqrsflow/internal/migrations"
 	"cqrsflow/internal/obs"
+	"cqrsflow/internal/query"
 )
 
 func main() {
@@ -85,8 +88,14 @@ func serve(ctx context.Context, cfg Config) error {
 	defer pool.Close()
 	store := eventstore.New(pool)
 
+	es, err := esindex.New(cfg.ElasticsearchURL)
+	if err != nil {
+		return err
+	}
+	reads := query.New(es, cfg.IndexPrefix, log)
+
 	reg := obs.NewRegistry()
-	health := obs.NewHealth(map[string]obs.CheckFunc{"postgres": store.Ping})
+	health := obs.NewHealth(map[string]obs.CheckFunc{"postgres": store.Ping, "elasticsearch": reads.Ping})
 	engine, err := httpapi.NewEngine(httpapi.Config{
 		MaxBodyBytes:   int64(cfg.MaxBodyBytes),
 		RateLimitRPS:   float64(cfg.RateLimitRPS),
@@ -95,7 +104,7 @@ func serve(ctx context.Context, cfg Config) error {
 	}, httpapi.Deps{
 		Store: store, Schemas: schemas, Keys: keys, Health: health,
 		Registerer: reg, Gatherer: reg, Log: log,
-		// Read routes (internal/query) mount here: Mount: query.Register(...).
+		Mount: func(r gin.IRouter) { query.Register(r, reads) },
 	})
 	if err != nil {
 		return err
