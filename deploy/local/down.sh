@@ -16,7 +16,7 @@ esac
 rc=0
 # What `make run` started on top of the stack (owned by deploy/local/run.sh
 # and prometheus.sh), so that `make down` leaves nothing of ours running.
-if [[ -x "$LOCAL_DIR/run.sh" ]]; then
+if [[ -x "$LOCAL_DIR/run.sh" && -d "$STATE_DIR/run" ]]; then
   "$LOCAL_DIR/run.sh" stop || { log "run.sh stop failed"; rc=1; }
 fi
 if [[ -x "$LOCAL_DIR/prometheus.sh" ]]; then
@@ -31,20 +31,27 @@ for svc in elasticsearch:es.sh kafka:kafka.sh postgresql:pg.sh; do
   fi
 done
 
-if [[ -n "$purge" && -d "$STATE_DIR" ]]; then
-  rm -f "$STATE_DIR/apt.log" "$STATE_DIR/.apt.lock"
-  if rmdir "$STATE_DIR" 2>/dev/null; then
-    log "removed $STATE_DIR"
-  else
-    log "left in $STATE_DIR (not the stack's): $(ls -A "$STATE_DIR" | tr '\n' ' ')"
-  fi
-fi
-
 # Anything still running from our state dir is a bug worth seeing.
 left="$(ps -eo pid=,args= | grep -F -- "$STATE_DIR/" | grep -v -e grep -e "$0" || true)"
 if [[ -n "$left" ]]; then
   log "WARNING: processes still using $STATE_DIR:"
   printf '%s\n' "$left" | sed 's/^/    /' >&2
   rc=1
+fi
+
+# --purge: the state dir holds only the stack's data, logs and pid files
+# (and what `make run` keeps there); delete it once nothing runs from it.
+if [[ -n "$purge" && -d "$STATE_DIR" ]]; then
+  case "$(cd "$STATE_DIR" && pwd -P)" in
+    /|/root|/home|/var|/var/tmp|/tmp|/usr|/etc|/opt|"$HOME")
+      log "refusing to delete $STATE_DIR (CQRSFLOW_STATE_DIR looks like a system directory)"; rc=1 ;;
+    *)
+      if [[ -n "$left" ]]; then
+        log "not deleting $STATE_DIR: processes still use it"
+      else
+        rm -rf "$STATE_DIR"
+        log "removed $STATE_DIR"
+      fi ;;
+  esac
 fi
 exit "$rc"

@@ -109,6 +109,9 @@ start() {
   WAIT_ALIVE_PID="$pid" wait_for "Kafka broker metadata on $BOOTSTRAP (kcat -L)" "$KAFKA_WAIT" kafka_ready || rc=$?
   if (( rc != 0 )); then
     show_log "$KAFKA_LOG"
+    # Leave nothing half-started behind: the next start begins clean.
+    stop_pid "$KAFKA_PIDFILE" "$KAFKA_CONF" kafka 20 >/dev/null 2>&1 || true
+    rm -f "$KAFKA_PIDFILE"
     die "Kafka is not ready on $BOOTSTRAP (pid $pid)"
   fi
   log "ready: $BOOTSTRAP (pid $pid)"

@@ -92,10 +92,21 @@ start() {
     fi
     log "starting on 127.0.0.1:$PG_PORT (log $PG_LOG)"
     # Settings on the command line so a changed PG_PORT applies to an existing data dir.
-    as_pg "$PG_BIN/pg_ctl" start -W -D "$PG_DATA" -l "$PG_LOG" -o "\
+    # pg_ctl -w waits (bounded by -t) until the postmaster reports ready and
+    # returns at once if it exits (bad config, busy port, …).
+    log "waiting for PostgreSQL to start (pg_ctl start -w, up to ${PG_WAIT}s)"
+    local t0=$SECONDS
+    if ! as_pg "$PG_BIN/pg_ctl" start -w -t "$PG_WAIT" -D "$PG_DATA" -l "$PG_LOG" -o "\
 -c listen_addresses=127.0.0.1 -c port=$PG_PORT -c unix_socket_directories=$PG_DIR \
 -c wal_level=logical -c max_connections=300 -c max_replication_slots=20 -c max_wal_senders=20" \
-      >/dev/null 2>&1 || { show_log "$PG_LOG"; die "pg_ctl start failed"; }
+      >"$PG_DIR/pg_ctl.out" 2>&1; then
+      sed 's/^/    | /' "$PG_DIR/pg_ctl.out" >&2
+      show_log "$PG_LOG"
+      # A postmaster still starting after the timeout is not left behind.
+      as_pg "$PG_BIN/pg_ctl" stop -D "$PG_DATA" -m immediate -w -t 10 >/dev/null 2>&1 || true
+      die "PostgreSQL did not start on 127.0.0.1:$PG_PORT"
+    fi
+    log "PostgreSQL started after $((SECONDS - t0))s"
   fi
 
   if ! wait_for "PostgreSQL to accept connections on 127.0.0.1:$PG_PORT" "$PG_WAIT" pg_ready; then
