@@ -50,4 +50,15 @@ test-dashboards: ## run every dashboard query on the live local Prometheus under
 	echo "[test-dashboards] full log: $(STATE_DIR)/logs/test-dashboards.log"; \
 	exit $$rc
 
-TEST_EXTRA += test-rules test-dashboards
+# docker-compose.yml and the Dockerfile: the compose-spec validation and
+# the env/port/mount checks of internal/opscheck (they also run in
+# test-unit), plus `docker compose config` where the compose plugin exists.
+test-compose: ## validate docker-compose.yml (compose-go + contract checks; `docker compose config` if installed)
+	$(GO) test -count=1 -run 'TestCompose|TestDockerfile' ./internal/opscheck
+	@if docker compose version >/dev/null 2>&1; then \
+	  echo "docker compose config -q"; CQRSFLOW_API_KEYS=$${CQRSFLOW_API_KEYS:-compose-config-check-key-0000} docker compose config -q; \
+	else \
+	  echo "[test-compose] the docker compose plugin is not installed: validated with compose-go (the library docker compose uses) only"; \
+	fi
+
+TEST_EXTRA += test-rules test-compose test-dashboards
