@@ -2,7 +2,8 @@
 # Apache Kafka 4.x (KRaft, single node, broker+controller) for the local stack:
 # kafka.sh start|stop [--purge]|status
 #
-# Jars:    deploy/local/kafka/target/lib (Maven Central via deploy/local/kafka/pom.xml, cached in ~/.m2)
+# Jars:    deploy/local/kafka/target/lib (Maven Central via deploy/local/kafka/pom.xml, cached in ~/.m2),
+#          run from a hard-linked copy in $CQRSFLOW_STATE_DIR/kafka/lib
 # Config:  $CQRSFLOW_STATE_DIR/kafka/server.properties (written on every start)
 # Data:    $CQRSFLOW_STATE_DIR/kafka/data (formatted on first start)
 # Log:     $CQRSFLOW_STATE_DIR/kafka/kafka.log
@@ -59,6 +60,16 @@ delete.topic.enable=true
 EOF
 }
 
+# The broker runs from its own copy (hard links) of the jars in the state
+# dir, so re-resolving deploy/local/kafka never touches a running broker.
+RUN_LIB="$KAFKA_DIR/lib"
+install_libs() {
+  if cmp -s "$KAFKA_LIB/.pom.sha256" "$RUN_LIB/.pom.sha256"; then return 0; fi
+  rm -rf "$RUN_LIB.new" "$RUN_LIB"
+  cp -al "$KAFKA_LIB" "$RUN_LIB.new" 2>/dev/null || { rm -rf "$RUN_LIB.new"; cp -a "$KAFKA_LIB" "$RUN_LIB.new"; }
+  mv "$RUN_LIB.new" "$RUN_LIB"
+}
+
 java_opts() {
   # shellcheck disable=SC2206
   local heap=($KAFKA_HEAP_OPTS)
@@ -66,7 +77,7 @@ java_opts() {
     -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent \
     -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
     "-Dlog4j2.configurationFile=$LOCAL_DIR/kafka/log4j2.properties" \
-    -cp "$KAFKA_LIB/*"
+    -cp "$RUN_LIB/*"
 }
 
 start() {
@@ -80,6 +91,7 @@ start() {
       die "something else already answers Kafka requests on $BOOTSTRAP (not our pid file $KAFKA_PIDFILE); stop it or set KAFKA_PORT"
     fi
     ensure_kafka_libs
+    install_libs
     mapfile -t opts < <(java_opts)
     local tool=(java -Xmx256m "-Dlog4j2.configurationFile=$LOCAL_DIR/kafka/log4j2-cli.properties" -cp "$KAFKA_LIB/*")
     write_config
