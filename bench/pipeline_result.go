@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -80,15 +81,17 @@ func pipelineResult(cfg pipelineConfig, started time.Time, steps []stepResult, m
 			return cpuOrder(names[i]) < cpuOrder(names[j]) || (cpuOrder(names[i]) == cpuOrder(names[j]) && names[i] < names[j])
 		})
 		cpu := Table{
-			Title:   "CPU used per process during each rate's load window (cores; the machine has 2)",
-			Columns: append(append([]string{"offered w/s"}, names...), "total", "CPU ms per write"),
+			Title:   fmt.Sprintf("CPU used per process during each rate's load window (cores; the machine has %d); \"%s\" is busy time of everything else on the machine", runtime.NumCPU(), otherCPU),
+			Columns: append(append([]string{"offered w/s"}, names...), "pipeline total", "pipeline CPU ms per write"),
 		}
 		for _, st := range byRate {
 			row := []string{fmt.Sprintf("%.0f", st.Offered)}
 			var total float64
 			for _, n := range names {
 				row = append(row, fmt.Sprintf("%.2f", st.Cores[n]))
-				total += st.Cores[n]
+				if n != otherCPU {
+					total += st.Cores[n]
+				}
 			}
 			perWrite := "–"
 			if st.Achieved > 0 {
@@ -211,6 +214,8 @@ func cpuOrder(name string) int {
 		return 4
 	case name == "elasticsearch":
 		return 5
+	case name == otherCPU:
+		return 7
 	default:
 		return 6
 	}

@@ -245,3 +245,22 @@ func TestNoWriteSucceeded(t *testing.T) {
 		t.Errorf("one rate with writes: err = %v", err)
 	}
 }
+
+func TestParseProcStatBusy(t *testing.T) {
+	// user nice system idle iowait irq softirq steal guest guest_nice
+	busy, err := parseProcStatBusy("cpu  100 5 50 1000 30 1 2 3 40 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n")
+	if err != nil || busy != 1.61 {
+		t.Errorf("busy = %v, %v; want 1.61 s (161 ticks)", busy, err)
+	}
+	if _, err := parseProcStatBusy("intr 1 2 3\n"); err == nil {
+		t.Error("no cpu line: want an error")
+	}
+	if b, err := machineBusy(); err != nil || b <= 0 {
+		t.Errorf("machineBusy = %v, %v", b, err)
+	}
+	a := cpuSample{At: time.Unix(0, 0), Secs: map[string]float64{"api": 0}, MachineBusy: 10}
+	b := cpuSample{At: time.Unix(10, 0), Secs: map[string]float64{"api": 5}, MachineBusy: 22}
+	if got := coresUsed(a, b); got[otherCPU] != 0.7 {
+		t.Errorf("other = %v, want 1.2 − 0.5 = 0.7", got[otherCPU])
+	}
+}

@@ -231,10 +231,49 @@ type cpuGroup struct {
 	Children bool
 }
 
-// cpuSample is the CPU seconds of each group at one instant.
+// cpuSample is the CPU seconds of each group at one instant, and of the
+// whole machine (busy = not idle, not waiting for I/O).
 type cpuSample struct {
-	At   time.Time
-	Secs map[string]float64
+	At          time.Time
+	Secs        map[string]float64
+	MachineBusy float64
+}
+
+// otherCPU names the machine's busy time not accounted to any group: other
+// processes competing for the same cores.
+const otherCPU = "other processes"
+
+// machineBusy reads the busy CPU seconds of all cores from /proc/stat.
+func machineBusy() (float64, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	return parseProcStatBusy(string(b))
+}
+
+// parseProcStatBusy sums the "cpu" line's fields except idle and iowait.
+func parseProcStatBusy(stat string) (float64, error) {
+	line, _, _ := strings.Cut(stat, "\n")
+	f := strings.Fields(line)
+	if len(f) < 6 || f[0] != "cpu" {
+		return 0, fmt.Errorf("no aggregate cpu line in /proc/stat")
+	}
+	var busy int64
+	for i, v := range f[1:] {
+		if i >= 8 { // guest and guest_nice are already in user and nice
+			break
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("parsing /proc/stat: %w", err)
+		}
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		busy += n
+	}
+	return float64(busy) / clockTicks, nil
 }
 
 // sampleCPU reads the CPU time of every group. Processes that ended since
@@ -242,6 +281,7 @@ type cpuSample struct {
 // a pool, so this undercounts little).
 func sampleCPU(groups []cpuGroup) cpuSample {
 	s := cpuSample{At: time.Now(), Secs: map[string]float64{}}
+	s.MachineBusy, _ = machineBusy()
 	var children map[int][]int
 	for _, g := range groups {
 		if g.Pid <= 0 {
@@ -295,10 +335,15 @@ func coresUsed(a, b cpuSample) map[string]float64 {
 	if wall <= 0 {
 		return out
 	}
+	var accounted float64
 	for name, end := range b.Secs {
 		if start, ok := a.Secs[name]; ok {
 			out[name] = (end - start) / wall
+			accounted += out[name]
 		}
+	}
+	if a.MachineBusy > 0 && b.MachineBusy > 0 {
+		out[otherCPU] = max(0, (b.MachineBusy-a.MachineBusy)/wall-accounted)
 	}
 	return out
 }
