@@ -7,8 +7,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -575,5 +577,119 @@ func TestPostgresDown(t *testing.T) {
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("took %v", d)
+	}
+}
+
+// tcpProxy forwards 127.0.0.1:<port> to target until cut; cutting closes
+// every open connection and refuses new ones (PostgreSQL "down").
+type tcpProxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	down   bool
+	conns  []net.Conn
+}
+
+func newProxy(t *testing.T, target string) *tcpProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &tcpProxy{ln: ln, target: target}
+	t.Cleanup(func() { ln.Close(); p.cut() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.mu.Lock()
+			if p.down {
+				p.mu.Unlock()
+				c.Close()
+				continue
+			}
+			u, err := net.Dial("tcp", target)
+			if err != nil {
+				p.mu.Unlock()
+				c.Close()
+				continue
+			}
+			p.conns = append(p.conns, c, u)
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(u, c); u.Close() }()
+			go func() { _, _ = io.Copy(c, u); c.Close() }()
+		}
+	}()
+	return p
+}
+
+func (p *tcpProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = true
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+func (p *tcpProxy) restore() {
+	p.mu.Lock()
+	p.down = false
+	p.mu.Unlock()
+}
+
+func TestPostgresOutageAnswers503AndRecovers(t *testing.T) {
+	pg := testenv.Postgres(t)
+	u, err := url.Parse(pg.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := newProxy(t, u.Host)
+	u.Host = proxy.ln.Addr().String()
+	q := u.Query()
+	q.Set("connect_timeout", "1")
+	u.RawQuery = q.Encode()
+	pool, err := pgxpool.New(context.Background(), u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	e := newEnvWithPool(t, pg, pool, nil)
+	body := `{"name":"a","price":1,"stock":1}`
+	if r := e.do("POST", "/v1/products", body); r.code != 201 {
+		t.Fatalf("before outage: %d %s", r.code, r.body)
+	}
+	proxy.cut()
+	start := time.Now()
+	for i := range 3 {
+		if r := e.do("POST", "/v1/products", body); r.code != 503 {
+			t.Fatalf("during outage (%d): %d %s", i, r.code, r.body)
+		}
+	}
+	if r := e.do("GET", "/readyz", ""); r.code != 503 {
+		t.Fatalf("readyz during outage: %d", r.code)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("503s took %v", d)
+	}
+	proxy.restore()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r := e.do("POST", "/v1/products", body)
+		if r.code == 201 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not recovered: %d %s", r.code, r.body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if r := e.do("GET", "/readyz", ""); r.code != 200 {
+		t.Fatalf("readyz after outage: %d %s", r.code, r.body)
+	}
+	if n := e.count(`SELECT count(*) FROM events`); n != 2 {
+		t.Errorf("%d events, want 2", n)
 	}
 }
