@@ -27,6 +27,7 @@ type Config struct {
 	LogLevel         string
 	ShutdownTimeout  time.Duration
 	MigrateOnStart   bool
+	IdempotencyTTL   time.Duration
 	ElasticsearchURL string // read routes (internal/query)
 	IndexPrefix      string
 }
@@ -46,6 +47,7 @@ func parseConfig(name string, args []string) (Config, error) {
 	config.Duration(fs, &c.CommandTimeout, "COMMAND_TIMEOUT", 5*time.Second, "bound on one command's database work", &errs)
 	config.String(fs, &c.LogLevel, "LOG_LEVEL", "info", "log level: debug, info, warn, error")
 	config.Duration(fs, &c.ShutdownTimeout, "SHUTDOWN_TIMEOUT", 15*time.Second, "graceful shutdown: time to drain in-flight requests", &errs)
+	config.Duration(fs, &c.IdempotencyTTL, "IDEMPOTENCY_TTL", 24*time.Hour, "how long idempotency keys are kept (0 keeps them forever)", &errs)
 	config.Bool(fs, &c.MigrateOnStart, "MIGRATE_ON_START", true, "apply migrations when the server starts", &errs)
 	config.String(fs, &c.ElasticsearchURL, "ELASTICSEARCH_URL", config.DefaultElasticsearchURL, "Elasticsearch URL of the read models")
 	config.String(fs, &c.IndexPrefix, "INDEX_PREFIX", "", "Elasticsearch index/alias name prefix of the read models")
@@ -66,6 +68,9 @@ func parseConfig(name string, args []string) (Config, error) {
 	}
 	if c.RateLimitRPS < 0 || c.RateLimitBurst < 0 {
 		errs = append(errs, errors.New("RATE_LIMIT_RPS and RATE_LIMIT_BURST must be >= 0"))
+	}
+	if c.IdempotencyTTL < 0 {
+		errs = append(errs, errors.New("IDEMPOTENCY_TTL must be >= 0"))
 	}
 	if c.CommandTimeout <= 0 || c.ShutdownTimeout <= 0 {
 		errs = append(errs, errors.New("COMMAND_TIMEOUT and SHUTDOWN_TIMEOUT must be > 0"))
@@ -111,6 +116,7 @@ func (c Config) logAttrs() []any {
 		slog.String("log_level", c.LogLevel),
 		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
 		slog.Bool("migrate_on_start", c.MigrateOnStart),
+		slog.Duration("idempotency_ttl", c.IdempotencyTTL),
 		slog.String("elasticsearch_url", config.MaskURL(c.ElasticsearchURL)),
 		slog.String("index_prefix", c.IndexPrefix),
 	}

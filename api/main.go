@@ -87,6 +87,15 @@ func serve(ctx context.Context, cfg Config) error {
 	}
 	defer pool.Close()
 	store := eventstore.New(pool)
+	if cfg.IdempotencyTTL > 0 {
+		go store.PurgeLoop(ctx, cfg.IdempotencyTTL, min(cfg.IdempotencyTTL/10, 10*time.Minute), func(n int64, err error) {
+			if err != nil {
+				log.Warn("purging idempotency keys", "err", err)
+			} else if n > 0 {
+				log.Info("purged idempotency keys", "count", n)
+			}
+		})
+	}
 
 	es, err := esindex.New(cfg.ElasticsearchURL)
 	if err != nil {

@@ -65,6 +65,10 @@ var (
 	ErrIdempotencyMismatch = errors.New("idempotency key reused with a different request")
 )
 
+// errKeyVanished: an idempotency key existed when claimed but was purged
+// before it could be read; Execute retries.
+var errKeyVanished = errors.New("idempotency key purged concurrently")
+
 // ConflictError is an ErrVersionConflict with the versions involved.
 type ConflictError struct {
 	AggregateType string
@@ -211,6 +215,10 @@ func (s *Store) Execute(ctx context.Context, cmd Command) (Result, error) {
 	// path never returns a half-open transaction to the pool.
 	defer conn.Release()
 	res, err := s.execute(ctx, conn.Conn(), cmd)
+	for attempt := 0; errors.Is(err, errKeyVanished) && attempt < 3; attempt++ {
+		// The key row was purged between our claim and our read: claim again.
+		res, err = s.execute(ctx, conn.Conn(), cmd)
+	}
 	if err != nil {
 		if conn.Conn().PgConn().TxStatus() != 'I' {
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
@@ -398,6 +406,12 @@ func (s *Store) replay(ctx context.Context, conn *pgx.Conn, idem *Idempotency) (
 	var hash, body []byte
 	var status int
 	err := conn.QueryRow(ctx, readKeySQL, idem.Principal, idem.Key).Scan(&hash, &status, &body)
+	if errors.Is(err, pgx.ErrNoRows) {
+		if _, err := conn.Exec(ctx, "ROLLBACK"); err != nil {
+			return Result{}, fmt.Errorf("rolling back: %w", err)
+		}
+		return Result{}, errKeyVanished
+	}
 	if err != nil {
 		return Result{}, fmt.Errorf("reading idempotency key: %w", err)
 	}
@@ -464,6 +478,35 @@ func (s *Store) Append(ctx context.Context, aggregateType, aggregateID string, e
 	res, err := s.Execute(ctx, Command{AggregateType: aggregateType, AggregateID: aggregateID,
 		ExpectedVersion: expectedVersion, Events: events})
 	return res.Version, err
+}
+
+// PurgeIdempotencyKeys deletes idempotency keys stored more than ttl ago
+// and returns how many it deleted. A retry after that appends again.
+func (s *Store) PurgeIdempotencyKeys(ctx context.Context, ttl time.Duration) (int64, error) {
+	ct, err := s.pool.Exec(ctx, `DELETE FROM idempotency_keys WHERE created_at < clock_timestamp() - $1::interval`,
+		fmt.Sprintf("%d microseconds", ttl.Microseconds()))
+	if err != nil {
+		return 0, fmt.Errorf("purging idempotency keys: %w", err)
+	}
+	return ct.RowsAffected(), nil
+}
+
+// PurgeLoop calls PurgeIdempotencyKeys every interval until ctx ends,
+// reporting each outcome to report (count, error).
+func (s *Store) PurgeLoop(ctx context.Context, ttl, interval time.Duration, report func(int64, error)) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			n, err := s.PurgeIdempotencyKeys(ctx, ttl)
+			if ctx.Err() == nil {
+				report(n, err)
+			}
+		}
+	}
 }
 
 // IsUnavailable reports whether err means PostgreSQL could not be reached,

@@ -387,3 +387,31 @@ func TestUnavailable(t *testing.T) {
 		t.Error("plain errors must not be unavailable")
 	}
 }
+
+func TestPurgeIdempotencyKeys(t *testing.T) {
+	pg := testenv.Postgres(t)
+	s := New(pg.Pool)
+	ctx := context.Background()
+	cmd := func() Command {
+		return Command{AggregateType: "order", AggregateID: "o-1", ExpectedVersion: AnyVersion,
+			Events: []NewEvent{ev("OrderPaid", `{}`)},
+			Idempotency: &Idempotency{Key: "k", Principal: "p", RequestHash: []byte{1},
+				Response: func(r Result) (int, []byte) { return 200, fmt.Appendf(nil, `{"version":%d}`, r.Version) }}}
+	}
+	if _, err := s.Execute(ctx, cmd()); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.PurgeIdempotencyKeys(ctx, time.Hour); err != nil || n != 0 {
+		t.Fatalf("young key purged: %d %v", n, err)
+	}
+	if _, err := pg.Pool.Exec(ctx, `UPDATE idempotency_keys SET created_at = created_at - interval '2 hours'`); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.PurgeIdempotencyKeys(ctx, time.Hour); err != nil || n != 1 {
+		t.Fatalf("old key not purged: %d %v", n, err)
+	}
+	// After the purge the same key runs the command again.
+	if r, err := s.Execute(ctx, cmd()); err != nil || r.Replayed || r.Version != 2 {
+		t.Fatalf("after purge: %+v %v", r, err)
+	}
+}
