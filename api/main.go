@@ -88,7 +88,7 @@ func serve(ctx context.Context, cfg Config) error {
 	defer pool.Close()
 	store := eventstore.New(pool)
 	if cfg.IdempotencyTTL > 0 {
-		go store.PurgeLoop(ctx, cfg.IdempotencyTTL, min(cfg.IdempotencyTTL/10, 10*time.Minute), func(n int64, err error) {
+		go store.PurgeLoop(ctx, cfg.IdempotencyTTL, max(min(cfg.IdempotencyTTL/10, 10*time.Minute), time.Second), func(n int64, err error) {
 			if err != nil {
 				log.Warn("purging idempotency keys", "err", err)
 			} else if n > 0 {
