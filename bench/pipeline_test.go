@@ -1,11 +1,9 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -59,69 +57,6 @@ func TestCoresUsed(t *testing.T) {
 	}
 	if len(coresUsed(b, b)) != 0 {
 		t.Error("zero wall time: want no values")
-	}
-}
-
-func TestOpenLoopSchedule(t *testing.T) {
-	var (
-		mu       sync.Mutex
-		intended []time.Time
-		seen     = map[int]bool{}
-	)
-	res := openLoop(context.Background(), 200, 250*time.Millisecond, 8, time.Second, func(_ context.Context, i int, at time.Time) {
-		mu.Lock()
-		defer mu.Unlock()
-		intended = append(intended, at)
-		seen[i] = true
-	})
-	if res.Planned != 50 || res.Fired != 50 || res.Unsent != 0 {
-		t.Fatalf("result = %+v, want 50 planned and fired", res)
-	}
-	if len(seen) != 50 {
-		t.Fatalf("%d distinct indexes fired, want 50", len(seen))
-	}
-	// Intended times are the schedule, not the send times: exactly 5 ms apart.
-	first := intended[0]
-	for _, at := range intended {
-		if first.After(at) {
-			first = at
-		}
-	}
-	for _, at := range intended {
-		if d := at.Sub(first); d%(5*time.Millisecond) != 0 || d > 245*time.Millisecond {
-			t.Errorf("intended offset %s is not on the 5 ms grid of the first 250 ms", d)
-		}
-	}
-}
-
-// A stalled server does not slow the schedule's clock: with one request in
-// flight and each taking long, later arrivals keep their intended times
-// (so their measured latency grows) and the rest past the grace is dropped.
-func TestOpenLoopCountsQueueingAndDrops(t *testing.T) {
-	var (
-		mu    sync.Mutex
-		delay []time.Duration
-	)
-	res := openLoop(context.Background(), 100, 100*time.Millisecond, 1, 50*time.Millisecond, func(_ context.Context, _ int, at time.Time) {
-		mu.Lock()
-		delay = append(delay, time.Since(at))
-		mu.Unlock()
-		time.Sleep(60 * time.Millisecond)
-	})
-	if res.Planned != 10 || res.Unsent == 0 || res.Fired+res.Unsent != res.Planned {
-		t.Fatalf("result = %+v, want some of 10 arrivals unsent", res)
-	}
-	if len(delay) < 2 || delay[1] < 40*time.Millisecond {
-		t.Errorf("second request started %v after its intended time, want the queueing (≥ 40ms) visible", delay)
-	}
-}
-
-func TestOpenLoopCancel(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	res := openLoop(ctx, 1000, time.Second, 4, time.Second, func(context.Context, int, time.Time) {})
-	if res.Fired != 0 || res.Unsent != res.Planned {
-		t.Errorf("cancelled: %+v, want nothing fired", res)
 	}
 }
 
