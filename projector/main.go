@@ -52,6 +52,7 @@ type cfg struct {
 	BatchMaxRecords  int
 	FlushInterval    time.Duration
 	LagInterval      time.Duration
+	SessionTimeout   time.Duration
 	LogLevel         string
 }
 
@@ -66,6 +67,7 @@ func register(fs *flag.FlagSet, c *cfg, errs *[]error) {
 	config.Int(fs, &c.BatchMaxRecords, "BATCH_MAX_RECORDS", 2000, "max records per batch", errs)
 	config.Duration(fs, &c.FlushInterval, "FLUSH_INTERVAL", 20*time.Millisecond, "how long a non-full batch waits for more records", errs)
 	config.Duration(fs, &c.LagInterval, "LAG_INTERVAL", 5*time.Second, "how often consumer and sync lag are computed", errs)
+	config.Duration(fs, &c.SessionTimeout, "SESSION_TIMEOUT", 10*time.Second, "consumer group session timeout (failover time after a crash)", errs)
 	config.String(fs, &c.LogLevel, "LOG_LEVEL", "info", "debug|info|warn|error")
 }
 
@@ -96,6 +98,9 @@ func (c *cfg) validate() ([]projector.Projection, error) {
 	if c.FlushInterval < 0 {
 		errs = append(errs, errors.New("FLUSH_INTERVAL: negative"))
 	}
+	if c.SessionTimeout < 6*time.Second || c.SessionTimeout > 5*time.Minute {
+		errs = append(errs, fmt.Errorf("SESSION_TIMEOUT: %s not in 6s..5m (broker group.min/max.session.timeout.ms)", c.SessionTimeout))
+	}
 	if c.LagInterval <= 0 {
 		errs = append(errs, errors.New("LAG_INTERVAL: must be > 0"))
 	}
@@ -110,6 +115,7 @@ func (c *cfg) runnerConfig(p projector.Projection) projector.Config {
 		BatchMaxRecords: c.BatchMaxRecords,
 		FlushInterval:   c.FlushInterval,
 		LagInterval:     c.LagInterval,
+		SessionTimeout:  c.SessionTimeout,
 	}
 }
 

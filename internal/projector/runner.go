@@ -79,6 +79,9 @@ type Config struct {
 	BackoffMax    time.Duration
 	// DLQPartitions is the partition count used when creating the DLQ topic.
 	DLQPartitions int32
+	// SessionTimeout: how long the group waits for a silent (crashed)
+	// member before handing its partitions to the others.
+	SessionTimeout time.Duration
 }
 
 func (c *Config) defaults() {
@@ -96,6 +99,9 @@ func (c *Config) defaults() {
 	}
 	if c.BackoffMax <= 0 {
 		c.BackoffMax = 30 * time.Second
+	}
+	if c.SessionTimeout <= 0 {
+		c.SessionTimeout = 10 * time.Second
 	}
 	if c.DLQPartitions <= 0 {
 		c.DLQPartitions = topics.DefaultPartitions
@@ -138,6 +144,9 @@ func New(cfg Config, proj Projection, es *elasticsearch.Client, m *Metrics, log 
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(0),
 		kgo.FetchMaxWait(500*time.Millisecond),
+		kgo.SessionTimeout(cfg.SessionTimeout),
+		kgo.HeartbeatInterval(min(3*time.Second, cfg.SessionTimeout/4)),
+		kgo.WithLogger(kgoLogger{log.With("component", "kgo")}),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("kafka client: %w", err)
@@ -193,6 +202,7 @@ func (r *Runner) Run(ctx context.Context) error {
 				break
 			}
 			r.commit(procCtx, nil)
+			r.log.Debug("batch handled", "records", len(recs))
 		}
 		r.cl.AllowRebalance()
 	}
@@ -437,4 +447,25 @@ func (d *kafkaDLQ) Send(ctx context.Context, rec *kgo.Record, reason string) err
 		return fmt.Errorf("producing to %s: %w", out.Topic, err)
 	}
 	return nil
+}
+
+// kgoLogger forwards franz-go's log lines to slog (info and above).
+type kgoLogger struct{ log *slog.Logger }
+
+func (l kgoLogger) Level() kgo.LogLevel {
+	if l.log.Enabled(context.Background(), slog.LevelDebug) {
+		return kgo.LogLevelInfo
+	}
+	return kgo.LogLevelWarn
+}
+
+func (l kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
+	switch level {
+	case kgo.LogLevelError:
+		l.log.Error(msg, keyvals...)
+	case kgo.LogLevelWarn:
+		l.log.Warn(msg, keyvals...)
+	default:
+		l.log.Debug(msg, keyvals...)
+	}
 }
