@@ -1,0 +1,245 @@
+package projector
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"cqrsflow/internal/envelope"
+	"cqrsflow/internal/esindex"
+	"cqrsflow/internal/projection/products"
+)
+
+// memStore is an in-memory Store honouring external versions; fail makes
+// the next calls fail.
+type memStore struct {
+	mu       sync.Mutex
+	docs     map[string]esindex.Hit
+	failNext int
+	itemErr  int // bulk item errors (500) to return before succeeding
+	calls    int
+}
+
+func (s *memStore) MGet(_ context.Context, ids []string) (map[string]esindex.Hit, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls++
+	if s.failNext > 0 {
+		s.failNext--
+		return nil, fmt.Errorf("%w: connection refused", esindex.ErrUnavailable)
+	}
+	out := map[string]esindex.Hit{}
+	for _, id := range ids {
+		if h, ok := s.docs[id]; ok {
+			out[id] = h
+		}
+	}
+	return out, nil
+}
+
+func (s *memStore) Bulk(_ context.Context, ops []esindex.Op) ([]esindex.Result, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]esindex.Result, len(ops))
+	for i, op := range ops {
+		if s.itemErr > 0 {
+			s.itemErr--
+			out[i] = esindex.Result{Status: 500, Err: "shard failure"}
+			continue
+		}
+		if cur, ok := s.docs[op.ID]; ok && cur.Version >= op.Version {
+			out[i] = esindex.Result{Status: 409, Conflict: true}
+			continue
+		}
+		s.docs[op.ID] = esindex.Hit{Version: op.Version, Source: op.Doc}
+		out[i] = esindex.Result{Status: 201}
+	}
+	return out, nil
+}
+
+type memDLQ struct {
+	mu      sync.Mutex
+	reasons []string
+}
+
+func (d *memDLQ) Send(_ context.Context, _ *kgo.Record, reason string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.reasons = append(d.reasons, reason)
+	return nil
+}
+
+func newTestProcessor() (*processor, *memStore, *memDLQ, *Metrics) {
+	st := &memStore{docs: map[string]esindex.Hit{}}
+	dlq := &memDLQ{}
+	m := NewMetrics(prometheus.NewRegistry())
+	p := newProcessor(products.Projection{}, st, dlq, m, slog.New(slog.NewTextHandler(io.Discard, nil)), backoff{min: time.Millisecond, max: 5 * time.Millisecond})
+	return p, st, dlq, m
+}
+
+var offset int64
+
+func rec(id, typ string, version int64, payload string) *kgo.Record {
+	e := envelope.Envelope{EventID: fmt.Sprintf("%s-%d-%s", id, version, typ), EventType: typ, SchemaVersion: 1, AggregateType: "product",
+		AggregateID: id, Version: version, OccurredAt: time.Unix(version, 0), RecordedAt: time.Now(), Payload: json.RawMessage(payload)}
+	b, _ := json.Marshal(e)
+	offset++
+	return &kgo.Record{Topic: "t", Partition: 0, Offset: offset, Key: []byte(id), Value: b}
+}
+
+const pl = `{"name":"n","description":"d","price":1,"stock":1}`
+
+func count(m *Metrics, outcome string) float64 {
+	return testutil.ToFloat64(m.Events.WithLabelValues("products", outcome))
+}
+
+func TestProcessorOutcomes(t *testing.T) {
+	p, st, dlq, m := newTestProcessor()
+	ctx := context.Background()
+	c1 := rec("a", products.Created, 1, pl)
+	batch := []*kgo.Record{
+		rec("a", products.Updated, 2, pl), // before its predecessor in the batch: sorted by version
+		c1,
+		c1, // duplicate in the same batch
+		rec("b", products.Created, 1, pl),
+		rec("b", products.Updated, 3, pl), // gap → parked
+		func() *kgo.Record { offset++; return &kgo.Record{Topic: "t", Offset: offset, Value: []byte("nope")} }(),
+		rec("c", "ProductMelted", 1, `{}`),
+	}
+	if err := p.handle(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	if st.docs["a"].Version != 2 || st.docs["b"].Version != 1 {
+		t.Fatalf("docs %v", st.docs)
+	}
+	want := map[string]float64{OutcomeApplied: 3, OutcomeDuplicate: 1, OutcomeParked: 1, OutcomeDLQ: 2, OutcomeStale: 0}
+	for o, n := range want {
+		if got := count(m, o); got != n {
+			t.Errorf("%s = %v, want %v", o, got, n)
+		}
+	}
+	if len(dlq.reasons) != 2 {
+		t.Errorf("dlq reasons %v", dlq.reasons)
+	}
+	// The commit stops at the parked record.
+	offs := p.toCommit(nil)
+	if got := offs["t"][0].Offset; got != batch[4].Offset {
+		t.Errorf("committable offset %d, want the parked record's %d", got, batch[4].Offset)
+	}
+	if testutil.ToFloat64(m.VersionGaps) != 1 || testutil.ToFloat64(m.Parked.WithLabelValues("products")) != 1 {
+		t.Error("gap not counted")
+	}
+	// Stale: an older event after a newer one.
+	if err := p.handle(ctx, []*kgo.Record{rec("a", products.Updated, 1, pl)}); err != nil {
+		t.Fatal(err)
+	}
+	if count(m, OutcomeStale) != 1 {
+		t.Errorf("stale = %v, want 1", count(m, OutcomeStale))
+	}
+	// The missing event closes the gap: v2 and the parked v3 apply, commit moves past.
+	closer := rec("b", products.Updated, 2, pl)
+	if err := p.handle(ctx, []*kgo.Record{closer}); err != nil {
+		t.Fatal(err)
+	}
+	if st.docs["b"].Version != 3 {
+		t.Errorf("b at v%d, want 3", st.docs["b"].Version)
+	}
+	if got := p.toCommit(nil)["t"][0].Offset; got != closer.Offset+1 {
+		t.Errorf("committable %d, want %d", got, closer.Offset+1)
+	}
+	if testutil.ToFloat64(m.Parked.WithLabelValues("products")) != 0 {
+		t.Error("parked gauge not cleared")
+	}
+}
+
+// Elasticsearch failures (request and per-item) are retried until they
+// succeed; nothing is counted or committable before.
+func TestProcessorRetriesElasticsearch(t *testing.T) {
+	p, st, _, m := newTestProcessor()
+	st.failNext = 3
+	st.itemErr = 2
+	if err := p.handle(context.Background(), []*kgo.Record{rec("x", products.Created, 1, pl)}); err != nil {
+		t.Fatal(err)
+	}
+	if st.docs["x"].Version != 1 || count(m, OutcomeApplied) != 1 {
+		t.Errorf("after retries: docs %v applied %v", st.docs, count(m, OutcomeApplied))
+	}
+	if st.calls < 6 {
+		t.Errorf("mget calls %d, want >= 6 (3 failures + 2 item errors + success)", st.calls)
+	}
+}
+
+// A cancelled context ends the retries with an error and leaves nothing
+// committable.
+func TestProcessorCancelledWhileDown(t *testing.T) {
+	p, st, _, _ := newTestProcessor()
+	st.failNext = 1 << 30
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	err := p.handle(ctx, []*kgo.Record{rec("y", products.Created, 1, pl)})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want deadline exceeded", err)
+	}
+	if offs := p.toCommit(nil); len(offs) != 0 {
+		t.Errorf("committable after failure: %v", offs)
+	}
+}
+
+// A 409 from Elasticsearch (a newer version is stored) is stale, not an error.
+func TestProcessorConflictIsStale(t *testing.T) {
+	p, st, _, m := newTestProcessor()
+	st.docs["z"] = esindex.Hit{Version: 1, Source: json.RawMessage(`{"id":"z","version":1,"last_event_id":"e"}`)}
+	r := rec("z", products.Updated, 2, pl)
+	// Someone writes v5 between our mget and bulk.
+	p.store = &racingStore{memStore: st}
+	if err := p.handle(context.Background(), []*kgo.Record{r}); err != nil {
+		t.Fatal(err)
+	}
+	if count(m, OutcomeStale) != 1 || count(m, OutcomeApplied) != 0 {
+		t.Errorf("stale %v applied %v, want 1 and 0", count(m, OutcomeStale), count(m, OutcomeApplied))
+	}
+}
+
+type racingStore struct{ *memStore }
+
+func (s *racingStore) Bulk(ctx context.Context, ops []esindex.Op) ([]esindex.Result, error) {
+	s.mu.Lock()
+	s.docs["z"] = esindex.Hit{Version: 5, Source: json.RawMessage(`{}`)}
+	s.mu.Unlock()
+	return s.memStore.Bulk(ctx, ops)
+}
+
+func TestBackoffCapped(t *testing.T) {
+	b := backoff{min: 100 * time.Millisecond, max: 2 * time.Second}
+	for a := 0; a < 50; a++ {
+		d := b.delay(a)
+		if d < 50*time.Millisecond || d > 2*time.Second {
+			t.Fatalf("attempt %d: delay %s outside [50ms, 2s]", a, d)
+		}
+	}
+	if b.delay(10) < time.Second {
+		t.Errorf("delay does not grow to the cap")
+	}
+}
+
+func TestParseOffsets(t *testing.T) {
+	got, err := ParseOffsets("a.b.events:0=5, a.b.events:2=7")
+	if err != nil || got["a.b.events"][0] != 5 || got["a.b.events"][2] != 7 {
+		t.Fatalf("got %v %v", got, err)
+	}
+	for _, bad := range []string{"", "x", "t:0", "t:x=1", "t:0=-1", ":0=1"} {
+		if _, err := ParseOffsets(bad); !errors.Is(err, ErrInvalidReplay) {
+			t.Errorf("%q: err %v, want ErrInvalidReplay", bad, err)
+		}
+	}
+}
