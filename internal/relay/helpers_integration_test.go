@@ -443,7 +443,21 @@ func privateKafka(t *testing.T) (string, int) {
 	dir := t.TempDir()
 	env := append(os.Environ(), "KAFKA_PORT="+strconv.Itoa(port), "KAFKA_CONTROLLER_PORT="+strconv.Itoa(cport),
 		"CQRSFLOW_STATE_DIR="+dir, "KAFKA_HEAP_OPTS=-Xms256m -Xmx384m", "KAFKA_WAIT=150")
-	script := filepath.Join(root, "deploy/local/kafka.sh")
+	// Run copies of the scripts: bash reads a script as it goes, so an edit
+	// of the working tree during the test must not break start/stop.
+	local := filepath.Join(root, "deploy/local")
+	scripts := t.TempDir()
+	for _, f := range []string{"kafka.sh", "lib.sh"} {
+		b, err := os.ReadFile(filepath.Join(local, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(scripts, f), b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env = append(env, "LOCAL_DIR="+local)
+	script := filepath.Join(scripts, "kafka.sh")
 	pidOf := func() int {
 		b, err := os.ReadFile(filepath.Join(dir, "kafka/kafka.pid"))
 		if err != nil {
