@@ -129,6 +129,7 @@ type entity struct {
 	version int64
 	state   string // product: live|deleted; order: created|paid|shipped|cancelled
 	price   int64  // cents (products)
+	name    string // products
 	user    string // orders
 }
 
@@ -208,7 +209,7 @@ func (d *demo) step(ctx context.Context, rng *rand.Rand) {
 			"name": name, "description": "A " + name + " for the demo shop", "price": money(price), "stock": 1 + rng.IntN(100),
 		}, &out) == http.StatusCreated {
 			d.mu.Lock()
-			d.products = append(d.products, &entity{id: out.ID, version: out.Version, state: "live", price: price})
+			d.products = append(d.products, &entity{id: out.ID, version: out.Version, state: "live", price: price, name: name})
 			d.mu.Unlock()
 		}
 	case r < 40:
@@ -224,7 +225,8 @@ func (d *demo) step(ctx context.Context, rng *rand.Rand) {
 			Version int64 `json:"version"`
 		}
 		if d.do(ctx, "PUT", "/v1/products/"+p.id, "/v1/products/:id", map[string]string{"If-Match": strconv.FormatInt(v, 10)},
-			map[string]any{"price": money(p.price + int64(rng.IntN(2000))), "stock": rng.IntN(100)}, &out) == http.StatusOK {
+			map[string]any{"name": p.name, "description": "A " + p.name + ", now in stock again",
+				"price": money(p.price + int64(rng.IntN(2000))), "stock": rng.IntN(100)}, &out) == http.StatusOK {
 			d.setVersion(false, p.id, out.Version, "")
 		}
 	case r < 42:

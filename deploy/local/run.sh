@@ -97,7 +97,7 @@ build() {
   log "== building api, outbox-relay, projector into $BIN_DIR"
   local version
   version="$(git -C "$REPO_DIR" describe --always --dirty 2>/dev/null || echo dev)"
-  (cd "$REPO_DIR" && go build -trimpath -ldflags "-X cqrsflow/internal/obs.Version=$version" \
+  (cd "$REPO_DIR" && go build -ldflags "-X cqrsflow/internal/obs.Version=$version" \
     -o "$BIN_DIR/" ./api ./outbox-relay ./projector) || return 1
   log "built version $version"
 }
