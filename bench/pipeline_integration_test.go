@@ -79,8 +79,8 @@ func TestVisPollerAgainstElasticsearch(t *testing.T) {
 	if !s2.Visible.IsZero() || !s3.Visible.IsZero() || p.pendingCount() != 2 {
 		t.Errorf("p2 (older version) or p3 (absent) counted as searchable: %+v %+v pending %d", s2, s3, p.pendingCount())
 	}
-	if searches, errs, last := p.stats(); searches < 2 || errs != 0 {
-		t.Errorf("stats: %d searches, %d errors (%v)", searches, errs, last)
+	if st := p.stats(); st.Searches < 2 || st.Errors != 0 || st.MeanRTT <= 0 || st.MaxRTT < st.MeanRTT {
+		t.Errorf("stats: %+v", st)
 	}
 
 	// Batching: more pending ids than one request holds still resolve.

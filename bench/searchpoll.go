@@ -37,11 +37,13 @@ type visPoller struct {
 	Parallel int
 	Client   *http.Client
 
-	mu       sync.Mutex
-	pending  map[string]*visSample
-	searches int
-	errs     int
-	lastErr  error
+	mu        sync.Mutex
+	pending   map[string]*visSample
+	searches  int
+	errs      int
+	lastErr   error
+	searchSum time.Duration // total round-trip time of the searches
+	searchMax time.Duration
 }
 
 func newVisPoller(url, alias string, interval time.Duration) *visPoller {
@@ -67,11 +69,23 @@ func (p *visPoller) pendingCount() int {
 	return len(p.pending)
 }
 
-// stats returns how many searches ran and failed, and the last failure.
-func (p *visPoller) stats() (searches, errs int, last error) {
+// pollerStats is what the poller did.
+type pollerStats struct {
+	Searches, Errors int
+	LastErr          error
+	MeanRTT, MaxRTT  time.Duration // search round trips
+}
+
+// stats returns how many searches ran and failed, the last failure and
+// the round-trip times (which bound how late a searchable time can be).
+func (p *visPoller) stats() pollerStats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.searches, p.errs, p.lastErr
+	st := pollerStats{Searches: p.searches, Errors: p.errs, LastErr: p.lastErr, MaxRTT: p.searchMax}
+	if p.searches > 0 {
+		st.MeanRTT = p.searchSum / time.Duration(p.searches)
+	}
+	return st
 }
 
 // run polls until ctx ends.
@@ -101,11 +115,15 @@ func (p *visPoller) pollOnce(ctx context.Context) {
 	for start := 0; start < len(ids); start += p.Batch {
 		chunk := ids[start:min(start+p.Batch, len(ids))]
 		g.Go(func() error {
+			sent := time.Now()
 			found, err := p.search(ctx, chunk)
 			seen := time.Now()
 			p.mu.Lock()
 			defer p.mu.Unlock()
 			p.searches++
+			rtt := seen.Sub(sent)
+			p.searchSum += rtt
+			p.searchMax = max(p.searchMax, rtt)
 			if err != nil {
 				if ctx.Err() == nil {
 					p.errs++
