@@ -87,6 +87,7 @@ func serve(ctx context.Context, cfg Config) error {
 	}
 	defer pool.Close()
 	store := eventstore.New(pool)
+	defer store.Close() // before pool.Close (defers run last-in first-out)
 	if cfg.IdempotencyTTL > 0 {
 		go store.PurgeLoop(ctx, cfg.IdempotencyTTL, max(min(cfg.IdempotencyTTL/10, 10*time.Minute), time.Second), func(n int64, err error) {
 			if err != nil {

@@ -136,9 +136,11 @@ func runWrite(ctx context.Context, args []string) error {
 	}
 	defer pool.Close()
 
+	store := eventstore.New(pool)
+	defer store.Close()
 	tr := &http.Transport{MaxIdleConns: 4 * *clients, MaxIdleConnsPerHost: 4 * *clients, IdleConnTimeout: time.Minute}
 	wb := &writeBench{baseURL: "http://" + addr, key: key, client: &http.Client{Transport: tr, Timeout: 30 * time.Second},
-		store: eventstore.New(pool), updateShare: *updateShare}
+		store: store, updateShare: *updateShare}
 	if err := wb.waitAPI(ctx, api, 30*time.Second); err != nil {
 		return err
 	}

@@ -34,7 +34,8 @@ func count(t *testing.T, pg *testenv.PG, sql string, args ...any) int {
 
 func TestCreateAppendsEventOutboxAndNotifies(t *testing.T) {
 	pg := testenv.Postgres(t)
-	s := New(pg.Pool)
+	channel := testenv.Name(t)
+	s := newStore(pg.Pool, channel)
 	ctx := context.Background()
 
 	listener, err := pgx.Connect(ctx, pg.URL)
@@ -42,7 +43,7 @@ func TestCreateAppendsEventOutboxAndNotifies(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer listener.Close(ctx)
-	if _, err := listener.Exec(ctx, "LISTEN "+NotifyChannel); err != nil {
+	if _, err := listener.Exec(ctx, "LISTEN "+channel); err != nil {
 		t.Fatal(err)
 	}
 
@@ -108,7 +109,7 @@ WHERE o.aggregate_id = $1 ORDER BY o.id`, id)
 	if err != nil {
 		t.Fatalf("no notification: %v", err)
 	}
-	if n.Channel != NotifyChannel || n.Payload != fmt.Sprint(shard) {
+	if n.Channel != channel || n.Payload != fmt.Sprint(shard) {
 		t.Errorf("notification %s %q, want shard %d", n.Channel, n.Payload, shard)
 	}
 
@@ -126,12 +127,27 @@ WHERE o.aggregate_id = $1 ORDER BY o.id`, id)
 
 func TestAtomicityOnFailureAfterEventInsert(t *testing.T) {
 	pg := testenv.Postgres(t)
-	s := New(pg.Pool)
+	channel := testenv.Name(t)
+	s := newStore(pg.Pool, channel)
+	defer s.Close()
 	ctx := context.Background()
+	listener, err := pgx.Connect(ctx, pg.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer listener.Close(ctx)
+	if _, err := listener.Exec(ctx, "LISTEN "+channel); err != nil {
+		t.Fatal(err)
+	}
 	id := uuid.NewString()
 	if _, err := s.Create(ctx, "order", id, []NewEvent{ev("OrderCreated", `{}`)}); err != nil {
 		t.Fatal(err)
 	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	if _, err := listener.WaitForNotification(wctx); err != nil {
+		t.Fatalf("the committed create did not notify: %v", err)
+	}
+	cancel()
 	injected := errors.New("injected failure")
 	var inserted int
 	s.afterInsert = func(ctx context.Context) error {
@@ -155,6 +171,11 @@ func TestAtomicityOnFailureAfterEventInsert(t *testing.T) {
 		t.Errorf("outside the transaction %d events seen during the hook, want 1 (only the committed one)", inserted)
 	}
 	s.afterInsert = nil
+	wctx, cancel = context.WithTimeout(ctx, 300*time.Millisecond)
+	if n, err := listener.WaitForNotification(wctx); err == nil {
+		t.Errorf("failed appends notified: %+v", n)
+	}
+	cancel()
 	if n := count(t, pg, `SELECT count(*) FROM events`); n != 1 {
 		t.Errorf("events after failed appends: %d, want 1", n)
 	}

@@ -1,0 +1,95 @@
+package eventstore
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// notifier sends NOTIFY cqrsflow_outbox '<shard>' after commits, outside
+// the append transactions, coalescing the shards that received rows while
+// the previous round was in flight.
+type notifier struct {
+	pool    *pgxpool.Pool
+	channel string
+	mu      sync.Mutex
+	pending [64]bool
+	any     bool
+	wake    chan struct{}
+	stop    chan struct{}
+	done    chan struct{}
+	once    sync.Once
+	failed  atomic.Int64 // rounds that could not be sent (the relay's poll covers them)
+}
+
+func startNotifier(pool *pgxpool.Pool, channel string) *notifier {
+	n := &notifier{pool: pool, channel: channel, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	go n.run()
+	return n
+}
+
+func (n *notifier) add(shard int) {
+	n.mu.Lock()
+	n.pending[shard&63] = true
+	n.any = true
+	n.mu.Unlock()
+	select {
+	case n.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (n *notifier) take() []int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.any {
+		return nil
+	}
+	var shards []int
+	for i, p := range n.pending {
+		if p {
+			shards = append(shards, i)
+			n.pending[i] = false
+		}
+	}
+	n.any = false
+	return shards
+}
+
+func (n *notifier) run() {
+	defer close(n.done)
+	for {
+		select {
+		case <-n.wake:
+		case <-n.stop:
+			n.send(n.take())
+			return
+		}
+		n.send(n.take())
+	}
+}
+
+func (n *notifier) send(shards []int) {
+	if len(shards) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	b := &pgx.Batch{}
+	for _, s := range shards {
+		b.Queue(`SELECT pg_notify($1, $2)`, n.channel, strconv.Itoa(s))
+	}
+	if err := n.pool.SendBatch(ctx, b).Close(); err != nil {
+		n.failed.Add(1)
+	}
+}
+
+func (n *notifier) close() {
+	n.once.Do(func() { close(n.stop) })
+	<-n.done
+}
