@@ -62,6 +62,7 @@ type pipelineConfig struct {
 	PollInterval  time.Duration
 	MaxInFlight   int
 	DrainTimeout  time.Duration
+	SettleTimeout time.Duration
 	ReadyTimeout  time.Duration
 	ExtraEnv      []string
 	Quick         bool
@@ -107,9 +108,9 @@ func parsePipelineConfig(args []string) (pipelineConfig, error) {
 		extra envList
 	)
 	cfg.Quick = quickMode()
-	defRates, defStep, defProbes, defBisect, defDrain := "250,500,1000,2000", 20*time.Second, 3, 2, 30*time.Second
+	defRates, defStep, defProbes, defBisect, defDrain := "250,500,1000,2000", 15*time.Second, 2, 2, 20*time.Second
 	if cfg.Quick {
-		defRates, defStep, defProbes, defBisect, defDrain = "250,1000", 8*time.Second, 0, 0, 15*time.Second
+		defRates, defStep, defProbes, defBisect, defDrain = "250,1000", 8*time.Second, 0, 0, 10*time.Second
 	}
 	config.String(fs, &cfg.PostgresURL, "POSTGRES_URL", config.DefaultPostgresURL, "PostgreSQL base URL (a fresh schema is created in it)")
 	config.String(fs, &cfg.KafkaBrokers, "KAFKA_BROKERS", config.DefaultKafkaBrokers, "Kafka brokers")
@@ -127,6 +128,7 @@ func parsePipelineConfig(args []string) (pipelineConfig, error) {
 	fs.DurationVar(&cfg.PollInterval, "poll", 50*time.Millisecond, "search poll interval (the resolution of searchable times)")
 	fs.IntVar(&cfg.MaxInFlight, "max-inflight", 256, "concurrent HTTP requests at most")
 	fs.DurationVar(&cfg.DrainTimeout, "drain", defDrain, "how long to wait after a rate for its samples to become searchable")
+	fs.DurationVar(&cfg.SettleTimeout, "settle", 60*time.Second, "how long the pipeline may take to drain before the next rate")
 	fs.DurationVar(&cfg.ReadyTimeout, "ready-timeout", 90*time.Second, "how long each binary may take to become ready")
 	fs.Var(&extra, "env", "KEY=VALUE added to every binary's environment (repeatable)")
 	fs.StringVar(&cfg.ResultsDir, "out", resultsDir(), "results directory (env "+resultsDirEnv+")")
@@ -160,8 +162,8 @@ func parsePipelineConfig(args []string) (pipelineConfig, error) {
 	if cfg.MaxInFlight < 1 {
 		errs = append(errs, errors.New("-max-inflight: must be ≥ 1"))
 	}
-	if cfg.SLO <= 0 || cfg.DrainTimeout <= 0 || cfg.ReadyTimeout <= 0 {
-		errs = append(errs, errors.New("-slo, -drain and -ready-timeout: must be > 0"))
+	if cfg.SLO <= 0 || cfg.DrainTimeout <= 0 || cfg.SettleTimeout <= 0 || cfg.ReadyTimeout <= 0 {
+		errs = append(errs, errors.New("-slo, -drain, -settle and -ready-timeout: must be > 0"))
 	}
 	return cfg, errors.Join(errs...)
 }
@@ -180,6 +182,7 @@ type pipeline struct {
 	procs       []*proc
 	api         *proc
 	stages      []stageMetric
+	notes       []string // what the rate plan skipped or why it stopped
 	client      *http.Client
 	poller      *visPoller
 }
@@ -452,12 +455,10 @@ func (pl *pipeline) runStep(ctx context.Context, rate float64, dur time.Duration
 	}
 	var e2e, full latencies
 	mu.Lock()
+	pl.forget(samples) // the ones still pending are missing
 	for _, s := range samples {
 		pl.poller.mu.Lock()
 		vis := s.Visible
-		if vis.IsZero() {
-			delete(pl.poller.pending, s.ID) // stop following it
-		}
 		pl.poller.mu.Unlock()
 		if vis.IsZero() {
 			st.Missing++
@@ -529,57 +530,178 @@ func judge(st stepResult, slo time.Duration) (bool, string) {
 	return false, strings.Join(why, "; ")
 }
 
-// runRates runs the fixed rates (stopping after the first failure), then
-// probes above them while they pass and bisects between the highest
-// passing and the lowest failing rate. It returns the steps in the order
-// run and the highest sustained rate (0 if none).
+// ratePlan decides which rate runs next: the fixed rates in ascending
+// order (skipping those above a rate the pipeline could not even carry),
+// then probes ×1.5 while nothing above the highest passing rate failed,
+// then bisection between the highest passing rate and the lowest failing
+// rate above it. Every count is bounded, so the run is.
+type ratePlan struct {
+	fixed          []float64
+	probes, bisect int
+
+	next       int
+	probed     int
+	bisected   int
+	ran        map[float64]bool
+	passed     []float64
+	failed     []float64
+	overloadAt float64 // lowest rate that was overloaded; 0 = none
+}
+
+func newRatePlan(fixed []float64, probes, bisect int) *ratePlan {
+	return &ratePlan{fixed: fixed, probes: probes, bisect: bisect, ran: map[float64]bool{}}
+}
+
+// record notes the outcome of a rate.
+func (p *ratePlan) record(rate float64, pass, overloaded bool) {
+	p.ran[rate] = true
+	if pass {
+		p.passed = append(p.passed, rate)
+	} else {
+		p.failed = append(p.failed, rate)
+	}
+	if overloaded && (p.overloadAt == 0 || rate < p.overloadAt) {
+		p.overloadAt = rate
+	}
+}
+
+// best is the highest passing rate (0 if none).
+func (p *ratePlan) best() float64 {
+	var b float64
+	for _, r := range p.passed {
+		b = math.Max(b, r)
+	}
+	return b
+}
+
+// failAbove is the lowest failing rate above r (+Inf if none).
+func (p *ratePlan) failAbove(r float64) float64 {
+	f := math.Inf(1)
+	for _, x := range p.failed {
+		if x > r {
+			f = math.Min(f, x)
+		}
+	}
+	return f
+}
+
+// nextRate returns the next rate to run, and a note for every fixed rate
+// it skipped; ok is false when the plan is done.
+func (p *ratePlan) nextRate() (rate float64, skipped []string, ok bool) {
+	for p.next < len(p.fixed) {
+		r := p.fixed[p.next]
+		p.next++
+		if p.overloadAt > 0 && r > p.overloadAt {
+			skipped = append(skipped, fmt.Sprintf("skipped %.0f writes/s: %.0f writes/s already could not be carried", r, p.overloadAt))
+			continue
+		}
+		return r, skipped, true
+	}
+	best := p.best()
+	hi := p.failAbove(best)
+	if math.IsInf(hi, 1) && p.probed < p.probes && best > 0 {
+		top := best
+		for r := range p.ran {
+			top = math.Max(top, r)
+		}
+		if top == best { // nothing ran above the best: go higher
+			p.probed++
+			return math.Round(best*1.5/50) * 50, skipped, true
+		}
+	}
+	if !math.IsInf(hi, 1) && p.bisected < p.bisect {
+		mid := math.Round((best+hi)/2/50) * 50
+		if mid > best && mid < hi && mid >= 50 && !p.ran[mid] {
+			p.bisected++
+			return mid, skipped, true
+		}
+	}
+	return 0, skipped, false
+}
+
+// overloaded reports whether a rate could not even be carried: under 90%
+// of the offered writes succeeded within the load window (plus grace).
+func (st stepResult) overloaded() bool {
+	return st.Planned > 0 && (st.Achieved < 0.9*st.Offered || float64(st.Unsent+st.Errors) > 0.1*float64(st.Planned))
+}
+
+// runRates runs the rate plan, letting the pipeline settle before each
+// rate. It returns the steps in the order run and the highest sustained
+// rate (0 if none).
 func (pl *pipeline) runRates(ctx context.Context, groups []cpuGroup) ([]stepResult, float64, error) {
-	var (
-		steps  []stepResult
-		passHi float64
-		failLo = math.Inf(1)
-	)
-	run := func(rate float64) {
+	plan := newRatePlan(pl.cfg.Rates, pl.cfg.Probes, pl.cfg.Bisect)
+	var steps []stepResult
+	for {
+		rate, skipped, ok := plan.nextRate()
+		for _, s := range skipped {
+			fmt.Println("pipeline: " + s)
+			pl.notes = append(pl.notes, s)
+		}
+		if !ok {
+			break
+		}
+		if ctx.Err() != nil {
+			return steps, plan.best(), ctx.Err()
+		}
+		if d, err := pl.settle(ctx); err != nil {
+			note := fmt.Sprintf("stopped before %.0f writes/s: %v", rate, err)
+			fmt.Println("pipeline: " + note)
+			pl.notes = append(pl.notes, note)
+			break
+		} else if d > 2*time.Second {
+			fmt.Printf("pipeline: settled in %s\n", d.Round(100*time.Millisecond))
+		}
 		fmt.Printf("pipeline: %.0f writes/s for %s …\n", rate, pl.cfg.StepDuration)
 		st := pl.runStep(ctx, rate, pl.cfg.StepDuration, groups)
 		steps = append(steps, st)
 		fmt.Printf("pipeline: %.0f writes/s: achieved %.0f/s, api p99 %s, e2e p50 %s p99 %s max %s, %s\n",
 			rate, st.Achieved, st.API.P99.Round(time.Millisecond), st.E2E.P50.Round(time.Millisecond),
 			st.E2E.P99.Round(time.Millisecond), st.E2E.Max.Round(time.Millisecond), st.Why)
-		if st.Pass {
-			passHi = math.Max(passHi, rate)
-		} else {
-			failLo = math.Min(failLo, rate)
-		}
+		plan.record(rate, st.Pass, st.overloaded())
 	}
-	for _, r := range pl.cfg.Rates {
+	return steps, plan.best(), nil
+}
+
+// settle waits until the pipeline has worked off earlier load: a few
+// fresh writes (on different keys, so on different partitions) must become
+// searchable, which means everything queued before them on their
+// partitions was projected. Bounded by SettleTimeout.
+func (pl *pipeline) settle(ctx context.Context) (time.Duration, error) {
+	start := time.Now()
+	var (
+		mu      sync.Mutex
+		samples []*visSample
+	)
+	for i := range 4 {
+		id, version, kind := pl.create(ctx, -1-i)
+		if kind != "" {
+			return 0, fmt.Errorf("settle write failed: %s", kind)
+		}
+		s := &visSample{ID: id, Version: version, Committed: time.Now()}
+		samples = append(samples, s)
+		pl.poller.add(s)
+	}
+	deadline := start.Add(pl.cfg.SettleTimeout)
+	for !pl.allVisible(&mu, samples) {
 		if ctx.Err() != nil {
-			return steps, passHi, ctx.Err()
+			return 0, ctx.Err()
 		}
-		if r > failLo {
-			fmt.Printf("pipeline: skipping %.0f writes/s: %.0f writes/s already failed\n", r, failLo)
-			continue
+		if time.Now().After(deadline) {
+			pl.forget(samples)
+			return 0, fmt.Errorf("the pipeline did not drain within %s", pl.cfg.SettleTimeout)
 		}
-		run(r)
+		time.Sleep(pl.cfg.PollInterval)
 	}
-	for i, r := 0, pl.cfg.Rates[len(pl.cfg.Rates)-1]; i < pl.cfg.Probes && math.IsInf(failLo, 1); i++ {
-		if ctx.Err() != nil {
-			return steps, passHi, ctx.Err()
-		}
-		r = math.Round(r*1.5/50) * 50
-		run(r)
+	return time.Since(start), nil
+}
+
+// forget stops following samples that never became searchable.
+func (pl *pipeline) forget(samples []*visSample) {
+	pl.poller.mu.Lock()
+	defer pl.poller.mu.Unlock()
+	for _, s := range samples {
+		delete(pl.poller.pending, s.ID)
 	}
-	for i := 0; i < pl.cfg.Bisect && !math.IsInf(failLo, 1); i++ {
-		if ctx.Err() != nil {
-			return steps, passHi, ctx.Err()
-		}
-		mid := math.Round((passHi+failLo)/2/50) * 50
-		if mid <= passHi || mid >= failLo || mid < 50 {
-			break
-		}
-		run(mid)
-	}
-	return steps, passHi, nil
 }
 
 type createBody struct {

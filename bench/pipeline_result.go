@@ -158,9 +158,10 @@ func pipelineResult(cfg pipelineConfig, started time.Time, steps []stepResult, m
 	res.Notes = append(res.Notes,
 		fmt.Sprintf("Load: open-loop product creates (POST /v1/products), fixed arrival rate, at most %d requests in flight; latency counts from the intended send time, so a slow API is not hidden by coordinated omission.", cfg.MaxInFlight),
 		fmt.Sprintf("Searchable: up to %.0f sampled writes/s (and the last of each rate) are polled every %s with an ids query on the alias `%s` (not GET, which is realtime); a sample counts as searchable at the first response that returns it with its version, so times are late by at most the poll interval plus one round trip.", cfg.SamplesPerSec, cfg.PollInterval, pl.alias),
-		"A rate is sustained when ≤ 1% of writes fail, every sample becomes searchable and p99 from intended send to searchable (commit → searchable plus any queueing in front of the API) stays under the SLO. Rates above a failed one are skipped; the highest rate is searched by probing ×1.5 and bisecting.",
+		"A rate is sustained when ≤ 1% of writes fail, every sample becomes searchable and p99 from intended send to searchable (commit → searchable plus any queueing in front of the API) stays under the SLO. Before each rate the pipeline must drain (fresh writes searchable). Fixed rates above one the pipeline could not carry (< 90% of the writes done) are skipped; the highest sustained rate is searched by probing ×1.5 and bisecting.",
 		fmt.Sprintf("%d searches against Elasticsearch, %d failed; search round trip mean %s, max %s.", ps.Searches, ps.Errors, ps.MeanRTT.Round(time.Millisecond/10), ps.MaxRTT.Round(time.Millisecond)),
 	)
+	res.Notes = append(res.Notes, pl.notes...)
 	if ps.LastErr != nil {
 		res.Notes = append(res.Notes, "last search error: "+ps.LastErr.Error())
 	}

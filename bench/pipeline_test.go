@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -197,5 +198,63 @@ func TestParseProcStatBusy(t *testing.T) {
 	b := cpuSample{At: time.Unix(10, 0), Secs: map[string]float64{"api": 5}, MachineBusy: 22}
 	if got := coresUsed(a, b); got[otherCPU] != 0.7 {
 		t.Errorf("other = %v, want 1.2 − 0.5 = 0.7", got[otherCPU])
+	}
+}
+
+func runPlan(p *ratePlan, outcome func(rate float64) (pass, overloaded bool)) (rates []float64, skipped []string) {
+	for range 50 {
+		r, sk, ok := p.nextRate()
+		skipped = append(skipped, sk...)
+		if !ok {
+			return rates, skipped
+		}
+		rates = append(rates, r)
+		pass, over := outcome(r)
+		p.record(r, pass, over)
+	}
+	panic("plan did not end")
+}
+
+func TestRatePlan(t *testing.T) {
+	fixed := []float64{250, 500, 1000, 2000}
+	// Capacity 700 writes/s: 1000 is overloaded, 2000 skipped, then bisect
+	// 500..1000 → 750 (fails, not overloaded) → 650 (passes).
+	rates, skipped := runPlan(newRatePlan(fixed, 2, 2), func(r float64) (bool, bool) { return r <= 700, r >= 1000 })
+	if got := fmt.Sprint(rates); got != "[250 500 1000 750 650]" {
+		t.Errorf("capacity 700: rates %s", got)
+	}
+	if len(skipped) != 1 || !strings.Contains(skipped[0], "2000") {
+		t.Errorf("skipped %q, want 2000", skipped)
+	}
+	// Everything passes: probes ×1.5 above the fixed rates, bounded.
+	rates, _ = runPlan(newRatePlan(fixed, 2, 2), func(float64) (bool, bool) { return true, false })
+	if got := fmt.Sprint(rates); got != "[250 500 1000 2000 3000 4500]" {
+		t.Errorf("all pass: rates %s", got)
+	}
+	// A latency-only failure does not skip higher fixed rates; a probe that
+	// fails is bisected against.
+	p := newRatePlan(fixed, 1, 1)
+	rates, _ = runPlan(p, func(r float64) (bool, bool) { return r != 500 && r < 3000, false })
+	if got := fmt.Sprint(rates); got != "[250 500 1000 2000 3000 2500]" || p.best() != 2500 {
+		t.Errorf("noisy 500: rates %s best %v", got, p.best())
+	}
+	// Nothing passes: no probe; bisect below the lowest rate.
+	p = newRatePlan([]float64{250}, 3, 2)
+	rates, _ = runPlan(p, func(float64) (bool, bool) { return false, true })
+	if got := fmt.Sprint(rates); got != "[250 150 100]" || p.best() != 0 {
+		t.Errorf("nothing passes: rates %s best %v", got, p.best())
+	}
+}
+
+func TestStepOverloaded(t *testing.T) {
+	ok := stepResult{Offered: 1000, Achieved: 990, Planned: 10000}
+	if ok.overloaded() {
+		t.Error("99% carried counted as overloaded")
+	}
+	if (stepResult{Offered: 1000, Achieved: 800, Planned: 10000}).overloaded() == false {
+		t.Error("80% carried not overloaded")
+	}
+	if (stepResult{Offered: 1000, Achieved: 1000, Planned: 10000, Unsent: 2000}).overloaded() == false {
+		t.Error("20% unsent not overloaded")
 	}
 }
