@@ -150,6 +150,7 @@ func runWrite(ctx context.Context, args []string) error {
 
 	fmt.Printf("bench write: %d clients, %v per side, %.0f%% updates, pool %d conns, %d CPUs, api LOG_LEVEL=%s\n",
 		*clients, *dur, 100**updateShare, *maxConns, runtime.NumCPU(), *logLevel)
+	load0 := loadAvg()
 	warm := pick(quick, time.Second, 3*time.Second)
 	loadgen.ClosedLoop(ctx, *clients, warm, wb.apiOp)
 	apiRes := loadgen.ClosedLoop(ctx, *clients, *dur, wb.apiOp)
@@ -167,6 +168,8 @@ func runWrite(ctx context.Context, args []string) error {
 	fixed := loadgen.OpenLoop(ctx, half, *fixedDur, 4**clients, wb.apiOp)
 	fmt.Println("api at 50% of max (open): ", fixed)
 
+	load1 := loadAvg()
+	fmt.Printf("1-min load average: %s at start, %s at end (other processes on the machine skew the numbers)\n", load0, load1)
 	ratio := apiRes.Throughput / rawRes.Throughput
 	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 	fmt.Println()
@@ -200,7 +203,7 @@ func runWrite(ctx context.Context, args []string) error {
 				writeRow(fmt.Sprintf("api, open loop %.0f/s", half), fixed),
 			},
 		}},
-		Notes: []string{fmt.Sprintf("%d clients, %v per side, %.0f%% updates / %.0f%% creates of products, pool %d, %d CPUs, api LOG_LEVEL=%s; the baseline calls eventstore.Execute in-process (same SQL, no HTTP/JSON/validation)",
+		Notes: []string{fmt.Sprintf("1-min load average %s at start, %s at end", load0, load1), fmt.Sprintf("%d clients, %v per side, %.0f%% updates / %.0f%% creates of products, pool %d, %d CPUs, api LOG_LEVEL=%s; the baseline calls eventstore.Execute in-process (same SQL, no HTTP/JSON/validation)",
 			*clients, *dur, 100**updateShare, 100-100**updateShare, *maxConns, runtime.NumCPU(), *logLevel)},
 	}
 	if path, err := saveResult(resultsDir(), res); err != nil {
@@ -209,6 +212,19 @@ func runWrite(ctx context.Context, args []string) error {
 		fmt.Println("result:", path)
 	}
 	return nil
+}
+
+// loadAvg is the 1-minute load average from /proc/loadavg ("?" if unknown).
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "?"
+	}
+	return f[0]
 }
 
 func writeRow(name string, s loadgen.Summary) []string {
