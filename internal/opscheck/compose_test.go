@@ -23,7 +23,7 @@ var listenEnv = map[string]string{"api": "HTTP_ADDR", "outbox-relay": "METRICS_A
 // requiredEnv must be set explicitly in compose (the binaries' defaults
 // point at 127.0.0.1, which is the container itself).
 var requiredEnv = map[string][]string{
-	"api":          {"POSTGRES_URL", "HTTP_ADDR"},
+	"api":          {"POSTGRES_URL", "ELASTICSEARCH_URL", "HTTP_ADDR"},
 	"outbox-relay": {"POSTGRES_URL", "KAFKA_BROKERS", "METRICS_ADDR"},
 	"projector":    {"KAFKA_BROKERS", "ELASTICSEARCH_URL", "METRICS_ADDR"},
 }
