@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	mrand "math/rand/v2"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -53,6 +54,7 @@ func runRelayBench(ctx context.Context, args []string) error {
 	batch := fs.Int("batch-size", 1000, "relay BATCH_SIZE")
 	partitions := fs.Int("partitions", 12, "partitions per topic")
 	rate := fs.Float64("rate", 1000, "steady write rate of the lag phase (events/s)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the drain phase to this file")
 	lagDur := fs.Duration("lag-duration", pick(quick, 5*time.Second, 20*time.Second), "duration of the lag phase")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -61,7 +63,11 @@ func runRelayBench(ctx context.Context, args []string) error {
 		return errors.New("-rows, -batch-size, -rate and -partitions must be > 0")
 	}
 	started := time.Now()
-	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	level := slog.LevelWarn
+	if os.Getenv("BENCH_RELAY_DEBUG") != "" {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	brokerList := config.SplitList(*brokers)
 
 	// Private schema.
@@ -144,6 +150,18 @@ func runRelayBench(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			stopRelay()
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			stopRelay()
+			return err
+		}
+	}
 	t0 = time.Now()
 	for {
 		if acked.Load() >= int64(*rows) {
@@ -163,6 +181,9 @@ func runRelayBench(ctx context.Context, args []string) error {
 		time.Sleep(5 * time.Millisecond)
 	}
 	relayElapsed := time.Since(t0)
+	if *cpuProfile != "" {
+		pprof.StopCPUProfile()
+	}
 	stopRelay()
 	relayRate := float64(*rows) / relayElapsed.Seconds()
 	fmt.Printf("  relay drained %d rows in %s: %.0f events/s (batch %d)\n", *rows, relayElapsed.Round(time.Millisecond), relayRate, *batch)

@@ -25,6 +25,7 @@ type cfg struct {
 	MetricsAddr      string
 	RelayID          string
 	BatchSize        int
+	Workers          int
 	PollInterval     time.Duration
 	LeaseTTL         time.Duration
 	DeliveryTimeout  time.Duration
@@ -57,6 +58,7 @@ func parseConfig(args []string) (cfg, error) {
 	config.String(fs, &c.MetricsAddr, "METRICS_ADDR", "127.0.0.1:9101", "listen address of /healthz, /readyz, /metrics")
 	config.String(fs, &c.RelayID, "RELAY_ID", defaultRelayID(), "relay id (lease owner); keep it stable across restarts to resume leases at once")
 	config.Int(fs, &c.BatchSize, "BATCH_SIZE", 1000, "outbox rows per batch", &errs)
+	config.Int(fs, &c.Workers, "PUBLISH_WORKERS", 4, "concurrent publish loops (each serves shard % n; a shard stays in order)", &errs)
 	config.Duration(fs, &c.PollInterval, "POLL_INTERVAL", 250*time.Millisecond, "poll interval when no NOTIFY arrives", &errs)
 	config.Duration(fs, &c.LeaseTTL, "LEASE_TTL", 10*time.Second, "shard lease TTL (renewed every TTL/3)", &errs)
 	config.Duration(fs, &c.DeliveryTimeout, "DELIVERY_TIMEOUT", 30*time.Second, "how long a record may wait for Kafka before its batch fails and is retried", &errs)
@@ -96,6 +98,9 @@ func parseConfig(args []string) (cfg, error) {
 	}
 	if c.BatchSize < 1 || c.BatchSize > 50000 {
 		errs = append(errs, fmt.Errorf("BATCH_SIZE must be in 1..50000, got %d", c.BatchSize))
+	}
+	if c.Workers < 1 || c.Workers > 64 {
+		errs = append(errs, fmt.Errorf("PUBLISH_WORKERS must be in 1..64, got %d", c.Workers))
 	}
 	if c.PollInterval <= 0 {
 		errs = append(errs, fmt.Errorf("POLL_INTERVAL must be > 0, got %s", c.PollInterval))

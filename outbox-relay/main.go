@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -42,9 +43,18 @@ func run(ctx context.Context, args []string) error {
 	log.Info("starting", "postgres_url", config.MaskURL(c.PostgresURL), "kafka_brokers", c.KafkaBrokers,
 		"topic_prefix", c.TopicPrefix, "aggregate_types", c.AggregateTypes, "topic_partitions", c.TopicPartitions,
 		"topic_replication_factor", c.TopicReplication, "metrics_addr", c.MetricsAddr, "relay_id", c.RelayID,
-		"batch_size", c.BatchSize, "poll_interval", c.PollInterval.String(), "lease_ttl", c.LeaseTTL.String())
+		"batch_size", c.BatchSize, "publish_workers", c.Workers, "poll_interval", c.PollInterval.String(), "lease_ttl", c.LeaseTTL.String())
 
-	pool, err := pgxpool.New(ctx, c.PostgresURL)
+	pcfg, err := pgxpool.ParseConfig(c.PostgresURL)
+	if err != nil {
+		return fmt.Errorf("postgres url: %w", err)
+	}
+	// One connection per publish worker plus the lease and stats loops,
+	// unless the URL sets pool_max_conns itself.
+	if need := int32(c.Workers + 3); !strings.Contains(c.PostgresURL, "pool_max_conns") && pcfg.MaxConns < need {
+		pcfg.MaxConns = need
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return fmt.Errorf("postgres pool: %w", err)
 	}
@@ -61,7 +71,7 @@ func run(ctx context.Context, args []string) error {
 		"kafka":    func(ctx context.Context) error { return kc.Ping(ctx) },
 	})
 	r, err := relay.New(relay.Config{
-		ID: c.RelayID, TopicPrefix: c.TopicPrefix, BatchSize: c.BatchSize, PollInterval: c.PollInterval,
+		ID: c.RelayID, TopicPrefix: c.TopicPrefix, BatchSize: c.BatchSize, Workers: c.Workers, PollInterval: c.PollInterval,
 		LeaseTTL: c.LeaseTTL, ShutdownGrace: c.ShutdownGrace,
 	}, pool, kc, reg, base)
 	if err != nil {

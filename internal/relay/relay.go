@@ -78,7 +78,13 @@ import (
 type Config struct {
 	ID           string        // relay id, unique among live relays (required)
 	TopicPrefix  string        // default envelope.DefaultTopicPrefix
-	BatchSize    int           // rows per batch, default 1000
+	BatchSize    int           // rows per batch (per worker), default 1000
+	// Workers is the number of publish loops; worker w serves the owned
+	// shards with shard % Workers == w, one batch at a time, so a shard is
+	// still published strictly in order while batches of different shards
+	// overlap (claim, produce, ack and delete pipeline across workers).
+	// Default 4.
+	Workers int
 	PollInterval time.Duration // fallback poll when no NOTIFY arrives, default 250ms
 	LeaseTTL     time.Duration // default 10s
 	// RenewInterval is how often leases are renewed and rebalanced,
@@ -99,6 +105,9 @@ func (c *Config) defaults() {
 	}
 	if c.BatchSize <= 0 {
 		c.BatchSize = 1000
+	}
+	if c.Workers <= 0 {
+		c.Workers = 4
 	}
 	if c.PollInterval <= 0 {
 		c.PollInterval = 250 * time.Millisecond
@@ -131,7 +140,7 @@ type Relay struct {
 	log   *slog.Logger
 	m     *metrics
 	store *store
-	wake  chan struct{}
+	wake  []chan struct{} // one per worker
 
 	mu        sync.Mutex
 	owned     map[int16]int64 // shard → epoch
@@ -145,6 +154,9 @@ func New(cfg Config, pool *pgxpool.Pool, prod Producer, reg prometheus.Registere
 	if cfg.ID == "" {
 		errs = append(errs, errors.New("relay id is empty"))
 	}
+	if cfg.Workers > NumShards {
+		errs = append(errs, fmt.Errorf("workers %d: at most %d (one per shard)", cfg.Workers, NumShards))
+	}
 	if cfg.RenewInterval >= cfg.LeaseTTL {
 		errs = append(errs, fmt.Errorf("renew interval %s must be shorter than the lease TTL %s", cfg.RenewInterval, cfg.LeaseTTL))
 	}
@@ -154,15 +166,18 @@ func New(cfg Config, pool *pgxpool.Pool, prod Producer, reg prometheus.Registere
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, errors.Join(errs...))
 	}
-	return &Relay{
+	r := &Relay{
 		cfg: cfg, pool: pool, prod: prod,
 		log:       log.With("component", "relay", "relay_id", cfg.ID),
 		m:         newMetrics(reg),
 		store:     &store{pool: pool, id: cfg.ID, ttl: cfg.LeaseTTL},
-		wake:      make(chan struct{}, 1),
 		owned:     map[int16]int64{},
 		toRelease: map[int16]bool{},
-	}, nil
+	}
+	for range cfg.Workers {
+		r.wake = append(r.wake, make(chan struct{}, 1))
+	}
+	return r, nil
 }
 
 // Owned returns the shards this relay currently holds, sorted.
@@ -189,7 +204,11 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 	// Background loops stop when ctx is done, except the lease loop, which
 	// keeps renewing until the last batch is finished.
-	r.publishLoop(ctx)
+	var workers sync.WaitGroup
+	for w := range r.cfg.Workers {
+		workers.Go(func() { r.publishLoop(ctx, w) })
+	}
+	workers.Wait()
 	stopBg()
 	wg.Wait()
 
@@ -211,11 +230,16 @@ func (r *Relay) Run(ctx context.Context) error {
 }
 
 func (r *Relay) poke() {
-	select {
-	case r.wake <- struct{}{}:
-	default:
+	for _, c := range r.wake {
+		select {
+		case c <- struct{}{}:
+		default:
+		}
 	}
 }
+
+// mine reports whether worker w serves shard s.
+func (r *Relay) mine(w int, s int16) bool { return int(s)%r.cfg.Workers == w }
 
 // backoff is capped exponential with full jitter in [d/2, d].
 type backoff struct {
@@ -245,19 +269,19 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-func (r *Relay) publishLoop(ctx context.Context) {
+func (r *Relay) publishLoop(ctx context.Context, w int) {
 	bo := backoff{max: r.cfg.MaxBackoff}
 	poll := time.NewTimer(r.cfg.PollInterval)
 	defer poll.Stop()
 	for ctx.Err() == nil {
-		r.applyReleases(ctx)
-		n, err := r.batch(ctx)
+		r.applyReleases(ctx, w)
+		n, err := r.batch(ctx, w)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			d := bo.next()
-			r.log.Warn("batch failed; retrying", "err", err, "backoff", d.String())
+			r.log.Warn("batch failed; retrying", "worker", w, "err", err, "backoff", d.String())
 			sleep(ctx, d)
 			continue
 		}
@@ -268,25 +292,28 @@ func (r *Relay) publishLoop(ctx context.Context) {
 		poll.Reset(r.cfg.PollInterval)
 		select {
 		case <-ctx.Done():
-		case <-r.wake:
+		case <-r.wake[w]:
 		case <-poll.C:
 		}
 	}
 }
 
-// applyReleases hands back the shards the lease loop found above quota.
-// It runs between batches, so no in-flight row of those shards is left
-// acked but undeleted.
-func (r *Relay) applyReleases(ctx context.Context) {
+// applyReleases hands back worker w's shards that the lease loop found
+// above quota. It runs between two batches of that worker, so no in-flight
+// row of those shards is left acked but undeleted.
+func (r *Relay) applyReleases(ctx context.Context, w int) {
 	r.mu.Lock()
 	rel := map[int16]int64{}
 	for s := range r.toRelease {
+		if !r.mine(w, s) {
+			continue
+		}
 		if e, ok := r.owned[s]; ok {
 			rel[s] = e
 			delete(r.owned, s)
 		}
+		delete(r.toRelease, s)
 	}
-	r.toRelease = map[int16]bool{}
 	n := len(r.owned)
 	r.mu.Unlock()
 	if len(rel) == 0 {
@@ -323,12 +350,15 @@ func (r *Relay) dropLost(shards []int16, why string) {
 	r.log.Warn("lease lost; stopped publishing those shards", "shards", shards, "reason", why, "owned", n)
 }
 
-// batch claims, publishes and deletes one batch; it returns the rows claimed.
-func (r *Relay) batch(ctx context.Context) (int, error) {
+// batch claims, publishes and deletes one batch of worker w's shards; it
+// returns the rows claimed.
+func (r *Relay) batch(ctx context.Context, w int) (int, error) {
 	r.mu.Lock()
 	leases := make(map[int16]int64, len(r.owned))
 	for s, e := range r.owned {
-		leases[s] = e
+		if r.mine(w, s) && !r.toRelease[s] {
+			leases[s] = e
+		}
 	}
 	r.mu.Unlock()
 	if len(leases) == 0 {
@@ -352,6 +382,7 @@ func (r *Relay) batch(ctx context.Context) (int, error) {
 		return 0, nil
 	}
 	shards, _ := split(held)
+	t0 := time.Now()
 	rows, err := r.store.claim(ctx, shards, r.cfg.BatchSize)
 	if err != nil || len(rows) == 0 {
 		return 0, err
@@ -366,7 +397,9 @@ func (r *Relay) batch(ctx context.Context) (int, error) {
 	stop := context.AfterFunc(ctx, func() { time.AfterFunc(r.cfg.ShutdownGrace, cancel) })
 	defer stop()
 
+	t1 := time.Now()
 	recs, errs, ackedAt := publish(fctx, r.prod, r.cfg.TopicPrefix, rows)
+	t2 := time.Now()
 	var firstErr error
 	failed := 0
 	for i := range rows {
@@ -393,6 +426,10 @@ func (r *Relay) batch(ctx context.Context) (int, error) {
 		if err := r.deleteWithRetry(fctx, ids, held); err != nil {
 			return len(rows), err
 		}
+	}
+	if r.log.Enabled(ctx, slog.LevelDebug) {
+		r.log.Debug("batch", "worker", w, "rows", len(rows), "deleted", len(ids), "claim_ms", t1.Sub(t0).Milliseconds(),
+			"publish_ms", t2.Sub(t1).Milliseconds(), "delete_ms", time.Since(t2).Milliseconds())
 	}
 	if firstErr != nil {
 		return len(rows), fmt.Errorf("%d of %d records not acked, they stay in the outbox: %w", failed, len(rows), firstErr)
