@@ -183,6 +183,7 @@ type pipeline struct {
 	api         *proc
 	stages      []stageMetric
 	notes       []string // what the rate plan skipped or why it stopped
+	settles     int
 	client      *http.Client
 	poller      *visPoller
 }
@@ -673,7 +674,8 @@ func (pl *pipeline) settle(ctx context.Context) (time.Duration, error) {
 		samples []*visSample
 	)
 	for i := range 4 {
-		id, version, kind := pl.create(ctx, -1-i)
+		pl.settles++
+		id, version, kind := pl.create(ctx, 1_000_000_000+4*pl.settles+i)
 		if kind != "" {
 			return 0, fmt.Errorf("settle write failed: %s", kind)
 		}
