@@ -258,6 +258,14 @@ func runProjectorBench(ctx context.Context, args []string) error {
 		[]string{fmt.Sprintf("raw _bulk, %d per-event docs", len(perEventDocs)), fmt.Sprintf("%.2f", rawAll), fmt.Sprintf("%.0f", rawAllRate)},
 		[]string{fmt.Sprintf("raw _bulk, %d per-batch folded docs", len(folded)), fmt.Sprintf("%.2f", rawFolded), fmt.Sprintf("%.0f (equivalent)", rawFoldedRate)})
 	res.Tables = []Table{table}
+	// Lines of the report's throughput-vs-workers plot (bench/plot.go).
+	perWorkers := Series{Name: "throughput_vs_workers/projector", XLabel: "projector workers", YLabel: "events/s"}
+	rawLine := Series{Name: "throughput_vs_workers/raw _bulk, final documents", XLabel: "projector workers", YLabel: "events/s"}
+	for _, r := range runs {
+		perWorkers.Points = append(perWorkers.Points, Point{X: float64(r.workers), Y: r.rate})
+		rawLine.Points = append(rawLine.Points, Point{X: float64(r.workers), Y: rawFinalRate})
+	}
+	res.Series = append(res.Series, perWorkers, rawLine)
 	res.Notes = []string{fmt.Sprintf("%d events over %d products, %d partitions, batch %d, %d CPUs shared with Kafka and Elasticsearch; workers run in one process, each its own franz-go client in one group; timed from start (includes the group join) until committed offsets reach the end",
 		*nEvents, *nProducts, *partitions, *batch, runtime.NumCPU())}
 	if path, err := saveResult(resultsDir(), res); err != nil {
