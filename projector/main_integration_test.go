@@ -660,6 +660,29 @@ func TestRebuildUnderReader(t *testing.T) {
 		hits, err := esindex.MGet(ctx, s.es, v2, []string{id})
 		return err == nil && hits[id].Version == next
 	})
+
+	// Rebuilding into the live version is refused; v3 with --drop-old
+	// deletes v2 after the swap.
+	cmd = exec.Command(binary(t), "rebuild", "--projection", "products", "--version", "2")
+	cmd.Env = s.env()
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "already points at") {
+		t.Errorf("rebuild into the live index: err %v, output %s", err, out)
+	}
+	cmd = exec.Command(binary(t), "rebuild", "--projection", "products", "--version", "3", "--drop-old")
+	cmd.Env = s.env()
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "dropped old index "+v2) {
+		t.Fatalf("rebuild v3 --drop-old: %v\n%s", err, out)
+	}
+	v3 := esindex.IndexName(s.indexPrefix, "products", 3)
+	if targets, err := esindex.AliasTargets(ctx, s.es, s.alias()); err != nil || len(targets) != 1 || targets[0] != v3 {
+		t.Errorf("alias targets %v (%v), want [%s]", targets, err, v3)
+	}
+	if _, err := esindex.Count(ctx, s.es, v2); err == nil {
+		t.Errorf("%s still exists after --drop-old", v2)
+	}
+	if hits, err := esindex.MGet(ctx, s.es, v3, []string{id}); err != nil || hits[id].Version != next {
+		t.Errorf("v3 lacks the live update: %+v %v", hits[id], err)
+	}
 }
 
 func logLevel() string {
