@@ -69,7 +69,7 @@ SQL
 
 start() {
   ensure_installed
-  mkdir -p "$STATE_DIR"
+  mkdir -p -m 0755 "$STATE_DIR"
   mkdir -p "$PG_DIR"
   chown postgres:postgres "$PG_DIR"
   chmod 0755 "$PG_DIR"

@@ -26,7 +26,7 @@ start_service() {
   fi
 }
 
-mkdir -p "$STATE_DIR"
+mkdir -p -m 0755 "$STATE_DIR"  # the postgres user must be able to traverse it
 log "state dir $STATE_DIR"
 start_service postgresql pg.sh
 start_service kafka kafka.sh
