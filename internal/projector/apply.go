@@ -94,13 +94,22 @@ type processor struct {
 
 	mu    sync.Mutex
 	parts map[tp]*partState
+	// cache holds the documents this worker wrote or read, by aggregate
+	// id, so steady-state batches skip the _mget (a realtime get of a
+	// recently written document costs Elasticsearch a refresh). It is only
+	// valid while the worker owns the partitions, so it is cleared on every
+	// revoke/loss; a 409 on write evicts the entry. Bounded by cacheMax
+	// (cleared when full).
+	cache    map[string]docState
+	cacheMax int
 
 	lastApplied    atomic.Int64 // recorded_at (unix nanos) of the newest applied event
 	inflightOldest atomic.Int64 // recorded_at of the oldest record of the batch in progress, 0 if none
 }
 
 func newProcessor(proj Projection, store Store, dlq DLQ, m *Metrics, log *slog.Logger, b backoff) *processor {
-	return &processor{proj: proj, store: store, dlq: dlq, m: m, log: log, backoff: b, parts: map[tp]*partState{}}
+	return &processor{proj: proj, store: store, dlq: dlq, m: m, log: log, backoff: b, parts: map[tp]*partState{},
+		cache: map[string]docState{}, cacheMax: 200000}
 }
 
 func (p *processor) part(t tp) *partState {
@@ -117,8 +126,17 @@ type poisonRec struct {
 	reason string
 }
 
+// docState is a document as the fold sees it.
+type docState struct {
+	doc         any // nil: no document
+	version     int64
+	lastEventID string
+}
+
 // keyPlan is the in-memory fold of one aggregate for one batch.
 type keyPlan struct {
+	final     docState // after the batch
+	evict     bool     // Elasticsearch holds a newer version: forget the cached state
 	id        string
 	tp        tp
 	op        *esindex.Op // nil when the document does not change
@@ -199,17 +217,33 @@ func (p *processor) apply(ctx context.Context, ids []string, idTP map[string]tp,
 		sort.SliceStable(evs, func(i, j int) bool { return evs[i].env.Version < evs[j].env.Version })
 		events[id] = evs
 	}
+	states := make(map[string]docState, len(ids))
+	var missing []string
+	for _, id := range ids {
+		if st, ok := p.cache[id]; ok {
+			states[id] = st
+		} else {
+			missing = append(missing, id)
+		}
+	}
 	p.mu.Unlock()
 
-	hits, err := p.store.MGet(ctx, ids)
+	hits, err := p.store.MGet(ctx, missing)
 	if err != nil {
 		return nil, fmt.Errorf("fetching current documents: %w", err)
+	}
+	for _, id := range missing {
+		st, err := p.decodeHit(id, hits[id])
+		if err != nil {
+			return nil, err
+		}
+		states[id] = st
 	}
 	plans := make([]*keyPlan, 0, len(ids))
 	var ops []esindex.Op
 	var opPlan []*keyPlan
 	for _, id := range ids {
-		kp, err := p.fold(id, idTP[id], hits[id], events[id])
+		kp, err := p.fold(id, idTP[id], states[id], events[id])
 		if err != nil {
 			return nil, err
 		}
@@ -231,6 +265,7 @@ func (p *processor) apply(ctx context.Context, ids []string, idTP map[string]tp,
 			// writer won, our events were stale.
 			kp.stale = append(kp.stale, kp.applied...)
 			kp.applied = nil
+			kp.evict = true
 		case r.Err != "":
 			return nil, fmt.Errorf("%w: bulk item %s: status %d: %s", esindex.ErrUnavailable, kp.id, r.Status, r.Err)
 		}
@@ -249,21 +284,23 @@ type docMeta struct {
 	LastEventID string `json:"last_event_id"`
 }
 
-// fold applies evs (sorted by version) in memory to the stored document.
-func (p *processor) fold(id string, t tp, hit esindex.Hit, evs []pending) (*keyPlan, error) {
-	kp := &keyPlan{id: id, tp: t}
-	var cur any
-	var curVersion int64
-	var lastEventID string
-	if hit.Source != nil {
-		d, err := p.proj.Decode(hit.Source)
-		if err != nil {
-			return nil, fmt.Errorf("document %s: %w", id, err)
-		}
-		var meta docMeta
-		_ = json.Unmarshal(hit.Source, &meta)
-		cur, curVersion, lastEventID = d, hit.Version, meta.LastEventID
+func (p *processor) decodeHit(id string, hit esindex.Hit) (docState, error) {
+	if hit.Source == nil {
+		return docState{}, nil
 	}
+	d, err := p.proj.Decode(hit.Source)
+	if err != nil {
+		return docState{}, fmt.Errorf("document %s: %w", id, err)
+	}
+	var meta docMeta
+	_ = json.Unmarshal(hit.Source, &meta)
+	return docState{doc: d, version: hit.Version, lastEventID: meta.LastEventID}, nil
+}
+
+// fold applies evs (sorted by version) in memory to the stored document.
+func (p *processor) fold(id string, t tp, st docState, evs []pending) (*keyPlan, error) {
+	kp := &keyPlan{id: id, tp: t}
+	cur, curVersion, lastEventID := st.doc, st.version, st.lastEventID
 	changed := false
 	for _, e := range evs {
 		switch v := e.env.Version; {
@@ -295,6 +332,7 @@ func (p *processor) fold(id string, t tp, hit esindex.Hit, evs []pending) (*keyP
 		}
 		kp.op = &esindex.Op{ID: id, Version: curVersion, Doc: doc}
 	}
+	kp.final = docState{doc: cur, version: curVersion, lastEventID: lastEventID}
 	return kp, nil
 }
 
@@ -304,7 +342,15 @@ func (p *processor) finish(recs []*kgo.Record, plans []*keyPlan) {
 	now := time.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if len(p.cache)+len(plans) > p.cacheMax {
+		clear(p.cache)
+	}
 	for _, kp := range plans {
+		if kp.evict || kp.final.doc == nil {
+			delete(p.cache, kp.id)
+		} else {
+			p.cache[kp.id] = kp.final
+		}
 		s := p.part(kp.tp)
 		was := map[int64]bool{}
 		for _, e := range s.parked[kp.id] {
@@ -416,6 +462,7 @@ func (p *processor) drop(parts map[string][]int32) {
 			delete(p.parts, tp{topic, part})
 		}
 	}
+	clear(p.cache) // only valid while the partitions are owned
 	p.updateParkedGauge()
 }
 
