@@ -2,7 +2,6 @@ package relay
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -189,53 +188,43 @@ func (s *store) claim(ctx context.Context, shards []int16, limit int) ([]row, er
 	return out, nil
 }
 
-// errNoLease means none of the acked rows could be deleted because the
-// relay no longer holds their shards' leases.
-var errNoLease = errors.New("lease no longer held")
 
 // deleteAcked deletes acked rows of the shards whose lease this relay still
-// holds with the same epoch. The lease rows are locked FOR SHARE in the same
-// transaction, so a concurrent takeover (an UPDATE of the lease row) waits
-// for this delete to commit, or — if it committed first — makes the lock
-// re-check fail and nothing of that shard is deleted. It returns the
+// holds with the same epoch, in one statement: the lease rows are locked
+// FOR SHARE first, so a concurrent takeover (an UPDATE of the lease row)
+// waits for this delete to commit, or — if it committed first — makes the
+// lock's re-check fail and nothing of that shard is deleted. It returns the
 // number of rows deleted and the shards whose lease was gone.
+//
+// The statement commits with synchronous_commit=off: if PostgreSQL crashes
+// before the WAL flush, the delete is lost and those rows are published
+// again (duplicates, never loss); it saves an fsync wait per batch.
 func (s *store) deleteAcked(ctx context.Context, ids []int64, leases map[int16]int64) (int64, []int16, error) {
-	tx, err := s.pool.Begin(ctx)
-	if err != nil {
-		return 0, nil, fmt.Errorf("deleting acked rows: begin: %w", err)
-	}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 	shards, epochs := split(leases)
-	rows, err := tx.Query(ctx, `SELECT l.shard, l.epoch FROM relay_leases l
-		JOIN unnest($2::smallint[], $3::bigint[]) AS h(shard, epoch) ON h.shard = l.shard AND h.epoch = l.epoch
-		WHERE l.owner = $1 AND l.expires_at > clock_timestamp() FOR SHARE OF l`, s.id, shards, epochs)
-	if err != nil {
-		return 0, nil, fmt.Errorf("deleting acked rows: locking leases: %w", err)
-	}
-	held, err := scanLeases(rows)
-	if err != nil {
-		return 0, nil, fmt.Errorf("deleting acked rows: locking leases: %w", err)
-	}
-	var lost []int16
-	heldShards := make([]int16, 0, len(held))
-	for sh := range leases {
-		if _, ok := held[sh]; ok {
-			heldShards = append(heldShards, sh)
-		} else {
-			lost = append(lost, sh)
-		}
-	}
-	if len(heldShards) == 0 {
-		return 0, lost, nil
-	}
-	tag, err := tx.Exec(ctx, `DELETE FROM outbox WHERE id = ANY($1::bigint[]) AND shard = ANY($2::smallint[])`, ids, heldShards)
+	var n int64
+	var heldShards []int16
+	err := s.pool.QueryRow(ctx, `WITH async AS (SELECT set_config('synchronous_commit', 'off', true) AS v),
+		held AS (
+			SELECT l.shard FROM relay_leases l
+			JOIN unnest($2::smallint[], $3::bigint[]) AS h(shard, epoch) ON h.shard = l.shard AND h.epoch = l.epoch
+			WHERE l.owner = $1 AND l.expires_at > clock_timestamp() FOR SHARE OF l),
+		del AS (DELETE FROM outbox WHERE id = ANY($4::bigint[]) AND shard IN (SELECT shard FROM held) RETURNING 1)
+		SELECT (SELECT count(*) FROM del), ARRAY(SELECT shard FROM held)::smallint[], (SELECT v FROM async)`,
+		s.id, shards, epochs, ids).Scan(&n, &heldShards, nil)
 	if err != nil {
 		return 0, nil, fmt.Errorf("deleting acked rows: %w", err)
 	}
-	if err := tx.Commit(ctx); err != nil {
-		return 0, nil, fmt.Errorf("deleting acked rows: commit: %w", err)
+	held := make(map[int16]bool, len(heldShards))
+	for _, sh := range heldShards {
+		held[sh] = true
 	}
-	return tag.RowsAffected(), lost, nil
+	var lost []int16
+	for sh := range leases {
+		if !held[sh] {
+			lost = append(lost, sh)
+		}
+	}
+	return n, lost, nil
 }
 
 // stats returns the outbox size (planner estimate when above 100k rows,
