@@ -76,15 +76,15 @@ import (
 
 // Config of a Relay. Zero values take the defaults noted.
 type Config struct {
-	ID           string        // relay id, unique among live relays (required)
-	TopicPrefix  string        // default envelope.DefaultTopicPrefix
-	BatchSize    int           // rows per batch (per worker), default 1000
+	ID          string // relay id, unique among live relays (required)
+	TopicPrefix string // default envelope.DefaultTopicPrefix
+	BatchSize   int    // rows per batch (per worker), default 1000
 	// Workers is the number of publish loops; worker w serves the owned
 	// shards with shard % Workers == w, one batch at a time, so a shard is
 	// still published strictly in order while batches of different shards
 	// overlap (claim, produce, ack and delete pipeline across workers).
 	// Default 4.
-	Workers int
+	Workers      int
 	PollInterval time.Duration // fallback poll when no NOTIFY arrives, default 250ms
 	LeaseTTL     time.Duration // default 10s
 	// RenewInterval is how often leases are renewed and rebalanced,

@@ -188,7 +188,6 @@ func (s *store) claim(ctx context.Context, shards []int16, limit int) ([]row, er
 	return out, nil
 }
 
-
 // deleteAcked deletes acked rows of the shards whose lease this relay still
 // holds with the same epoch, in one statement: the lease rows are locked
 // FOR SHARE first, so a concurrent takeover (an UPDATE of the lease row)
