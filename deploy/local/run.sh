@@ -83,9 +83,11 @@ start_stack() {
   done
   log "== local stack (make up)"
   "$LOCAL_DIR/up.sh" || return 1
-  : >"$STACK_STARTED"
+  # Appended, not rewritten: a second `run.sh` that only restarts missing
+  # processes keeps what the first one started.
+  touch "$STACK_STARTED"
   for svc in es.sh kafka.sh pg.sh; do
-    if [[ " ${before[*]} " != *" $svc "* ]]; then
+    if [[ " ${before[*]} " != *" $svc "* ]] && ! grep -qx "$svc" "$STACK_STARTED"; then
       echo "$svc" >>"$STACK_STARTED"
     fi
   done
