@@ -129,6 +129,7 @@ start_all() {
   log "== processes"
   # The relay creates the event and DLQ topics at start, the projectors
   # their Elasticsearch indices; each is ready only once that is done.
+  log "outbox-relay creates the topics (TOPIC_PARTITIONS=$TOPIC_PARTITIONS) and projectors the indices as they start"
   start_proc outbox-relay "$RELAY_ADDR" POSTGRES_URL="$POSTGRES_URL" KAFKA_BROKERS="$KAFKA_BROKERS" \
     TOPIC_PARTITIONS="$TOPIC_PARTITIONS" METRICS_ADDR="$RELAY_ADDR" RELAY_ID=local-relay-1 || return 1
   local name addr
