@@ -52,6 +52,7 @@ func runRelayBench(ctx context.Context, args []string) error {
 	rows := fs.Int("rows", map[bool]int{true: 20000, false: 200000}[quick], "outbox rows to prefill and drain")
 	payloadBytes := fs.Int("payload-bytes", 300, "approximate payload size")
 	batch := fs.Int("batch-size", 1000, "relay BATCH_SIZE")
+	workers := fs.Int("workers", 4, "relay PUBLISH_WORKERS")
 	partitions := fs.Int("partitions", 12, "partitions per topic")
 	rate := fs.Float64("rate", 1000, "steady write rate of the lag phase (events/s)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the drain phase to this file")
@@ -143,7 +144,7 @@ func runRelayBench(ctx context.Context, args []string) error {
 
 	// 2. Relay drain.
 	var acked atomic.Int64
-	relayCfg := relay.Config{ID: "bench-relay", TopicPrefix: relayPrefix, BatchSize: *batch,
+	relayCfg := relay.Config{ID: "bench-relay", TopicPrefix: relayPrefix, BatchSize: *batch, Workers: *workers,
 		PollInterval: 100 * time.Millisecond, StatsInterval: time.Hour}
 	relayCfg.OnAck = func(_, _ time.Time) { acked.Add(1) }
 	stopRelay, err := startBenchRelay(ctx, relayCfg, pool, brokerList, log)
@@ -186,7 +187,7 @@ func runRelayBench(ctx context.Context, args []string) error {
 	}
 	stopRelay()
 	relayRate := float64(*rows) / relayElapsed.Seconds()
-	fmt.Printf("  relay drained %d rows in %s: %.0f events/s (batch %d)\n", *rows, relayElapsed.Round(time.Millisecond), relayRate, *batch)
+	fmt.Printf("  relay drained %d rows in %s: %.0f events/s (batch %d, %d workers)\n", *rows, relayElapsed.Round(time.Millisecond), relayRate, *batch, *workers)
 
 	// 3. Raw producer: the same records, the same settings.
 	recs, err := readBack(ctx, brokerList, relayPrefix, *rows)
@@ -279,7 +280,7 @@ func runRelayBench(ctx context.Context, args []string) error {
 	res := Result{
 		Part: "relay", Quick: quick, StartedAt: started, Seconds: time.Since(started).Seconds(),
 		Rows: []Row{
-			Row{Name: fmt.Sprintf("relay drain throughput (%d rows, batch %d)", *rows, *batch), Value: relayRate, Unit: "events/s"}.
+			Row{Name: fmt.Sprintf("relay drain throughput (%d rows, batch %d, %d workers)", *rows, *batch, *workers), Value: relayRate, Unit: "events/s"}.
 				WithBaseline("raw franz-go producer, same records and settings", rawRate).
 				WithTarget("ratio ≥ 0.5", ratio >= 0.5),
 			{Name: fmt.Sprintf("relay publish lag p50 @ %.0f writes/s", ws.Throughput), Value: ms(p50), Unit: "ms"},

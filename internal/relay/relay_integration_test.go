@@ -288,12 +288,16 @@ func TestKafkaOutageUnderLoad(t *testing.T) {
 	before := outboxCount(ctx, t, e.pg.Pool)
 	time.Sleep(18 * time.Second)
 	during := outboxCount(ctx, t, e.pg.Pool)
+	pendingGauge, ageGauge := testutil.ToFloat64(r.m.pending), testutil.ToFloat64(r.m.oldestAge)
 	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
 	stopped = false
 	t.Logf("outbox while Kafka was stopped: %d → %d rows; publish errors so far %v", before, during,
 		testutil.ToFloat64(r.m.errors.WithLabelValues(e.topics[0]))+testutil.ToFloat64(r.m.errors.WithLabelValues(e.topics[1])))
+	if pendingGauge < float64(before) || ageGauge < 10 {
+		t.Fatalf("during the outage: cqrsflow_outbox_pending_events = %v (outbox had >= %d rows), oldest_pending_age_seconds = %v (want >= 10)", pendingGauge, before, ageGauge)
+	}
 	if during <= before {
 		t.Fatalf("backlog did not grow while Kafka was stopped (%d → %d): rows were deleted without an ack?", before, during)
 	}
