@@ -184,6 +184,7 @@ type pipeline struct {
 	stages      []stageMetric
 	notes       []string // what the rate plan skipped or why it stopped
 	settles     int
+	pgAdmin     *pgx.Conn // for pg_stat_activity (CPU of backends by client)
 	client      *http.Client
 	poller      *visPoller
 }
@@ -303,7 +304,12 @@ func (pl *pipeline) setup(ctx context.Context) error {
 		if err != nil {
 			return nil, err
 		}
-		env := append(slices.Clone(common), addrEnv+"="+addr)
+		// application_name tells the PostgreSQL backends of each process apart.
+		pgURL, err := withParam(pl.pgURL, "application_name", pl.appName(name))
+		if err != nil {
+			return nil, err
+		}
+		env := append(slices.Clone(common), addrEnv+"="+addr, "POSTGRES_URL="+pgURL)
 		env = append(env, extra...)
 		env = append(env, pl.cfg.ExtraEnv...)
 		p, err := startProc(name, filepath.Join(bin, binName), nil, env, addr, filepath.Join(pl.workDir, name+".log"))
@@ -350,10 +356,11 @@ func (pl *pipeline) createSchema(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("connecting to PostgreSQL at %s (run `make up`): %w", config.MaskURL(pl.cfg.PostgresURL), err)
 	}
-	defer conn.Close(context.Background())
 	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+pgx.Identifier{pl.schema}.Sanitize()); err != nil {
+		conn.Close(context.Background())
 		return fmt.Errorf("creating schema %s: %w", pl.schema, err)
 	}
+	pl.pgAdmin = conn // closed by cleanup
 	u, err := withSearchPath(pl.cfg.PostgresURL, pl.schema)
 	if err != nil {
 		return err
@@ -409,7 +416,7 @@ func (pl *pipeline) runStep(ctx context.Context, rate float64, dur time.Duration
 		lastEnd time.Time
 	)
 	before := pl.scrapeStages(ctx)
-	cpu0 := sampleCPU(groups)
+	cpu0 := sampleCPU(groups, pl.pgBackends(ctx))
 	start := time.Now()
 	lr, unsent := loadgen.OpenLoopScheduled(ctx, rate, dur, pl.cfg.MaxInFlight, 5*time.Second, func(ctx context.Context, i int, intended time.Time) error {
 		id, version, kind := pl.create(ctx, i)
@@ -431,7 +438,7 @@ func (pl *pipeline) runStep(ctx context.Context, rate float64, dur time.Duration
 		}
 		return nil
 	})
-	cpu1 := sampleCPU(groups)
+	cpu1 := sampleCPU(groups, pl.pgBackends(ctx))
 	st.Planned, st.Unsent = planned, unsent
 	st.Errors = lr.Errors - unsent
 	window := max(dur, lastEnd.Sub(start))
@@ -781,6 +788,9 @@ func (pl *pipeline) cleanup() error {
 			errs = append(errs, err)
 		}
 	}
+	if pl.pgAdmin != nil {
+		pl.pgAdmin.Close(ctx)
+	}
 	errs = append(errs, pl.deleteKafka(ctx), pl.deleteIndices(ctx), pl.dropSchema(ctx))
 	err := errors.Join(errs...)
 	if err != nil || pl.cfg.KeepLogs {
@@ -905,12 +915,49 @@ func (pl *pipeline) deleteIndices(ctx context.Context) error {
 
 // withSearchPath returns databaseURL with search_path set to schema.
 func withSearchPath(databaseURL, schema string) (string, error) {
+	return withParam(databaseURL, "search_path", schema)
+}
+
+// withParam returns databaseURL with the query parameter key set.
+func withParam(databaseURL, key, value string) (string, error) {
 	u, err := url.Parse(databaseURL)
 	if err != nil {
 		return "", fmt.Errorf("parsing database url: %w", err)
 	}
 	q := u.Query()
-	q.Set("search_path", schema)
+	q.Set(key, value)
 	u.RawQuery = q.Encode()
 	return u.String(), nil
+}
+
+// appName is the PostgreSQL application_name of one of the run's processes.
+func (pl *pipeline) appName(proc string) string { return "bench-" + pl.runID + "-" + proc }
+
+// pgGroupPrefix names the CPU groups of PostgreSQL backends by client.
+const pgGroupPrefix = "pg backends of "
+
+// pgBackends maps the pids of the PostgreSQL backends serving the run's
+// processes to a CPU group name ("pg backends of api"). Backends of other
+// clients stay in the "postgresql (rest)" group.
+func (pl *pipeline) pgBackends(ctx context.Context) map[int]string {
+	if pl.pgAdmin == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	prefix := pl.appName("")
+	rows, err := pl.pgAdmin.Query(ctx, "SELECT pid, application_name FROM pg_stat_activity WHERE starts_with(application_name, $1)", prefix)
+	if err != nil {
+		return nil
+	}
+	defer rows.Close()
+	out := map[int]string{}
+	for rows.Next() {
+		var pid int
+		var app string
+		if rows.Scan(&pid, &app) == nil {
+			out[pid] = pgGroupPrefix + strings.TrimPrefix(app, prefix)
+		}
+	}
+	return out
 }

@@ -81,7 +81,7 @@ func pipelineResult(cfg pipelineConfig, started time.Time, steps []stepResult, m
 			return cpuOrder(names[i]) < cpuOrder(names[j]) || (cpuOrder(names[i]) == cpuOrder(names[j]) && names[i] < names[j])
 		})
 		cpu := Table{
-			Title:   fmt.Sprintf("CPU used per process during each rate's load window (cores; the machine has %d); \"%s\" is busy time of everything else on the machine", runtime.NumCPU(), otherCPU),
+			Title:   fmt.Sprintf("CPU used per process during each rate's load window (cores; the machine has %d). PostgreSQL backends are split by the client they serve (application_name); \"postgresql (rest)\" is the postmaster, its background workers and other clients' sessions; \"%s\" is busy time of everything else on the machine", runtime.NumCPU(), otherCPU),
 			Columns: append(append([]string{"offered w/s"}, names...), "pipeline total", "pipeline CPU ms per write"),
 		}
 		for _, st := range byRate {
@@ -209,15 +209,17 @@ func cpuOrder(name string) int {
 		return 1
 	case strings.HasPrefix(name, "projector"):
 		return 2
-	case name == "postgresql":
+	case strings.HasPrefix(name, pgGroupPrefix):
 		return 3
-	case name == "kafka":
+	case name == "postgresql (rest)":
 		return 4
-	case name == "elasticsearch":
+	case name == "kafka":
 		return 5
-	case name == otherCPU:
-		return 7
-	default:
+	case name == "elasticsearch":
 		return 6
+	case name == otherCPU:
+		return 8
+	default:
+		return 7
 	}
 }

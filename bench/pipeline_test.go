@@ -53,8 +53,12 @@ func TestCoresUsed(t *testing.T) {
 	if got["api"] != 0.5 || got["kafka"] != 0.2 {
 		t.Errorf("coresUsed = %v", got)
 	}
-	if _, ok := got["new"]; ok {
-		t.Error("a group missing from the first sample got a value")
+	if got["new"] != 0.3 {
+		t.Errorf("a group born between the samples: %v, want all its time (0.3)", got["new"])
+	}
+	shrunk := cpuSample{At: t0.Add(10 * time.Second), Secs: map[string]float64{"api": 0}}
+	if got := coresUsed(a, shrunk); got["api"] != 0 {
+		t.Errorf("a group that lost time: %v, want clamped to 0", got["api"])
 	}
 	if len(coresUsed(b, b)) != 0 {
 		t.Error("zero wall time: want no values")

@@ -278,8 +278,10 @@ func parseProcStatBusy(stat string) (float64, error) {
 
 // sampleCPU reads the CPU time of every group. Processes that ended since
 // the last sample lose their time (PostgreSQL backends are long-lived in
-// a pool, so this undercounts little).
-func sampleCPU(groups []cpuGroup) cpuSample {
+// a pool, so this undercounts little). split, if not nil, names the group
+// of some children (PostgreSQL backends by the client they serve); the
+// other children count for their parent's group.
+func sampleCPU(groups []cpuGroup, split map[int]string) cpuSample {
 	s := cpuSample{At: time.Now(), Secs: map[string]float64{}}
 	s.MachineBusy, _ = machineBusy()
 	var children map[int][]int
@@ -297,12 +299,18 @@ func sampleCPU(groups []cpuGroup) cpuSample {
 				children = childrenByParent()
 			}
 			for _, c := range children[g.Pid] {
-				if cs, err := readStat(c); err == nil {
-					ticks += cs.CPUTicks
+				cs, err := readStat(c)
+				if err != nil {
+					continue
 				}
+				if name, ok := split[c]; ok {
+					s.Secs[name] += float64(cs.CPUTicks) / clockTicks
+					continue
+				}
+				ticks += cs.CPUTicks
 			}
 		}
-		s.Secs[g.Name] = float64(ticks) / clockTicks
+		s.Secs[g.Name] += float64(ticks) / clockTicks
 	}
 	return s
 }
@@ -337,10 +345,10 @@ func coresUsed(a, b cpuSample) map[string]float64 {
 	}
 	var accounted float64
 	for name, end := range b.Secs {
-		if start, ok := a.Secs[name]; ok {
-			out[name] = (end - start) / wall
-			accounted += out[name]
-		}
+		// A group missing from a was born in between: all its time counts.
+		// Exited processes can make a difference negative: clamp.
+		out[name] = max(0, (end-a.Secs[name])/wall)
+		accounted += out[name]
 	}
 	if a.MachineBusy > 0 && b.MachineBusy > 0 {
 		out[otherCPU] = max(0, (b.MachineBusy-a.MachineBusy)/wall-accounted)
@@ -361,7 +369,7 @@ func stackGroups(stateDir string) []cpuGroup {
 		return pid
 	}
 	return []cpuGroup{
-		{Name: "postgresql", Pid: readPid(filepath.Join(stateDir, "postgres", "data", "postmaster.pid")), Children: true},
+		{Name: "postgresql (rest)", Pid: readPid(filepath.Join(stateDir, "postgres", "data", "postmaster.pid")), Children: true},
 		{Name: "kafka", Pid: readPid(filepath.Join(stateDir, "kafka", "kafka.pid"))},
 		{Name: "elasticsearch", Pid: readPid(filepath.Join(stateDir, "elasticsearch", "elasticsearch.pid"))},
 	}
