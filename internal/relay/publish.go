@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -42,26 +43,9 @@ func ProducerOpts(brokers []string, deliveryTimeout time.Duration) []kgo.Opt {
 // record builds the Kafka record of an outbox row: key = aggregate id,
 // value = envelope JSON, headers of ARCHITECTURE.md.
 func record(prefix string, r *row) (*kgo.Record, error) {
-	env := envelope.Envelope{
-		EventID:        r.EventID,
-		EventType:      r.EventType,
-		SchemaVersion:  r.SchemaVersion,
-		AggregateType:  r.AggregateType,
-		AggregateID:    r.AggregateID,
-		Version:        r.Version,
-		OccurredAt:     r.OccurredAt.UTC(),
-		RecordedAt:     r.RecordedAt.UTC(),
-		GlobalPosition: r.GlobalPosition,
-		Payload:        json.RawMessage(r.Payload),
-	}
-	if len(r.Metadata) > 0 {
-		if err := json.Unmarshal(r.Metadata, &env.Metadata); err != nil {
-			return nil, fmt.Errorf("event %s: decoding metadata: %w", r.EventID, err)
-		}
-	}
-	value, err := json.Marshal(&env)
+	value, err := appendEnvelope(make([]byte, 0, 256+len(r.Payload)+len(r.Metadata)), r)
 	if err != nil {
-		return nil, fmt.Errorf("event %s: encoding envelope: %w", r.EventID, err)
+		return nil, err
 	}
 	return &kgo.Record{
 		Topic: envelope.Topic(prefix, r.AggregateType),
@@ -74,6 +58,66 @@ func record(prefix string, r *row) (*kgo.Record, error) {
 			{Key: envelope.HeaderContentType, Value: []byte(envelope.ContentType)},
 		},
 	}, nil
+}
+
+// appendEnvelope writes the envelope.Envelope JSON of r by hand: the same
+// fields and formats as json.Marshal (RFC 3339 UTC times), without
+// reflection and without re-compacting the payload, which PostgreSQL's
+// jsonb output already made valid JSON. Metadata is decoded into
+// envelope.Metadata and re-encoded, so only its known keys travel.
+func appendEnvelope(b []byte, r *row) ([]byte, error) {
+	payload := bytes.TrimSpace(r.Payload)
+	if len(payload) == 0 || payload[0] != '{' {
+		return nil, fmt.Errorf("event %s: payload is not a JSON object", r.EventID)
+	}
+	var meta envelope.Metadata
+	if len(r.Metadata) > 0 {
+		if err := json.Unmarshal(r.Metadata, &meta); err != nil {
+			return nil, fmt.Errorf("event %s: decoding metadata: %w", r.EventID, err)
+		}
+	}
+	b = append(b, `{"event_id":`...)
+	b = appendString(b, r.EventID)
+	b = append(b, `,"event_type":`...)
+	b = appendString(b, r.EventType)
+	b = append(b, `,"schema_version":`...)
+	b = strconv.AppendInt(b, int64(r.SchemaVersion), 10)
+	b = append(b, `,"aggregate_type":`...)
+	b = appendString(b, r.AggregateType)
+	b = append(b, `,"aggregate_id":`...)
+	b = appendString(b, r.AggregateID)
+	b = append(b, `,"version":`...)
+	b = strconv.AppendInt(b, r.Version, 10)
+	b = append(b, `,"occurred_at":"`...)
+	b = r.OccurredAt.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","recorded_at":"`...)
+	b = r.RecordedAt.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","global_position":`...)
+	b = strconv.AppendInt(b, r.GlobalPosition, 10)
+	b = append(b, `,"payload":`...)
+	b = append(b, payload...)
+	b = append(b, `,"metadata":`...)
+	mb, err := json.Marshal(&meta)
+	if err != nil {
+		return nil, fmt.Errorf("event %s: encoding metadata: %w", r.EventID, err)
+	}
+	b = append(b, mb...)
+	return append(b, '}'), nil
+}
+
+// appendString appends s as a JSON string; plain printable ASCII is copied,
+// anything else goes through encoding/json.
+func appendString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // publish produces one record per row asynchronously and waits for every

@@ -1,12 +1,15 @@
 package relay
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -341,4 +344,76 @@ func TestBackoffCappedWithJitter(t *testing.T) {
 	if d := b.next(); d > 50*time.Millisecond {
 		t.Fatalf("after reset: %s", d)
 	}
+}
+
+// marshalEnvelope is the reference: encoding/json of envelope.Envelope.
+func marshalEnvelope(t testing.TB, r *row) []byte {
+	t.Helper()
+	env := envelope.Envelope{EventID: r.EventID, EventType: r.EventType, SchemaVersion: r.SchemaVersion,
+		AggregateType: r.AggregateType, AggregateID: r.AggregateID, Version: r.Version,
+		OccurredAt: r.OccurredAt.UTC(), RecordedAt: r.RecordedAt.UTC(), GlobalPosition: r.GlobalPosition,
+		Payload: r.Payload}
+	if err := json.Unmarshal(r.Metadata, &env.Metadata); err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(&env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestAppendEnvelopeMatchesEncodingJSON(t *testing.T) {
+	cases := []row{mkRow(1, "agg-1", 1), mkRow(2, `we"ird\id<&>`, 7), mkRow(3, "ünïcødé\u2028\x01", 2)}
+	cases[1].EventType = "Tab\tType"
+	cases[2].Metadata = []byte(`{"correlation_id":"c","causation_id":"d","idempotency_key":"k","request_id":"r","principal":"p","extra":"dropped"}`)
+	cases[2].OccurredAt = time.Date(2026, 1, 2, 3, 4, 5, 123456789, time.FixedZone("X", 3600))
+	for _, r := range cases {
+		got, err := appendEnvelope(nil, &r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := marshalEnvelope(t, &r); !bytes.Equal(got, want) {
+			t.Errorf("appendEnvelope:\n got %s\nwant %s", got, want)
+		}
+	}
+	// PostgreSQL's jsonb text has spaces; it stays valid and equal in meaning.
+	r := mkRow(4, "a", 1)
+	r.Payload = []byte(`{"n": 1, "s": "x y"}`)
+	got, err := appendEnvelope(nil, &r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := envelope.Decode(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p map[string]any
+	if err := json.Unmarshal(env.Payload, &p); err != nil || p["s"] != "x y" {
+		t.Fatalf("payload %s: %v", env.Payload, err)
+	}
+	r.Payload = []byte(`[1]`)
+	if _, err := appendEnvelope(nil, &r); err == nil {
+		t.Fatal("array payload: want error")
+	}
+}
+
+func FuzzAppendEnvelope(f *testing.F) {
+	f.Add("agg-1", "OrderCreated", "order", int64(3), int64(1700000000123))
+	f.Add(`"\`, "\x00\u2028", "ü", int64(1), int64(-5))
+	f.Fuzz(func(t *testing.T, id, typ, aggType string, version, nanos int64) {
+		if !utf8.ValidString(id) || !utf8.ValidString(typ) || !utf8.ValidString(aggType) {
+			t.Skip() // PostgreSQL text is valid UTF-8
+		}
+		r := mkRow(1, id, version)
+		r.EventType, r.AggregateType = typ, aggType
+		r.OccurredAt = time.Unix(0, nanos)
+		got, err := appendEnvelope(nil, &r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := marshalEnvelope(t, &r); !bytes.Equal(got, want) {
+			t.Fatalf("got %s\nwant %s", got, want)
+		}
+	})
 }
