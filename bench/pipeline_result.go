@@ -153,6 +153,7 @@ func pipelineResult(cfg pipelineConfig, started time.Time, steps []stepResult, m
 	line("e2e p99", func(st stepResult) (time.Duration, bool) { return st.E2E.P99, st.E2E.N > 0 })
 	line("e2e max", func(st stepResult) (time.Duration, bool) { return st.E2E.Max, st.E2E.N > 0 })
 	line("api p99 (from intended send)", func(st stepResult) (time.Duration, bool) { return st.API.P99, st.API.N > 0 })
+	line("SLO "+cfg.SLO.String(), func(stepResult) (time.Duration, bool) { return cfg.SLO, true })
 
 	ps := pl.poller.stats()
 	res.Notes = append(res.Notes,

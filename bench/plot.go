@@ -136,10 +136,13 @@ func buildPlot(g plotGroup) (*plot.Plot, error) {
 	if t, ok := integerTicks(xs); ok {
 		p.X.Tick.Marker = t
 	}
-	// Start the y axis at zero on linear plots: throughput bars from zero
-	// read honestly.
-	if !g.logY() && p.Y.Min > 0 {
-		p.Y.Min = 0
+	// Start the y axis at zero on linear plots (throughput reads honestly
+	// from zero) and leave headroom above the lines for the legend.
+	if g.logY() {
+		p.Y.Max *= 4
+	} else {
+		p.Y.Min = math.Min(p.Y.Min, 0)
+		p.Y.Max += 0.25 * (p.Y.Max - p.Y.Min)
 	}
 	p.X.Min, p.X.Max = padRange(p.X.Min, p.X.Max)
 	return p, nil
