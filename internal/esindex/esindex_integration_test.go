@@ -1,0 +1,85 @@
+//go:build integration
+
+package esindex_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"cqrsflow/internal/esindex"
+	"cqrsflow/internal/testenv"
+	"cqrsflow/schemas"
+)
+
+func TestIndexAliasBulkMGet(t *testing.T) {
+	es := testenv.Elasticsearch(t)
+	prefix := testenv.IndexPrefix(t) + "-"
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	mapping, err := schemas.Elasticsearch.ReadFile("elasticsearch/products.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	alias := esindex.AliasName(prefix, "products")
+	v1, v2 := esindex.IndexName(prefix, "products", 1), esindex.IndexName(prefix, "products", 2)
+	if _, err := esindex.AliasTargets(ctx, es, alias); !errors.Is(err, esindex.ErrNotFound) {
+		t.Fatalf("missing alias: err %v, want ErrNotFound", err)
+	}
+	for range 2 { // idempotent
+		if err := esindex.EnsureIndex(ctx, es, v1, mapping); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, err := esindex.EnsureAlias(ctx, es, alias, v1); err != nil || !slices.Equal(got, []string{v1}) {
+		t.Fatalf("EnsureAlias = %v, %v", got, err)
+	}
+
+	doc := func(v string) []byte {
+		return []byte(`{"id":"p1","name":"n","description":"d","price":1,"stock":1,"version":` + v +
+			`,"deleted":false,"created_at":"2026-01-01T00:00:00Z","updated_at":"2026-01-01T00:00:00Z","last_event_id":"e` + v + `","recorded_at":"2026-01-01T00:00:00Z"}`)
+	}
+	res, err := esindex.Bulk(ctx, es, []esindex.Op{{Index: alias, ID: "p1", Version: 3, Doc: doc("3")}}, "")
+	if err != nil || res[0].Err != "" || res[0].Conflict {
+		t.Fatalf("bulk v3: %+v %v", res, err)
+	}
+	// An older or equal external version is a conflict, not an error.
+	res, err = esindex.Bulk(ctx, es, []esindex.Op{
+		{Index: alias, ID: "p1", Version: 2, Doc: doc("2")},
+		{Index: alias, ID: "p1", Version: 3, Doc: doc("3")},
+		{Index: alias, ID: "p2", Version: 1, Doc: []byte(`{"colour":"red"}`)}, // strict mapping: item error
+	}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res[0].Conflict || !res[1].Conflict || res[2].Conflict || res[2].Err == "" || res[2].Status != 400 {
+		t.Errorf("bulk results %+v, want conflict, conflict, 400 item error", res)
+	}
+	hits, err := esindex.MGet(ctx, es, alias, []string{"p1", "nope"})
+	if err != nil || len(hits) != 1 || hits["p1"].Version != 3 {
+		t.Fatalf("mget: %+v %v", hits, err)
+	}
+
+	// Swap: one request moves the alias.
+	if err := esindex.EnsureIndex(ctx, es, v2, mapping); err != nil {
+		t.Fatal(err)
+	}
+	old, err := esindex.SwapAlias(ctx, es, alias, v2)
+	if err != nil || !slices.Equal(old, []string{v1}) {
+		t.Fatalf("swap: old %v, %v", old, err)
+	}
+	if got, _ := esindex.AliasTargets(ctx, es, alias); !slices.Equal(got, []string{v2}) {
+		t.Errorf("alias after swap → %v, want [%s]", got, v2)
+	}
+	if hits, _ := esindex.MGet(ctx, es, alias, []string{"p1"}); len(hits) != 0 {
+		t.Errorf("alias still reads the old index")
+	}
+	if err := esindex.DeleteIndex(ctx, es, v1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := esindex.Count(ctx, es, v1); !errors.Is(err, esindex.ErrNotFound) {
+		t.Errorf("count of a deleted index: %v, want ErrNotFound", err)
+	}
+}
