@@ -6,6 +6,7 @@ package main
 // lock head row, load, append events + outbox, notify, commit) directly with
 // the same concurrency and pool size; then an open-loop phase at 50% of the
 // API's measured maximum, with latency measured from the intended send time.
+// The two sides run in alternating slices so machine noise hits both alike.
 // Everything runs in a private schema of the local PostgreSQL (dropped
 // afterwards) and on 127.0.0.1 only.
 
@@ -56,8 +57,9 @@ func runWrite(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("bench write", flag.ContinueOnError)
 	pgURL := fs.String("postgres-url", envDefault("POSTGRES_URL", config.DefaultPostgresURL), "PostgreSQL URL (a private schema is created and dropped)")
 	apiBin := fs.String("api-bin", "", "api binary (default: go build ./api into a temp dir)")
-	dur := fs.Duration("duration", pick(quick, 5*time.Second, 20*time.Second), "closed-loop duration of each side")
-	fixedDur := fs.Duration("fixed-duration", pick(quick, 5*time.Second, 15*time.Second), "open-loop duration at 50% of the API maximum")
+	dur := fs.Duration("duration", pick(quick, 6*time.Second, 20*time.Second), "closed-loop duration of each side")
+	slices := fs.Int("slices", 4, "the closed-loop duration is run in this many alternating api/raw slices")
+	fixedDur := fs.Duration("fixed-duration", pick(quick, 6*time.Second, 16*time.Second), "open-loop duration at 50% of the API maximum (per side)")
 	clients := fs.Int("clients", 64, "concurrent clients (closed loop)")
 	products := fs.Int("products", 2000, "products seeded for the updates")
 	updateShare := fs.Float64("update-share", 0.5, "share of updates in the mix (rest: creates)")
@@ -65,6 +67,9 @@ func runWrite(ctx context.Context, args []string) error {
 	logLevel := fs.String("log-level", "info", "api LOG_LEVEL (info writes one access log line per request)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *slices < 1 || *clients < 1 || *dur <= 0 || *fixedDur <= 0 {
+		return errors.New("-slices, -clients, -duration and -fixed-duration must be > 0")
 	}
 	started := time.Now()
 	tmp, err := os.MkdirTemp("", "cqrsflow-bench-write-")
@@ -153,10 +158,25 @@ func runWrite(ctx context.Context, args []string) error {
 	load0 := loadAvg()
 	warm := pick(quick, time.Second, 3*time.Second)
 	loadgen.ClosedLoop(ctx, *clients, warm, wb.apiOp)
-	apiRes := loadgen.ClosedLoop(ctx, *clients, *dur, wb.apiOp)
-	fmt.Println("api (HTTP, closed loop):  ", apiRes)
 	loadgen.ClosedLoop(ctx, *clients, warm, wb.rawOp)
-	rawRes := loadgen.ClosedLoop(ctx, *clients, *dur, wb.rawOp)
+	// The two sides alternate in slices (api, raw, raw, api, …) so that a
+	// burst of other work on the machine hits both alike.
+	var apiRuns, rawRuns []loadgen.Summary
+	slice := *dur / time.Duration(*slices)
+	for i := range *slices {
+		first, second := wb.apiOp, wb.rawOp
+		if i%2 == 1 {
+			first, second = second, first
+		}
+		a := loadgen.ClosedLoop(ctx, *clients, slice, first)
+		b := loadgen.ClosedLoop(ctx, *clients, slice, second)
+		if i%2 == 1 {
+			a, b = b, a
+		}
+		apiRuns, rawRuns = append(apiRuns, a), append(rawRuns, b)
+	}
+	apiRes, rawRes := loadgen.Combine(apiRuns...), loadgen.Combine(rawRuns...)
+	fmt.Println("api (HTTP, closed loop):  ", apiRes)
 	fmt.Println("raw pgx (same SQL):       ", rawRes)
 	if ctx.Err() != nil {
 		return ctx.Err()
@@ -165,11 +185,21 @@ func runWrite(ctx context.Context, args []string) error {
 		return fmt.Errorf("no successful commands (api: %v; raw: %v); api log:\n%s", apiRes.FirstError, rawRes.FirstError, tail(api.LogPath, 15))
 	}
 	half := apiRes.Throughput / 2
-	fixed := loadgen.OpenLoop(ctx, half, *fixedDur, 4**clients, wb.apiOp)
-	fmt.Println("api at 50% of max (open): ", fixed)
 	// The baseline at the same rate separates the API's own tail from the
-	// machine's (other processes, checkpoints, autovacuum).
-	rawFixed := loadgen.OpenLoop(ctx, half, *fixedDur, 4**clients, wb.rawOp)
+	// machine's (other processes, checkpoints, autovacuum); slices alternate.
+	var fixedRuns, rawFixedRuns []loadgen.Summary
+	fslice := *fixedDur / time.Duration(*slices)
+	for i := range *slices {
+		if i%2 == 0 {
+			fixedRuns = append(fixedRuns, loadgen.OpenLoop(ctx, half, fslice, 4**clients, wb.apiOp))
+			rawFixedRuns = append(rawFixedRuns, loadgen.OpenLoop(ctx, half, fslice, 4**clients, wb.rawOp))
+		} else {
+			rawFixedRuns = append(rawFixedRuns, loadgen.OpenLoop(ctx, half, fslice, 4**clients, wb.rawOp))
+			fixedRuns = append(fixedRuns, loadgen.OpenLoop(ctx, half, fslice, 4**clients, wb.apiOp))
+		}
+	}
+	fixed, rawFixed := loadgen.Combine(fixedRuns...), loadgen.Combine(rawFixedRuns...)
+	fmt.Println("api at 50% of max (open): ", fixed)
 	fmt.Println("raw at the same rate:     ", rawFixed)
 
 	load1 := loadAvg()

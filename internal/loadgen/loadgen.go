@@ -33,6 +33,8 @@ type Summary struct {
 	// started later than intended by more than 1 ms (generator saturated).
 	TargetRate float64
 	Late       int
+	// Samples are the sorted latencies of the successful operations.
+	Samples []time.Duration
 }
 
 func (s Summary) String() string {
@@ -80,7 +82,7 @@ func (r *recorder) merge(lat []time.Duration, errs int, first error) {
 
 func (r *recorder) summary(elapsed time.Duration) Summary {
 	slices.Sort(r.lat)
-	s := Summary{Ops: len(r.lat), Errors: r.errs, FirstError: r.firstErr, Elapsed: elapsed,
+	s := Summary{Ops: len(r.lat), Errors: r.errs, FirstError: r.firstErr, Elapsed: elapsed, Samples: r.lat,
 		P50: Percentile(r.lat, .50), P90: Percentile(r.lat, .90), P99: Percentile(r.lat, .99),
 		P999: Percentile(r.lat, .999)}
 	if len(r.lat) > 0 {
@@ -89,6 +91,24 @@ func (r *recorder) summary(elapsed time.Duration) Summary {
 	if elapsed > 0 {
 		s.Throughput = float64(len(r.lat)) / elapsed.Seconds()
 	}
+	return s
+}
+
+// Combine merges runs done one after the other (e.g. slices of two
+// alternating workloads): samples and counts add up, elapsed times too.
+func Combine(runs ...Summary) Summary {
+	var rec recorder
+	var elapsed time.Duration
+	var rate float64
+	late := 0
+	for _, r := range runs {
+		rec.merge(r.Samples, r.Errors, r.FirstError)
+		elapsed += r.Elapsed
+		rate = max(rate, r.TargetRate)
+		late += r.Late
+	}
+	s := rec.summary(elapsed)
+	s.TargetRate, s.Late = rate, late
 	return s
 }
 

@@ -59,3 +59,12 @@ func TestOpenLoopMeasuresFromIntendedTime(t *testing.T) {
 		t.Fatalf("fast: %v", fast)
 	}
 }
+
+func TestCombine(t *testing.T) {
+	a := Summary{Samples: []time.Duration{1, 2, 3}, Elapsed: time.Second, Errors: 1}
+	b := Summary{Samples: []time.Duration{4, 5, 6, 7}, Elapsed: time.Second}
+	c := Combine(a, b)
+	if c.Ops != 7 || c.Errors != 1 || c.Elapsed != 2*time.Second || c.Throughput != 3.5 || c.Max != 7 || c.P50 != 4 {
+		t.Fatalf("combined %+v", c)
+	}
+}
