@@ -122,8 +122,12 @@ type Runner struct {
 	lagTotal    atomic.Int64 // last computed total lag (-1 unknown)
 }
 
-// New builds a Runner; Run starts consuming.
+// New builds a Runner writing to cfg.Index on es; Run starts consuming.
 func New(cfg Config, proj Projection, es *elasticsearch.Client, m *Metrics, log *slog.Logger) (*Runner, error) {
+	return newRunner(cfg, proj, &esStore{es: es, index: cfg.Index}, m, log)
+}
+
+func newRunner(cfg Config, proj Projection, store Store, m *Metrics, log *slog.Logger) (*Runner, error) {
 	cfg.defaults()
 	if cfg.Group == "" || cfg.Topic == "" || cfg.Index == "" || len(cfg.Brokers) == 0 {
 		return nil, errors.New("projector: brokers, group, topic and index are required")
@@ -157,7 +161,6 @@ func New(cfg Config, proj Projection, es *elasticsearch.Client, m *Metrics, log 
 	}
 	r.cl = cl
 	r.adm = kadm.NewClient(cl)
-	store := &esStore{es: es, index: cfg.Index}
 	dlq := &kafkaDLQ{cl: cl, projection: proj.Name()}
 	r.proc = newProcessor(proj, store, dlq, m, log, backoff{min: cfg.BackoffMin, max: cfg.BackoffMax})
 	return r, nil
