@@ -21,8 +21,8 @@ import (
 
 // Consumer-runtime behaviour on kfake (an in-process Kafka): a second
 // worker joining takes partitions from the first, which commits them in
-// its revoke callback (and after every batch), so nothing is handled twice;
-// (the test fails when those commits are removed); after both stop
+// its revoke callback (and after every batch), so nothing is handled
+// twice (the test fails when those commits are removed). After both stop
 // (SIGTERM path: commit, leave) the group's committed offsets are at the
 // end of every partition.
 func TestRunnerRebalanceCommitsRevoked(t *testing.T) {
