@@ -79,9 +79,12 @@ func run(ctx context.Context, args []string) error {
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
+	// Readiness turns false first on shutdown; the relay then finishes its
+	// batch in flight and releases its leases.
+	stopDrain := context.AfterFunc(gctx, health.SetDraining)
+	defer stopDrain()
 	g.Go(func() error { return obs.Serve(gctx, c.MetricsAddr, health.Mux(reg), 5*time.Second, log) })
 	g.Go(func() error {
-		defer health.SetDraining()
 		if err := retry(gctx, log, "applying migrations", func(ctx context.Context) error {
 			if !c.Migrate {
 				return nil
