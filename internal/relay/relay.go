@@ -64,6 +64,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -235,6 +236,20 @@ func (r *Relay) poke() {
 		case c <- struct{}{}:
 		default:
 		}
+	}
+}
+
+// wakeFor wakes the worker of the shard named by a notification payload
+// (the API sends the shard number), or every worker for any other payload.
+func (r *Relay) wakeFor(payload string) {
+	s, err := strconv.Atoi(payload)
+	if err != nil || s < 0 || s >= NumShards {
+		r.poke()
+		return
+	}
+	select {
+	case r.wake[s%r.cfg.Workers] <- struct{}{}:
+	default:
 	}
 }
 
@@ -590,10 +605,11 @@ func (r *Relay) listenOnce(ctx context.Context) error {
 	}
 	r.poke() // something may have been appended while not listening
 	for {
-		if _, err := conn.WaitForNotification(ctx); err != nil {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
 			return fmt.Errorf("waiting for notification: %w", err)
 		}
-		r.poke()
+		r.wakeFor(n.Payload)
 	}
 }
 
