@@ -162,22 +162,34 @@ func runWrite(ctx context.Context, args []string) error {
 	// The two sides alternate in slices (api, raw, raw, api, …) so that a
 	// burst of other work on the machine hits both alike.
 	var apiRuns, rawRuns []loadgen.Summary
+	var apiCPU int64 // CPU ticks the api process used during its slices
 	slice := *dur / time.Duration(*slices)
 	for i := range *slices {
 		first, second := wb.apiOp, wb.rawOp
 		if i%2 == 1 {
 			first, second = second, first
 		}
+		t0 := apiTicks(api)
 		a := loadgen.ClosedLoop(ctx, *clients, slice, first)
+		t1 := apiTicks(api)
 		b := loadgen.ClosedLoop(ctx, *clients, slice, second)
+		t2 := apiTicks(api)
 		if i%2 == 1 {
 			a, b = b, a
+			apiCPU += t2 - t1
+		} else {
+			apiCPU += t1 - t0
 		}
 		apiRuns, rawRuns = append(apiRuns, a), append(rawRuns, b)
 	}
 	apiRes, rawRes := loadgen.Combine(apiRuns...), loadgen.Combine(rawRuns...)
 	fmt.Println("api (HTTP, closed loop):  ", apiRes)
 	fmt.Println("raw pgx (same SQL):       ", rawRes)
+	apiCPUus := 0.0
+	if apiRes.Ops > 0 {
+		apiCPUus = float64(apiCPU) / clockTicks * 1e6 / float64(apiRes.Ops)
+		fmt.Printf("api process CPU: %.0f µs per command (%.2f cores)\n", apiCPUus, float64(apiCPU)/clockTicks/apiRes.Elapsed.Seconds())
+	}
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -238,7 +250,7 @@ func runWrite(ctx context.Context, args []string) error {
 				writeRow(fmt.Sprintf("raw pgx, open loop %.0f/s", half), rawFixed),
 			},
 		}},
-		Notes: []string{fmt.Sprintf("1-min load average %s at start, %s at end", load0, load1), fmt.Sprintf("%d clients, %v per side, %.0f%% updates / %.0f%% creates of products, pool %d, %d CPUs, api LOG_LEVEL=%s; the baseline calls eventstore.Execute in-process (same SQL, no HTTP/JSON/validation)",
+		Notes: []string{fmt.Sprintf("1-min load average %s at start, %s at end; api process CPU %.0f µs per command", load0, load1, apiCPUus), fmt.Sprintf("%d clients, %v per side, %.0f%% updates / %.0f%% creates of products, pool %d, %d CPUs, api LOG_LEVEL=%s; the baseline calls eventstore.Execute in-process (same SQL, no HTTP/JSON/validation)",
 			*clients, *dur, 100**updateShare, 100-100**updateShare, *maxConns, runtime.NumCPU(), *logLevel)},
 	}
 	if path, err := saveResult(resultsDir(), res); err != nil {
@@ -247,6 +259,15 @@ func runWrite(ctx context.Context, args []string) error {
 		fmt.Println("result:", path)
 	}
 	return nil
+}
+
+// apiTicks is the CPU time (utime+stime, clock ticks) of the api process.
+func apiTicks(p *proc) int64 {
+	st, err := readStat(p.Pid())
+	if err != nil {
+		return 0
+	}
+	return st.CPUTicks
 }
 
 // loadAvg is the 1-minute load average from /proc/loadavg ("?" if unknown).
