@@ -179,6 +179,21 @@ func (p *processor) handle(ctx context.Context, recs []*kgo.Record) error {
 		}
 		byID[env.AggregateID] = append(byID[env.AggregateID], pending{env: env, rec: rec})
 	}
+	// Parked aggregates are re-checked with every batch even without new
+	// events: their gap may have been closed by another writer (e.g. a
+	// rebuild writing through the alias), which turns the parked events
+	// into no-ops or makes them applicable.
+	p.mu.Lock()
+	for t, s := range p.parts {
+		for id := range s.parked {
+			if _, ok := byID[id]; !ok {
+				ids = append(ids, id)
+				idTP[id] = t
+				byID[id] = nil
+			}
+		}
+	}
+	p.mu.Unlock()
 	p.inflightOldest.Store(oldest)
 	defer p.inflightOldest.Store(0)
 
@@ -220,7 +235,13 @@ func (p *processor) apply(ctx context.Context, ids []string, idTP map[string]tp,
 	states := make(map[string]docState, len(ids))
 	var missing []string
 	for _, id := range ids {
-		if st, ok := p.cache[id]; ok {
+		// Parked aggregates always read Elasticsearch: someone else may
+		// have written the missing version.
+		parked := false
+		if s := p.parts[idTP[id]]; s != nil {
+			parked = len(s.parked[id]) > 0
+		}
+		if st, ok := p.cache[id]; ok && !parked {
 			states[id] = st
 		} else {
 			missing = append(missing, id)

@@ -243,3 +243,26 @@ func TestParseOffsets(t *testing.T) {
 		}
 	}
 }
+
+// A gap closed by another writer (the missing version appears in
+// Elasticsearch, e.g. written by a rebuild through the alias) is noticed
+// with the next batch even if that batch has no event of the aggregate.
+func TestProcessorGapClosedElsewhere(t *testing.T) {
+	p, st, _, m := newTestProcessor()
+	ctx := context.Background()
+	if err := p.handle(ctx, []*kgo.Record{rec("g", products.Created, 1, pl), rec("g", products.Updated, 3, pl)}); err != nil {
+		t.Fatal(err)
+	}
+	if testutil.ToFloat64(m.Parked.WithLabelValues("products")) != 1 {
+		t.Fatal("v3 not parked")
+	}
+	st.mu.Lock()
+	st.docs["g"] = esindex.Hit{Version: 2, Source: json.RawMessage(`{"id":"g","name":"x","version":2,"last_event_id":"other"}`)}
+	st.mu.Unlock()
+	if err := p.handle(ctx, []*kgo.Record{rec("other", products.Created, 1, pl)}); err != nil {
+		t.Fatal(err)
+	}
+	if st.docs["g"].Version != 3 || testutil.ToFloat64(m.Parked.WithLabelValues("products")) != 0 {
+		t.Errorf("g at v%d, parked %v; want v3 and nothing parked", st.docs["g"].Version, testutil.ToFloat64(m.Parked.WithLabelValues("products")))
+	}
+}

@@ -19,7 +19,9 @@
 // gauge cqrsflow_projector_parked_events. Other aggregates keep flowing and
 // are applied normally. When the missing event arrives (a relay retry
 // re-publishes it later in the same partition) the parked events are
-// applied in order and the key is unparked.
+// applied in order and the key is unparked. Parked aggregates are also
+// re-read from Elasticsearch with every batch, so a gap closed by another
+// writer (a rebuild writing through the alias) resolves too.
 //
 // Parked records are never lost: the committed offset of a partition never
 // moves past its oldest parked record, so a restart, a crash or a new owner
