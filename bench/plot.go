@@ -162,6 +162,17 @@ func integerTicks(xs map[float64]bool) (plot.ConstantTicks, bool) {
 		ticks = append(ticks, plot.Tick{Value: x, Label: strconv.FormatFloat(x, 'f', -1, 64)})
 	}
 	sort.Slice(ticks, func(i, j int) bool { return ticks[i].Value < ticks[j].Value })
+	// Labels closer than 8% of the range to the previous label would
+	// overlap: keep their tick mark, drop the label.
+	span := ticks[len(ticks)-1].Value - ticks[0].Value
+	last := math.Inf(-1)
+	for i := range ticks {
+		if ticks[i].Value-last < 0.08*span {
+			ticks[i].Label = ""
+			continue
+		}
+		last = ticks[i].Value
+	}
 	return ticks, true
 }
 

@@ -273,3 +273,20 @@ func TestSysinfoParsers(t *testing.T) {
 		t.Error("no nodes: want an error")
 	}
 }
+
+func TestIntegerTicksDropCrowdedLabels(t *testing.T) {
+	ticks, ok := integerTicks(map[float64]bool{250: true, 400: true, 450: true, 500: true, 1000: true, 2000: true})
+	if !ok {
+		t.Fatal("integer x values: want ticks")
+	}
+	var labels []string
+	for _, tk := range ticks {
+		labels = append(labels, tk.Label)
+	}
+	if got := strings.Join(labels, ","); got != "250,400,,,1000,2000" {
+		t.Errorf("labels = %q, want the crowded 450 and 500 unlabelled", got)
+	}
+	if _, ok := integerTicks(map[float64]bool{1.5: true}); ok {
+		t.Error("fractional x: want the default ticker")
+	}
+}
