@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -443,5 +444,25 @@ func TestWakeForTargetsTheShardsWorker(t *testing.T) {
 		if got := woken(); len(got) != 4 {
 			t.Fatalf("payload %q: woke %v, want all", p, got)
 		}
+	}
+}
+
+func BenchmarkRecord(b *testing.B) {
+	r := mkRow(1, "0b2f5a7e-3c1d-4e8f-9a6b-1c2d3e4f5a6b", 3)
+	r.Payload = []byte(`{"name": "p-1", "description": "` + strings.Repeat("x", 230) + `", "price": 19.99, "stock": 5}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := record("cqrsflow", &r); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkRecordEncodingJSON(b *testing.B) {
+	r := mkRow(1, "0b2f5a7e-3c1d-4e8f-9a6b-1c2d3e4f5a6b", 3)
+	r.Payload = []byte(`{"name": "p-1", "description": "` + strings.Repeat("x", 230) + `", "price": 19.99, "stock": 5}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		marshalEnvelope(b, &r)
 	}
 }
