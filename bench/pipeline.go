@@ -50,6 +50,7 @@ type pipelineConfig struct {
 	ElasticsearchURL string
 	StateDir         string
 	BinDir           string
+	RepoDir          string
 
 	Rates         []float64
 	StepDuration  time.Duration
@@ -117,6 +118,7 @@ func parsePipelineConfig(args []string) (pipelineConfig, error) {
 	config.String(fs, &cfg.ElasticsearchURL, "ELASTICSEARCH_URL", config.DefaultElasticsearchURL, "Elasticsearch URL")
 	config.String(fs, &cfg.StateDir, "CQRSFLOW_STATE_DIR", "/var/tmp/cqrsflow-local", "local stack state dir (pid files, for CPU accounting)")
 	fs.StringVar(&cfg.BinDir, "bin-dir", "", "use api, outbox-relay and projector from this dir instead of building them")
+	fs.StringVar(&cfg.RepoDir, "repo", ".", "repository root to build the binaries from")
 	fs.StringVar(&rates, "rates", defRates, "comma-separated steady offered rates (writes/s)")
 	fs.DurationVar(&cfg.StepDuration, "step", defStep, "duration of each steady rate")
 	fs.DurationVar(&cfg.Warmup, "warmup", 3*time.Second, "unmeasured warm-up at 100 writes/s")
@@ -284,6 +286,7 @@ func (pl *pipeline) setup(ctx context.Context) error {
 		bin = filepath.Join(pl.workDir, "bin")
 		fmt.Println("pipeline: building api, outbox-relay, projector")
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", bin+string(filepath.Separator), "./api", "./outbox-relay", "./projector")
+		cmd.Dir = pl.cfg.RepoDir
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return fmt.Errorf("building the binaries (run from the repository root): %w\n%s", err, out)
 		}

@@ -181,3 +181,65 @@ func TestPipelineCleanupRemovesOnlyItsOwnNames(t *testing.T) {
 		t.Errorf("schema %s survived", pl.schema)
 	}
 }
+
+// The whole part through the real binaries: a short rate, a result file
+// with searchable samples and memory rows, and nothing left behind.
+func TestPipelinePartEndToEnd(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	admin, err := pgx.Connect(ctx, testenv.PostgresURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(context.Background())
+	benchSchemas := func() map[string]bool {
+		rows, err := admin.Query(ctx, `SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'bench\_%'`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]bool{}
+		for rows.Next() {
+			var s string
+			_ = rows.Scan(&s)
+			out[s] = true
+		}
+		return out
+	}
+	before := benchSchemas()
+
+	dir := t.TempDir()
+	t.Setenv(quickEnv, "")
+	t.Setenv("POSTGRES_URL", testenv.PostgresURL())
+	t.Setenv("KAFKA_BROKERS", strings.Join(testenv.KafkaBrokers(), ","))
+	t.Setenv("ELASTICSEARCH_URL", testenv.ElasticsearchURL())
+	err = runPipeline(ctx, []string{"-repo", "..", "-out", dir, "-rates", "50", "-step", "3s", "-warmup", "0",
+		"-probes", "0", "-bisect", "0", "-drain", "20s"})
+	if err != nil {
+		t.Fatalf("pipeline part: %v", err)
+	}
+	results, err := loadResults(dir)
+	if err != nil || len(results) != 1 || results[0].Part != "pipeline" {
+		t.Fatalf("results %+v, %v", results, err)
+	}
+	rows := map[string]Row{}
+	for _, r := range results[0].Rows {
+		rows[r.Name] = r
+	}
+	if r, ok := rows["e2e commit→searchable p99 @ 50 writes/s"]; !ok || r.Value <= 0 || r.Value > 30000 {
+		t.Errorf("e2e row = %+v (ok %v), want a measured latency", r, ok)
+	}
+	for _, p := range []string{"api", "outbox-relay", "projector-1"} {
+		if r := rows["peak RSS "+p]; r.Value < 1 || r.Unit != "MiB" {
+			t.Errorf("peak RSS of %s = %+v", p, r)
+		}
+	}
+	lat := results[0].Tables[0]
+	if len(lat.Rows) != 1 || lat.Rows[0][9] != "0" || !strings.HasSuffix(lat.Rows[0][10], "(0)") {
+		t.Errorf("rate table %v: want no errors and no missing samples", lat.Rows)
+	}
+	for s := range benchSchemas() {
+		if !before[s] {
+			t.Errorf("schema %s left behind", s)
+		}
+	}
+}
