@@ -54,7 +54,7 @@ func runProjectorBench(ctx context.Context, args []string) error {
 	nEvents := fs.Int("events", pickInt(quick, 20000, 200000), "events to prefill")
 	nProducts := fs.Int("products", pickInt(quick, 2000, 20000), "products the events are spread over")
 	partitions := fs.Int("partitions", 6, "partitions of the bench topic")
-	batch := fs.Int("batch", 10000, "BATCH_MAX_RECORDS of the projector and docs per raw _bulk request")
+	batch := fs.Int("batch", 50000, "BATCH_MAX_RECORDS of the projector (default: the projector's default) and docs per raw _bulk request")
 	workerList := fs.String("workers", "1,2", "worker counts to measure")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -271,9 +271,33 @@ type Result struct {
 	Err      string
 }
 
+// MaxBulkBytes bounds one _bulk request body. Elasticsearch rejects
+// requests above its indexing-pressure limit (10% of the heap) with 429
+// forever, so larger op lists are split into several requests.
+const MaxBulkBytes = 8 << 20
+
 // Bulk indexes ops with version_type=external and returns one result per
 // op, in order. A whole-request failure wraps ErrUnavailable when retryable.
+// Ops are sent in requests of at most MaxBulkBytes.
 func Bulk(ctx context.Context, es *elasticsearch.Client, ops []Op, refresh string) ([]Result, error) {
+	out := make([]Result, 0, len(ops))
+	for start := 0; start < len(ops); {
+		end, size := start, 0
+		for end < len(ops) && (end == start || size+len(ops[end].Doc)+200 <= MaxBulkBytes) {
+			size += len(ops[end].Doc) + 200
+			end++
+		}
+		res, err := bulk(ctx, es, ops[start:end], refresh)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, res...)
+		start = end
+	}
+	return out, nil
+}
+
+func bulk(ctx context.Context, es *elasticsearch.Client, ops []Op, refresh string) ([]Result, error) {
 	if len(ops) == 0 {
 		return nil, nil
 	}

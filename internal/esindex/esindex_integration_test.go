@@ -5,7 +5,9 @@ package esindex_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,5 +83,39 @@ func TestIndexAliasBulkMGet(t *testing.T) {
 	}
 	if _, err := esindex.Count(ctx, es, v1); !errors.Is(err, esindex.ErrNotFound) {
 		t.Errorf("count of a deleted index: %v, want ErrNotFound", err)
+	}
+}
+
+// Op lists above MaxBulkBytes are split into several requests (one huge
+// request would be rejected with 429 by indexing pressure, forever).
+func TestBulkSplitsLargeRequests(t *testing.T) {
+	es := testenv.Elasticsearch(t)
+	index := testenv.IndexPrefix(t) + "-big"
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	mapping, _ := schemas.Elasticsearch.ReadFile("elasticsearch/products.json")
+	if err := esindex.EnsureIndex(ctx, es, index, mapping); err != nil {
+		t.Fatal(err)
+	}
+	big := strings.Repeat("word ", 100_000) // 500 kB
+	var ops []esindex.Op
+	for i := range 40 { // ~20 MB in all
+		ops = append(ops, esindex.Op{Index: index, ID: fmt.Sprint(i), Version: 1,
+			Doc: []byte(`{"id":"` + fmt.Sprint(i) + `","description":"` + big + `"}`)})
+	}
+	res, err := esindex.Bulk(ctx, es, ops, "true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != len(ops) {
+		t.Fatalf("%d results for %d ops", len(res), len(ops))
+	}
+	for i, r := range res {
+		if r.Err != "" || r.Conflict {
+			t.Fatalf("op %d: %+v", i, r)
+		}
+	}
+	if n, err := esindex.Count(ctx, es, index); err != nil || n != 40 {
+		t.Errorf("count %d (%v), want 40", n, err)
 	}
 }
