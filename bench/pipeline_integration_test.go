@@ -193,7 +193,7 @@ func TestPipelinePartEndToEnd(t *testing.T) {
 	}
 	defer admin.Close(context.Background())
 	benchSchemas := func() map[string]bool {
-		rows, err := admin.Query(ctx, `SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'bench\_%'`)
+		rows, err := admin.Query(ctx, `SELECT schema_name FROM information_schema.schemata WHERE schema_name ~ '^bench_[0-9a-f]{8}$'`)
 		if err != nil {
 			t.Fatal(err)
 		}
