@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"runtime"
 	"slices"
 	"sort"
@@ -162,6 +163,7 @@ func pipelineResult(cfg pipelineConfig, started time.Time, steps []stepResult, m
 		"A rate is sustained when ≤ 1% of writes fail, every sample becomes searchable and p99 from intended send to searchable (commit → searchable plus any queueing in front of the API) stays under the SLO. Before each rate the pipeline must drain (fresh writes searchable). Fixed rates above one the pipeline could not carry (< 90% of the writes done) are skipped; the highest sustained rate is searched by probing ×1.5 and bisecting.",
 		fmt.Sprintf("%d searches against Elasticsearch, %d failed; search round trip mean %s, max %s.", ps.Searches, ps.Errors, ps.MeanRTT.Round(time.Millisecond/10), ps.MaxRTT.Round(time.Millisecond)),
 	)
+	res.Notes = append(res.Notes, findings(byRate)...)
 	res.Notes = append(res.Notes, pl.notes...)
 	if ps.LastErr != nil {
 		res.Notes = append(res.Notes, "last search error: "+ps.LastErr.Error())
@@ -223,4 +225,55 @@ func cpuOrder(name string) int {
 	default:
 		return 7
 	}
+}
+
+// findings states, from the measurements, where CPU and time went at the
+// highest rate the pipeline carried (≥ 90% of the writes done), and
+// whether other processes competed for the machine.
+func findings(byRate []stepResult) []string {
+	var out []string
+	var top *stepResult
+	for i := range byRate {
+		if !byRate[i].overloaded() && byRate[i].Achieved > 0 {
+			top = &byRate[i]
+		}
+	}
+	if top == nil {
+		return nil
+	}
+	type use struct {
+		name  string
+		cores float64
+	}
+	var uses []use
+	var total float64
+	for n, c := range top.Cores {
+		if n == otherCPU {
+			continue
+		}
+		uses = append(uses, use{n, c})
+		total += c
+	}
+	sort.Slice(uses, func(i, j int) bool { return uses[i].cores > uses[j].cores })
+	if len(uses) > 0 && total > 0 {
+		var parts []string
+		for _, u := range uses[:min(4, len(uses))] {
+			parts = append(parts, fmt.Sprintf("%s %.2f", u.name, u.cores))
+		}
+		out = append(out, fmt.Sprintf("CPU at %.0f writes/s (the highest rate carried): the pipeline and its stack used %.2f cores, %.2f ms of CPU per write; the largest shares: %s.",
+			top.Offered, total, total/top.Achieved*1000, strings.Join(parts, ", ")))
+	}
+	if len(top.Stages) == 2 && top.Stages[0].N > 0 && top.Stages[1].N > 0 && top.E2E.N > 0 {
+		ack, indexed := top.Stages[0].Mean, top.Stages[1].Mean
+		out = append(out, fmt.Sprintf("Time at %.0f writes/s, means: commit → Kafka ack %s, Kafka ack → indexed %s, indexed → searchable (refresh wait and polling) %s, of a measured commit → searchable of %s.",
+			top.Offered, fmtMS(ack), fmtMS(max(0, indexed-ack)), fmtMS(max(0, top.E2E.Mean-indexed)), fmtMS(top.E2E.Mean)))
+	}
+	var worst float64
+	for _, st := range byRate {
+		worst = math.Max(worst, st.Cores[otherCPU])
+	}
+	if worst >= 0.2 {
+		out = append(out, fmt.Sprintf("Other processes on the machine used up to %.2f cores during a rate (column %q): the machine was shared, so these numbers are pessimistic.", worst, otherCPU))
+	}
+	return out
 }

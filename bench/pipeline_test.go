@@ -262,3 +262,26 @@ func TestStepOverloaded(t *testing.T) {
 		t.Error("20% unsent not overloaded")
 	}
 }
+
+func TestFindings(t *testing.T) {
+	steps := []stepResult{
+		{Offered: 500, Achieved: 500, Planned: 5000, Cores: map[string]float64{"api": 0.2, "kafka": 0.1, otherCPU: 0.05}},
+		{Offered: 1000, Achieved: 1000, Planned: 10000, E2E: summary{N: 10, Mean: 1500 * time.Millisecond},
+			Stages: []stageStat{{N: 10, Mean: 50 * time.Millisecond}, {N: 10, Mean: 450 * time.Millisecond}},
+			Cores:  map[string]float64{"api": 0.5, "pg backends of api": 0.4, "kafka": 0.1, otherCPU: 0.3}},
+		{Offered: 2000, Achieved: 1200, Planned: 20000, Cores: map[string]float64{"api": 0.9}},
+	}
+	got := strings.Join(findings(steps), "\n")
+	for _, want := range []string{
+		"CPU at 1000 writes/s (the highest rate carried): the pipeline and its stack used 1.00 cores, 1.00 ms of CPU per write; the largest shares: api 0.50, pg backends of api 0.40, kafka 0.10.",
+		"commit → Kafka ack 50.0 ms, Kafka ack → indexed 400 ms, indexed → searchable (refresh wait and polling) 1050 ms, of a measured commit → searchable of 1500 ms.",
+		"up to 0.30 cores",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("findings lack %q:\n%s", want, got)
+		}
+	}
+	if f := findings([]stepResult{{Offered: 100, Planned: 100}}); f != nil {
+		t.Errorf("nothing carried: %v", f)
+	}
+}
