@@ -64,6 +64,7 @@ func runWrite(ctx context.Context, args []string) error {
 	products := fs.Int("products", 2000, "products seeded for the updates")
 	updateShare := fs.Float64("update-share", 0.5, "share of updates in the mix (rest: creates)")
 	maxConns := fs.Int("max-conns", 16, "PostgreSQL pool size of the api and of the baseline")
+	verbose := fs.Bool("v", false, "print every slice")
 	logLevel := fs.String("log-level", "info", "api LOG_LEVEL (info writes one access log line per request)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -182,6 +183,11 @@ func runWrite(ctx context.Context, args []string) error {
 		}
 		apiRuns, rawRuns = append(apiRuns, a), append(rawRuns, b)
 	}
+	if *verbose {
+		for i := range apiRuns {
+			fmt.Printf("  slice %d: api %v\n           raw %v\n", i, apiRuns[i], rawRuns[i])
+		}
+	}
 	apiRes, rawRes := loadgen.Combine(apiRuns...), loadgen.Combine(rawRuns...)
 	fmt.Println("api (HTTP, closed loop):  ", apiRes)
 	fmt.Println("raw pgx (same SQL):       ", rawRes)
@@ -208,6 +214,11 @@ func runWrite(ctx context.Context, args []string) error {
 		} else {
 			rawFixedRuns = append(rawFixedRuns, loadgen.OpenLoop(ctx, half, fslice, 4**clients, wb.rawOp))
 			fixedRuns = append(fixedRuns, loadgen.OpenLoop(ctx, half, fslice, 4**clients, wb.apiOp))
+		}
+	}
+	if *verbose {
+		for i := range fixedRuns {
+			fmt.Printf("  slice %d: api %v\n           raw %v\n", i, fixedRuns[i], rawFixedRuns[i])
 		}
 	}
 	fixed, rawFixed := loadgen.Combine(fixedRuns...), loadgen.Combine(rawFixedRuns...)
