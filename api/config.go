@@ -24,6 +24,7 @@ type Config struct {
 	RateLimitRPS     int
 	RateLimitBurst   int
 	CommandTimeout   time.Duration
+	BodyTimeout      time.Duration
 	LogLevel         string
 	ShutdownTimeout  time.Duration
 	MigrateOnStart   bool
@@ -45,6 +46,7 @@ func parseConfig(name string, args []string) (Config, error) {
 	config.Int(fs, &c.RateLimitRPS, "RATE_LIMIT_RPS", 2000, "per-key rate limit in requests/s (0 disables)", &errs)
 	config.Int(fs, &c.RateLimitBurst, "RATE_LIMIT_BURST", 4000, "per-key rate limit burst", &errs)
 	config.Duration(fs, &c.CommandTimeout, "COMMAND_TIMEOUT", 5*time.Second, "bound on one command's database work", &errs)
+	config.Duration(fs, &c.BodyTimeout, "BODY_TIMEOUT", 10*time.Second, "bound on receiving a request body (slow senders get 408)", &errs)
 	config.String(fs, &c.LogLevel, "LOG_LEVEL", "info", "log level: debug, info, warn, error")
 	config.Duration(fs, &c.ShutdownTimeout, "SHUTDOWN_TIMEOUT", 15*time.Second, "graceful shutdown: time to drain in-flight requests", &errs)
 	config.Duration(fs, &c.IdempotencyTTL, "IDEMPOTENCY_TTL", 24*time.Hour, "how long idempotency keys are kept (0 keeps them forever)", &errs)
@@ -72,8 +74,8 @@ func parseConfig(name string, args []string) (Config, error) {
 	if c.IdempotencyTTL < 0 {
 		errs = append(errs, errors.New("IDEMPOTENCY_TTL must be >= 0"))
 	}
-	if c.CommandTimeout <= 0 || c.ShutdownTimeout <= 0 {
-		errs = append(errs, errors.New("COMMAND_TIMEOUT and SHUTDOWN_TIMEOUT must be > 0"))
+	if c.CommandTimeout <= 0 || c.ShutdownTimeout <= 0 || c.BodyTimeout <= 0 {
+		errs = append(errs, errors.New("COMMAND_TIMEOUT, BODY_TIMEOUT and SHUTDOWN_TIMEOUT must be > 0"))
 	}
 	switch strings.ToLower(c.LogLevel) {
 	case "debug", "info", "warn", "error":
@@ -113,6 +115,7 @@ func (c Config) logAttrs() []any {
 		slog.Int("rate_limit_rps", c.RateLimitRPS),
 		slog.Int("rate_limit_burst", c.RateLimitBurst),
 		slog.Duration("command_timeout", c.CommandTimeout),
+		slog.Duration("body_timeout", c.BodyTimeout),
 		slog.String("log_level", c.LogLevel),
 		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
 		slog.Bool("migrate_on_start", c.MigrateOnStart),

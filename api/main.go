@@ -111,6 +111,7 @@ func serve(ctx context.Context, cfg Config) error {
 		RateLimitRPS:   float64(cfg.RateLimitRPS),
 		RateLimitBurst: cfg.RateLimitBurst,
 		CommandTimeout: cfg.CommandTimeout,
+		BodyTimeout:    cfg.BodyTimeout,
 	}, httpapi.Deps{
 		Store: store, Schemas: schemas, Keys: keys, Health: health,
 		Registerer: reg, Gatherer: reg, Log: log,

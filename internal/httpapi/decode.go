@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -13,8 +14,11 @@ import (
 	"cqrsflow/internal/domain"
 )
 
-// errBodyTooLarge is returned by readBody when the body exceeds the limit.
-var errBodyTooLarge = errors.New("request body too large")
+// Errors of readBody.
+var (
+	errBodyTooLarge = errors.New("request body too large")
+	errBodyTimeout  = errors.New("request body not received in time")
+)
 
 // readBody reads the whole (already size-limited) request body.
 func readBody(r *http.Request) ([]byte, error) {
@@ -25,6 +29,9 @@ func readBody(r *http.Request) ([]byte, error) {
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
 		return nil, errBodyTooLarge
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return nil, errBodyTimeout
 	}
 	return b, err
 }

@@ -37,11 +37,13 @@ type Config struct {
 	RateLimitRPS   float64       // per API key; <= 0 disables
 	RateLimitBurst int           // token bucket size
 	CommandTimeout time.Duration // bound on one command's database work
+	BodyTimeout    time.Duration // bound on reading a request body (slow senders → 408)
 }
 
-// DefaultConfig returns the defaults (1 MiB, 2000 rps / 4000 burst, 5 s).
+// DefaultConfig returns the defaults (1 MiB, 2000 rps / 4000 burst, 5 s, 10 s).
 func DefaultConfig() Config {
-	return Config{MaxBodyBytes: 1 << 20, RateLimitRPS: 2000, RateLimitBurst: 4000, CommandTimeout: 5 * time.Second}
+	return Config{MaxBodyBytes: 1 << 20, RateLimitRPS: 2000, RateLimitBurst: 4000, CommandTimeout: 5 * time.Second,
+		BodyTimeout: 10 * time.Second}
 }
 
 // CommandStore is what the handlers need from the event store.
@@ -120,6 +122,9 @@ func NewEngine(cfg Config, deps Deps) (*gin.Engine, error) {
 	}
 	if cfg.CommandTimeout <= 0 {
 		cfg.CommandTimeout = 5 * time.Second
+	}
+	if cfg.BodyTimeout <= 0 {
+		cfg.BodyTimeout = 10 * time.Second
 	}
 	m, err := newMetrics(deps.Registerer)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"regexp"
 	"strconv"
+	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
@@ -42,16 +43,28 @@ type plan struct {
 
 // body reads the request body; false when a response was already written.
 func (h *handlers) body(c *gin.Context) ([]byte, bool) {
+	// Reading the body must end within BodyTimeout: a slow sender gets 408
+	// instead of holding a goroutine. Not every ResponseWriter supports
+	// deadlines (httptest's does not), hence the ignored errors.
+	rc := http.NewResponseController(c.Writer)
+	_ = rc.SetReadDeadline(time.Now().Add(h.cfg.BodyTimeout))
 	b, err := readBody(c.Request)
 	switch {
 	case errors.Is(err, errBodyTooLarge):
+		c.Header("Connection", "close") // do not drain the rest of the body
 		apierr.Abort(c, http.StatusRequestEntityTooLarge, "body_too_large",
 			"request body exceeds "+strconv.FormatInt(h.cfg.MaxBodyBytes, 10)+" bytes", nil)
 		return nil, false
+	case errors.Is(err, errBodyTimeout):
+		c.Header("Connection", "close") // the server must not wait for the rest
+		apierr.Abort(c, http.StatusRequestTimeout, "body_timeout", "request body not received in time", nil)
+		return nil, false
 	case err != nil:
+		c.Header("Connection", "close")
 		apierr.Abort(c, http.StatusBadRequest, "invalid_input", "reading request body failed", nil)
 		return nil, false
 	}
+	_ = rc.SetReadDeadline(time.Time{})
 	return b, true
 }
 

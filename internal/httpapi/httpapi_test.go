@@ -1,14 +1,19 @@
 package httpapi
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
@@ -275,4 +280,44 @@ func BenchmarkUpdateProduct(b *testing.B) {
 			b.Fatal(w.Code, w.Body)
 		}
 	}
+}
+
+func TestSlowBodyGets408(t *testing.T) {
+	keys, _ := ParseKeys("unit:"+unitKey, "")
+	schemas, err := eventschema.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.BodyTimeout = 200 * time.Millisecond
+	e, err := NewEngine(cfg, Deps{Store: foldingStore(), Schemas: schemas, Keys: keys, Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(e)
+	defer srv.Close()
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /v1/products HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"name\":", unitKey)
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer to a stalled body: %v", err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(body), "body_timeout") {
+		t.Fatalf("stalled body: %d %s", res.StatusCode, body)
+	}
+	// A prompt request on the same server is unaffected.
+	req, _ := http.NewRequest("POST", srv.URL+"/v1/products", strings.NewReader(`{"name":"a","price":1,"stock":1}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+unitKey)
+	ok, err := http.DefaultClient.Do(req)
+	if err != nil || ok.StatusCode != 201 {
+		t.Fatalf("prompt request: %v %v", ok, err)
+	}
+	ok.Body.Close()
 }
