@@ -193,12 +193,21 @@ func runProjectorBench(ctx context.Context, args []string) error {
 		b, _ := json.Marshal(d)
 		finalOps = append(finalOps, esindex.Op{ID: id, Version: d.Version, Doc: b})
 	}
-	rawFinal, err := benchRawBulk(ctx, es, name+"-raw-final", finalOps, *batch)
-	if err != nil {
-		return err
+	// The final-document load is short, so one noisy moment on a shared
+	// machine skews it most: take the fastest of three (the conservative
+	// choice for the ratio).
+	rawFinal := 0.0
+	for i := range 3 {
+		secs, err := benchRawBulk(ctx, es, fmt.Sprintf("%s-raw-final-%d", name, i), finalOps, *batch)
+		if err != nil {
+			return err
+		}
+		if rawFinal == 0 || secs < rawFinal {
+			rawFinal = secs
+		}
 	}
 	rawFinalRate := float64(*nEvents) / rawFinal
-	fmt.Printf("raw _bulk, %d final documents: %.2fs = %.0f docs/s = %.0f events/s-equivalent\n", len(finalOps), rawFinal, float64(len(finalOps))/rawFinal, rawFinalRate)
+	fmt.Printf("raw _bulk, %d final documents (fastest of 3): %.2fs = %.0f docs/s = %.0f events/s-equivalent\n", len(finalOps), rawFinal, float64(len(finalOps))/rawFinal, rawFinalRate)
 	rawAll, err := benchRawBulk(ctx, es, name+"-raw-per-event", perEventDocs, *batch)
 	if err != nil {
 		return err
