@@ -61,6 +61,11 @@ func (n *notifier) take() []int {
 	return shards
 }
 
+// notifyGap is the least time between two notify rounds: under load,
+// commits within it share one round (one small transaction instead of one
+// per commit); a relay wakes at most this much later.
+const notifyGap = 5 * time.Millisecond
+
 func (n *notifier) run() {
 	defer close(n.done)
 	for {
@@ -71,6 +76,12 @@ func (n *notifier) run() {
 			return
 		}
 		n.send(n.take())
+		select {
+		case <-time.After(notifyGap):
+		case <-n.stop:
+			n.send(n.take())
+			return
+		}
 	}
 }
 
