@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
 
 	"cqrsflow/internal/testenv"
 )
@@ -39,13 +40,13 @@ func (p *relayProc) wait(t *testing.T, d time.Duration) error {
 	}
 }
 
-func startBinary(t *testing.T, bin string, e *itEnv, id string, batch int) *relayProc {
+func startBinary(t *testing.T, bin string, e *itEnv, id string, batch, workers int) *relayProc {
 	t.Helper()
 	port := freePort(t)
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(),
 		"POSTGRES_URL="+e.pg.URL, "KAFKA_BROKERS="+strings.Join(e.brokers, ","), "TOPIC_PREFIX="+e.prefix,
-		"METRICS_ADDR=127.0.0.1:"+strconv.Itoa(port), "RELAY_ID="+id, "BATCH_SIZE="+strconv.Itoa(batch),
+		"METRICS_ADDR=127.0.0.1:"+strconv.Itoa(port), "RELAY_ID="+id, "BATCH_SIZE="+strconv.Itoa(batch), "PUBLISH_WORKERS="+strconv.Itoa(workers),
 		"LEASE_TTL=2s", "POLL_INTERVAL=100ms", "LOG_LEVEL=warn")
 	log, err := os.Create(filepath.Join(t.TempDir(), id+".log"))
 	if err != nil {
@@ -81,9 +82,11 @@ func (p *relayProc) get(path string) (int, string) {
 // kill -9 of the real binary mid-drain, then a second process is stopped
 // with SIGTERM mid-drain, then a third finishes: nothing is missing; the
 // kill leaves at most one batch of duplicates; the SIGTERM none (its
-// in-flight batch is acked AND deleted before it exits).
+// in-flight batch is acked AND deleted before it exits). One publish
+// worker, so "one batch" is the exact bound (with n workers it is one
+// batch per worker: each can be between its ack and its delete).
 func TestBinaryKill9ThenSigterm(t *testing.T) {
-	const n, batch = 20000, 500
+	const n, batch, workers = 20000, 500, 1
 	e := newEnv(t, testenv.KafkaBrokers())
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
@@ -93,10 +96,36 @@ func TestBinaryKill9ThenSigterm(t *testing.T) {
 	}
 	want := prefill(ctx, t, e.pg.Pool, n, 500)
 
-	// 1: kill -9 once a quarter has drained.
-	p1 := startBinary(t, bin, e, "first", batch)
+	// 1: kill -9 once a quarter has drained, preferably while Kafka holds
+	// more records than rows were deleted (a batch acked, not yet deleted).
+	p1 := startBinary(t, bin, e, "first", batch, workers)
 	waitFor(t, "first relay drained a quarter", time.Minute, func() bool { return outboxCount(ctx, t, e.pg.Pool) <= 3*n/4 })
-	time.Sleep(time.Duration(rand.IntN(20)) * time.Millisecond) // land anywhere in a batch
+	// Freeze the process (SIGSTOP), look: if Kafka holds more records than
+	// rows were deleted, a batch is acked but not deleted — kill it there;
+	// otherwise let it run a few ms and look again.
+	midBatch := false
+	for try := 0; try < 300 && !midBatch; try++ {
+		if err := p1.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond) // requests already sent land on the broker
+		ends, err := e.adm.ListEndOffsets(ctx, e.topics...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var onKafka int64
+		ends.Each(func(o kadm.ListedOffset) { onKafka += o.Offset })
+		midBatch = onKafka > int64(n)-outboxCount(ctx, t, e.pg.Pool)
+		if !midBatch {
+			if err := p1.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(time.Duration(try%7) * time.Millisecond)
+		}
+	}
+	if !midBatch {
+		t.Fatal("never caught the first relay between an ack and its delete in 300 tries")
+	}
 	if err := p1.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +136,7 @@ func TestBinaryKill9ThenSigterm(t *testing.T) {
 	}
 
 	// 2: another relay takes the expired leases; SIGTERM mid-drain.
-	p2 := startBinary(t, bin, e, "second", batch)
+	p2 := startBinary(t, bin, e, "second", batch, workers)
 	waitFor(t, "second relay ready", 30*time.Second, func() bool { c, _ := p2.get("/readyz"); return c == 200 })
 	waitFor(t, "second relay drained some", time.Minute, func() bool { return outboxCount(ctx, t, e.pg.Pool) <= afterKill/2 })
 	if err := p2.cmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -158,11 +187,14 @@ func TestBinaryKill9ThenSigterm(t *testing.T) {
 	dupsBeforeThird := len(onKafka) - len(seen)
 
 	// 3: a third relay finishes.
-	p3 := startBinary(t, bin, e, "third", batch)
+	p3 := startBinary(t, bin, e, "third", batch, workers)
 	waitFor(t, "outbox drained", 2*time.Minute, func() bool { return outboxCount(ctx, t, e.pg.Pool) == 0 })
 	recs := consumeAll(t, e.brokers, e.topics, n, 2*time.Minute)
 	dups := checkStream(t, recs, want)
-	t.Logf("left after kill %d, after SIGTERM %d; %d records on Kafka, %d duplicates (%d before the third relay)", afterKill, afterTerm, len(recs), dups, dupsBeforeThird)
+	t.Logf("killed between ack and delete: %v; left after kill %d, after SIGTERM %d; %d records on Kafka, %d duplicates (%d before the third relay)", midBatch, afterKill, afterTerm, len(recs), dups, dupsBeforeThird)
+	if dups == 0 {
+		t.Fatal("killed with acked rows undeleted, yet no duplicate on Kafka: the restart did not republish them?")
+	}
 	if dups > batch {
 		t.Fatalf("%d duplicates, want at most one batch (%d)", dups, batch)
 	}
