@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"strings"
 	"testing"
@@ -47,18 +48,28 @@ func TestParseStatusMem(t *testing.T) {
 
 func TestCoresUsed(t *testing.T) {
 	t0 := time.Unix(100, 0)
-	a := cpuSample{At: t0, Secs: map[string]float64{"api": 1, "kafka": 5}}
-	b := cpuSample{At: t0.Add(10 * time.Second), Secs: map[string]float64{"api": 6, "kafka": 7, "new": 3}}
+	a := cpuSample{At: t0, Procs: map[int]procCPU{
+		1: {"api", 1}, 2: {"kafka", 5}, 3: {"postgresql (rest)", 4}, 4: {"pg backends of api", 2}, 9: {"gone", 1},
+	}}
+	b := cpuSample{At: t0.Add(10 * time.Second), Procs: map[int]procCPU{
+		1: {"api", 6}, 2: {"kafka", 7}, 4: {"pg backends of api", 3}, // pid 3 exited
+		5: {"postgresql (rest)", 1}, // born in between
+		6: {"new", 3},
+	}}
 	got := coresUsed(a, b)
-	if got["api"] != 0.5 || got["kafka"] != 0.2 {
-		t.Errorf("coresUsed = %v", got)
+	want := map[string]float64{"api": 0.5, "kafka": 0.2, "pg backends of api": 0.1, "postgresql (rest)": 0.1, "new": 0.3, "gone": 0}
+	for k, v := range want {
+		if math.Abs(got[k]-v) > 1e-9 {
+			t.Errorf("coresUsed[%q] = %v, want %v (all: %v)", k, got[k], v, got)
+		}
 	}
-	if got["new"] != 0.3 {
-		t.Errorf("a group born between the samples: %v, want all its time (0.3)", got["new"])
+	if _, ok := got["gone"]; !ok {
+		t.Error("a group whose processes vanished lost its column")
 	}
-	shrunk := cpuSample{At: t0.Add(10 * time.Second), Secs: map[string]float64{"api": 0}}
-	if got := coresUsed(a, shrunk); got["api"] != 0 {
-		t.Errorf("a group that lost time: %v, want clamped to 0", got["api"])
+	// A reused pid (less CPU than before) counts from zero, never negative.
+	reused := cpuSample{At: t0.Add(10 * time.Second), Procs: map[int]procCPU{2: {"kafka", 1}}}
+	if got := coresUsed(a, reused); got["kafka"] != 0.1 {
+		t.Errorf("reused pid: %v, want 0.1", got["kafka"])
 	}
 	if len(coresUsed(b, b)) != 0 {
 		t.Error("zero wall time: want no values")
@@ -198,8 +209,8 @@ func TestParseProcStatBusy(t *testing.T) {
 	if b, err := machineBusy(); err != nil || b <= 0 {
 		t.Errorf("machineBusy = %v, %v", b, err)
 	}
-	a := cpuSample{At: time.Unix(0, 0), Secs: map[string]float64{"api": 0}, MachineBusy: 10}
-	b := cpuSample{At: time.Unix(10, 0), Secs: map[string]float64{"api": 5}, MachineBusy: 22}
+	a := cpuSample{At: time.Unix(0, 0), Procs: map[int]procCPU{1: {"api", 0}}, MachineBusy: 10}
+	b := cpuSample{At: time.Unix(10, 0), Procs: map[int]procCPU{1: {"api", 5}}, MachineBusy: 22}
 	if got := coresUsed(a, b); got[otherCPU] != 0.7 {
 		t.Errorf("other = %v, want 1.2 − 0.5 = 0.7", got[otherCPU])
 	}

@@ -235,8 +235,14 @@ type cpuGroup struct {
 // whole machine (busy = not idle, not waiting for I/O).
 type cpuSample struct {
 	At          time.Time
-	Secs        map[string]float64
+	Procs       map[int]procCPU // by pid
 	MachineBusy float64
+}
+
+// procCPU is one process's CPU seconds so far and the group it counts for.
+type procCPU struct {
+	Group string
+	Secs  float64
 }
 
 // otherCPU names the machine's busy time not accounted to any group: other
@@ -276,13 +282,11 @@ func parseProcStatBusy(stat string) (float64, error) {
 	return float64(busy) / clockTicks, nil
 }
 
-// sampleCPU reads the CPU time of every group. Processes that ended since
-// the last sample lose their time (PostgreSQL backends are long-lived in
-// a pool, so this undercounts little). split, if not nil, names the group
-// of some children (PostgreSQL backends by the client they serve); the
-// other children count for their parent's group.
+// sampleCPU reads the CPU time of every process of every group. split,
+// if not nil, names the group of some children (PostgreSQL backends by the
+// client they serve); the other children count for their parent's group.
 func sampleCPU(groups []cpuGroup, split map[int]string) cpuSample {
-	s := cpuSample{At: time.Now(), Secs: map[string]float64{}}
+	s := cpuSample{At: time.Now(), Procs: map[int]procCPU{}}
 	s.MachineBusy, _ = machineBusy()
 	var children map[int][]int
 	for _, g := range groups {
@@ -293,24 +297,24 @@ func sampleCPU(groups []cpuGroup, split map[int]string) cpuSample {
 		if err != nil {
 			continue
 		}
-		ticks := st.CPUTicks
-		if g.Children {
-			if children == nil {
-				children = childrenByParent()
-			}
-			for _, c := range children[g.Pid] {
-				cs, err := readStat(c)
-				if err != nil {
-					continue
-				}
-				if name, ok := split[c]; ok {
-					s.Secs[name] += float64(cs.CPUTicks) / clockTicks
-					continue
-				}
-				ticks += cs.CPUTicks
-			}
+		s.Procs[g.Pid] = procCPU{Group: g.Name, Secs: float64(st.CPUTicks) / clockTicks}
+		if !g.Children {
+			continue
 		}
-		s.Secs[g.Name] += float64(ticks) / clockTicks
+		if children == nil {
+			children = childrenByParent()
+		}
+		for _, c := range children[g.Pid] {
+			cs, err := readStat(c)
+			if err != nil {
+				continue
+			}
+			name, ok := split[c]
+			if !ok {
+				name = g.Name
+			}
+			s.Procs[c] = procCPU{Group: name, Secs: float64(cs.CPUTicks) / clockTicks}
+		}
 	}
 	return s
 }
@@ -336,19 +340,26 @@ func childrenByParent() map[int][]int {
 	return out
 }
 
-// coresUsed is the average number of cores each group used between a and b.
+// coresUsed is the average number of cores each group used between a and
+// b, summed per process: a process born in between counts all its time, one
+// that ended in between loses its time in the window (never negative).
 func coresUsed(a, b cpuSample) map[string]float64 {
 	wall := b.At.Sub(a.At).Seconds()
 	out := map[string]float64{}
 	if wall <= 0 {
 		return out
 	}
+	for _, pa := range a.Procs {
+		out[pa.Group] += 0 // keep a group that vanished as a column
+	}
 	var accounted float64
-	for name, end := range b.Secs {
-		// A group missing from a was born in between: all its time counts.
-		// Exited processes can make a difference negative: clamp.
-		out[name] = max(0, (end-a.Secs[name])/wall)
-		accounted += out[name]
+	for pid, pb := range b.Procs {
+		d := pb.Secs
+		if pa, ok := a.Procs[pid]; ok && pa.Secs <= pb.Secs {
+			d = pb.Secs - pa.Secs
+		}
+		out[pb.Group] += d / wall
+		accounted += d / wall
 	}
 	if a.MachineBusy > 0 && b.MachineBusy > 0 {
 		out[otherCPU] = max(0, (b.MachineBusy-a.MachineBusy)/wall-accounted)
