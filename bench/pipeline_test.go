@@ -284,13 +284,17 @@ func TestFindings(t *testing.T) {
 	}
 	got := strings.Join(findings(steps), "\n")
 	for _, want := range []string{
-		"CPU at 1000 writes/s (the highest rate carried): the pipeline and its stack used 1.00 cores, 1.00 ms of CPU per write; the largest shares: api 0.50, pg backends of api 0.40, kafka 0.10.",
+		"CPU at 1000 writes/s (the highest rate carried; none was sustained): the pipeline and its stack used 1.00 cores, 1.00 ms of CPU per write; the largest shares: api 0.50, pg backends of api 0.40, kafka 0.10.",
 		"commit → Kafka ack 50.0 ms, Kafka ack → indexed 400 ms, indexed → searchable (refresh wait and polling) 1050 ms, of a measured commit → searchable of 1500 ms.",
 		"up to 0.30 cores",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("findings lack %q:\n%s", want, got)
 		}
+	}
+	steps[0].Pass = true
+	if got := strings.Join(findings(steps), "\n"); !strings.Contains(got, "CPU at 500 writes/s (the highest sustained rate)") {
+		t.Errorf("with a sustained rate: %s", got)
 	}
 	if f := findings([]stepResult{{Offered: 100, Planned: 100}}); f != nil {
 		t.Errorf("nothing carried: %v", f)
