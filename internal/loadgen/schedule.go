@@ -56,6 +56,11 @@ func OpenLoopScheduled(ctx context.Context, rate float64, d time.Duration, maxIn
 	sent := 0
 schedule:
 	for i := range n {
+		// A cancelled context sends nothing more, even when the next
+		// arrival is already due (select would pick a ready case at random).
+		if ctx.Err() != nil {
+			break
+		}
 		intended := start.Add(time.Duration(float64(i) * interval))
 		if wait := time.Until(intended); wait > 0 {
 			select {
