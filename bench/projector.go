@@ -303,7 +303,7 @@ func benchProjectorRun(ctx context.Context, es *elasticsearch.Client, adm *kadm.
 		_ = esindex.DeleteIndex(dctx, es, esindex.IndexName(prefix, "products", 1))
 		_, _ = adm.DeleteGroups(dctx, group)
 	}()
-	alias, err := projector.EnsureReadModel(ctx, es, prefix, products.Projection{})
+	alias, err := projector.EnsureReadModel(ctx, es, prefix, products.Projection)
 	if err != nil {
 		return 0, err
 	}
@@ -314,7 +314,7 @@ func benchProjectorRun(ctx context.Context, es *elasticsearch.Client, adm *kadm.
 	start := time.Now()
 	for range w {
 		r, err := projector.New(projector.Config{Brokers: config.SplitList(brokers), Group: group, Topic: topic, Index: alias,
-			BatchMaxRecords: batch, FlushInterval: 20 * time.Millisecond, LagInterval: time.Hour, DLQPartitions: 1}, products.Projection{}, es, m, log)
+			BatchMaxRecords: batch, FlushInterval: 20 * time.Millisecond, LagInterval: time.Hour, DLQPartitions: 1}, products.Projection, es, m, log)
 		if err != nil {
 			return 0, err
 		}
@@ -362,7 +362,7 @@ func benchProjectorRun(ctx context.Context, es *elasticsearch.Client, adm *kadm.
 // projector) into a fresh index with the products mapping, in requests of
 // batch documents, and returns the seconds taken.
 func benchRawBulk(ctx context.Context, es *elasticsearch.Client, index string, ops []esindex.Op, batch int) (float64, error) {
-	mapping, err := products.Projection{}.Mapping()
+	mapping, err := products.Projection.Mapping()
 	if err != nil {
 		return 0, err
 	}

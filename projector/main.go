@@ -39,7 +39,7 @@ func main() {
 	}
 }
 
-var known = map[string]projector.Projection{"products": products.Projection{}, "orders": orders.Projection{}}
+var known = map[string]projector.Projection{"products": products.Projection, "orders": orders.Projection}
 
 type cfg struct {
 	KafkaBrokers     string

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"cqrsflow/internal/envelope"
+	"cqrsflow/schemas"
 )
 
 // ErrUnprojectable marks an event that can never be projected (unknown
@@ -56,4 +57,50 @@ func Start(env *envelope.Envelope) Base {
 	b := Base{ID: env.AggregateID, CreatedAt: env.OccurredAt.UTC()}
 	b.Advance(env)
 	return b
+}
+
+// Adapter turns a pure fold over one document type into what the projector
+// runtime consumes (internal/projector.Projection): documents travel as
+// *D, the mapping is read from the embedded schemas/elasticsearch files.
+type Adapter[D any] struct {
+	ProjectionName string // projection and alias name, e.g. "products"
+	Aggregate      string // aggregate type whose topic it consumes
+	MappingFile    string // path inside schemas.Elasticsearch
+	// Fold returns the document after env; cur is nil when there is none.
+	Fold func(cur *D, env *envelope.Envelope) (*D, error)
+}
+
+// Name is the projection (and alias) name.
+func (a Adapter[D]) Name() string { return a.ProjectionName }
+
+// AggregateType is the aggregate whose topic the projection consumes.
+func (a Adapter[D]) AggregateType() string { return a.Aggregate }
+
+// Mapping is the create-index body.
+func (a Adapter[D]) Mapping() ([]byte, error) { return schemas.Elasticsearch.ReadFile(a.MappingFile) }
+
+// Decode parses a stored document.
+func (a Adapter[D]) Decode(source []byte) (any, error) {
+	var d D
+	if err := json.Unmarshal(source, &d); err != nil {
+		return nil, fmt.Errorf("decoding %s document: %w", a.ProjectionName, err)
+	}
+	return &d, nil
+}
+
+// Apply folds env onto current (nil or *D).
+func (a Adapter[D]) Apply(current any, env *envelope.Envelope) (any, error) {
+	var cur *D
+	if current != nil {
+		c, ok := current.(*D)
+		if !ok {
+			return nil, fmt.Errorf("%s: document of type %T", a.ProjectionName, current)
+		}
+		cur = c
+	}
+	d, err := a.Fold(cur, env)
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
 }

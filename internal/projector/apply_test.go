@@ -83,7 +83,7 @@ func newTestProcessor() (*processor, *memStore, *memDLQ, *Metrics) {
 	st := &memStore{docs: map[string]esindex.Hit{}}
 	dlq := &memDLQ{}
 	m := NewMetrics(prometheus.NewRegistry())
-	p := newProcessor(products.Projection{}, st, dlq, m, slog.New(slog.NewTextHandler(io.Discard, nil)), backoff{min: time.Millisecond, max: 5 * time.Millisecond})
+	p := newProcessor(products.Projection, st, dlq, m, slog.New(slog.NewTextHandler(io.Discard, nil)), backoff{min: time.Millisecond, max: 5 * time.Millisecond})
 	return p, st, dlq, m
 }
 

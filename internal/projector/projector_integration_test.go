@@ -74,7 +74,7 @@ func startRunner(t *testing.T, es *elasticsearch.Client, topic, index, group str
 		Brokers: testenv.KafkaBrokers(), Group: group, Topic: topic, Index: index,
 		BatchMaxRecords: 500, FlushInterval: 10 * time.Millisecond, LagInterval: 200 * time.Millisecond,
 		BackoffMin: 50 * time.Millisecond, BackoffMax: time.Second, DLQPartitions: 1,
-	}, products.Projection{}, es, m, slog.New(slog.NewTextHandler(testWriter(t), nil)))
+	}, products.Projection, es, m, slog.New(slog.NewTextHandler(testWriter(t), nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +158,7 @@ func setupIndex(t *testing.T, es *elasticsearch.Client) string {
 	prefix := testenv.IndexPrefix(t) + "-"
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	alias, err := projector.EnsureReadModel(ctx, es, prefix, products.Projection{})
+	alias, err := projector.EnsureReadModel(ctx, es, prefix, products.Projection)
 	if err != nil {
 		t.Fatalf("creating read model: %v", err)
 	}

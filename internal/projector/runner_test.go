@@ -64,7 +64,7 @@ func TestRunnerRebalanceCommitsRevoked(t *testing.T) {
 		}
 	}
 	start := func() (func(), *Runner) {
-		r, err := newRunner(cfg, products.Projection{}, store, m, log)
+		r, err := newRunner(cfg, products.Projection, store, m, log)
 		if err != nil {
 			t.Fatal(err)
 		}

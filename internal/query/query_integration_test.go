@@ -37,7 +37,7 @@ func setup(t *testing.T) *fixture {
 	prefix := testenv.IndexPrefix(t) + "-"
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for _, p := range []projector.Projection{products.Projection{}, orders.Projection{}} {
+	for _, p := range []projector.Projection{products.Projection, orders.Projection} {
 		if _, err := projector.EnsureReadModel(ctx, es, prefix, p); err != nil {
 			t.Fatal(err)
 		}

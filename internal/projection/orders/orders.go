@@ -4,12 +4,8 @@
 package orders
 
 import (
-	"encoding/json"
-	"fmt"
-
 	"cqrsflow/internal/envelope"
 	"cqrsflow/internal/projection"
-	"cqrsflow/schemas"
 )
 
 // Event types of the order aggregate.
@@ -84,42 +80,6 @@ func Apply(cur *Doc, env *envelope.Envelope) (*Doc, error) {
 	return &next, nil
 }
 
-// Projection adapts Apply to the projector runtime.
-type Projection struct{}
-
-// Name is the projection (and alias) name.
-func (Projection) Name() string { return "orders" }
-
-// AggregateType is the aggregate whose topic the projection consumes.
-func (Projection) AggregateType() string { return "order" }
-
-// Mapping is the create-index body.
-func (Projection) Mapping() ([]byte, error) {
-	return schemas.Elasticsearch.ReadFile("elasticsearch/orders.json")
-}
-
-// Decode parses a stored document.
-func (Projection) Decode(source []byte) (any, error) {
-	var d Doc
-	if err := json.Unmarshal(source, &d); err != nil {
-		return nil, fmt.Errorf("decoding order document: %w", err)
-	}
-	return &d, nil
-}
-
-// Apply folds env onto current (nil or *Doc).
-func (Projection) Apply(current any, env *envelope.Envelope) (any, error) {
-	var cur *Doc
-	if current != nil {
-		c, ok := current.(*Doc)
-		if !ok {
-			return nil, fmt.Errorf("orders: document of type %T", current)
-		}
-		cur = c
-	}
-	d, err := Apply(cur, env)
-	if err != nil {
-		return nil, err
-	}
-	return d, nil
-}
+// Projection is the orders projection for the projector runtime.
+var Projection = projection.Adapter[Doc]{ProjectionName: "orders", Aggregate: "order",
+	MappingFile: "elasticsearch/orders.json", Fold: Apply}

@@ -3,12 +3,8 @@
 package products
 
 import (
-	"encoding/json"
-	"fmt"
-
 	"cqrsflow/internal/envelope"
 	"cqrsflow/internal/projection"
-	"cqrsflow/schemas"
 )
 
 // Event types of the product aggregate.
@@ -110,42 +106,6 @@ func Apply(cur *Doc, env *envelope.Envelope) (*Doc, error) {
 	return &next, nil
 }
 
-// Projection adapts Apply to the projector runtime.
-type Projection struct{}
-
-// Name is the projection (and alias) name.
-func (Projection) Name() string { return "products" }
-
-// AggregateType is the aggregate whose topic the projection consumes.
-func (Projection) AggregateType() string { return "product" }
-
-// Mapping is the create-index body.
-func (Projection) Mapping() ([]byte, error) {
-	return schemas.Elasticsearch.ReadFile("elasticsearch/products.json")
-}
-
-// Decode parses a stored document.
-func (Projection) Decode(source []byte) (any, error) {
-	var d Doc
-	if err := json.Unmarshal(source, &d); err != nil {
-		return nil, fmt.Errorf("decoding product document: %w", err)
-	}
-	return &d, nil
-}
-
-// Apply folds env onto current (nil or *Doc).
-func (Projection) Apply(current any, env *envelope.Envelope) (any, error) {
-	var cur *Doc
-	if current != nil {
-		c, ok := current.(*Doc)
-		if !ok {
-			return nil, fmt.Errorf("products: document of type %T", current)
-		}
-		cur = c
-	}
-	d, err := Apply(cur, env)
-	if err != nil {
-		return nil, err
-	}
-	return d, nil
-}
+// Projection is the products projection for the projector runtime.
+var Projection = projection.Adapter[Doc]{ProjectionName: "products", Aggregate: "product",
+	MappingFile: "elasticsearch/products.json", Fold: Apply}

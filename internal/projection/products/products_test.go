@@ -97,7 +97,7 @@ func TestDocumentJSONMatchesMapping(t *testing.T) {
 	b, _ := json.Marshal(d)
 	var fields map[string]any
 	_ = json.Unmarshal(b, &fields)
-	m, err := Projection{}.Mapping()
+	m, err := Projection.Mapping()
 	if err != nil {
 		t.Fatal(err)
 	}
