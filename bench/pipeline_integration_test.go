@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 
 	"cqrsflow/internal/testenv"
 )
@@ -124,14 +126,24 @@ func TestPipelineCleanupRemovesOnlyItsOwnNames(t *testing.T) {
 	adm := testenv.KafkaAdmin(t)
 	other := testenv.Topic(t, 1) // deleted by testenv
 	mine := pl.topicPrefix + ".product.events"
-	if _, err := adm.CreateTopics(ctx, 1, 1, nil, mine); err != nil {
-		t.Fatal(err)
+	if resp, err := adm.CreateTopics(ctx, 1, 1, nil, mine); err != nil || resp.Error() != nil {
+		t.Fatalf("creating %s: %v %v", mine, err, resp.Error())
 	}
 	group := pl.topicPrefix + "-projector-products"
 	offs := kadm.Offsets{}
 	offs.AddOffset(mine, 0, 0, -1)
-	if err := adm.CommitAllOffsets(ctx, group, offs); err != nil {
-		t.Fatalf("committing for %s: %v", group, err)
+	// The group coordinator learns of a new topic through metadata
+	// propagation: a commit right after CreateTopics can briefly answer
+	// UNKNOWN_TOPIC_OR_PARTITION, so retry that one error, bounded.
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		err := adm.CommitAllOffsets(ctx, group, offs)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, kerr.UnknownTopicOrPartition) || time.Now().After(deadline) {
+			t.Fatalf("committing for %s: %v", group, err)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 	if code, body := esDo(t, http.MethodPut, "/"+pl.indexPrefix+"products_v1", `{"aliases":{"`+pl.alias+`":{}}}`); code != 200 {
 		t.Fatalf("creating index: %d %s", code, body)
