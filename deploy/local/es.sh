@@ -203,22 +203,9 @@ stop() {
 }
 
 status() {
-  local pid
-  if pid="$(es_pid)"; then
-    if es_answers; then
-      printf '%-14s running  pid %-8s 127.0.0.1:%-6s rss %-9s log %s\n' elasticsearch "$pid" "$ES_PORT" "$(rss_of "$pid")" "$ES_LOG"
-      return 0
-    fi
-    printf '%-14s NOT READY pid %-8s 127.0.0.1:%-6s (not answering)  log %s\n' elasticsearch "$pid" "$ES_PORT" "$ES_LOG"
-    return 1
-  fi
-  printf '%-14s stopped                             log %s\n' elasticsearch "$ES_LOG"
-  return 3
+  local pid=""
+  pid="$(es_pid)" || pid=""
+  status_line elasticsearch "$ES_PORT" "$ES_LOG" "$pid" es_answers "not answering"
 }
 
-case "${1:-}" in
-  start) start ;;
-  stop) stop "${2:-}" ;;
-  status) status ;;
-  *) echo "usage: $0 start|stop [--purge]|status" >&2; exit 2 ;;
-esac
+service_main "$@"

@@ -138,23 +138,12 @@ stop() {
   fi
 }
 
+kafka_status_ready() { command -v kcat >/dev/null 2>&1 && kafka_ready; }
+
 status() {
-  local pid
-  if pid="$(running_pid "$KAFKA_PIDFILE" "$KAFKA_CONF")"; then
-    if command -v kcat >/dev/null 2>&1 && kafka_ready; then
-      printf '%-14s running  pid %-8s 127.0.0.1:%-6s rss %-9s log %s\n' kafka "$pid" "$KAFKA_PORT" "$(rss_of "$pid")" "$KAFKA_LOG"
-      return 0
-    fi
-    printf '%-14s NOT READY pid %-8s 127.0.0.1:%-6s (no metadata)  log %s\n' kafka "$pid" "$KAFKA_PORT" "$KAFKA_LOG"
-    return 1
-  fi
-  printf '%-14s stopped                             log %s\n' kafka "$KAFKA_LOG"
-  return 3
+  local pid=""
+  pid="$(running_pid "$KAFKA_PIDFILE" "$KAFKA_CONF")" || pid=""
+  status_line kafka "$KAFKA_PORT" "$KAFKA_LOG" "$pid" kafka_status_ready "no metadata"
 }
 
-case "${1:-}" in
-  start) start ;;
-  stop) stop "${2:-}" ;;
-  status) status ;;
-  *) echo "usage: $0 start|stop [--purge]|status" >&2; exit 2 ;;
-esac
+service_main "$@"

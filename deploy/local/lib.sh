@@ -181,3 +181,31 @@ ensure_kafka_libs() {
   if ((${#pkgs[@]})); then apt_install "${pkgs[@]}"; fi
   maven_runtime_libs "$LOCAL_DIR/kafka" "$KAFKA_LIB"
 }
+
+# status_line NAME PORT LOG PID READY_CMD WHY: one status line of a stack
+# service, shared by pg.sh, kafka.sh and es.sh. PID empty → stopped (3);
+# READY_CMD succeeds → running (0); otherwise alive but not ready (1, WHY).
+status_line() {
+  local name=$1 port=$2 logf=$3 pid=$4 ready=$5 why=$6
+  if [[ -z "$pid" ]]; then
+    printf '%-14s stopped                             log %s\n' "$name" "$logf"
+    return 3
+  fi
+  if $ready; then
+    printf '%-14s running  pid %-8s 127.0.0.1:%-6s rss %-9s log %s\n' "$name" "$pid" "$port" "$(rss_of "$pid")" "$logf"
+    return 0
+  fi
+  printf '%-14s NOT READY pid %-8s 127.0.0.1:%-6s (%s)  log %s\n' "$name" "$pid" "$port" "$why" "$logf"
+  return 1
+}
+
+# service_main "$@": the start|stop [--purge]|status command line of a stack
+# service script; the script defines start, stop and status.
+service_main() {
+  case "${1:-}" in
+    start) start ;;
+    stop) stop "${2:-}" ;;
+    status) status ;;
+    *) echo "usage: $0 start|stop [--purge]|status" >&2; exit 2 ;;
+  esac
+}

@@ -134,22 +134,11 @@ stop() {
 }
 
 status() {
-  local pid
-  if PG_BIN="$(pg_bindir)" && [[ -d "$PG_DATA" ]] && pg_running && pid="$(pg_pid)"; then
-    if pg_ready; then
-      printf '%-14s running  pid %-8s 127.0.0.1:%-6s rss %-9s log %s\n' postgresql "$pid" "$PG_PORT" "$(rss_of "$pid")" "$PG_LOG"
-      return 0
-    fi
-    printf '%-14s NOT READY pid %-8s 127.0.0.1:%-6s (not answering)  log %s\n' postgresql "$pid" "$PG_PORT" "$PG_LOG"
-    return 1
+  local pid=""
+  if ! { PG_BIN="$(pg_bindir)" && [[ -d "$PG_DATA" ]] && pg_running && pid="$(pg_pid)"; }; then
+    pid=""
   fi
-  printf '%-14s stopped                             log %s\n' postgresql "$PG_LOG"
-  return 3
+  status_line postgresql "$PG_PORT" "$PG_LOG" "$pid" pg_ready "not answering"
 }
 
-case "${1:-}" in
-  start) start ;;
-  stop) stop "${2:-}" ;;
-  status) status ;;
-  *) echo "usage: $0 start|stop [--purge]|status" >&2; exit 2 ;;
-esac
+service_main "$@"
