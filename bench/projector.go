@@ -26,6 +26,7 @@ import (
 	mrand "math/rand/v2"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -56,6 +57,7 @@ func runProjectorBench(ctx context.Context, args []string) error {
 	partitions := fs.Int("partitions", 6, "partitions of the bench topic")
 	batch := fs.Int("batch", 50000, "BATCH_MAX_RECORDS of the projector (default: the projector's default) and docs per raw _bulk request")
 	workerList := fs.String("workers", "1,2", "worker counts to measure")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the projector runs (not the raw loaders) to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -172,6 +174,16 @@ func runProjectorBench(ctx context.Context, args []string) error {
 		rate    float64
 	}
 	var runs []run
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+	}
 	for _, ws := range config.SplitList(*workerList) {
 		var w int
 		if _, err := fmt.Sscan(ws, &w); err != nil || w < 1 {
@@ -184,6 +196,10 @@ func runProjectorBench(ctx context.Context, args []string) error {
 		r := run{w, secs, float64(*nEvents) / secs}
 		runs = append(runs, r)
 		fmt.Printf("projector, %d worker(s): %d events in %.2fs = %.0f events/s\n", w, *nEvents, secs, r.rate)
+	}
+
+	if *cpuProfile != "" {
+		pprof.StopCPUProfile()
 	}
 
 	// Raw loaders.

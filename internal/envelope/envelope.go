@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	fastjson "github.com/goccy/go-json"
 	"time"
 )
 
@@ -94,7 +95,7 @@ func (e *Envelope) Validate() error {
 // Decode parses and validates an envelope.
 func Decode(b []byte) (*Envelope, error) {
 	var e Envelope
-	if err := json.Unmarshal(b, &e); err != nil {
+	if err := fastjson.Unmarshal(b, &e); err != nil {
 		return nil, fmt.Errorf("%w: decoding json: %w", ErrInvalid, err)
 	}
 	if err := e.Validate(); err != nil {

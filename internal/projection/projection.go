@@ -5,9 +5,9 @@
 package projection
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
+	fastjson "github.com/goccy/go-json"
 	"time"
 
 	"cqrsflow/internal/envelope"
@@ -27,7 +27,7 @@ func Unprojectable(format string, args ...any) error {
 // DecodePayload strictly decodes an event payload into v (unknown fields are
 // tolerated for forward compatibility, wrong types are not).
 func DecodePayload(env *envelope.Envelope, v any) error {
-	if err := json.Unmarshal(env.Payload, v); err != nil {
+	if err := fastjson.Unmarshal(env.Payload, v); err != nil {
 		return Unprojectable("decoding %s payload: %v", env.EventType, err)
 	}
 	return nil
@@ -82,7 +82,7 @@ func (a Adapter[D]) Mapping() ([]byte, error) { return schemas.Elasticsearch.Rea
 // Decode parses a stored document.
 func (a Adapter[D]) Decode(source []byte) (any, error) {
 	var d D
-	if err := json.Unmarshal(source, &d); err != nil {
+	if err := fastjson.Unmarshal(source, &d); err != nil {
 		return nil, fmt.Errorf("decoding %s document: %w", a.ProjectionName, err)
 	}
 	return &d, nil

@@ -1,0 +1,75 @@
+package envelope
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+const good = `{"event_id":"0b5c1f3e-8a4e-4b51-9d3a-7f0e0e2f5a11","event_type":"ProductCreated","schema_version":1,
+"aggregate_type":"product","aggregate_id":"p-1","version":3,"occurred_at":"2026-11-24T04:00:00.123456Z",
+"recorded_at":"2026-11-24T04:00:00.2Z","global_position":42,"payload":{"name":"x","price":1.5},
+"metadata":{"correlation_id":"c","idempotency_key":"k"}}`
+
+func TestDecodeRoundTrip(t *testing.T) {
+	e, err := Decode([]byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := time.Date(2026, 11, 24, 4, 0, 0, 123456000, time.UTC)
+	if e.Version != 3 || e.GlobalPosition != 42 || e.AggregateID != "p-1" || !e.OccurredAt.Equal(want) ||
+		e.Metadata.IdempotencyKey != "k" || string(e.Payload) != `{"name":"x","price":1.5}` {
+		t.Fatalf("decoded %+v", e)
+	}
+	// What Decode reads, encoding/json writes back to the same envelope.
+	b, err := json.Marshal(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e2, err := Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e2.EventID != e.EventID || !e2.RecordedAt.Equal(e.RecordedAt) || string(e2.Payload) != string(e.Payload) {
+		t.Fatalf("round trip: %+v vs %+v", e2, e)
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	for _, tc := range []struct{ name, in, want string }{
+		{"not json", `{"event_id":`, "decoding json"},
+		{"wrong type", strings.Replace(good, `"version":3`, `"version":"3"`, 1), "decoding json"},
+		{"bad time", strings.Replace(good, `"2026-11-24T04:00:00.2Z"`, `"yesterday"`, 1), "decoding json"},
+		{"missing id", strings.Replace(good, `"aggregate_id":"p-1",`, ``, 1), "aggregate_id is empty"},
+		{"version 0", strings.Replace(good, `"version":3`, `"version":0`, 1), "version must be >= 1"},
+		{"payload array", strings.Replace(good, `{"name":"x","price":1.5}`, `[1]`, 1), "payload must be a JSON object"},
+		{"no payload", strings.Replace(good, `"payload":{"name":"x","price":1.5},`, ``, 1), "payload must be a JSON object"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Decode([]byte(tc.in))
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want ErrInvalid containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	f.Add([]byte(good))
+	f.Add([]byte(`{}`))
+	f.Add([]byte(`{"payload":{"a":[1,{"b":null}]},"version":1e3}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		e, err := Decode(b)
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("error not wrapping ErrInvalid: %v", err)
+			}
+			return
+		}
+		if e.Validate() != nil || !json.Valid(e.Payload) {
+			t.Fatalf("accepted an invalid envelope: %+v", e)
+		}
+	})
+}
