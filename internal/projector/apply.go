@@ -14,6 +14,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"cqrsflow/internal/backoff"
 	"cqrsflow/internal/envelope"
 	"cqrsflow/internal/esindex"
 	"cqrsflow/internal/projection"
@@ -85,12 +86,12 @@ func (s *partState) committable() (kgo.EpochOffset, bool) {
 // processor applies batches of records; it is the part of the runtime that
 // does not depend on the Kafka client, so it can be tested with fakes.
 type processor struct {
-	proj    Projection
-	store   Store
-	dlq     DLQ
-	m       *Metrics
-	log     *slog.Logger
-	backoff backoff
+	proj        Projection
+	store       Store
+	dlq         DLQ
+	m           *Metrics
+	log         *slog.Logger
+	retryPolicy backoff.Policy
 
 	mu    sync.Mutex
 	parts map[tp]*partState
@@ -107,8 +108,8 @@ type processor struct {
 	inflightOldest atomic.Int64 // recorded_at of the oldest record of the batch in progress, 0 if none
 }
 
-func newProcessor(proj Projection, store Store, dlq DLQ, m *Metrics, log *slog.Logger, b backoff) *processor {
-	return &processor{proj: proj, store: store, dlq: dlq, m: m, log: log, backoff: b, parts: map[tp]*partState{},
+func newProcessor(proj Projection, store Store, dlq DLQ, m *Metrics, log *slog.Logger, b backoff.Policy) *processor {
+	return &processor{proj: proj, store: store, dlq: dlq, m: m, log: log, retryPolicy: b, parts: map[tp]*partState{},
 		cache: map[string]docState{}, cacheMax: 200000}
 }
 
@@ -519,7 +520,7 @@ func (p *processor) retry(ctx context.Context, what string, fn func() error) err
 		if ctx.Err() != nil {
 			return fmt.Errorf("%s: %w", what, ctx.Err())
 		}
-		d := p.backoff.delay(attempt)
+		d := p.retryPolicy.Delay(attempt)
 		p.log.Warn("retrying", "what", what, "attempt", attempt+1, "backoff", d.String(), "err", err)
 		t := time.NewTimer(d)
 		select {

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"cqrsflow/internal/backoff"
 	"cqrsflow/internal/envelope"
 	"cqrsflow/internal/esindex"
 	"cqrsflow/internal/projection/products"
@@ -83,7 +84,7 @@ func newTestProcessor() (*processor, *memStore, *memDLQ, *Metrics) {
 	st := &memStore{docs: map[string]esindex.Hit{}}
 	dlq := &memDLQ{}
 	m := NewMetrics(prometheus.NewRegistry())
-	p := newProcessor(products.Projection, st, dlq, m, slog.New(slog.NewTextHandler(io.Discard, nil)), backoff{min: time.Millisecond, max: 5 * time.Millisecond})
+	p := newProcessor(products.Projection, st, dlq, m, slog.New(slog.NewTextHandler(io.Discard, nil)), backoff.Policy{Min: time.Millisecond, Max: 5 * time.Millisecond})
 	return p, st, dlq, m
 }
 
@@ -217,19 +218,6 @@ func (s *racingStore) Bulk(ctx context.Context, ops []esindex.Op) ([]esindex.Res
 	s.docs["z"] = esindex.Hit{Version: 5, Source: json.RawMessage(`{}`)}
 	s.mu.Unlock()
 	return s.memStore.Bulk(ctx, ops)
-}
-
-func TestBackoffCapped(t *testing.T) {
-	b := backoff{min: 100 * time.Millisecond, max: 2 * time.Second}
-	for a := 0; a < 50; a++ {
-		d := b.delay(a)
-		if d < 50*time.Millisecond || d > 2*time.Second {
-			t.Fatalf("attempt %d: delay %s outside [50ms, 2s]", a, d)
-		}
-	}
-	if b.delay(10) < time.Second {
-		t.Errorf("delay does not grow to the cap")
-	}
 }
 
 func TestParseOffsets(t *testing.T) {

@@ -47,6 +47,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"cqrsflow/internal/backoff"
 	"cqrsflow/internal/envelope"
 	"cqrsflow/internal/esindex"
 	"cqrsflow/internal/topics"
@@ -164,7 +165,7 @@ func newRunner(cfg Config, proj Projection, store Store, m *Metrics, log *slog.L
 	r.cl = cl
 	r.adm = kadm.NewClient(cl)
 	dlq := &kafkaDLQ{cl: cl, projection: proj.Name()}
-	r.proc = newProcessor(proj, store, dlq, m, log, backoff{min: cfg.BackoffMin, max: cfg.BackoffMax})
+	r.proc = newProcessor(proj, store, dlq, m, log, backoff.Policy{Min: cfg.BackoffMin, Max: cfg.BackoffMax})
 	return r, nil
 }
 

@@ -334,15 +334,15 @@ func TestPublishPartialFailureKeepsKeyOrder(t *testing.T) {
 }
 
 func TestBackoffCappedWithJitter(t *testing.T) {
-	b := backoff{max: 400 * time.Millisecond}
+	b := (&Relay{cfg: Config{MaxBackoff: 400 * time.Millisecond}}).backoff()
 	for i := range 20 {
-		d := b.next()
+		d := b.Next()
 		if d > 400*time.Millisecond || d < 25*time.Millisecond {
 			t.Fatalf("attempt %d: backoff %s outside [25ms, 400ms]", i, d)
 		}
 	}
-	b.reset()
-	if d := b.next(); d > 50*time.Millisecond {
+	b.Reset()
+	if d := b.Next(); d > 50*time.Millisecond {
 		t.Fatalf("after reset: %s", d)
 	}
 }

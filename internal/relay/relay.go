@@ -62,7 +62,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sort"
 	"strconv"
 	"sync"
@@ -72,6 +71,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"cqrsflow/internal/backoff"
 	"cqrsflow/internal/envelope"
 )
 
@@ -256,22 +256,10 @@ func (r *Relay) wakeFor(payload string) {
 // mine reports whether worker w serves shard s.
 func (r *Relay) mine(w int, s int16) bool { return int(s)%r.cfg.Workers == w }
 
-// backoff is capped exponential with full jitter in [d/2, d].
-type backoff struct {
-	n   int
-	max time.Duration
+// backoff is the retry policy of the relay's loops: from 50 ms up to MaxBackoff.
+func (r *Relay) backoff() backoff.Counter {
+	return backoff.Counter{Policy: backoff.Policy{Min: 50 * time.Millisecond, Max: r.cfg.MaxBackoff}}
 }
-
-func (b *backoff) next() time.Duration {
-	d := 50 * time.Millisecond << min(b.n, 10)
-	if d > b.max {
-		d = b.max
-	}
-	b.n++
-	return d/2 + rand.N(d/2+1)
-}
-
-func (b *backoff) reset() { b.n = 0 }
 
 func sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
@@ -285,7 +273,7 @@ func sleep(ctx context.Context, d time.Duration) bool {
 }
 
 func (r *Relay) publishLoop(ctx context.Context, w int) {
-	bo := backoff{max: r.cfg.MaxBackoff}
+	bo := r.backoff()
 	poll := time.NewTimer(r.cfg.PollInterval)
 	defer poll.Stop()
 	for ctx.Err() == nil {
@@ -295,12 +283,12 @@ func (r *Relay) publishLoop(ctx context.Context, w int) {
 			if ctx.Err() != nil {
 				return
 			}
-			d := bo.next()
+			d := bo.Next()
 			r.log.Warn("batch failed; retrying", "worker", w, "err", err, "backoff", d.String())
 			sleep(ctx, d)
 			continue
 		}
-		bo.reset()
+		bo.Reset()
 		if n >= r.cfg.BatchSize {
 			continue // backlog: next batch at once
 		}
@@ -455,7 +443,7 @@ func (r *Relay) batch(ctx context.Context, w int) (int, error) {
 // deleteWithRetry retries the conditional delete while Postgres is
 // unreachable: a row acked but not deleted would be published again.
 func (r *Relay) deleteWithRetry(ctx context.Context, ids []int64, held map[int16]int64) error {
-	bo := backoff{max: r.cfg.MaxBackoff}
+	bo := r.backoff()
 	for {
 		_, lost, err := r.store.deleteAcked(ctx, ids, held)
 		if err == nil {
@@ -467,7 +455,7 @@ func (r *Relay) deleteWithRetry(ctx context.Context, ids []int64, held map[int16
 		if ctx.Err() != nil {
 			return fmt.Errorf("%w (acked rows stay in the outbox and will be republished)", err)
 		}
-		d := bo.next()
+		d := bo.Next()
 		r.log.Warn("deleting acked rows failed; retrying", "err", err, "backoff", d.String())
 		if !sleep(ctx, d) {
 			return err
@@ -582,13 +570,13 @@ func (r *Relay) leaseTick(ctx context.Context) error {
 // dedicated connection, reconnecting with backoff. The poll timer covers
 // missed notifications.
 func (r *Relay) listenLoop(ctx context.Context) {
-	bo := backoff{max: r.cfg.MaxBackoff}
+	bo := r.backoff()
 	for ctx.Err() == nil {
 		err := r.listenOnce(ctx)
 		if ctx.Err() != nil {
 			return
 		}
-		d := bo.next()
+		d := bo.Next()
 		r.log.Warn("LISTEN connection failed; polling meanwhile", "err", err, "backoff", d.String())
 		sleep(ctx, d)
 	}
