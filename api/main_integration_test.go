@@ -5,7 +5,6 @@ package main
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -45,12 +44,7 @@ AND table_name IN ('events','outbox','aggregates','idempotency_keys')`, schema).
 		t.Fatalf("tables after migrate: %d %v", n, err)
 	}
 
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := testenv.FreeAddr(t)
 	const key = "main-test-key-0123456789"
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()

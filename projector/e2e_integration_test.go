@@ -150,7 +150,7 @@ func TestEndToEndThroughTheAPI(t *testing.T) {
 	})
 	bins := otherBinaries(t)
 	brokers := strings.Join(testenv.KafkaBrokers(), ",")
-	relayAddr, projAddr, apiAddr := freePort(t), freePort(t), freePort(t)
+	relayAddr, projAddr, apiAddr := testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t)
 	startBinary(t, "outbox-relay", filepath.Join(bins, "outbox-relay"), []string{
 		"POSTGRES_URL=" + pg.URL, "KAFKA_BROKERS=" + brokers, "TOPIC_PREFIX=" + name, "TOPIC_PARTITIONS=3",
 		"METRICS_ADDR=" + relayAddr, "RELAY_ID=e2e-" + name, "MIGRATE=false"}, relayAddr)

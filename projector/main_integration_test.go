@@ -14,7 +14,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -144,19 +143,9 @@ type proc struct {
 	done    chan error
 }
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 func (s *stack) start(t *testing.T, name string) *proc {
 	t.Helper()
-	addr := freePort(t)
+	addr := testenv.FreeAddr(t)
 	cmd := exec.Command(binary(t), "run")
 	cmd.Env = s.env("METRICS_ADDR=" + addr)
 	var logBuf bytes.Buffer

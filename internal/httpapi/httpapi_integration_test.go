@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -580,74 +579,14 @@ func TestPostgresDown(t *testing.T) {
 	}
 }
 
-// tcpProxy forwards 127.0.0.1:<port> to target until cut; cutting closes
-// every open connection and refuses new ones (PostgreSQL "down").
-type tcpProxy struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	down   bool
-	conns  []net.Conn
-}
-
-func newProxy(t *testing.T, target string) *tcpProxy {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &tcpProxy{ln: ln, target: target}
-	t.Cleanup(func() { ln.Close(); p.cut() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			p.mu.Lock()
-			if p.down {
-				p.mu.Unlock()
-				c.Close()
-				continue
-			}
-			u, err := net.Dial("tcp", target)
-			if err != nil {
-				p.mu.Unlock()
-				c.Close()
-				continue
-			}
-			p.conns = append(p.conns, c, u)
-			p.mu.Unlock()
-			go func() { _, _ = io.Copy(u, c); u.Close() }()
-			go func() { _, _ = io.Copy(c, u); c.Close() }()
-		}
-	}()
-	return p
-}
-
-func (p *tcpProxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.down = true
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-}
-
-func (p *tcpProxy) restore() {
-	p.mu.Lock()
-	p.down = false
-	p.mu.Unlock()
-}
-
 func TestPostgresOutageAnswers503AndRecovers(t *testing.T) {
 	pg := testenv.Postgres(t)
 	u, err := url.Parse(pg.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy := newProxy(t, u.Host)
-	u.Host = proxy.ln.Addr().String()
+	proxy := testenv.NewProxy(t, u.Host)
+	u.Host = proxy.Addr()
 	q := u.Query()
 	q.Set("connect_timeout", "1")
 	u.RawQuery = q.Encode()
@@ -661,7 +600,7 @@ func TestPostgresOutageAnswers503AndRecovers(t *testing.T) {
 	if r := e.do("POST", "/v1/products", body); r.code != 201 {
 		t.Fatalf("before outage: %d %s", r.code, r.body)
 	}
-	proxy.cut()
+	proxy.Cut()
 	start := time.Now()
 	for i := range 3 {
 		if r := e.do("POST", "/v1/products", body); r.code != 503 {
@@ -674,7 +613,7 @@ func TestPostgresOutageAnswers503AndRecovers(t *testing.T) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("503s took %v", d)
 	}
-	proxy.restore()
+	proxy.Restore()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		r := e.do("POST", "/v1/products", body)

@@ -42,7 +42,7 @@ func (p *relayProc) wait(t *testing.T, d time.Duration) error {
 
 func startBinary(t *testing.T, bin string, e *itEnv, id string, batch, workers int) *relayProc {
 	t.Helper()
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(),
 		"POSTGRES_URL="+e.pg.URL, "KAFKA_BROKERS="+strings.Join(e.brokers, ","), "TOPIC_PREFIX="+e.prefix,

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -413,16 +412,6 @@ func shardOf(ctx context.Context, t *testing.T, pool *pgxpool.Pool, aggID string
 	return s
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 func repoRoot(t *testing.T) string {
 	t.Helper()
 	out, err := exec.Command("go", "env", "GOMOD").Output()
@@ -439,7 +428,7 @@ func repoRoot(t *testing.T) string {
 func privateKafka(t *testing.T) (string, int) {
 	t.Helper()
 	root := repoRoot(t)
-	port, cport := freePort(t), freePort(t)
+	port, cport := testenv.FreePort(t), testenv.FreePort(t)
 	dir := t.TempDir()
 	env := append(os.Environ(), "KAFKA_PORT="+strconv.Itoa(port), "KAFKA_CONTROLLER_PORT="+strconv.Itoa(cport),
 		"CQRSFLOW_STATE_DIR="+dir, "KAFKA_HEAP_OPTS=-Xms256m -Xmx384m", "KAFKA_WAIT=150")

@@ -4,10 +4,7 @@ package relay
 
 import (
 	"context"
-	"io"
-	"net"
 	"net/url"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,74 +12,6 @@ import (
 
 	"cqrsflow/internal/testenv"
 )
-
-// tcpProxy forwards 127.0.0.1:<port> to target; cut() drops every
-// connection and refuses new ones until restore().
-type tcpProxy struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	down   bool
-	conns  map[net.Conn]bool
-}
-
-func newTCPProxy(t *testing.T, target string) *tcpProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &tcpProxy{ln: ln, target: target, conns: map[net.Conn]bool{}}
-	t.Cleanup(func() { ln.Close(); p.cut() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			p.mu.Lock()
-			down := p.down
-			p.mu.Unlock()
-			if down {
-				c.Close()
-				continue
-			}
-			go p.serve(c)
-		}
-	}()
-	return p
-}
-
-func (p *tcpProxy) serve(c net.Conn) {
-	u, err := net.Dial("tcp", p.target)
-	if err != nil {
-		c.Close()
-		return
-	}
-	p.mu.Lock()
-	p.conns[c], p.conns[u] = true, true
-	p.mu.Unlock()
-	go func() { _, _ = io.Copy(u, c); u.Close(); c.Close() }()
-	_, _ = io.Copy(c, u)
-	c.Close()
-	u.Close()
-}
-
-func (p *tcpProxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.down = true
-	for c := range p.conns {
-		c.Close()
-	}
-	p.conns = map[net.Conn]bool{}
-}
-
-func (p *tcpProxy) restore() {
-	p.mu.Lock()
-	p.down = false
-	p.mu.Unlock()
-}
 
 // PostgreSQL unreachable for the relay (its connections cut by a proxy)
 // for 6 s while writers keep appending directly: the relay retries, and
@@ -95,8 +24,8 @@ func TestPostgresOutageRetries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy := newTCPProxy(t, u.Host)
-	u.Host = proxy.ln.Addr().String()
+	proxy := testenv.NewProxy(t, u.Host)
+	u.Host = proxy.Addr()
 	pcfg, err := pgxpool.ParseConfig(u.String())
 	if err != nil {
 		t.Fatal(err)
@@ -114,12 +43,12 @@ func TestPostgresOutageRetries(t *testing.T) {
 	written := make(chan map[string]int64, 1)
 	go func() { written <- writeConcurrently(ctx, t, e.pg.Pool, aggs, 1500, 2, 5*time.Millisecond) }()
 	time.Sleep(2 * time.Second)
-	proxy.cut()
+	proxy.Cut()
 	time.Sleep(2 * time.Second)
 	before := outboxCount(ctx, t, e.pg.Pool)
 	time.Sleep(4 * time.Second)
 	during := outboxCount(ctx, t, e.pg.Pool)
-	proxy.restore()
+	proxy.Restore()
 	if during <= before {
 		t.Fatalf("backlog did not grow while PostgreSQL was unreachable for the relay (%d → %d)", before, during)
 	}
