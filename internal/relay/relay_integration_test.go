@@ -4,11 +4,13 @@ package relay
 
 import (
 	"context"
+	"fmt"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"golang.org/x/sync/errgroup"
 
 	"cqrsflow/internal/testenv"
 )
@@ -306,4 +308,58 @@ func TestKafkaOutageUnderLoad(t *testing.T) {
 	recs := consumeAll(t, e.brokers, e.topics, total(want), 2*time.Minute)
 	dups := checkStream(t, recs, want)
 	t.Logf("consumed %d records, %d duplicates", len(recs), dups)
+}
+
+// Renewals (which lock every owned lease row) race deletes (which lock
+// the lease rows of their batch FOR SHARE, handed over in random map
+// order) and releases: all lock in shard order, so none deadlocks. Before
+// the ordered locking this failed within a few hundred rounds with
+// SQLSTATE 40P01.
+func TestLeaseLockingNeverDeadlocks(t *testing.T) {
+	pg := testenv.Postgres(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	st := &store{pool: pg.Pool, id: "r", ttl: time.Minute}
+	leases, err := st.acquire(ctx, NumShards)
+	if err != nil || len(leases) != NumShards {
+		t.Fatalf("acquire: %v, %d shards", err, len(leases))
+	}
+	const rounds = 300
+	var g errgroup.Group
+	g.Go(func() error {
+		for i := 0; i < rounds; i++ {
+			if _, err := st.renew(ctx); err != nil {
+				return fmt.Errorf("renew round %d: %w", i, err)
+			}
+		}
+		return nil
+	})
+	for w := 0; w < 3; w++ {
+		g.Go(func() error {
+			for i := 0; i < rounds; i++ {
+				// A subset of shards in map (random) order, like one batch.
+				sub := map[int16]int64{}
+				for s, e := range leases {
+					if len(sub) == 24 {
+						break
+					}
+					sub[s] = e
+				}
+				if _, lost, err := st.deleteAcked(ctx, []int64{int64(i)}, sub); err != nil || len(lost) != 0 {
+					return fmt.Errorf("delete round %d: lost %v, %w", i, lost, err)
+				}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	// release locks in the same order and still hands everything back.
+	if err := st.release(ctx, leases); err != nil {
+		t.Fatal(err)
+	}
+	if left, err := st.renew(ctx); err != nil || len(left) != 0 {
+		t.Fatalf("after release: %d leases still owned, %v", len(left), err)
+	}
 }

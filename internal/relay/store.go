@@ -77,10 +77,20 @@ func scanLeases(rows pgx.Rows) (map[int16]int64, error) {
 	return out, err
 }
 
+// lockOwnedInOrder selects, and row-locks in shard order, the unexpired
+// leases owned by $1. Every statement that locks several lease rows
+// (renew, adopt, release, deleteAcked's FOR SHARE) locks them in shard
+// order, so a renewal and a concurrent delete can wait for each other but
+// never deadlock (an UPDATE's own scan order is the heap order, which
+// changes with every update). acquire skips locked rows instead of waiting.
+const lockOwnedInOrder = `SELECT shard FROM relay_leases
+		WHERE owner = $1 AND expires_at > clock_timestamp() ORDER BY shard FOR UPDATE`
+
 // renew extends every unexpired lease this relay holds and returns them.
 func (s *store) renew(ctx context.Context) (map[int16]int64, error) {
-	rows, err := s.pool.Query(ctx, `UPDATE relay_leases SET expires_at = clock_timestamp() + $2::interval
-		WHERE owner = $1 AND expires_at > clock_timestamp() RETURNING shard, epoch`, s.id, s.ttl)
+	rows, err := s.pool.Query(ctx, `UPDATE relay_leases l SET expires_at = clock_timestamp() + $2::interval
+		FROM (`+lockOwnedInOrder+`) o
+		WHERE l.shard = o.shard RETURNING l.shard, l.epoch`, s.id, s.ttl)
 	if err != nil {
 		return nil, fmt.Errorf("renewing leases: %w", err)
 	}
@@ -95,8 +105,9 @@ func (s *store) renew(ctx context.Context) (map[int16]int64, error) {
 // process with the same relay id still holds (a restart with a stable
 // RELAY_ID resumes at once instead of waiting for the TTL).
 func (s *store) adopt(ctx context.Context) (map[int16]int64, error) {
-	rows, err := s.pool.Query(ctx, `UPDATE relay_leases SET epoch = epoch + 1, expires_at = clock_timestamp() + $2::interval
-		WHERE owner = $1 AND expires_at > clock_timestamp() RETURNING shard, epoch`, s.id, s.ttl)
+	rows, err := s.pool.Query(ctx, `UPDATE relay_leases l SET epoch = l.epoch + 1, expires_at = clock_timestamp() + $2::interval
+		FROM (`+lockOwnedInOrder+`) o
+		WHERE l.shard = o.shard RETURNING l.shard, l.epoch`, s.id, s.ttl)
 	if err != nil {
 		return nil, fmt.Errorf("adopting leases: %w", err)
 	}
@@ -134,8 +145,10 @@ func (s *store) release(ctx context.Context, leases map[int16]int64) error {
 	}
 	shards, epochs := split(leases)
 	_, err := s.pool.Exec(ctx, `UPDATE relay_leases l SET owner = '', expires_at = '-infinity'
-		FROM unnest($2::smallint[], $3::bigint[]) AS h(shard, epoch)
-		WHERE l.shard = h.shard AND l.epoch = h.epoch AND l.owner = $1`, s.id, shards, epochs)
+		FROM (SELECT l.shard FROM relay_leases l
+		      JOIN unnest($2::smallint[], $3::bigint[]) AS h(shard, epoch) ON h.shard = l.shard AND h.epoch = l.epoch
+		      WHERE l.owner = $1 ORDER BY l.shard FOR UPDATE OF l) r
+		WHERE l.shard = r.shard`, s.id, shards, epochs)
 	if err != nil {
 		return fmt.Errorf("releasing leases: %w", err)
 	}
@@ -206,7 +219,7 @@ func (s *store) deleteAcked(ctx context.Context, ids []int64, leases map[int16]i
 		held AS (
 			SELECT l.shard FROM relay_leases l
 			JOIN unnest($2::smallint[], $3::bigint[]) AS h(shard, epoch) ON h.shard = l.shard AND h.epoch = l.epoch
-			WHERE l.owner = $1 AND l.expires_at > clock_timestamp() FOR SHARE OF l),
+			WHERE l.owner = $1 AND l.expires_at > clock_timestamp() ORDER BY l.shard FOR SHARE OF l),
 		del AS (DELETE FROM outbox WHERE id = ANY($4::bigint[]) AND shard IN (SELECT shard FROM held) RETURNING 1)
 		SELECT (SELECT count(*) FROM del), ARRAY(SELECT shard FROM held)::smallint[], (SELECT v FROM async)`,
 		s.id, shards, epochs, ids).Scan(&n, &heldShards, nil)
