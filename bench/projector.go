@@ -55,7 +55,7 @@ func runProjectorBench(ctx context.Context, args []string) error {
 	nEvents := fs.Int("events", pickInt(quick, 20000, 200000), "events to prefill")
 	nProducts := fs.Int("products", pickInt(quick, 2000, 20000), "products the events are spread over")
 	partitions := fs.Int("partitions", 6, "partitions of the bench topic")
-	batch := fs.Int("batch", 50000, "BATCH_MAX_RECORDS of the projector (default: the projector's default) and docs per raw _bulk request")
+	batch := fs.Int("batch", 100000, "BATCH_MAX_RECORDS of the projector (default: the projector's default) and docs per raw _bulk request")
 	workerList := fs.String("workers", "1,2", "worker counts to measure")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the projector runs (not the raw loaders) to this file")
 	if err := fs.Parse(args); err != nil {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/elastic/go-elasticsearch/v8"
 	"github.com/elastic/go-elasticsearch/v8/esapi"
+	"golang.org/x/sync/errgroup"
 )
 
 // ErrUnavailable marks a failure worth retrying: Elasticsearch unreachable,
@@ -276,23 +277,64 @@ type Result struct {
 // forever, so larger op lists are split into several requests.
 const MaxBulkBytes = 8 << 20
 
+// BulkConcurrency is how many _bulk requests of one Bulk call are in
+// flight at once. One request is indexed by one write thread per shard;
+// two keep Elasticsearch's write pool busy on a small machine without
+// piling up its queue. minChunkBytes keeps small writes in one request.
+const (
+	BulkConcurrency = 2
+	minChunkBytes   = 1 << 20
+)
+
 // Bulk indexes ops with version_type=external and returns one result per
 // op, in order. A whole-request failure wraps ErrUnavailable when retryable.
-// Ops are sent in requests of at most MaxBulkBytes.
+// Ops are sent in requests of at most MaxBulkBytes, BulkConcurrency at a
+// time when there is enough to split; if an id repeats, the requests go
+// one after the other so the repeats are applied in order.
 func Bulk(ctx context.Context, es *elasticsearch.Client, ops []Op, refresh string) ([]Result, error) {
-	out := make([]Result, 0, len(ops))
+	total := 0
+	seen := make(map[string]bool, len(ops))
+	unique := true
+	for _, op := range ops {
+		total += len(op.Doc) + 200
+		if unique && seen[op.Index+"\x00"+op.ID] {
+			unique = false
+		}
+		seen[op.Index+"\x00"+op.ID] = true
+	}
+	limit := MaxBulkBytes
+	if unique {
+		limit = min(MaxBulkBytes, max(minChunkBytes, (total+BulkConcurrency-1)/BulkConcurrency))
+	}
+	type chunk struct{ start, end int }
+	var chunks []chunk
 	for start := 0; start < len(ops); {
 		end, size := start, 0
-		for end < len(ops) && (end == start || size+len(ops[end].Doc)+200 <= MaxBulkBytes) {
+		for end < len(ops) && (end == start || size+len(ops[end].Doc)+200 <= limit) {
 			size += len(ops[end].Doc) + 200
 			end++
 		}
-		res, err := bulk(ctx, es, ops[start:end], refresh)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, res...)
+		chunks = append(chunks, chunk{start, end})
 		start = end
+	}
+	out := make([]Result, len(ops))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(BulkConcurrency)
+	if !unique {
+		g.SetLimit(1)
+	}
+	for _, c := range chunks {
+		g.Go(func() error {
+			res, err := bulk(gctx, es, ops[c.start:c.end], refresh)
+			if err != nil {
+				return err
+			}
+			copy(out[c.start:c.end], res)
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -319,7 +361,9 @@ func bulk(ctx context.Context, es *elasticsearch.Client, ops []Op, refresh strin
 		buf.Write(op.Doc)
 		buf.WriteByte('\n')
 	}
-	opts := []func(*esapi.BulkRequest){es.Bulk.WithContext(ctx)}
+	// Only what is read back: items' status and error, not their
+	// _index/_id/_version/_shards/_seq_no (most of the response).
+	opts := []func(*esapi.BulkRequest){es.Bulk.WithContext(ctx), es.Bulk.WithFilterPath("errors", "items.*.status", "items.*.error")}
 	if refresh != "" {
 		opts = append(opts, es.Bulk.WithRefresh(refresh))
 	}

@@ -119,3 +119,76 @@ func TestBulkSplitsLargeRequests(t *testing.T) {
 		t.Errorf("count %d (%v), want 40", n, err)
 	}
 }
+
+// Several requests in flight at once still give one result per op, in op
+// order (a conflict and an item error land on their own ops); an op list
+// that repeats an id is sent one request after the other, so its versions
+// apply in order.
+func TestBulkConcurrentChunksKeepOrder(t *testing.T) {
+	es := testenv.Elasticsearch(t)
+	index := testenv.IndexPrefix(t) + "-conc"
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	mapping, _ := schemas.Elasticsearch.ReadFile("elasticsearch/products.json")
+	if err := esindex.EnsureIndex(ctx, es, index, mapping); err != nil {
+		t.Fatal(err)
+	}
+	doc := func(id string) []byte {
+		return []byte(`{"id":"` + id + `","description":"` + strings.Repeat("x", 1000) + `"}`)
+	}
+	// d-4000 already holds v5: writing v1 is a conflict.
+	if res, err := esindex.Bulk(ctx, es, []esindex.Op{{Index: index, ID: "d-4000", Version: 5, Doc: doc("d-4000")}}, ""); err != nil || res[0].Err != "" {
+		t.Fatalf("seeding: %+v %v", res, err)
+	}
+	const n = 6000 // ~7 MB: several requests
+	var ops []esindex.Op
+	for i := range n {
+		id := fmt.Sprintf("d-%d", i)
+		d := doc(id)
+		if i == n-2 {
+			d = []byte(`{"colour":"red"}`) // strict mapping: item error
+		}
+		ops = append(ops, esindex.Op{Index: index, ID: id, Version: 1, Doc: d})
+	}
+	res, err := esindex.Bulk(ctx, es, ops, "true")
+	if err != nil || len(res) != n {
+		t.Fatalf("bulk: %d results, %v", len(res), err)
+	}
+	for i, r := range res {
+		switch i {
+		case 4000:
+			if !r.Conflict {
+				t.Errorf("op %d: %+v, want the conflict", i, r)
+			}
+		case n - 2:
+			if r.Err == "" || r.Status != 400 {
+				t.Errorf("op %d: %+v, want the 400 item error", i, r)
+			}
+		default:
+			if r.Err != "" || r.Conflict || r.Status != 201 {
+				t.Fatalf("op %d: %+v, want created", i, r)
+			}
+		}
+	}
+	// Repeated ids, versions rising: each must apply after the previous.
+	var rep []esindex.Op
+	for v := int64(1); v <= 3; v++ {
+		for i := range 1500 {
+			id := fmt.Sprintf("r-%d", i)
+			rep = append(rep, esindex.Op{Index: index, ID: id, Version: v, Doc: doc(id)})
+		}
+	}
+	res, err = esindex.Bulk(ctx, es, rep, "true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range res {
+		if r.Err != "" || r.Conflict {
+			t.Fatalf("repeated-id op %d (%s v%d): %+v; the versions were applied out of order", i, rep[i].ID, rep[i].Version, r)
+		}
+	}
+	hits, err := esindex.MGet(ctx, es, index, []string{"r-0", "r-1499"})
+	if err != nil || hits["r-0"].Version != 3 || hits["r-1499"].Version != 3 {
+		t.Fatalf("mget: %+v %v", hits, err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sort"
 	"strconv"
 	"sync"
@@ -162,11 +163,9 @@ func (p *processor) handle(ctx context.Context, recs []*kgo.Record) error {
 	var ids []string
 	var poison []poisonRec
 	oldest := int64(0)
-	for _, rec := range recs {
-		env, err := envelope.Decode(rec.Value)
-		if err == nil && env.AggregateType != p.proj.AggregateType() {
-			err = fmt.Errorf("aggregate_type %q on the topic of %q", env.AggregateType, p.proj.AggregateType())
-		}
+	envs, errs := p.decodeAll(recs)
+	for i, rec := range recs {
+		env, err := envs[i], errs[i]
 		if err != nil {
 			poison = append(poison, poisonRec{rec: rec, reason: err.Error()})
 			continue
@@ -219,6 +218,45 @@ func (p *processor) handle(ctx context.Context, recs []*kgo.Record) error {
 	return nil
 }
 
+// decodeAll decodes the envelopes of recs, in parallel for large batches
+// (decoding is most of the projector's CPU). errs[i] says why recs[i] is
+// poison: undecodable, or an envelope of another aggregate type.
+func (p *processor) decodeAll(recs []*kgo.Record) ([]*envelope.Envelope, []error) {
+	envs := make([]*envelope.Envelope, len(recs))
+	errs := make([]error, len(recs))
+	_ = parallel(len(recs), func(lo, hi int) error {
+		for i := lo; i < hi; i++ {
+			env, err := envelope.Decode(recs[i].Value)
+			if err == nil && env.AggregateType != p.proj.AggregateType() {
+				err = fmt.Errorf("aggregate_type %q on the topic of %q", env.AggregateType, p.proj.AggregateType())
+			}
+			envs[i], errs[i] = env, err
+		}
+		return nil
+	})
+	return envs, errs
+}
+
+// parallelMin is the smallest amount of work parallel splits: below it
+// the goroutines cost more than they save.
+const parallelMin = 256
+
+// parallel runs fn over [0,n) split into one contiguous range per CPU
+// (GOMAXPROCS), or inline when n is small, and returns the first error.
+func parallel(n int, fn func(lo, hi int) error) error {
+	parts := min(runtime.GOMAXPROCS(0), n/parallelMin)
+	if parts <= 1 {
+		return fn(0, n)
+	}
+	errs := make([]error, parts)
+	var wg sync.WaitGroup
+	for k := range parts {
+		wg.Go(func() { errs[k] = fn(k*n/parts, (k+1)*n/parts) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
 // apply folds the batch onto the current documents, writes the changed
 // ones and sends unprojectable events to the DLQ. It is safe to repeat.
 func (p *processor) apply(ctx context.Context, ids []string, idTP map[string]tp, byID map[string][]pending) ([]*keyPlan, error) {
@@ -261,15 +299,23 @@ func (p *processor) apply(ctx context.Context, ids []string, idTP map[string]tp,
 		}
 		states[id] = st
 	}
-	plans := make([]*keyPlan, 0, len(ids))
+	plans := make([]*keyPlan, len(ids))
+	if err := parallel(len(ids), func(lo, hi int) error {
+		for i := lo; i < hi; i++ {
+			id := ids[i]
+			kp, err := p.fold(id, idTP[id], states[id], events[id])
+			if err != nil {
+				return err
+			}
+			plans[i] = kp
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
 	var ops []esindex.Op
 	var opPlan []*keyPlan
-	for _, id := range ids {
-		kp, err := p.fold(id, idTP[id], states[id], events[id])
-		if err != nil {
-			return nil, err
-		}
-		plans = append(plans, kp)
+	for _, kp := range plans {
 		if kp.op != nil {
 			ops = append(ops, *kp.op)
 			opPlan = append(opPlan, kp)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -252,5 +253,80 @@ func TestProcessorGapClosedElsewhere(t *testing.T) {
 	}
 	if st.docs["g"].Version != 3 || testutil.ToFloat64(m.Parked.WithLabelValues("products")) != 0 {
 		t.Errorf("g at v%d, parked %v; want v3 and nothing parked", st.docs["g"].Version, testutil.ToFloat64(m.Parked.WithLabelValues("products")))
+	}
+}
+
+// A batch large enough to be decoded and folded in parallel (on more than
+// one CPU): every key ends at its last version, poison records anywhere in
+// the batch reach the DLQ, and an unprojectable event is reported for
+// its own key only.
+func TestProcessorLargeBatchParallel(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4))
+	p, st, dlq, m := newTestProcessor()
+	const keys, versions = 600, 5
+	var batch []*kgo.Record
+	for v := int64(1); v <= versions; v++ {
+		for k := range keys {
+			typ := products.Updated
+			if v == 1 {
+				typ = products.Created
+			}
+			batch = append(batch, rec(fmt.Sprintf("k%d", k), typ, v, pl))
+			if k%250 == 0 && v == 3 {
+				offset++
+				batch = append(batch, &kgo.Record{Topic: "t", Offset: offset, Value: []byte(`{"broken`)})
+			}
+		}
+	}
+	batch = append(batch, rec("k7", "ProductMelted", versions+1, `{}`))
+	if len(batch) < 4*parallelMin {
+		t.Fatalf("batch of %d records does not reach the parallel path", len(batch))
+	}
+	if err := p.handle(context.Background(), batch); err != nil {
+		t.Fatal(err)
+	}
+	if len(st.docs) != keys {
+		t.Fatalf("%d documents, want %d", len(st.docs), keys)
+	}
+	for id, h := range st.docs {
+		if h.Version != versions {
+			t.Fatalf("%s at v%d, want v%d", id, h.Version, versions)
+		}
+	}
+	if got, want := count(m, OutcomeApplied), float64(keys*versions); got != want {
+		t.Errorf("applied = %v, want %v", got, want)
+	}
+	if got := len(dlq.reasons); got != 4 { // 3 undecodable + 1 unknown event type
+		t.Errorf("%d DLQ records, want 4: %v", got, dlq.reasons)
+	}
+}
+
+func TestParallelSplitsAndJoinsErrors(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(3))
+	for _, n := range []int{0, 1, parallelMin - 1, 3 * parallelMin, 10*parallelMin + 7} {
+		seen := make([]int32, n)
+		if err := parallel(n, func(lo, hi int) error {
+			for i := lo; i < hi; i++ {
+				seen[i]++
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		for i, c := range seen {
+			if c != 1 {
+				t.Fatalf("n=%d: index %d visited %d times", n, i, c)
+			}
+		}
+	}
+	boom := errors.New("boom")
+	err := parallel(10*parallelMin, func(lo, hi int) error {
+		if lo > 0 {
+			return fmt.Errorf("range %d: %w", lo, boom)
+		}
+		return nil
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("err = %v, want one wrapping boom", err)
 	}
 }
