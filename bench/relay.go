@@ -197,31 +197,25 @@ func runRelayBench(ctx context.Context, args []string) error {
 	for _, r := range recs {
 		r.Topic = strings.Replace(r.Topic, relayPrefix, rawPrefix, 1)
 	}
-	raw, err := kgo.NewClient(relay.ProducerOpts(brokerList, 30*time.Second)...)
-	if err != nil {
-		return err
-	}
-	var wg sync.WaitGroup
-	var rawErr atomic.Value
-	t0 = time.Now()
-	for _, r := range recs {
-		wg.Add(1)
-		raw.Produce(ctx, r, func(_ *kgo.Record, err error) {
-			if err != nil {
-				rawErr.Store(err)
-			}
-			wg.Done()
-		})
-	}
-	wg.Wait()
-	rawElapsed := time.Since(t0)
-	raw.Close()
-	if e, ok := rawErr.Load().(error); ok {
-		return fmt.Errorf("raw producer: %w", e)
+	// The raw rate swings by 2x from run to run on a busy 2-core machine
+	// (broker GC, log rolls): three runs, each with a new client like the
+	// relay's, and the fastest is the baseline (the conservative choice
+	// for the ratio, as for the projector's raw loader).
+	var rawElapsed time.Duration
+	var rawRuns []string
+	for range 3 {
+		d, err := rawProduce(ctx, brokerList, recs)
+		if err != nil {
+			return err
+		}
+		rawRuns = append(rawRuns, d.Round(time.Millisecond).String())
+		if rawElapsed == 0 || d < rawElapsed {
+			rawElapsed = d
+		}
 	}
 	rawRate := float64(len(recs)) / rawElapsed.Seconds()
 	ratio := relayRate / rawRate
-	fmt.Printf("  raw franz-go producer, same %d records and settings: %s, %.0f events/s\n", len(recs), rawElapsed.Round(time.Millisecond), rawRate)
+	fmt.Printf("  raw franz-go producer, same %d records and settings, 3 runs %v: fastest %s, %.0f events/s\n", len(recs), rawRuns, rawElapsed.Round(time.Millisecond), rawRate)
 	fmt.Printf("  ratio relay/raw = %.2f (target >= 0.5)\n", ratio)
 
 	// 4. Publish lag at a steady write rate.
@@ -281,7 +275,7 @@ func runRelayBench(ctx context.Context, args []string) error {
 		Part: "relay", Quick: quick, StartedAt: started, Seconds: time.Since(started).Seconds(),
 		Rows: []Row{
 			Row{Name: fmt.Sprintf("relay drain throughput (%d rows, batch %d, %d workers)", *rows, *batch, *workers), Value: relayRate, Unit: "events/s"}.
-				WithBaseline("raw franz-go producer, same records and settings", rawRate).
+				WithBaseline("raw franz-go producer, same records and settings (fastest of 3)", rawRate).
 				WithTarget("ratio ≥ 0.5", ratio >= 0.5),
 			{Name: fmt.Sprintf("relay publish lag p50 @ %.0f writes/s", ws.Throughput), Value: ms(p50), Unit: "ms"},
 			Row{Name: fmt.Sprintf("relay publish lag p99 @ %.0f writes/s", ws.Throughput), Value: ms(p99), Unit: "ms"}.
@@ -298,6 +292,34 @@ func runRelayBench(ctx context.Context, args []string) error {
 		fmt.Printf("  result: %s\n", path)
 	}
 	return nil
+}
+
+// rawProduce publishes recs with a new client and the relay's producer
+// settings and returns the time until the last acknowledgement.
+func rawProduce(ctx context.Context, brokers []string, recs []*kgo.Record) (time.Duration, error) {
+	raw, err := kgo.NewClient(relay.ProducerOpts(brokers, 30*time.Second)...)
+	if err != nil {
+		return 0, err
+	}
+	defer raw.Close()
+	var wg sync.WaitGroup
+	var rawErr atomic.Value
+	t0 := time.Now()
+	for _, r := range recs {
+		wg.Add(1)
+		raw.Produce(ctx, r, func(_ *kgo.Record, err error) {
+			if err != nil {
+				rawErr.Store(err)
+			}
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	d := time.Since(t0)
+	if e, ok := rawErr.Load().(error); ok {
+		return 0, fmt.Errorf("raw producer: %w", e)
+	}
+	return d, nil
 }
 
 // startBenchRelay runs an in-process relay; the returned func stops it and

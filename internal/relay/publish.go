@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	fastjson "github.com/goccy/go-json"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"cqrsflow/internal/envelope"
@@ -64,7 +65,8 @@ func record(prefix string, r *row) (*kgo.Record, error) {
 // fields and formats as json.Marshal (RFC 3339 UTC times), without
 // reflection and without re-compacting the payload, which PostgreSQL's
 // jsonb output already made valid JSON. Metadata is decoded into
-// envelope.Metadata and re-encoded, so only its known keys travel.
+// envelope.Metadata (goccy/go-json) and re-encoded by appendMetadata, so
+// only its known keys travel.
 func appendEnvelope(b []byte, r *row) ([]byte, error) {
 	payload := bytes.TrimSpace(r.Payload)
 	if len(payload) == 0 || payload[0] != '{' {
@@ -72,7 +74,7 @@ func appendEnvelope(b []byte, r *row) ([]byte, error) {
 	}
 	var meta envelope.Metadata
 	if len(r.Metadata) > 0 {
-		if err := json.Unmarshal(r.Metadata, &meta); err != nil {
+		if err := fastjson.Unmarshal(r.Metadata, &meta); err != nil {
 			return nil, fmt.Errorf("event %s: decoding metadata: %w", r.EventID, err)
 		}
 	}
@@ -97,12 +99,33 @@ func appendEnvelope(b []byte, r *row) ([]byte, error) {
 	b = append(b, `,"payload":`...)
 	b = append(b, payload...)
 	b = append(b, `,"metadata":`...)
-	mb, err := json.Marshal(&meta)
-	if err != nil {
-		return nil, fmt.Errorf("event %s: encoding metadata: %w", r.EventID, err)
-	}
-	b = append(b, mb...)
+	b = appendMetadata(b, &meta)
 	return append(b, '}'), nil
+}
+
+// appendMetadata writes m as json.Marshal would: fields in declaration
+// order, empty ones omitted (every field is omitempty).
+func appendMetadata(b []byte, m *envelope.Metadata) []byte {
+	b = append(b, '{')
+	first := true
+	for _, f := range [...]struct{ key, val string }{
+		{`"correlation_id":`, m.CorrelationID},
+		{`"causation_id":`, m.CausationID},
+		{`"idempotency_key":`, m.IdempotencyKey},
+		{`"request_id":`, m.RequestID},
+		{`"principal":`, m.Principal},
+	} {
+		if f.val == "" {
+			continue
+		}
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		b = append(b, f.key...)
+		b = appendString(b, f.val)
+	}
+	return append(b, '}')
 }
 
 // appendString appends s as a JSON string; plain printable ASCII is copied,

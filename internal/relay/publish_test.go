@@ -400,14 +400,25 @@ func TestAppendEnvelopeMatchesEncodingJSON(t *testing.T) {
 }
 
 func FuzzAppendEnvelope(f *testing.F) {
-	f.Add("agg-1", "OrderCreated", "order", int64(3), int64(1700000000123))
-	f.Add(`"\`, "\x00\u2028", "ü", int64(1), int64(-5))
-	f.Fuzz(func(t *testing.T, id, typ, aggType string, version, nanos int64) {
-		if !utf8.ValidString(id) || !utf8.ValidString(typ) || !utf8.ValidString(aggType) {
-			t.Skip() // PostgreSQL text is valid UTF-8
+	f.Add("agg-1", "OrderCreated", "order", int64(3), int64(1700000000123), "corr", "", "req-1")
+	f.Add(`"\`, "\x00\u2028", "ü", int64(1), int64(-5), "<&>", "\u2029", "")
+	f.Fuzz(func(t *testing.T, id, typ, aggType string, version, nanos int64, corr, cause, req string) {
+		for _, s := range []string{id, typ, aggType, corr, cause, req} {
+			if !utf8.ValidString(s) {
+				t.Skip() // PostgreSQL text is valid UTF-8
+			}
 		}
 		r := mkRow(1, id, version)
 		r.EventType, r.AggregateType = typ, aggType
+		// Metadata as PostgreSQL stores it (jsonb output, plus a key
+		// that is not part of envelope.Metadata and must not travel).
+		md := map[string]string{"unknown_key": "x"}
+		for k, v := range map[string]string{"correlation_id": corr, "causation_id": cause, "request_id": req} {
+			if v != "" {
+				md[k] = v
+			}
+		}
+		r.Metadata, _ = json.Marshal(md)
 		r.OccurredAt = time.Unix(0, nanos)
 		got, err := appendEnvelope(nil, &r)
 		if err != nil {
