@@ -53,6 +53,7 @@ type cfg struct {
 	FlushInterval    time.Duration
 	LagInterval      time.Duration
 	SessionTimeout   time.Duration
+	MaxParked        int
 	LogLevel         string
 }
 
@@ -68,6 +69,7 @@ func register(fs *flag.FlagSet, c *cfg, errs *[]error) {
 	config.Duration(fs, &c.FlushInterval, "FLUSH_INTERVAL", 20*time.Millisecond, "how long a non-full batch waits for more records", errs)
 	config.Duration(fs, &c.LagInterval, "LAG_INTERVAL", 5*time.Second, "how often consumer and sync lag are computed", errs)
 	config.Duration(fs, &c.SessionTimeout, "SESSION_TIMEOUT", 10*time.Second, "consumer group session timeout (failover time after a crash)", errs)
+	config.Int(fs, &c.MaxParked, "MAX_PARKED_EVENTS", 100000, "events held behind version gaps before fetching pauses", errs)
 	config.String(fs, &c.LogLevel, "LOG_LEVEL", "info", "debug|info|warn|error")
 }
 
@@ -98,6 +100,9 @@ func (c *cfg) validate() ([]projector.Projection, error) {
 	if c.FlushInterval < 0 {
 		errs = append(errs, errors.New("FLUSH_INTERVAL: negative"))
 	}
+	if c.MaxParked < 1 {
+		errs = append(errs, fmt.Errorf("MAX_PARKED_EVENTS: %d, want >= 1", c.MaxParked))
+	}
 	if c.SessionTimeout < 6*time.Second || c.SessionTimeout > 5*time.Minute {
 		errs = append(errs, fmt.Errorf("SESSION_TIMEOUT: %s not in 6s..5m (broker group.min/max.session.timeout.ms)", c.SessionTimeout))
 	}
@@ -116,6 +121,7 @@ func (c *cfg) runnerConfig(p projector.Projection) projector.Config {
 		FlushInterval:   c.FlushInterval,
 		LagInterval:     c.LagInterval,
 		SessionTimeout:  c.SessionTimeout,
+		MaxParked:       c.MaxParked,
 	}
 }
 

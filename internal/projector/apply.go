@@ -104,6 +104,7 @@ type processor struct {
 	// (cleared when full).
 	cache    map[string]docState
 	cacheMax int
+	parkedN  int // events in parts[*].parked, kept by updateParkedGauge
 
 	lastApplied    atomic.Int64 // recorded_at (unix nanos) of the newest applied event
 	inflightOldest atomic.Int64 // recorded_at of the oldest record of the batch in progress, 0 if none
@@ -155,7 +156,7 @@ type keyPlan struct {
 // succeed or ctx ends; only then does it advance the partitions' handled
 // offsets. An error means the batch was not (fully) handled.
 func (p *processor) handle(ctx context.Context, recs []*kgo.Record) error {
-	if len(recs) == 0 {
+	if len(recs) == 0 && p.parkedEvents() == 0 {
 		return nil
 	}
 	byID := map[string][]pending{}
@@ -472,7 +473,15 @@ func (p *processor) updateParkedGauge() {
 			n += len(evs)
 		}
 	}
+	p.parkedN = n
 	p.m.Parked.WithLabelValues(p.proj.Name()).Set(float64(n))
+}
+
+// parkedEvents is the number of events parked behind version gaps.
+func (p *processor) parkedEvents() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.parkedN
 }
 
 // toCommit returns the committable offsets that moved since the last

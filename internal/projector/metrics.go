@@ -24,6 +24,7 @@ type Metrics struct {
 	Events      *prometheus.CounterVec   // {projection,outcome}
 	VersionGaps prometheus.Counter
 	Parked      *prometheus.GaugeVec // {projection}: events currently parked
+	FetchPaused *prometheus.GaugeVec // {projection}: 1 while fetching is paused at MaxParked
 }
 
 // NewMetrics builds and registers the projector metrics on reg.
@@ -54,7 +55,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: obs.Namespace, Subsystem: "projector", Name: "parked_events",
 			Help: "Events currently parked behind a version gap.",
 		}, []string{"projection"}),
+		FetchPaused: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: obs.Namespace, Subsystem: "projector", Name: "fetch_paused",
+			Help: "1 while the worker stopped fetching because MAX_PARKED_EVENTS events are parked behind version gaps.",
+		}, []string{"projection"}),
 	}
-	reg.MustRegister(m.ConsumerLag, m.SyncLag, m.EndToEnd, m.Events, m.VersionGaps, m.Parked)
+	reg.MustRegister(m.ConsumerLag, m.SyncLag, m.EndToEnd, m.Events, m.VersionGaps, m.Parked, m.FetchPaused)
 	return m
 }

@@ -66,15 +66,19 @@ type running struct {
 	stop    func()
 }
 
-func startRunner(t *testing.T, es *elasticsearch.Client, topic, index, group string) *running {
+func startRunner(t *testing.T, es *elasticsearch.Client, topic, index, group string, opts ...func(*projector.Config)) *running {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	m := projector.NewMetrics(reg)
-	r, err := projector.New(projector.Config{
+	cfg := projector.Config{
 		Brokers: testenv.KafkaBrokers(), Group: group, Topic: topic, Index: index,
 		BatchMaxRecords: 500, FlushInterval: 10 * time.Millisecond, LagInterval: 200 * time.Millisecond,
 		BackoffMin: 50 * time.Millisecond, BackoffMax: time.Second, DLQPartitions: 1,
-	}, products.Projection, es, m, slog.New(slog.NewTextHandler(testWriter(t), nil)))
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	r, err := projector.New(cfg, products.Projection, es, m, slog.New(slog.NewTextHandler(testWriter(t), nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

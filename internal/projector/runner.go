@@ -85,6 +85,14 @@ type Config struct {
 	// SessionTimeout: how long the group waits for a silent (crashed)
 	// member before handing its partitions to the others.
 	SessionTimeout time.Duration
+	// MaxParked bounds the events held in memory behind version gaps. At
+	// the bound the worker stops fetching new records (the topic is
+	// paused; sync lag grows and alerts fire) and only re-checks the
+	// parked keys against Elasticsearch every ParkedRecheck, until gaps
+	// close or an operator acts; memory stays bounded by MaxParked plus
+	// one poll of already-fetched records.
+	MaxParked     int
+	ParkedRecheck time.Duration
 }
 
 func (c *Config) defaults() {
@@ -108,6 +116,12 @@ func (c *Config) defaults() {
 	}
 	if c.DLQPartitions <= 0 {
 		c.DLQPartitions = topics.DefaultPartitions
+	}
+	if c.MaxParked <= 0 {
+		c.MaxParked = 100000
+	}
+	if c.ParkedRecheck <= 0 {
+		c.ParkedRecheck = 2 * time.Second
 	}
 }
 
@@ -201,9 +215,20 @@ func (r *Runner) Run(ctx context.Context) error {
 	defer func() { <-lagDone }()
 
 	r.log.Info("projector consuming", "topic", r.cfg.Topic, "index", r.cfg.Index)
+	paused := false
 	for ctx.Err() == nil {
-		recs := r.poll(ctx)
-		if len(recs) > 0 {
+		paused = r.pauseAtParkedCap(paused)
+		var recs []*kgo.Record
+		if paused {
+			// Fetching is paused: take what was already fetched, and
+			// re-check the parked keys (handle with no new records).
+			pctx, cancel := context.WithTimeout(ctx, r.cfg.ParkedRecheck)
+			recs = r.poll(pctx)
+			cancel()
+		} else {
+			recs = r.poll(ctx)
+		}
+		if len(recs) > 0 || (paused && ctx.Err() == nil) {
 			if err := r.proc.handle(procCtx, recs); err != nil {
 				// Only a cancelled processing context ends handle with an
 				// error: nothing of this batch is committed.
@@ -224,6 +249,27 @@ func (r *Runner) Run(ctx context.Context) error {
 	r.cl.CloseAllowingRebalance()
 	r.log.Info("projector stopped")
 	return nil
+}
+
+// pauseAtParkedCap pauses fetching the topic while MaxParked or more
+// events are parked and resumes it below; it returns whether fetching is
+// paused now.
+func (r *Runner) pauseAtParkedCap(paused bool) bool {
+	n := r.proc.parkedEvents()
+	switch {
+	case !paused && n >= r.cfg.MaxParked:
+		r.cl.PauseFetchTopics(r.cfg.Topic)
+		r.m.FetchPaused.WithLabelValues(r.proj.Name()).Set(1)
+		r.log.Error("parked events reached MAX_PARKED_EVENTS: fetching paused until version gaps close (see docs/operations.md)",
+			"parked", n, "max", r.cfg.MaxParked)
+		return true
+	case paused && n < r.cfg.MaxParked:
+		r.cl.ResumeFetchTopics(r.cfg.Topic)
+		r.m.FetchPaused.WithLabelValues(r.proj.Name()).Set(0)
+		r.log.Info("parked events below MAX_PARKED_EVENTS: fetching resumed", "parked", n, "max", r.cfg.MaxParked)
+		return false
+	}
+	return paused
 }
 
 // poll returns up to BatchMaxRecords records, waiting up to FlushInterval
