@@ -223,6 +223,7 @@ func runRelayBench(ctx context.Context, args []string) error {
 	var lags []time.Duration
 	lagCfg := relayCfg
 	lagCfg.ID = "bench-relay-lag"
+	lagCfg.Linger = relay.DefaultLinger // as the binary ships
 	lagCfg.OnAck = func(recordedAt, ackedAt time.Time) {
 		mu.Lock()
 		lags = append(lags, ackedAt.Sub(recordedAt))

@@ -11,6 +11,7 @@ import (
 
 	"cqrsflow/internal/config"
 	"cqrsflow/internal/envelope"
+	"cqrsflow/internal/relay"
 	"cqrsflow/internal/topics"
 )
 
@@ -27,6 +28,7 @@ type cfg struct {
 	BatchSize        int
 	Workers          int
 	PollInterval     time.Duration
+	Linger           time.Duration
 	LeaseTTL         time.Duration
 	DeliveryTimeout  time.Duration
 	ShutdownGrace    time.Duration
@@ -60,6 +62,7 @@ func parseConfig(args []string) (cfg, error) {
 	config.Int(fs, &c.BatchSize, "BATCH_SIZE", 1000, "outbox rows per batch", &errs)
 	config.Int(fs, &c.Workers, "PUBLISH_WORKERS", 4, "concurrent publish loops (each serves shard % n; a shard stays in order)", &errs)
 	config.Duration(fs, &c.PollInterval, "POLL_INTERVAL", 250*time.Millisecond, "poll interval when no NOTIFY arrives", &errs)
+	config.Duration(fs, &c.Linger, "WAKE_LINGER", relay.DefaultLinger, "after a NOTIFY, wait this long before claiming so one batch carries that window's writes (0: at once)", &errs)
 	config.Duration(fs, &c.LeaseTTL, "LEASE_TTL", 10*time.Second, "shard lease TTL (renewed every TTL/3)", &errs)
 	config.Duration(fs, &c.DeliveryTimeout, "DELIVERY_TIMEOUT", 30*time.Second, "how long a record may wait for Kafka before its batch fails and is retried", &errs)
 	config.Duration(fs, &c.ShutdownGrace, "SHUTDOWN_GRACE", 15*time.Second, "time to finish the batch in flight on SIGTERM", &errs)
@@ -101,6 +104,9 @@ func parseConfig(args []string) (cfg, error) {
 	}
 	if c.Workers < 1 || c.Workers > 64 {
 		errs = append(errs, fmt.Errorf("PUBLISH_WORKERS must be in 1..64, got %d", c.Workers))
+	}
+	if c.Linger < 0 || c.Linger > time.Second {
+		errs = append(errs, fmt.Errorf("WAKE_LINGER must be in 0..1s, got %s", c.Linger))
 	}
 	if c.PollInterval <= 0 {
 		errs = append(errs, fmt.Errorf("POLL_INTERVAL must be > 0, got %s", c.PollInterval))

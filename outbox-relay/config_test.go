@@ -3,6 +3,7 @@ package main
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseConfigDefaults(t *testing.T) {
@@ -11,18 +12,18 @@ func TestParseConfigDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.TopicPrefix != "cqrsflow" || c.TopicPartitions != 12 || c.TopicReplication != 1 || c.MetricsAddr != "127.0.0.1:9101" ||
-		strings.Join(c.AggregateTypes, ",") != "product,order" || c.BatchSize != 1000 || c.RelayID == "" {
+		strings.Join(c.AggregateTypes, ",") != "product,order" || c.BatchSize != 1000 || c.RelayID == "" || c.Linger != 25*time.Millisecond {
 		t.Fatalf("defaults: %+v", c)
 	}
 }
 
 func TestParseConfigReportsEveryProblem(t *testing.T) {
 	t.Setenv("BATCH_SIZE", "lots")
-	_, err := parseConfig([]string{"-topic-prefix", "a b", "-topic-partitions", "0", "-aggregate-types", ",", "-lease-ttl", "10ms", "-kafka-brokers", ""})
+	_, err := parseConfig([]string{"-topic-prefix", "a b", "-topic-partitions", "0", "-aggregate-types", ",", "-lease-ttl", "10ms", "-kafka-brokers", "", "-wake-linger", "2s"})
 	if err == nil {
 		t.Fatal("want error")
 	}
-	for _, want := range []string{"BATCH_SIZE", "TOPIC_PREFIX", "TOPIC_PARTITIONS", "AGGREGATE_TYPES", "LEASE_TTL", "KAFKA_BROKERS"} {
+	for _, want := range []string{"BATCH_SIZE", "TOPIC_PREFIX", "TOPIC_PARTITIONS", "AGGREGATE_TYPES", "LEASE_TTL", "KAFKA_BROKERS", "WAKE_LINGER"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not name %s: %v", want, err)
 		}

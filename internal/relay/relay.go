@@ -87,7 +87,12 @@ type Config struct {
 	// Default 4.
 	Workers      int
 	PollInterval time.Duration // fallback poll when no NOTIFY arrives, default 250ms
-	LeaseTTL     time.Duration // default 10s
+	// Linger is how long an idle worker woken by a NOTIFY waits before it
+	// claims, so one batch carries the writes of that window instead of
+	// one claim + delete per write (0: claim at once). The binary uses
+	// DefaultLinger.
+	Linger   time.Duration
+	LeaseTTL time.Duration // default 10s
 	// RenewInterval is how often leases are renewed and rebalanced,
 	// default LeaseTTL/3.
 	RenewInterval time.Duration
@@ -99,6 +104,13 @@ type Config struct {
 	// OnAck, if set, is called for every acked record (benchmarks).
 	OnAck func(recordedAt, ackedAt time.Time)
 }
+
+// DefaultLinger is the outbox-relay binary's WAKE_LINGER. Measured with
+// bench pipeline at 1 000 writes/s on 2 cores: 25ms cut the whole
+// stack's CPU from 1.67 to 1.33 cores (the relay's PostgreSQL backends
+// from 0.28 cores to below 0.14) and e2e p99 from ~1.3s to 1.14s, for
+// commit → Kafka ack 8 → 16.5 ms mean; 5ms changed nothing measurable.
+const DefaultLinger = 25 * time.Millisecond
 
 func (c *Config) defaults() {
 	if c.TopicPrefix == "" {
@@ -296,6 +308,9 @@ func (r *Relay) publishLoop(ctx context.Context, w int) {
 		select {
 		case <-ctx.Done():
 		case <-r.wake[w]:
+			if r.cfg.Linger > 0 {
+				sleep(ctx, r.cfg.Linger)
+			}
 		case <-poll.C:
 		}
 	}

@@ -363,3 +363,38 @@ func TestLeaseLockingNeverDeadlocks(t *testing.T) {
 		t.Fatalf("after release: %d leases still owned, %v", len(left), err)
 	}
 }
+
+// With a linger, the NOTIFYs of writes close together wake one claim:
+// 20 appends to one aggregate within ~0.1s leave in one batch, published
+// no sooner than the linger after the first commit; without it each
+// append is claimed on its own.
+func TestLingerBatchesNotifiedWrites(t *testing.T) {
+	for _, tc := range []struct {
+		linger     time.Duration
+		maxBatches float64
+	}{{500 * time.Millisecond, 1}, {0, 20}} {
+		e := newEnv(t, testenv.KafkaBrokers())
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		rr := startRelay(t, e, "linger", func(c *Config) { c.Linger, c.PollInterval = tc.linger, time.Hour }, 0)
+		waitFor(t, "leases", 10*time.Second, func() bool { return len(rr.Owned()) == NumShards })
+		time.Sleep(2 * tc.linger) // wake-ups of the start (lease acquisition) are over
+		first := time.Now()
+		for range 20 {
+			if _, err := appendEvent(ctx, e.pg.Pool, "product", "lingering"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitFor(t, "published", 10*time.Second, func() bool { return outboxCount(ctx, t, e.pg.Pool) == 0 })
+		took := time.Since(first)
+		batches := testutil.ToFloat64(rr.m.batches)
+		t.Logf("linger %s: %v batches, drained %s after the first write", tc.linger, batches, took)
+		if tc.linger > 0 && (batches != tc.maxBatches || took < tc.linger) {
+			t.Errorf("linger %s: %v batches (want 1), drained after %s (want >= the linger)", tc.linger, batches, took)
+		}
+		if tc.linger == 0 && batches < 2 {
+			t.Errorf("no linger: %v batches, want one claim per wake (several)", batches)
+		}
+		rr.stop()
+		cancel()
+	}
+}
