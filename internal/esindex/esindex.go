@@ -293,18 +293,15 @@ const (
 // one after the other so the repeats are applied in order.
 func Bulk(ctx context.Context, es *elasticsearch.Client, ops []Op, refresh string) ([]Result, error) {
 	total := 0
-	seen := make(map[string]bool, len(ops))
-	unique := true
+	ids := make(map[string]struct{}, len(ops))
 	for _, op := range ops {
 		total += len(op.Doc) + 200
-		if unique && seen[op.Index+"\x00"+op.ID] {
-			unique = false
-		}
-		seen[op.Index+"\x00"+op.ID] = true
+		ids[op.Index+"\x00"+op.ID] = struct{}{}
 	}
-	limit := MaxBulkBytes
-	if unique {
+	limit, inFlight := MaxBulkBytes, 1
+	if len(ids) == len(ops) { // no id repeats: requests may overlap
 		limit = min(MaxBulkBytes, max(minChunkBytes, (total+BulkConcurrency-1)/BulkConcurrency))
+		inFlight = BulkConcurrency
 	}
 	type chunk struct{ start, end int }
 	var chunks []chunk
@@ -319,10 +316,7 @@ func Bulk(ctx context.Context, es *elasticsearch.Client, ops []Op, refresh strin
 	}
 	out := make([]Result, len(ops))
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(BulkConcurrency)
-	if !unique {
-		g.SetLimit(1)
-	}
+	g.SetLimit(inFlight)
 	for _, c := range chunks {
 		g.Go(func() error {
 			res, err := bulk(gctx, es, ops[c.start:c.end], refresh)
