@@ -368,8 +368,7 @@ func prefillOutbox(ctx context.Context, pool *pgxpool.Pool, n, payloadBytes int)
 	if _, err := pool.CopyFrom(ctx, pgx.Identifier{"events"}, cols, src); err != nil {
 		return fmt.Errorf("copying events: %w", err)
 	}
-	if _, err := pool.Exec(ctx, `INSERT INTO outbox (aggregate_type, aggregate_id, global_position)
-		SELECT aggregate_type, aggregate_id, global_position FROM events ORDER BY global_position`); err != nil {
+	if _, err := pool.Exec(ctx, eventstore.CopyEventsToOutboxSQL); err != nil {
 		return fmt.Errorf("filling outbox: %w", err)
 	}
 	if _, err := pool.Exec(ctx, `ANALYZE events; ANALYZE outbox`); err != nil {

@@ -29,6 +29,7 @@ type cfg struct {
 	Workers          int
 	PollInterval     time.Duration
 	Linger           time.Duration
+	RescanInterval   time.Duration
 	LeaseTTL         time.Duration
 	DeliveryTimeout  time.Duration
 	ShutdownGrace    time.Duration
@@ -63,6 +64,7 @@ func parseConfig(args []string) (cfg, error) {
 	config.Int(fs, &c.Workers, "PUBLISH_WORKERS", 4, "concurrent publish loops (each serves shard % n; a shard stays in order)", &errs)
 	config.Duration(fs, &c.PollInterval, "POLL_INTERVAL", 250*time.Millisecond, "poll interval when no NOTIFY arrives", &errs)
 	config.Duration(fs, &c.Linger, "WAKE_LINGER", relay.DefaultLinger, "after a NOTIFY, wait this long before claiming so one batch carries that window's writes (0: at once)", &errs)
+	config.Duration(fs, &c.RescanInterval, "RESCAN_INTERVAL", time.Minute, "how often each worker claims once from the start of its shards instead of from its low-water mark", &errs)
 	config.Duration(fs, &c.LeaseTTL, "LEASE_TTL", 10*time.Second, "shard lease TTL (renewed every TTL/3)", &errs)
 	config.Duration(fs, &c.DeliveryTimeout, "DELIVERY_TIMEOUT", 30*time.Second, "how long a record may wait for Kafka before its batch fails and is retried", &errs)
 	config.Duration(fs, &c.ShutdownGrace, "SHUTDOWN_GRACE", 15*time.Second, "time to finish the batch in flight on SIGTERM", &errs)
@@ -107,6 +109,9 @@ func parseConfig(args []string) (cfg, error) {
 	}
 	if c.Linger < 0 || c.Linger > time.Second {
 		errs = append(errs, fmt.Errorf("WAKE_LINGER must be in 0..1s, got %s", c.Linger))
+	}
+	if c.RescanInterval < time.Second || c.RescanInterval > 24*time.Hour {
+		errs = append(errs, fmt.Errorf("RESCAN_INTERVAL must be in 1s..24h, got %s", c.RescanInterval))
 	}
 	if c.PollInterval <= 0 {
 		errs = append(errs, fmt.Errorf("POLL_INTERVAL must be > 0, got %s", c.PollInterval))

@@ -43,7 +43,7 @@ func run(ctx context.Context, args []string) error {
 	log.Info("starting", "postgres_url", config.MaskURL(c.PostgresURL), "kafka_brokers", c.KafkaBrokers,
 		"topic_prefix", c.TopicPrefix, "aggregate_types", c.AggregateTypes, "topic_partitions", c.TopicPartitions,
 		"topic_replication_factor", c.TopicReplication, "metrics_addr", c.MetricsAddr, "relay_id", c.RelayID,
-		"batch_size", c.BatchSize, "publish_workers", c.Workers, "poll_interval", c.PollInterval.String(), "wake_linger", c.Linger.String(), "lease_ttl", c.LeaseTTL.String())
+		"batch_size", c.BatchSize, "publish_workers", c.Workers, "poll_interval", c.PollInterval.String(), "wake_linger", c.Linger.String(), "rescan_interval", c.RescanInterval.String(), "lease_ttl", c.LeaseTTL.String())
 
 	pcfg, err := pgxpool.ParseConfig(c.PostgresURL)
 	if err != nil {
@@ -71,7 +71,7 @@ func run(ctx context.Context, args []string) error {
 		"kafka":    func(ctx context.Context) error { return kc.Ping(ctx) },
 	})
 	r, err := relay.New(relay.Config{
-		ID: c.RelayID, TopicPrefix: c.TopicPrefix, BatchSize: c.BatchSize, Workers: c.Workers, PollInterval: c.PollInterval, Linger: c.Linger,
+		ID: c.RelayID, TopicPrefix: c.TopicPrefix, BatchSize: c.BatchSize, Workers: c.Workers, PollInterval: c.PollInterval, Linger: c.Linger, RescanInterval: c.RescanInterval,
 		LeaseTTL: c.LeaseTTL, ShutdownGrace: c.ShutdownGrace,
 	}, pool, kc, reg, base)
 	if err != nil {

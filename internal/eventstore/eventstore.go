@@ -208,14 +208,27 @@ WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY version`
   INSERT INTO events (event_id, aggregate_type, aggregate_id, version, event_type, schema_version, payload, metadata, occurred_at)
   SELECT x.event_id, $1, $2, $3::bigint + x.ord, x.event_type, x.schema_version, x.payload, $8::jsonb, $9
   FROM unnest($4::uuid[], $5::text[], $6::int[], $7::jsonb[]) WITH ORDINALITY AS x(event_id, event_type, schema_version, payload, ord)
-  RETURNING event_id, event_type, version, global_position, recorded_at
+  RETURNING *
 ), ob AS (
-  INSERT INTO outbox (aggregate_type, aggregate_id, global_position)
-  SELECT $1, $2, ev.global_position FROM ev ORDER BY ev.version
+  INSERT INTO outbox (` + OutboxColumns + `)
+  SELECT ` + OutboxFromEvents + ` FROM ev ORDER BY ev.version
 )
 SELECT event_id::text, event_type, version, global_position, recorded_at,
   (hashtextextended($2, 0) & 63)::int AS shard -- the outbox.shard expression
 FROM ev ORDER BY version`
+)
+
+// OutboxColumns are the columns of an outbox row written from an events
+// row, and OutboxFromEvents their values over an events row aliased ev:
+// the row carries a copy of the event (payload and metadata as JSON text),
+// so the relay's claim reads the outbox alone.
+const (
+	OutboxColumns    = `aggregate_type, aggregate_id, global_position, event_id, event_type, schema_version, version, payload, metadata, occurred_at, recorded_at`
+	OutboxFromEvents = `ev.aggregate_type, ev.aggregate_id, ev.global_position, ev.event_id, ev.event_type, ev.schema_version, ev.version, ev.payload::text, ev.metadata::text, ev.occurred_at, ev.recorded_at`
+	// CopyEventsToOutboxSQL writes an outbox row for every event, in
+	// global_position order (tests and benchmarks prefill with it).
+	CopyEventsToOutboxSQL = `INSERT INTO outbox (` + OutboxColumns + `)
+SELECT ` + OutboxFromEvents + ` FROM events ev ORDER BY ev.global_position`
 )
 
 // Execute runs one command: claim the idempotency key (if any), lock the

@@ -27,6 +27,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"cqrsflow/internal/envelope"
+	"cqrsflow/internal/eventstore"
 	"cqrsflow/internal/testenv"
 	"cqrsflow/internal/topics"
 )
@@ -83,9 +84,9 @@ const appendSQL = `WITH a AS (
 ), e AS (
 	INSERT INTO events (event_id, aggregate_type, aggregate_id, version, event_type, schema_version, payload, metadata, occurred_at)
 	SELECT gen_random_uuid(), $1, $2, a.version, $3, 1, $4::jsonb, '{"correlation_id":"it"}'::jsonb, clock_timestamp() FROM a
-	RETURNING global_position, version
+	RETURNING *
 )
-INSERT INTO outbox (aggregate_type, aggregate_id, global_position) SELECT $1, $2, global_position FROM e
+INSERT INTO outbox (` + eventstore.OutboxColumns + `) SELECT ` + eventstore.OutboxFromEvents + ` FROM e ev
 RETURNING (SELECT version FROM e)`
 
 func appendTx(ctx context.Context, tx pgx.Tx, aggType, aggID string) (int64, error) {
@@ -173,8 +174,7 @@ func prefill(ctx context.Context, t *testing.T, pool *pgxpool.Pool, n, aggs int)
 	if err != nil {
 		t.Fatalf("prefill events: %v", err)
 	}
-	_, err = pool.Exec(ctx, `INSERT INTO outbox (aggregate_type, aggregate_id, global_position)
-		SELECT aggregate_type, aggregate_id, global_position FROM events ORDER BY global_position`)
+	_, err = pool.Exec(ctx, eventstore.CopyEventsToOutboxSQL)
 	if err != nil {
 		t.Fatalf("prefill outbox: %v", err)
 	}

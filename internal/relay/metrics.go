@@ -18,6 +18,7 @@ type metrics struct {
 	batches      prometheus.Counter
 	batchRecords prometheus.Histogram
 	liveRelays   prometheus.Gauge
+	stragglers   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -64,8 +65,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: obs.Namespace, Name: "relay_live_relays",
 			Help: "Relays with an unexpired heartbeat, as seen by this relay.",
 		}),
+		stragglers: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: obs.Namespace, Name: "relay_late_rows_total",
+			Help: "Outbox rows found below a worker's low-water mark by the periodic rescan (inserted out of the append protocol; published late, not lost).",
+		}),
 	}
-	reg.MustRegister(m.pending, m.oldestAge, m.published, m.publishLag, m.errors,
+	reg.MustRegister(m.stragglers, m.pending, m.oldestAge, m.published, m.publishLag, m.errors,
 		m.ownedShards, m.leasesLost, m.batches, m.batchRecords, m.liveRelays)
 	return m
 }

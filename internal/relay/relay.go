@@ -20,14 +20,20 @@
 //
 // # Never skipping a row
 //
-// There is no cursor. Each batch reads the lowest-id rows that exist in the
-// owned shards now. A row is deleted only after Kafka acknowledged it. A
-// transaction that commits a lower id after a higher one was published is
-// simply found by the next claim. The API appends under the aggregate's head
-// row lock, so one aggregate's rows become visible in version order. Rows
-// are DELETEd by id after the ack (not marked): the outbox stays as small
-// as the backlog, claims never wade through published rows, and the events
-// table remains the durable history.
+// Each batch reads the lowest-id rows of the owned shards above the
+// worker's low-water mark, an id at or below which no row of its shards is
+// pending or can still commit (lowWater explains why; the mark starts at 0
+// and moves only over claims whose concurrent transactions have all
+// ended). A row is deleted only after Kafka acknowledged it. A transaction
+// that commits a lower id after a higher one was published is still above
+// the mark and found by the next claim. The API appends under the
+// aggregate's head row lock, so one aggregate's rows become visible in
+// version order. Rows are DELETEd by id after the ack (not marked): the
+// outbox stays as small as the backlog, the mark keeps claims off the
+// index entries of deleted rows, and the events table remains the durable
+// history. Every RescanInterval a worker claims once from 0, so a row
+// inserted outside that protocol below the mark is published late rather
+// than never.
 //
 // # Order and fencing
 //
@@ -101,6 +107,11 @@ type Config struct {
 	// is cancelled, default 15s.
 	ShutdownGrace time.Duration
 	MaxBackoff    time.Duration // cap of the retry backoff, default 5s
+	// RescanInterval is how often each worker claims once from the start
+	// of its shards instead of from its low-water mark (lowWater), so a
+	// row inserted below the mark out of protocol is still published.
+	// Default 1m.
+	RescanInterval time.Duration
 	// OnAck, if set, is called for every acked record (benchmarks).
 	OnAck func(recordedAt, ackedAt time.Time)
 }
@@ -140,6 +151,9 @@ func (c *Config) defaults() {
 	if c.MaxBackoff <= 0 {
 		c.MaxBackoff = 5 * time.Second
 	}
+	if c.RescanInterval <= 0 {
+		c.RescanInterval = time.Minute
+	}
 }
 
 // ErrConfig is returned by New for an invalid Config.
@@ -154,6 +168,7 @@ type Relay struct {
 	m     *metrics
 	store *store
 	wake  []chan struct{} // one per worker
+	low   []lowWater      // one per worker, used only by that worker
 
 	mu        sync.Mutex
 	owned     map[int16]int64 // shard → epoch
@@ -190,6 +205,7 @@ func New(cfg Config, pool *pgxpool.Pool, prod Producer, reg prometheus.Registere
 	for range cfg.Workers {
 		r.wake = append(r.wake, make(chan struct{}, 1))
 	}
+	r.low = make([]lowWater, cfg.Workers)
 	return r, nil
 }
 
@@ -401,9 +417,14 @@ func (r *Relay) batch(ctx context.Context, w int) (int, error) {
 	}
 	shards, _ := split(held)
 	t0 := time.Now()
-	rows, err := r.store.claim(ctx, shards, r.cfg.BatchSize)
-	if err != nil || len(rows) == 0 {
+	low := &r.low[w]
+	rows, snap, err := r.store.claim(ctx, shards, low.from(shards, t0, r.cfg.RescanInterval), r.cfg.BatchSize)
+	if err != nil {
 		return 0, err
+	}
+	if len(rows) == 0 {
+		low.empty(snap)
+		return 0, nil
 	}
 	r.m.batches.Inc()
 	r.m.batchRecords.Observe(float64(len(rows)))
@@ -442,12 +463,23 @@ func (r *Relay) batch(ctx context.Context, w int) (int, error) {
 	ids := deletable(rows, errs)
 	if len(ids) > 0 {
 		if err := r.deleteWithRetry(fctx, ids, held); err != nil {
+			low.failed()
 			return len(rows), err
 		}
 	}
+	if len(ids) == len(rows) {
+		low.done(rows[len(rows)-1].ID, len(rows) == r.cfg.BatchSize, snap)
+	} else {
+		low.failed()
+	}
+	if n := low.stragglers(ids); n > 0 {
+		r.m.stragglers.Add(float64(n))
+		r.log.Warn("published outbox rows found below the low-water mark: they were inserted without the append protocol (transaction id taken before the outbox id)",
+			"worker", w, "rows", n, "mark", low.prev)
+	}
 	if r.log.Enabled(ctx, slog.LevelDebug) {
 		r.log.Debug("batch", "worker", w, "rows", len(rows), "deleted", len(ids), "claim_ms", t1.Sub(t0).Milliseconds(),
-			"publish_ms", t2.Sub(t1).Milliseconds(), "delete_ms", time.Since(t2).Milliseconds())
+			"publish_ms", t2.Sub(t1).Milliseconds(), "delete_ms", time.Since(t2).Milliseconds(), "low_water", low.floor, "pending_marks", len(low.pending))
 	}
 	if firstErr != nil {
 		return len(rows), fmt.Errorf("%d of %d records not acked, they stay in the outbox: %w", failed, len(rows), firstErr)

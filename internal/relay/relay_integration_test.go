@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/sync/errgroup"
 
+	"cqrsflow/internal/eventstore"
 	"cqrsflow/internal/testenv"
 )
 
@@ -47,16 +48,62 @@ func TestOutOfOrderCommitIsPublished(t *testing.T) {
 		t.Fatalf("setup: B's outbox id %d is not after A's %d", idB, idA)
 	}
 
-	startRelay(t, e, "r1", nil, 0)
+	// One worker serves every shard, so A's row is below the ids this
+	// worker publishes and its low-water mark must not pass A's id.
+	startRelay(t, e, "r1", func(c *Config) { c.Workers = 1 }, 0)
 	waitFor(t, "B published and deleted", 30*time.Second, func() bool { return outboxCount(ctx, t, e.pg.Pool) == 0 })
+	// More committed rows while A is open: each claim that finds them
+	// moves the mark only over claims whose transactions all ended.
+	c := newAggregates(1)[0]
+	for range 3 {
+		if _, err := appendEvent(ctx, e.pg.Pool, c.typ, c.id); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "C published and deleted", 30*time.Second, func() bool { return outboxCount(ctx, t, e.pg.Pool) == 0 })
+	}
 	// Let the relay run a few more polls with A still open.
 	time.Sleep(500 * time.Millisecond)
 	if err := txA.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "A published and deleted", 30*time.Second, func() bool { return outboxCount(ctx, t, e.pg.Pool) == 0 })
-	recs := consumeAll(t, e.brokers, e.topics, 2, 30*time.Second)
-	checkStream(t, recs, map[string]int64{aggs[0].id: 1, aggs[1].id: 1})
+	recs := consumeAll(t, e.brokers, e.topics, 5, 30*time.Second)
+	checkStream(t, recs, map[string]int64{aggs[0].id: 1, aggs[1].id: 1, c.id: 3})
+}
+
+// A row inserted below a worker's low-water mark (here with an explicit
+// old id, as an out-of-protocol writer could) is published by the
+// periodic rescan and counted.
+func TestRescanPublishesRowBelowTheMark(t *testing.T) {
+	e := newEnv(t, testenv.KafkaBrokers())
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	rr := startRelay(t, e, "rescan", func(c *Config) { c.Workers, c.RescanInterval = 1, 2*time.Second }, 0)
+	a := newAggregates(1)[0]
+	for range 5 {
+		if _, err := appendEvent(ctx, e.pg.Pool, a.typ, a.id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "5 events published and deleted", 30*time.Second, func() bool { return outboxCount(ctx, t, e.pg.Pool) == 0 })
+	var low int64
+	if err := e.pg.Pool.QueryRow(ctx, `SELECT min(global_position) FROM events WHERE aggregate_id = $1`, a.id).Scan(&low); err != nil {
+		t.Fatal(err)
+	}
+	// Re-insert the first event's row under id 1, below every id published.
+	if _, err := e.pg.Pool.Exec(ctx, `INSERT INTO outbox (id, `+eventstore.OutboxColumns+`) OVERRIDING SYSTEM VALUE
+		SELECT 1, `+eventstore.OutboxFromEvents+` FROM events ev WHERE ev.global_position = $1`, low); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the row below the mark published by a rescan", 30*time.Second, func() bool { return outboxCount(ctx, t, e.pg.Pool) == 0 })
+	if n := testutil.ToFloat64(rr.m.stragglers); n != 1 {
+		t.Fatalf("cqrsflow_relay_late_rows_total = %v, want 1", n)
+	}
+	recs := consumeAll(t, e.brokers, e.topics, 5, 30*time.Second)
+	if len(recs) != 6 {
+		t.Fatalf("%d records, want 6 (5 events, the first one twice)", len(recs))
+	}
+	checkStream(t, recs, map[string]int64{a.id: 5})
 }
 
 // Two relays share the shards; 20 000 events over 500 aggregates are
@@ -207,7 +254,7 @@ func TestDeleteAfterTakeoverDeletesNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	rows, err := st.claim(ctx, []int16{shardOf(ctx, t, pg.Pool, aggs[0].id), shardOf(ctx, t, pg.Pool, aggs[1].id)}, 100)
+	rows, _, err := st.claim(ctx, []int16{shardOf(ctx, t, pg.Pool, aggs[0].id), shardOf(ctx, t, pg.Pool, aggs[1].id)}, 0, 100)
 	if err != nil || len(rows) < 2 {
 		t.Fatalf("claim: %v, %d rows", err, len(rows))
 	}

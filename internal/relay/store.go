@@ -1,8 +1,11 @@
 package relay
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -16,7 +19,7 @@ const NumShards = 64
 // NotifyChannel is the LISTEN/NOTIFY channel the API signals after an append.
 const NotifyChannel = "cqrsflow_outbox"
 
-// row is one claimed outbox row joined with its event.
+// row is one claimed outbox row (with its copy of the event).
 type row struct {
 	ID             int64
 	Shard          int16
@@ -172,33 +175,53 @@ func (s *store) held(ctx context.Context, leases map[int16]int64) (map[int16]int
 	return m, nil
 }
 
-// claim reads the lowest-id outbox rows of the given shards, joined with
-// their events. It reads what is committed now: a row committed later
-// with a lower id is still there on the next claim, because rows leave
-// the outbox only by deleteAcked.
-func (s *store) claim(ctx context.Context, shards []int16, limit int) ([]row, error) {
-	rows, err := s.pool.Query(ctx, `SELECT o.id, o.shard, o.aggregate_type, o.aggregate_id, e.global_position,
-			e.event_id::text, e.event_type, e.schema_version, e.version, e.payload::text, e.metadata::text,
-			e.occurred_at, e.recorded_at
-		FROM outbox o JOIN events e ON e.global_position = o.global_position
-		WHERE o.shard = ANY($1::smallint[])
-		ORDER BY o.id LIMIT $2`, shards, limit)
+// claim reads the lowest-id outbox rows above id after of the given
+// shards (each row carries a copy of its event, so this reads one table),
+// with the bounds of the statement's snapshot (see lowWater). It reads
+// what is committed now: a row committed later with a lower id is still
+// there on a later claim, because rows leave the outbox only by
+// deleteAcked and the mark passes an id only once no transaction that
+// could still commit a row below it is running.
+func (s *store) claim(ctx context.Context, shards []int16, after int64, limit int) ([]row, snapshot, error) {
+	// The first row (id 0, ids start at 1) only carries the snapshot, so
+	// an empty claim reports it too.
+	rows, err := s.pool.Query(ctx, `WITH s AS MATERIALIZED (
+			SELECT pg_snapshot_xmin(x)::text::bigint AS xmin, pg_snapshot_xmax(x)::text::bigint AS xmax FROM pg_current_snapshot() x)
+		SELECT 0::bigint, 0::smallint, '', '', 0::bigint, '', '', 0, 0::bigint, '', '', now(), now(), xmin, xmax FROM s
+		UNION ALL
+		(SELECT id, shard, aggregate_type, aggregate_id, global_position,
+			event_id::text, event_type, schema_version, version, payload, metadata, occurred_at, recorded_at, 0, 0
+		FROM outbox WHERE shard = ANY($1::smallint[]) AND id > $2
+		ORDER BY id LIMIT $3)`, shards, after, limit)
 	if err != nil {
-		return nil, fmt.Errorf("claiming outbox rows: %w", err)
+		return nil, snapshot{}, fmt.Errorf("claiming outbox rows: %w", err)
 	}
-	var out []row
+	out := make([]row, 0, limit)
 	var r row
-	var payload, metadata string
+	var snap snapshot
+	var xmin, xmax int64
 	_, err = pgx.ForEachRow(rows, []any{&r.ID, &r.Shard, &r.AggregateType, &r.AggregateID, &r.GlobalPosition,
-		&r.EventID, &r.EventType, &r.SchemaVersion, &r.Version, &payload, &metadata, &r.OccurredAt, &r.RecordedAt}, func() error {
-		r.Payload, r.Metadata = []byte(payload), []byte(metadata)
+		&r.EventID, &r.EventType, &r.SchemaVersion, &r.Version, &r.Payload, &r.Metadata, &r.OccurredAt, &r.RecordedAt,
+		&xmin, &xmax}, func() error {
+		if r.ID == 0 {
+			snap = snapshot{xmin: uint64(xmin), xmax: uint64(xmax)}
+			return nil
+		}
 		out = append(out, r)
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("claiming outbox rows: %w", err)
+		return nil, snapshot{}, fmt.Errorf("claiming outbox rows: %w", err)
 	}
-	return out, nil
+	if snap.xmax == 0 {
+		return nil, snapshot{}, errors.New("claiming outbox rows: the snapshot row is missing")
+	}
+	// Per-key order rests on id order; UNION ALL keeps its branches'
+	// order, and this makes sure of it.
+	if !slices.IsSortedFunc(out, func(a, b row) int { return cmp.Compare(a.ID, b.ID) }) {
+		slices.SortFunc(out, func(a, b row) int { return cmp.Compare(a.ID, b.ID) })
+	}
+	return out, snap, nil
 }
 
 // deleteAcked deletes acked rows of the shards whose lease this relay still
