@@ -73,3 +73,17 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkDecode is the projector's per-event decoding cost (a ~300 B
+// product payload, as in bench projector).
+func BenchmarkDecode(b *testing.B) {
+	in := []byte(strings.Replace(good, `{"name":"x","price":1.5}`,
+		`{"name":"p-123","description":"`+strings.Repeat("x", 230)+`","price":19.99,"stock":42}`, 1))
+	b.SetBytes(int64(len(in)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Decode(in); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
