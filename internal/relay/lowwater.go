@@ -14,17 +14,23 @@ import (
 // batch deleted.
 //
 // Why a row at or below the mark cannot appear later. Outbox ids come from
-// an identity sequence, allocated in time order. An appending transaction
-// has its transaction id before it allocates an outbox id (it locked the
-// aggregate's head row and inserted the events first). So a row with an id
-// below the highest id a claim read, which that claim did not see, belongs
-// to a transaction still running at the claim's snapshot: its xid is below
-// the snapshot's xmax. Once a later claim's snapshot has xmin >= that xmax,
-// every such transaction has ended and that claim sees all their rows. So
-// after claim k (rows up to id hi_k, snapshot xmax_k) and a later claim j
-// with xmin_j >= xmax_k, and every row claim j read published and deleted,
-// the mark moves to hi_k (to hi_j if claim j was a full batch and stopped
-// below hi_k, since rows above hi_j were not read).
+// an identity sequence (CACHE 1), allocated in time order. An appending
+// transaction has its transaction id before it allocates an outbox id (it
+// locked the aggregate's head row and inserted the events first). Take a
+// claim k whose highest id is hi_k. A row below hi_k that claim k did not
+// see had its id allocated before hi_k's, so before claim k's snapshot,
+// by a transaction that already had an xid then. After claim k's rows are
+// published, the delete of batch k runs in a transaction whose xid D_k is
+// assigned after that snapshot, so every such transaction has an xid below
+// D_k. A snapshot's xmin is its lowest running xid below its xmax, and its
+// xmax (latest completed xid + 1) is above D_k once batch k's delete has
+// committed; so a later claim j whose snapshot has xmin > D_k sees every
+// row below hi_k. (A snapshot's own xmax would not do: a transaction that
+// took its xid after the latest completed one is above xmax and neither
+// in the snapshot's running list nor in its xmin.) When all rows claim j
+// read are published and deleted, the mark moves to hi_k (to hi_j if
+// claim j was a full batch and stopped below hi_k, since rows above hi_j
+// were not read).
 //
 // A long-running writing transaction holds the mark back (claims read from
 // the older mark, as slow as without one, never wrong). A row inserted out
@@ -41,15 +47,20 @@ type lowWater struct {
 	prev     int64
 }
 
+// maxPendingMarks bounds the claims a worker remembers while a long
+// transaction keeps them from settling.
+const maxPendingMarks = 1024
+
 // claimMark is a claim whose rows were all published and deleted, not yet
 // known to be complete: rows below hi invisible to it may still commit.
 type claimMark struct {
-	hi   int64  // highest id the claim read
-	xmax uint64 // its snapshot's xmax
+	hi    int64  // highest id the claim read
+	bound uint64 // xid of the batch's delete: complete once xmin > bound
 }
 
-// snapshot bounds of a claim's statement snapshot (pg_current_snapshot).
-type snapshot struct{ xmin, xmax uint64 }
+// snapshot is what lowWater needs of a claim's statement snapshot
+// (pg_current_snapshot): its xmin.
+type snapshot struct{ xmin uint64 }
 
 // from returns the id a claim of shards starts after. A different shard
 // set starts over at 0 (a newly owned shard may have any rows), as does
@@ -81,11 +92,19 @@ func (lw *lowWater) stragglers(ids []int64) int {
 	return n
 }
 
-// done records a claim whose rows (ids ascending, highest hi) were all
-// published and deleted; full says it returned a whole batch. It moves the
-// mark over every earlier claim this claim's snapshot proves complete.
-func (lw *lowWater) done(hi int64, full bool, snap snapshot) {
-	lw.pending = append(lw.pending, claimMark{hi: hi, xmax: snap.xmax})
+// done records a claim (snapshot snap) whose rows (ids ascending, highest
+// hi) were all published and then deleted by transaction delXID; full says
+// it returned a whole batch. It moves the mark over every earlier claim
+// this claim's snapshot proves complete.
+func (lw *lowWater) done(hi int64, full bool, delXID uint64, snap snapshot) {
+	// Marks are in claim order, so bounds only grow. Past maxPendingMarks
+	// (a long-running writer holds every mark back) the new claim absorbs
+	// the last mark, which then settles later, never earlier.
+	if n := len(lw.pending); n >= maxPendingMarks {
+		lw.pending[n-1] = claimMark{hi: max(hi, lw.pending[n-1].hi), bound: delXID}
+	} else {
+		lw.pending = append(lw.pending, claimMark{hi: hi, bound: delXID})
+	}
 	limit := int64(-1)
 	if full {
 		limit = hi // rows above hi were not read
@@ -97,13 +116,13 @@ func (lw *lowWater) done(hi int64, full bool, snap snapshot) {
 func (lw *lowWater) empty(snap snapshot) { lw.settle(snap, -1) }
 
 // settle moves the mark to the highest claim that snap proves complete
-// (every transaction below its xmax ended before snap), but not above
-// limit (when >= 0).
+// (no transaction with an xid below its bound was running at snap), but
+// not above limit (when >= 0).
 func (lw *lowWater) settle(snap snapshot, limit int64) {
 	to := lw.floor
 	kept := lw.pending[:0]
 	for _, m := range lw.pending {
-		if m.xmax <= snap.xmin {
+		if m.bound < snap.xmin {
 			to = max(to, m.hi)
 			continue
 		}
@@ -115,6 +134,10 @@ func (lw *lowWater) settle(snap snapshot, limit int64) {
 	}
 	lw.floor = max(lw.floor, to)
 }
+
+// reset starts over at 0 with the next claim (rows below the mark were
+// left in the outbox).
+func (lw *lowWater) reset() { *lw = lowWater{} }
 
 // failed forgets the pending claims after a batch left rows in the outbox:
 // the mark stays below them (the batch read only ids above it).

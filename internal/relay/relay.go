@@ -461,21 +461,29 @@ func (r *Relay) batch(ctx context.Context, w int) (int, error) {
 		}
 	}
 	ids := deletable(rows, errs)
+	var lost []int16
+	var delXID uint64
 	if len(ids) > 0 {
-		if err := r.deleteWithRetry(fctx, ids, held); err != nil {
+		if lost, delXID, err = r.deleteWithRetry(fctx, ids, held); err != nil {
 			low.failed()
 			return len(rows), err
 		}
-	}
-	if len(ids) == len(rows) {
-		low.done(rows[len(rows)-1].ID, len(rows) == r.cfg.BatchSize, snap)
-	} else {
-		low.failed()
 	}
 	if n := low.stragglers(ids); n > 0 {
 		r.m.stragglers.Add(float64(n))
 		r.log.Warn("published outbox rows found below the low-water mark: they were inserted without the append protocol (transaction id taken before the outbox id)",
 			"worker", w, "rows", n, "mark", low.prev)
+	}
+	switch {
+	case len(lost) > 0:
+		// Rows of the lost shards stay in the outbox (for the new owner),
+		// so the mark must not pass them, even if the lease comes back
+		// before this worker's next batch.
+		low.reset()
+	case len(ids) == len(rows):
+		low.done(rows[len(rows)-1].ID, len(rows) == r.cfg.BatchSize, delXID, snap)
+	default:
+		low.failed()
 	}
 	if r.log.Enabled(ctx, slog.LevelDebug) {
 		r.log.Debug("batch", "worker", w, "rows", len(rows), "deleted", len(ids), "claim_ms", t1.Sub(t0).Milliseconds(),
@@ -489,23 +497,25 @@ func (r *Relay) batch(ctx context.Context, w int) (int, error) {
 
 // deleteWithRetry retries the conditional delete while Postgres is
 // unreachable: a row acked but not deleted would be published again.
-func (r *Relay) deleteWithRetry(ctx context.Context, ids []int64, held map[int16]int64) error {
+// It returns the shards whose lease was gone and the deleting
+// transaction's id.
+func (r *Relay) deleteWithRetry(ctx context.Context, ids []int64, held map[int16]int64) (lost []int16, xid uint64, err error) {
 	bo := r.backoff()
 	for {
-		_, lost, err := r.store.deleteAcked(ctx, ids, held)
+		_, lost, xid, err := r.store.deleteAcked(ctx, ids, held)
 		if err == nil {
 			if len(lost) > 0 {
 				r.dropLost(lost, "taken over before delete; acked rows left for the new owner (duplicates)")
 			}
-			return nil
+			return lost, xid, nil
 		}
 		if ctx.Err() != nil {
-			return fmt.Errorf("%w (acked rows stay in the outbox and will be republished)", err)
+			return nil, 0, fmt.Errorf("%w (acked rows stay in the outbox and will be republished)", err)
 		}
 		d := bo.Next()
 		r.log.Warn("deleting acked rows failed; retrying", "err", err, "backoff", d.String())
 		if !sleep(ctx, d) {
-			return err
+			return nil, 0, err
 		}
 	}
 }

@@ -71,6 +71,68 @@ func TestOutOfOrderCommitIsPublished(t *testing.T) {
 	checkStream(t, recs, map[string]int64{aggs[0].id: 1, aggs[1].id: 1, c.id: 3})
 }
 
+// The CI failure this guards against: transaction A takes its xid after
+// transaction H, allocates a lower outbox id than H, and is still open
+// when H commits. A claim then sees H's row, and A's xid is above that
+// claim's snapshot xmax (latest completed + 1), so neither its xmax nor a
+// later xmin (which ignores xids above xmax) tells that A is running. The
+// mark must still not pass A's id: it waits for xmin to pass the xid of
+// the batch's delete, taken after the claim.
+func TestMarkWaitsForTransactionWithNewerXidAndLowerID(t *testing.T) {
+	e := newEnv(t, testenv.KafkaBrokers())
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	aggs := newAggregates(3)
+	txH, err := e.pg.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer txH.Rollback(ctx)
+	var xidH int64
+	if err := txH.QueryRow(ctx, `SELECT pg_current_xact_id()::text::bigint`).Scan(&xidH); err != nil {
+		t.Fatal(err)
+	}
+	txA, err := e.pg.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer txA.Rollback(ctx)
+	if _, err := appendTx(ctx, txA, aggs[0].typ, aggs[0].id); err != nil {
+		t.Fatal(err)
+	}
+	var xidA, idA int64
+	if err := txA.QueryRow(ctx, `SELECT pg_current_xact_id()::text::bigint, max(id) FROM outbox`).Scan(&xidA, &idA); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := appendTx(ctx, txH, aggs[1].typ, aggs[1].id); err != nil {
+		t.Fatal(err)
+	}
+	var idH int64
+	if err := txH.QueryRow(ctx, `SELECT max(id) FROM outbox`).Scan(&idH); err != nil {
+		t.Fatal(err)
+	}
+	if xidA <= xidH || idA >= idH {
+		t.Fatalf("setup: want xid A %d > xid H %d and id A %d < id H %d", xidA, xidH, idA, idH)
+	}
+	if err := txH.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	startRelay(t, e, "xid-order", func(c *Config) { c.Workers, c.RescanInterval = 1, time.Hour }, 0)
+	waitFor(t, "H published and deleted", 30*time.Second, func() bool { return outboxCount(ctx, t, e.pg.Pool) == 0 })
+	// Later claims find more rows while A is open, then nothing.
+	if _, err := appendEvent(ctx, e.pg.Pool, aggs[2].typ, aggs[2].id); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "C published and deleted", 30*time.Second, func() bool { return outboxCount(ctx, t, e.pg.Pool) == 0 })
+	time.Sleep(500 * time.Millisecond)
+	if err := txA.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "A published and deleted (not left below the mark)", 15*time.Second, func() bool { return outboxCount(ctx, t, e.pg.Pool) == 0 })
+	recs := consumeAll(t, e.brokers, e.topics, 3, 30*time.Second)
+	checkStream(t, recs, map[string]int64{aggs[0].id: 1, aggs[1].id: 1, aggs[2].id: 1})
+}
+
 // A row inserted below a worker's low-water mark (here with an explicit
 // old id, as an out-of-protocol writer could) is published by the
 // periodic rescan and counted.
@@ -273,7 +335,7 @@ func TestDeleteAfterTakeoverDeletesNothing(t *testing.T) {
 	if taken, err := nw.acquire(ctx, 1); err != nil || taken[victim] != got[victim]+1 {
 		t.Fatalf("takeover: %v %v", taken, err)
 	}
-	n, lost, err := st.deleteAcked(ctx, ids, leases)
+	n, lost, _, err := st.deleteAcked(ctx, ids, leases)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -392,7 +454,7 @@ func TestLeaseLockingNeverDeadlocks(t *testing.T) {
 					}
 					sub[s] = e
 				}
-				if _, lost, err := st.deleteAcked(ctx, []int64{int64(i)}, sub); err != nil || len(lost) != 0 {
+				if _, lost, _, err := st.deleteAcked(ctx, []int64{int64(i)}, sub); err != nil || len(lost) != 0 {
 					return fmt.Errorf("delete round %d: lost %v, %w", i, lost, err)
 				}
 			}

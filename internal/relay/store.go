@@ -177,7 +177,7 @@ func (s *store) held(ctx context.Context, leases map[int16]int64) (map[int16]int
 
 // claim reads the lowest-id outbox rows above id after of the given
 // shards (each row carries a copy of its event, so this reads one table),
-// with the bounds of the statement's snapshot (see lowWater). It reads
+// with the xmin of the statement's snapshot (see lowWater). It reads
 // what is committed now: a row committed later with a lower id is still
 // there on a later claim, because rows leave the outbox only by
 // deleteAcked and the mark passes an id only once no transaction that
@@ -186,11 +186,11 @@ func (s *store) claim(ctx context.Context, shards []int16, after int64, limit in
 	// The first row (id 0, ids start at 1) only carries the snapshot, so
 	// an empty claim reports it too.
 	rows, err := s.pool.Query(ctx, `WITH s AS MATERIALIZED (
-			SELECT pg_snapshot_xmin(x)::text::bigint AS xmin, pg_snapshot_xmax(x)::text::bigint AS xmax FROM pg_current_snapshot() x)
-		SELECT 0::bigint, 0::smallint, '', '', 0::bigint, '', '', 0, 0::bigint, '', '', now(), now(), xmin, xmax FROM s
+			SELECT pg_snapshot_xmin(x)::text::bigint AS xmin FROM pg_current_snapshot() x)
+		SELECT 0::bigint, 0::smallint, '', '', 0::bigint, '', '', 0, 0::bigint, '', '', now(), now(), xmin FROM s
 		UNION ALL
 		(SELECT id, shard, aggregate_type, aggregate_id, global_position,
-			event_id::text, event_type, schema_version, version, payload, metadata, occurred_at, recorded_at, 0, 0
+			event_id::text, event_type, schema_version, version, payload, metadata, occurred_at, recorded_at, 0
 		FROM outbox WHERE shard = ANY($1::smallint[]) AND id > $2
 		ORDER BY id LIMIT $3)`, shards, after, limit)
 	if err != nil {
@@ -199,12 +199,12 @@ func (s *store) claim(ctx context.Context, shards []int16, after int64, limit in
 	out := make([]row, 0, limit)
 	var r row
 	var snap snapshot
-	var xmin, xmax int64
+	var xmin int64
 	_, err = pgx.ForEachRow(rows, []any{&r.ID, &r.Shard, &r.AggregateType, &r.AggregateID, &r.GlobalPosition,
 		&r.EventID, &r.EventType, &r.SchemaVersion, &r.Version, &r.Payload, &r.Metadata, &r.OccurredAt, &r.RecordedAt,
-		&xmin, &xmax}, func() error {
+		&xmin}, func() error {
 		if r.ID == 0 {
-			snap = snapshot{xmin: uint64(xmin), xmax: uint64(xmax)}
+			snap = snapshot{xmin: uint64(xmin)}
 			return nil
 		}
 		out = append(out, r)
@@ -213,7 +213,7 @@ func (s *store) claim(ctx context.Context, shards []int16, after int64, limit in
 	if err != nil {
 		return nil, snapshot{}, fmt.Errorf("claiming outbox rows: %w", err)
 	}
-	if snap.xmax == 0 {
+	if snap.xmin == 0 {
 		return nil, snapshot{}, errors.New("claiming outbox rows: the snapshot row is missing")
 	}
 	// Per-key order rests on id order; UNION ALL keeps its branches'
@@ -229,14 +229,15 @@ func (s *store) claim(ctx context.Context, shards []int16, after int64, limit in
 // FOR SHARE first, so a concurrent takeover (an UPDATE of the lease row)
 // waits for this delete to commit, or — if it committed first — makes the
 // lock's re-check fail and nothing of that shard is deleted. It returns the
-// number of rows deleted and the shards whose lease was gone.
+// number of rows deleted, the shards whose lease was gone, and the
+// deleting transaction's id (lowWater's bound for the batch's claim).
 //
 // The statement commits with synchronous_commit=off: if PostgreSQL crashes
 // before the WAL flush, the delete is lost and those rows are published
 // again (duplicates, never loss); it saves an fsync wait per batch.
-func (s *store) deleteAcked(ctx context.Context, ids []int64, leases map[int16]int64) (int64, []int16, error) {
+func (s *store) deleteAcked(ctx context.Context, ids []int64, leases map[int16]int64) (int64, []int16, uint64, error) {
 	shards, epochs := split(leases)
-	var n int64
+	var n, xid int64
 	var heldShards []int16
 	err := s.pool.QueryRow(ctx, `WITH async AS (SELECT set_config('synchronous_commit', 'off', true) AS v),
 		held AS (
@@ -244,10 +245,11 @@ func (s *store) deleteAcked(ctx context.Context, ids []int64, leases map[int16]i
 			JOIN unnest($2::smallint[], $3::bigint[]) AS h(shard, epoch) ON h.shard = l.shard AND h.epoch = l.epoch
 			WHERE l.owner = $1 AND l.expires_at > clock_timestamp() ORDER BY l.shard FOR SHARE OF l),
 		del AS (DELETE FROM outbox WHERE id = ANY($4::bigint[]) AND shard IN (SELECT shard FROM held) RETURNING 1)
-		SELECT (SELECT count(*) FROM del), ARRAY(SELECT shard FROM held)::smallint[], (SELECT v FROM async)`,
-		s.id, shards, epochs, ids).Scan(&n, &heldShards, nil)
+		SELECT (SELECT count(*) FROM del), ARRAY(SELECT shard FROM held)::smallint[], (SELECT v FROM async),
+			pg_current_xact_id()::text::bigint`,
+		s.id, shards, epochs, ids).Scan(&n, &heldShards, nil, &xid)
 	if err != nil {
-		return 0, nil, fmt.Errorf("deleting acked rows: %w", err)
+		return 0, nil, 0, fmt.Errorf("deleting acked rows: %w", err)
 	}
 	held := make(map[int16]bool, len(heldShards))
 	for _, sh := range heldShards {
@@ -259,7 +261,7 @@ func (s *store) deleteAcked(ctx context.Context, ids []int64, leases map[int16]i
 			lost = append(lost, sh)
 		}
 	}
-	return n, lost, nil
+	return n, lost, uint64(xid), nil
 }
 
 // stats returns the outbox size (planner estimate when above 100k rows,
