@@ -38,6 +38,7 @@ import (
 // every rescanInterval the mark drops to 0 for one claim, so such a row is
 // still published, late, and counted as a straggler.
 type lowWater struct {
+	server  string  // snapshot.server the mark was set under
 	shards  []int16 // the shard set the mark is for, sorted
 	floor   int64
 	pending []claimMark
@@ -58,9 +59,24 @@ type claimMark struct {
 	bound uint64 // xid of the batch's delete: complete once xmin > bound
 }
 
-// snapshot is what lowWater needs of a claim's statement snapshot
-// (pg_current_snapshot): its xmin.
-type snapshot struct{ xmin uint64 }
+// snapshot is what lowWater needs of a claim: its statement snapshot's
+// xmin (pg_current_snapshot), and the server's incarnation: postmaster
+// start, last checkpoint and current timeline. A crash recovery ends with
+// a checkpoint and a failover starts a timeline, so a mark is never used
+// across either (a lost asynchronous delete brings rows back below it; a
+// promoted replica's sequence may be behind it).
+type snapshot struct {
+	xmin   uint64
+	server string
+}
+
+// sameServer reports whether server is the one the mark was set under,
+// and remembers it.
+func (lw *lowWater) sameServer(server string) bool {
+	same := lw.server == server
+	lw.server = server
+	return same
+}
 
 // from returns the id a claim of shards starts after. A different shard
 // set starts over at 0 (a newly owned shard may have any rows), as does
@@ -137,7 +153,7 @@ func (lw *lowWater) settle(snap snapshot, limit int64) {
 
 // reset starts over at 0 with the next claim (rows below the mark were
 // left in the outbox).
-func (lw *lowWater) reset() { *lw = lowWater{} }
+func (lw *lowWater) reset() { *lw = lowWater{server: lw.server} }
 
 // failed forgets the pending claims after a batch left rows in the outbox:
 // the mark stays below them (the batch read only ids above it).

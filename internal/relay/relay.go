@@ -24,7 +24,8 @@
 // worker's low-water mark, an id at or below which no row of its shards is
 // pending or can still commit (lowWater explains why; the mark starts at 0
 // and moves only over claims whose concurrent transactions have all
-// ended). A row is deleted only after Kafka acknowledged it. A transaction
+// ended; it is dropped when PostgreSQL restarts, recovers, fails over or
+// checkpoints). A row is deleted only after Kafka acknowledged it. A transaction
 // that commits a lower id after a higher one was published is still above
 // the mark and found by the next claim. The API appends under the
 // aggregate's head row lock, so one aggregate's rows become visible in
@@ -418,9 +419,21 @@ func (r *Relay) batch(ctx context.Context, w int) (int, error) {
 	shards, _ := split(held)
 	t0 := time.Now()
 	low := &r.low[w]
-	rows, snap, err := r.store.claim(ctx, shards, low.from(shards, t0, r.cfg.RescanInterval), r.cfg.BatchSize)
+	after := low.from(shards, t0, r.cfg.RescanInterval)
+	rows, snap, err := r.store.claim(ctx, shards, after, r.cfg.BatchSize)
 	if err != nil {
 		return 0, err
+	}
+	if !low.sameServer(snap.server) && after > 0 {
+		// PostgreSQL restarted, recovered from a crash, failed over or
+		// checkpointed since the mark was set: rows may have come back
+		// below it (a lost asynchronous delete) or the sequence may hand
+		// out ids below it. Start over from 0 before publishing anything.
+		low.reset()
+		low.sameServer(snap.server)
+		if rows, snap, err = r.store.claim(ctx, shards, low.from(shards, t0, r.cfg.RescanInterval), r.cfg.BatchSize); err != nil {
+			return 0, err
+		}
 	}
 	if len(rows) == 0 {
 		low.empty(snap)

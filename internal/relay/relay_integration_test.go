@@ -133,6 +133,49 @@ func TestMarkWaitsForTransactionWithNewerXidAndLowerID(t *testing.T) {
 	checkStream(t, recs, map[string]int64{aggs[0].id: 1, aggs[1].id: 1, aggs[2].id: 1})
 }
 
+// Rows that come back below the mark after a crash (an asynchronous
+// delete lost) or a failover are republished at once, not at the next
+// rescan: the mark is dropped when the server's incarnation changes. A
+// CHECKPOINT changes it the way crash recovery does.
+func TestMarkDroppedWhenServerIncarnationChanges(t *testing.T) {
+	e := newEnv(t, testenv.KafkaBrokers())
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	rr := startRelay(t, e, "incarnation", func(c *Config) { c.Workers, c.RescanInterval = 1, time.Hour }, 0)
+	a := newAggregates(1)[0]
+	for range 3 {
+		if _, err := appendEvent(ctx, e.pg.Pool, a.typ, a.id); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "published and deleted", 30*time.Second, func() bool { return outboxCount(ctx, t, e.pg.Pool) == 0 })
+	}
+	var low int64
+	if err := e.pg.Pool.QueryRow(ctx, `SELECT min(global_position) FROM events WHERE aggregate_id = $1`, a.id).Scan(&low); err != nil {
+		t.Fatal(err)
+	}
+	// The first event's row is back under id 1, as after a lost delete.
+	if _, err := e.pg.Pool.Exec(ctx, `INSERT INTO outbox (id, `+eventstore.OutboxColumns+`) OVERRIDING SYSTEM VALUE
+		SELECT 1, `+eventstore.OutboxFromEvents+` FROM events ev WHERE ev.global_position = $1`, low); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if n := outboxCount(ctx, t, e.pg.Pool); n != 1 {
+		t.Fatalf("setup: %d outbox rows, want the row below the mark still there (the mark is working)", n)
+	}
+	if _, err := e.pg.Pool.Exec(ctx, `CHECKPOINT`); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the row below the mark republished after the checkpoint", 15*time.Second, func() bool { return outboxCount(ctx, t, e.pg.Pool) == 0 })
+	if n := testutil.ToFloat64(rr.m.stragglers); n != 0 {
+		t.Fatalf("cqrsflow_relay_late_rows_total = %v, want 0 (not a rescan)", n)
+	}
+	recs := consumeAll(t, e.brokers, e.topics, 3, 30*time.Second)
+	if len(recs) != 4 {
+		t.Fatalf("%d records, want 4 (3 events, the first one twice)", len(recs))
+	}
+	checkStream(t, recs, map[string]int64{a.id: 3})
+}
+
 // A row inserted below a worker's low-water mark (here with an explicit
 // old id, as an out-of-protocol writer could) is published by the
 // periodic rescan and counted.

@@ -183,11 +183,15 @@ func (s *store) held(ctx context.Context, leases map[int16]int64) (map[int16]int
 // deleteAcked and the mark passes an id only once no transaction that
 // could still commit a row below it is running.
 func (s *store) claim(ctx context.Context, shards []int16, after int64, limit int) ([]row, snapshot, error) {
-	// The first row (id 0, ids start at 1) only carries the snapshot, so
-	// an empty claim reports it too.
+	// The first row (id 0, ids start at 1) only carries the snapshot's
+	// xmin and the server's incarnation (in the aggregate_type column), so
+	// an empty claim reports them too.
 	rows, err := s.pool.Query(ctx, `WITH s AS MATERIALIZED (
-			SELECT pg_snapshot_xmin(x)::text::bigint AS xmin FROM pg_current_snapshot() x)
-		SELECT 0::bigint, 0::smallint, '', '', 0::bigint, '', '', 0, 0::bigint, '', '', now(), now(), xmin FROM s
+			SELECT pg_snapshot_xmin(x)::text::bigint AS xmin,
+				concat_ws('/', pg_postmaster_start_time(), (pg_control_checkpoint()).checkpoint_lsn,
+					left(pg_walfile_name(pg_current_wal_lsn()), 8)) AS server
+			FROM pg_current_snapshot() x)
+		SELECT 0::bigint, 0::smallint, server, '', 0::bigint, '', '', 0, 0::bigint, '', '', now(), now(), xmin FROM s
 		UNION ALL
 		(SELECT id, shard, aggregate_type, aggregate_id, global_position,
 			event_id::text, event_type, schema_version, version, payload, metadata, occurred_at, recorded_at, 0
@@ -204,7 +208,7 @@ func (s *store) claim(ctx context.Context, shards []int16, after int64, limit in
 		&r.EventID, &r.EventType, &r.SchemaVersion, &r.Version, &r.Payload, &r.Metadata, &r.OccurredAt, &r.RecordedAt,
 		&xmin}, func() error {
 		if r.ID == 0 {
-			snap = snapshot{xmin: uint64(xmin)}
+			snap = snapshot{xmin: uint64(xmin), server: r.AggregateType}
 			return nil
 		}
 		out = append(out, r)

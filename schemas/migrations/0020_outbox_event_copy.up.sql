@@ -7,12 +7,17 @@
 --
 -- Existing rows (a backlog at upgrade time) are filled from events here.
 -- Writers of the previous release insert rows without the copy and would
--- fail the NOT NULL constraints: stop the API, run the migration (any
--- binary of this release runs it at start), then start the new release.
+-- fail the NOT NULL constraints: stop the API, run the migration (the api
+-- and outbox-relay of this release run it at start), then start the rest.
 --
 -- The foreign key to events goes: the row is built from the events row
 -- inserted by the same statement, and the check was a trigger call per
 -- appended event.
+-- Both tables are locked up front, in the order appenders take them
+-- (events, then outbox): an appender still running makes this wait
+-- instead of deadlocking with the later DROP CONSTRAINT on events.
+LOCK TABLE events, outbox IN ACCESS EXCLUSIVE MODE;
+
 ALTER TABLE outbox
     ADD COLUMN event_id       UUID,
     ADD COLUMN event_type     TEXT,
