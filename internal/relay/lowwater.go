@@ -61,10 +61,12 @@ type claimMark struct {
 
 // snapshot is what lowWater needs of a claim: its statement snapshot's
 // xmin (pg_current_snapshot), and the server's incarnation: postmaster
-// start, last checkpoint and current timeline. A crash recovery ends with
-// a checkpoint and a failover starts a timeline, so a mark is never used
-// across either (a lost asynchronous delete brings rows back below it; a
-// promoted replica's sequence may be behind it).
+// start, the reset time of the shared bgwriter statistics (PostgreSQL
+// resets them after crash recovery; clean restarts keep them but change
+// the postmaster start) and the current WAL timeline (a promotion starts a
+// new one). Neither the mark nor its pending claims are used across a
+// change (a lost asynchronous delete brings rows back below the mark; a
+// promoted replica's sequence may be behind it; xids may be reissued).
 type snapshot struct {
 	xmin   uint64
 	server string

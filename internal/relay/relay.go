@@ -24,8 +24,8 @@
 // worker's low-water mark, an id at or below which no row of its shards is
 // pending or can still commit (lowWater explains why; the mark starts at 0
 // and moves only over claims whose concurrent transactions have all
-// ended; it is dropped when PostgreSQL restarts, recovers, fails over or
-// checkpoints). A row is deleted only after Kafka acknowledged it. A transaction
+// ended; it is dropped when PostgreSQL restarts, recovers from a crash or
+// fails over). A row is deleted only after Kafka acknowledged it. A transaction
 // that commits a lower id after a higher one was published is still above
 // the mark and found by the next claim. The API appends under the
 // aggregate's head row lock, so one aggregate's rows become visible in
@@ -424,15 +424,20 @@ func (r *Relay) batch(ctx context.Context, w int) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if !low.sameServer(snap.server) && after > 0 {
-		// PostgreSQL restarted, recovered from a crash, failed over or
-		// checkpointed since the mark was set: rows may have come back
-		// below it (a lost asynchronous delete) or the sequence may hand
-		// out ids below it. Start over from 0 before publishing anything.
+	if !low.sameServer(snap.server) {
+		// PostgreSQL restarted, recovered from a crash or failed over
+		// since the mark and its pending claims were set: rows may have
+		// come back below the mark (a lost asynchronous delete) or the
+		// sequence may hand out ids below it. Start over from 0 before
+		// publishing anything (rows found now are not stragglers).
 		low.reset()
 		low.sameServer(snap.server)
-		if rows, snap, err = r.store.claim(ctx, shards, low.from(shards, t0, r.cfg.RescanInterval), r.cfg.BatchSize); err != nil {
-			return 0, err
+		if after > 0 {
+			if rows, snap, err = r.store.claim(ctx, shards, low.from(shards, t0, r.cfg.RescanInterval), r.cfg.BatchSize); err != nil {
+				return 0, err
+			}
+		} else {
+			low.from(shards, t0, r.cfg.RescanInterval)
 		}
 	}
 	if len(rows) == 0 {

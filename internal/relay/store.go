@@ -188,7 +188,7 @@ func (s *store) claim(ctx context.Context, shards []int16, after int64, limit in
 	// an empty claim reports them too.
 	rows, err := s.pool.Query(ctx, `WITH s AS MATERIALIZED (
 			SELECT pg_snapshot_xmin(x)::text::bigint AS xmin,
-				concat_ws('/', pg_postmaster_start_time(), (pg_control_checkpoint()).checkpoint_lsn,
+				concat_ws('/', pg_postmaster_start_time(), pg_stat_get_bgwriter_stat_reset_time(),
 					left(pg_walfile_name(pg_current_wal_lsn()), 8)) AS server
 			FROM pg_current_snapshot() x)
 		SELECT 0::bigint, 0::smallint, server, '', 0::bigint, '', '', 0, 0::bigint, '', '', now(), now(), xmin FROM s
