@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/sync/errgroup"
 
@@ -150,15 +151,7 @@ func TestMarkDroppedWhenServerIncarnationChanges(t *testing.T) {
 		}
 		waitFor(t, "published and deleted", 30*time.Second, func() bool { return outboxCount(ctx, t, e.pg.Pool) == 0 })
 	}
-	var low int64
-	if err := e.pg.Pool.QueryRow(ctx, `SELECT min(global_position) FROM events WHERE aggregate_id = $1`, a.id).Scan(&low); err != nil {
-		t.Fatal(err)
-	}
-	// The first event's row is back under id 1, as after a lost delete.
-	if _, err := e.pg.Pool.Exec(ctx, `INSERT INTO outbox (id, `+eventstore.OutboxColumns+`) OVERRIDING SYSTEM VALUE
-		SELECT 1, `+eventstore.OutboxFromEvents+` FROM events ev WHERE ev.global_position = $1`, low); err != nil {
-		t.Fatal(err)
-	}
+	reinsertFirstBelowMark(ctx, t, e.pg.Pool, a.id) // as after a lost delete
 	time.Sleep(time.Second)
 	if n := outboxCount(ctx, t, e.pg.Pool); n != 1 {
 		t.Fatalf("setup: %d outbox rows, want the row below the mark still there (the mark is working)", n)
@@ -192,15 +185,7 @@ func TestRescanPublishesRowBelowTheMark(t *testing.T) {
 		}
 	}
 	waitFor(t, "5 events published and deleted", 30*time.Second, func() bool { return outboxCount(ctx, t, e.pg.Pool) == 0 })
-	var low int64
-	if err := e.pg.Pool.QueryRow(ctx, `SELECT min(global_position) FROM events WHERE aggregate_id = $1`, a.id).Scan(&low); err != nil {
-		t.Fatal(err)
-	}
-	// Re-insert the first event's row under id 1, below every id published.
-	if _, err := e.pg.Pool.Exec(ctx, `INSERT INTO outbox (id, `+eventstore.OutboxColumns+`) OVERRIDING SYSTEM VALUE
-		SELECT 1, `+eventstore.OutboxFromEvents+` FROM events ev WHERE ev.global_position = $1`, low); err != nil {
-		t.Fatal(err)
-	}
+	reinsertFirstBelowMark(ctx, t, e.pg.Pool, a.id) // as an out-of-protocol writer could
 	waitFor(t, "the row below the mark published by a rescan", 30*time.Second, func() bool { return outboxCount(ctx, t, e.pg.Pool) == 0 })
 	if n := testutil.ToFloat64(rr.m.stragglers); n != 1 {
 		t.Fatalf("cqrsflow_relay_late_rows_total = %v, want 1", n)
@@ -549,5 +534,16 @@ func TestLingerBatchesNotifiedWrites(t *testing.T) {
 		}
 		rr.stop()
 		cancel()
+	}
+}
+
+// reinsertFirstBelowMark puts the outbox row of aggID's first event back
+// under id 1, below every id published.
+func reinsertFirstBelowMark(ctx context.Context, t *testing.T, pool *pgxpool.Pool, aggID string) {
+	t.Helper()
+	if _, err := pool.Exec(ctx, `INSERT INTO outbox (id, `+eventstore.OutboxColumns+`) OVERRIDING SYSTEM VALUE
+		SELECT 1, `+eventstore.OutboxFromEvents+` FROM events ev
+		WHERE ev.global_position = (SELECT min(global_position) FROM events WHERE aggregate_id = $1)`, aggID); err != nil {
+		t.Fatal(err)
 	}
 }
