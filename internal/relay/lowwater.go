@@ -60,15 +60,17 @@ type claimMark struct {
 }
 
 // snapshot is what lowWater needs of a claim: its statement snapshot's
-// xmin (pg_current_snapshot), and the server's incarnation: postmaster
-// start, the reset time of the shared bgwriter statistics (PostgreSQL
-// resets them after crash recovery — checked on PostgreSQL 15: a backend
-// killed with SIGKILL, the server reinitialised and recovered, the reset
-// time changed, the postmaster start did not; clean restarts keep them but
-// change the postmaster start) and the current WAL timeline (a promotion starts a
-// new one). Neither the mark nor its pending claims are used across a
-// change (a lost asynchronous delete brings rows back below the mark; a
-// promoted replica's sequence may be behind it; xids may be reissued).
+// xmin (pg_current_snapshot), and the server's incarnation, made of
+//   - the postmaster start (a clean restart),
+//   - the reset time of the shared bgwriter statistics, which PostgreSQL
+//     resets after crash recovery (checked on PostgreSQL 15: a backend
+//     killed with SIGKILL, the server reinitialised and recovered, the
+//     reset time changed and the postmaster start did not),
+//   - the current WAL timeline (a promotion starts a new one).
+//
+// Neither the mark nor its pending claims are used across a change: a
+// lost asynchronous delete brings rows back below the mark, a promoted
+// replica's sequence may be behind it, and xids may be reissued.
 type snapshot struct {
 	xmin   uint64
 	server string

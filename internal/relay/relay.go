@@ -23,9 +23,9 @@
 // Each batch reads the lowest-id rows of the owned shards above the
 // worker's low-water mark, an id at or below which no row of its shards is
 // pending or can still commit (lowWater explains why; the mark starts at 0
-// and moves only over claims whose concurrent transactions have all
-// ended; it is dropped when PostgreSQL restarts, recovers from a crash or
-// fails over). A row is deleted only after Kafka acknowledged it. A transaction
+// and moves only over claims whose concurrent transactions have all ended;
+// it is dropped when PostgreSQL restarts, recovers from a crash or fails
+// over). A row is deleted only after Kafka acknowledged it. A transaction
 // that commits a lower id after a higher one was published is still above
 // the mark and found by the next claim. The API appends under the
 // aggregate's head row lock, so one aggregate's rows become visible in

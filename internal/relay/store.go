@@ -200,7 +200,7 @@ func (s *store) claim(ctx context.Context, shards []int16, after int64, limit in
 	if err != nil {
 		return nil, snapshot{}, fmt.Errorf("claiming outbox rows: %w", err)
 	}
-	out := make([]row, 0, limit)
+	var out []row
 	var r row
 	var snap snapshot
 	var xmin int64
