@@ -134,8 +134,12 @@ func (lw *lowWater) done(hi int64, full bool, delXID uint64, snap snapshot) {
 	lw.settle(snap, limit)
 }
 
-// empty records a claim that found no row above the mark.
-func (lw *lowWater) empty(snap snapshot) { lw.settle(snap, -1) }
+// empty records a claim that found no row above the mark. An empty
+// rescan puts the mark back where it was: nothing appeared below it.
+func (lw *lowWater) empty(snap snapshot) {
+	lw.floor = max(lw.floor, lw.prev)
+	lw.settle(snap, -1)
+}
 
 // settle moves the mark to the highest claim that snap proves complete
 // (no transaction with an xid below its bound was running at snap), but

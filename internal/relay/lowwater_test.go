@@ -140,3 +140,25 @@ func TestLowWaterPendingMarksStayBounded(t *testing.T) {
 		t.Fatalf("mark %d, %d pending; want 5099, 0", lw.floor, len(lw.pending))
 	}
 }
+
+func TestLowWaterEmptyRescanKeepsTheMark(t *testing.T) {
+	start := time.Unix(0, 0)
+	var lw lowWater
+	lw.from([]int16{4}, start, time.Minute)
+	lw.done(300, false, 9, snapshot{xmin: 8})
+	lw.empty(snapshot{xmin: 10})
+	if f := lw.from([]int16{4}, start.Add(time.Minute), time.Minute); f != 0 {
+		t.Fatalf("rescan from %d, want 0", f)
+	}
+	lw.empty(snapshot{xmin: 11}) // nothing appeared below 300
+	if f := lw.from([]int16{4}, start.Add(61*time.Second), time.Minute); f != 300 {
+		t.Fatalf("after an empty rescan: from %d, want 300", f)
+	}
+	// A reset (new incarnation) is not a rescan: nothing to put back.
+	lw.reset()
+	lw.from([]int16{4}, start.Add(62*time.Second), time.Minute)
+	lw.empty(snapshot{xmin: 12})
+	if lw.floor != 0 {
+		t.Fatalf("mark %d after a reset and an empty claim, want 0", lw.floor)
+	}
+}

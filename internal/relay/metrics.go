@@ -19,6 +19,7 @@ type metrics struct {
 	batchRecords prometheus.Histogram
 	liveRelays   prometheus.Gauge
 	stragglers   prometheus.Counter
+	lowWater     *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -69,8 +70,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: obs.Namespace, Name: "relay_late_rows_total",
 			Help: "Outbox rows found below a worker's low-water mark by the periodic rescan (inserted out of the append protocol; published late, not lost).",
 		}),
+		lowWater: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: obs.Namespace, Name: "relay_low_water_mark",
+			Help: "Outbox id at or below which nothing of the worker's shards is pending; claims read above it. Stuck while a writing transaction runs long.",
+		}, []string{"worker"}),
 	}
-	reg.MustRegister(m.stragglers, m.pending, m.oldestAge, m.published, m.publishLag, m.errors,
+	reg.MustRegister(m.lowWater, m.stragglers, m.pending, m.oldestAge, m.published, m.publishLag, m.errors,
 		m.ownedShards, m.leasesLost, m.batches, m.batchRecords, m.liveRelays)
 	return m
 }

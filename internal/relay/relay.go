@@ -170,6 +170,8 @@ type Relay struct {
 	store *store
 	wake  []chan struct{} // one per worker
 	low   []lowWater      // one per worker, used only by that worker
+	// lowGauge is cqrsflow_relay_low_water_mark of each worker.
+	lowGauge []prometheus.Gauge
 
 	mu        sync.Mutex
 	owned     map[int16]int64 // shard → epoch
@@ -207,6 +209,9 @@ func New(cfg Config, pool *pgxpool.Pool, prod Producer, reg prometheus.Registere
 		r.wake = append(r.wake, make(chan struct{}, 1))
 	}
 	r.low = make([]lowWater, cfg.Workers)
+	for w := range cfg.Workers {
+		r.lowGauge = append(r.lowGauge, r.m.lowWater.WithLabelValues(strconv.Itoa(w)))
+	}
 	return r, nil
 }
 
@@ -419,6 +424,7 @@ func (r *Relay) batch(ctx context.Context, w int) (int, error) {
 	shards, _ := split(held)
 	t0 := time.Now()
 	low := &r.low[w]
+	defer func() { r.lowGauge[w].Set(float64(low.floor)) }()
 	after := low.from(shards, t0, r.cfg.RescanInterval)
 	rows, snap, err := r.store.claim(ctx, shards, after, r.cfg.BatchSize)
 	if err != nil {

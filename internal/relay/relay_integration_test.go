@@ -151,6 +151,7 @@ func TestMarkDroppedWhenServerIncarnationChanges(t *testing.T) {
 		}
 		waitFor(t, "published and deleted", 30*time.Second, func() bool { return outboxCount(ctx, t, e.pg.Pool) == 0 })
 	}
+	waitForMark(t, rr)
 	reinsertFirstBelowMark(ctx, t, e.pg.Pool, a.id) // as after a lost delete
 	time.Sleep(time.Second)
 	if n := outboxCount(ctx, t, e.pg.Pool); n != 1 {
@@ -185,6 +186,7 @@ func TestRescanPublishesRowBelowTheMark(t *testing.T) {
 		}
 	}
 	waitFor(t, "5 events published and deleted", 30*time.Second, func() bool { return outboxCount(ctx, t, e.pg.Pool) == 0 })
+	waitForMark(t, rr)
 	reinsertFirstBelowMark(ctx, t, e.pg.Pool, a.id) // as an out-of-protocol writer could
 	waitFor(t, "the row below the mark published by a rescan", 30*time.Second, func() bool { return outboxCount(ctx, t, e.pg.Pool) == 0 })
 	if n := testutil.ToFloat64(rr.m.stragglers); n != 1 {
@@ -546,4 +548,14 @@ func reinsertFirstBelowMark(ctx context.Context, t *testing.T, pool *pgxpool.Poo
 		WHERE ev.global_position = (SELECT min(global_position) FROM events WHERE aggregate_id = $1)`, aggID); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// waitForMark waits until worker 0's low-water mark left 0 (it settles
+// once no transaction that was running at a drained claim still runs,
+// which other test packages' transactions can delay).
+func waitForMark(t *testing.T, rr *runningRelay) {
+	t.Helper()
+	waitFor(t, "the low-water mark above 0", 30*time.Second, func() bool {
+		return testutil.ToFloat64(rr.m.lowWater.WithLabelValues("0")) > 0
+	})
 }
