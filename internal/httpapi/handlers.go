@@ -132,11 +132,13 @@ func (h *handlers) createProduct(c *gin.Context) {
 }
 
 func foldProduct(hist []eventstore.Event) (*product.Product, error) {
-	var p product.Product
-	for _, e := range hist {
-		if err := p.Apply(e.Version, e.Type, e.Payload); err != nil {
-			return nil, fmt.Errorf("folding product: %w", err)
-		}
+	evs := make([]product.Event, len(hist))
+	for i, e := range hist {
+		evs[i] = product.Event{Version: e.Version, Type: e.Type, Payload: e.Payload}
+	}
+	p, err := product.Fold(evs)
+	if err != nil {
+		return nil, fmt.Errorf("folding product: %w", err)
 	}
 	return &p, nil
 }

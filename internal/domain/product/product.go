@@ -112,6 +112,41 @@ func (p *Product) Apply(version int64, eventType string, payload []byte) error {
 	return nil
 }
 
+// Event is one stored product event, as Fold reads it.
+type Event struct {
+	Version int64
+	Type    string
+	Payload []byte
+}
+
+// Fold returns the state after events (ascending versions), the same as
+// Apply on each in turn. Created and Updated carry the whole state (PUT
+// semantics), so only the last of them is decoded: an update costs the
+// same whatever the length of the product's history.
+func Fold(events []Event) (Product, error) {
+	var p Product
+	last := -1
+	for i, e := range events {
+		switch e.Type {
+		case EventCreated, EventUpdated:
+			last = i
+		case EventDeleted:
+		default:
+			return Product{}, fmt.Errorf("unknown product event type %q", e.Type)
+		}
+	}
+	for i, e := range events {
+		if i != last && (e.Type == EventCreated || e.Type == EventUpdated) {
+			p.Exists, p.Version = true, e.Version // replaced by a later state
+			continue
+		}
+		if err := p.Apply(e.Version, e.Type, e.Payload); err != nil {
+			return Product{}, err
+		}
+	}
+	return p, nil
+}
+
 // Create decides the events of a new product from validated fields.
 func Create(f Fields) []domain.Event {
 	return []domain.Event{{Type: EventCreated, SchemaVersion: 1, Payload: f}}

@@ -3,6 +3,8 @@ package product
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
 
@@ -94,4 +96,74 @@ func TestLifecycle(t *testing.T) {
 	if err := p.Apply(4, "Bogus", []byte(`{}`)); err == nil {
 		t.Error("unknown event type must fail")
 	}
+}
+
+// Fold equals Apply on every event in turn, for random histories, while
+// decoding only the last full state.
+func TestFoldEqualsApplyingEveryEvent(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	types := []string{EventCreated, EventUpdated, EventUpdated, EventDeleted}
+	for round := range 500 {
+		n := 1 + rng.IntN(12)
+		var evs []Event
+		var want Product
+		for i := range n {
+			typ := types[rng.IntN(len(types))]
+			payload := []byte(fmt.Sprintf(`{"name":"n%d-%d","description":"d","price":%d,"stock":%d}`, round, i, rng.IntN(1000), rng.IntN(50)))
+			if typ == EventDeleted {
+				payload = []byte(`{"reason":"r"}`)
+			}
+			evs = append(evs, Event{Version: int64(i + 1), Type: typ, Payload: payload})
+			if err := want.Apply(int64(i+1), typ, payload); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := Fold(evs)
+		if err != nil || got != want {
+			t.Fatalf("round %d: Fold = %+v, %v; Apply one by one = %+v (events %+v)", round, got, err, want, evs)
+		}
+	}
+	// Only the last full state is decoded: an earlier broken payload is
+	// never read, the last one is.
+	broken := []Event{{1, EventCreated, []byte(`not json`)}, {2, EventUpdated, []byte(`{"name":"ok","price":1,"stock":1}`)}}
+	if p, err := Fold(broken); err != nil || p.Name != "ok" || p.Version != 2 || !p.Exists {
+		t.Fatalf("Fold = %+v, %v", p, err)
+	}
+	if _, err := Fold([]Event{{1, EventCreated, []byte(`{"name":"a","price":1,"stock":1}`)}, {2, EventUpdated, []byte(`{`)}}); err == nil {
+		t.Fatal("a broken last state must fail")
+	}
+	if _, err := Fold([]Event{{1, "Bogus", []byte(`{}`)}}); err == nil {
+		t.Fatal("an unknown event type must fail")
+	}
+}
+
+// BenchmarkFold50 folds a 50-event history (a product updated 49 times):
+// Fold against Apply on every event.
+func BenchmarkFold50(b *testing.B) {
+	evs := make([]Event, 50)
+	for i := range evs {
+		typ := EventUpdated
+		if i == 0 {
+			typ = EventCreated
+		}
+		evs[i] = Event{Version: int64(i + 1), Type: typ,
+			Payload: []byte(fmt.Sprintf(`{"name":"product %d","description":"a product updated by the benchmark","price":%d,"stock":%d}`, i, 100+i, i))}
+	}
+	b.Run("Fold", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := Fold(evs); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("ApplyEach", func(b *testing.B) {
+		for b.Loop() {
+			var p Product
+			for _, e := range evs {
+				if err := p.Apply(e.Version, e.Type, e.Payload); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	})
 }
