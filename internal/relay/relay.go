@@ -436,14 +436,12 @@ func (r *Relay) batch(ctx context.Context, w int) (int, error) {
 		// come back below the mark (a lost asynchronous delete) or the
 		// sequence may hand out ids below it. Start over from 0 before
 		// publishing anything (rows found now are not stragglers).
-		low.reset()
-		low.sameServer(snap.server)
-		if after > 0 {
-			if rows, snap, err = r.store.claim(ctx, shards, low.from(shards, t0, r.cfg.RescanInterval), r.cfg.BatchSize); err != nil {
+		low.reset() // keeps the server sameServer just recorded
+		from := low.from(shards, t0, r.cfg.RescanInterval)
+		if after > from {
+			if rows, snap, err = r.store.claim(ctx, shards, from, r.cfg.BatchSize); err != nil {
 				return 0, err
 			}
-		} else {
-			low.from(shards, t0, r.cfg.RescanInterval)
 		}
 	}
 	if len(rows) == 0 {
