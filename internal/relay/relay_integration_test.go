@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/sync/errgroup"
 
@@ -140,19 +139,9 @@ func TestMarkWaitsForTransactionWithNewerXidAndLowerID(t *testing.T) {
 // Resetting the shared bgwriter statistics changes it the way crash
 // recovery does (PostgreSQL resets them after a crash).
 func TestMarkDroppedWhenServerIncarnationChanges(t *testing.T) {
-	e := newEnv(t, testenv.KafkaBrokers())
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	rr := startRelay(t, e, "incarnation", func(c *Config) { c.Workers, c.RescanInterval = 1, time.Hour }, 0)
-	a := newAggregates(1)[0]
-	for range 3 {
-		if _, err := appendEvent(ctx, e.pg.Pool, a.typ, a.id); err != nil {
-			t.Fatal(err)
-		}
-		waitFor(t, "published and deleted", 30*time.Second, func() bool { return outboxCount(ctx, t, e.pg.Pool) == 0 })
-	}
-	waitForMark(t, rr)
-	reinsertFirstBelowMark(ctx, t, e.pg.Pool, a.id) // as after a lost delete
+	e, rr, a := rowBelowMark(ctx, t, "incarnation", time.Hour, 3) // as after a lost delete
 	time.Sleep(time.Second)
 	if n := outboxCount(ctx, t, e.pg.Pool); n != 1 {
 		t.Fatalf("setup: %d outbox rows, want the row below the mark still there (the mark is working)", n)
@@ -164,39 +153,21 @@ func TestMarkDroppedWhenServerIncarnationChanges(t *testing.T) {
 	if n := testutil.ToFloat64(rr.m.stragglers); n != 0 {
 		t.Fatalf("cqrsflow_relay_late_rows_total = %v, want 0 (not a rescan)", n)
 	}
-	recs := consumeAll(t, e.brokers, e.topics, 3, 30*time.Second)
-	if len(recs) != 4 {
-		t.Fatalf("%d records, want 4 (3 events, the first one twice)", len(recs))
-	}
-	checkStream(t, recs, map[string]int64{a.id: 3})
+	checkFirstTwice(t, e, a, 3)
 }
 
 // A row inserted below a worker's low-water mark (here with an explicit
 // old id, as an out-of-protocol writer could) is published by the
 // periodic rescan and counted.
 func TestRescanPublishesRowBelowTheMark(t *testing.T) {
-	e := newEnv(t, testenv.KafkaBrokers())
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	rr := startRelay(t, e, "rescan", func(c *Config) { c.Workers, c.RescanInterval = 1, 2*time.Second }, 0)
-	a := newAggregates(1)[0]
-	for range 5 {
-		if _, err := appendEvent(ctx, e.pg.Pool, a.typ, a.id); err != nil {
-			t.Fatal(err)
-		}
-	}
-	waitFor(t, "5 events published and deleted", 30*time.Second, func() bool { return outboxCount(ctx, t, e.pg.Pool) == 0 })
-	waitForMark(t, rr)
-	reinsertFirstBelowMark(ctx, t, e.pg.Pool, a.id) // as an out-of-protocol writer could
+	e, rr, a := rowBelowMark(ctx, t, "rescan", 2*time.Second, 5) // as an out-of-protocol writer could
 	waitFor(t, "the row below the mark published by a rescan", 30*time.Second, func() bool { return outboxCount(ctx, t, e.pg.Pool) == 0 })
 	if n := testutil.ToFloat64(rr.m.stragglers); n != 1 {
 		t.Fatalf("cqrsflow_relay_late_rows_total = %v, want 1", n)
 	}
-	recs := consumeAll(t, e.brokers, e.topics, 5, 30*time.Second)
-	if len(recs) != 6 {
-		t.Fatalf("%d records, want 6 (5 events, the first one twice)", len(recs))
-	}
-	checkStream(t, recs, map[string]int64{a.id: 5})
+	checkFirstTwice(t, e, a, 5)
 }
 
 // Two relays share the shards; 20 000 events over 500 aggregates are
@@ -539,15 +510,39 @@ func TestLingerBatchesNotifiedWrites(t *testing.T) {
 	}
 }
 
-// reinsertFirstBelowMark puts the outbox row of aggID's first event back
-// under id 1, below every id published.
-func reinsertFirstBelowMark(ctx context.Context, t *testing.T, pool *pgxpool.Pool, aggID string) {
+// rowBelowMark starts a one-worker relay (RescanInterval rescan), appends
+// and publishes n events of one aggregate, waits until the worker's
+// low-water mark left 0, then puts the outbox row of the aggregate's first
+// event back under id 1, below every id published.
+func rowBelowMark(ctx context.Context, t *testing.T, id string, rescan time.Duration, n int) (*itEnv, *runningRelay, aggregate) {
 	t.Helper()
-	if _, err := pool.Exec(ctx, `INSERT INTO outbox (id, `+eventstore.OutboxColumns+`) OVERRIDING SYSTEM VALUE
+	e := newEnv(t, testenv.KafkaBrokers())
+	rr := startRelay(t, e, id, func(c *Config) { c.Workers, c.RescanInterval = 1, rescan }, 0)
+	a := newAggregates(1)[0]
+	for range n {
+		if _, err := appendEvent(ctx, e.pg.Pool, a.typ, a.id); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "published and deleted", 30*time.Second, func() bool { return outboxCount(ctx, t, e.pg.Pool) == 0 })
+	}
+	waitForMark(t, rr)
+	if _, err := e.pg.Pool.Exec(ctx, `INSERT INTO outbox (id, `+eventstore.OutboxColumns+`) OVERRIDING SYSTEM VALUE
 		SELECT 1, `+eventstore.OutboxFromEvents+` FROM events ev
-		WHERE ev.global_position = (SELECT min(global_position) FROM events WHERE aggregate_id = $1)`, aggID); err != nil {
+		WHERE ev.global_position = (SELECT min(global_position) FROM events WHERE aggregate_id = $1)`, a.id); err != nil {
 		t.Fatal(err)
 	}
+	return e, rr, a
+}
+
+// checkFirstTwice checks that Kafka holds a's n events in order, the
+// first one twice (republished from below the mark).
+func checkFirstTwice(t *testing.T, e *itEnv, a aggregate, n int) {
+	t.Helper()
+	recs := consumeAll(t, e.brokers, e.topics, n, 30*time.Second)
+	if len(recs) != n+1 {
+		t.Fatalf("%d records, want %d (%d events, the first one twice)", len(recs), n+1, n)
+	}
+	checkStream(t, recs, map[string]int64{a.id: int64(n)})
 }
 
 // waitForMark waits until worker 0's low-water mark left 0 (it settles
