@@ -3,6 +3,8 @@
 package backoff
 
 import (
+	"context"
+	"fmt"
 	"math/rand/v2"
 	"time"
 )
@@ -44,3 +46,35 @@ func (c *Counter) Next() time.Duration {
 
 // Reset starts over after a success.
 func (c *Counter) Reset() { c.n = 0 }
+
+// Retry calls fn until it returns nil or ctx ends, waiting p.Delay(attempt)
+// between attempts. onRetry, if not nil, sees every failure with the wait
+// before the next attempt (for logging). When ctx ends first, Retry
+// returns ctx's error joined with fn's last one, so callers can tell a
+// shutdown (errors.Is(err, context.Canceled)) and still log the cause.
+//
+// Retry has no attempt limit: it suits work that must not be dropped
+// (the caller bounds it with ctx); an error that can never succeed must be
+// handled by fn, not retried.
+func Retry(ctx context.Context, p Policy, fn func() error, onRetry func(attempt int, wait time.Duration, err error)) error {
+	for attempt := 0; ; attempt++ {
+		err := fn()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w (last error: %w)", ctx.Err(), err)
+		}
+		d := p.Delay(attempt)
+		if onRetry != nil {
+			onRetry(attempt, d, err)
+		}
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w (last error: %w)", ctx.Err(), err)
+		case <-t.C:
+		}
+	}
+}

@@ -1,6 +1,8 @@
 package backoff
 
 import (
+	"context"
+	"errors"
 	"testing"
 	"time"
 )
@@ -32,5 +34,44 @@ func TestCounterCappedWithJitterAndReset(t *testing.T) {
 	c.Reset()
 	if d := c.Next(); d > 50*time.Millisecond {
 		t.Fatalf("after reset: %s", d)
+	}
+}
+
+// Retry calls fn again after each failure, with growing waits, until it
+// succeeds; the callback sees every failure.
+func TestRetryUntilSuccess(t *testing.T) {
+	p := Policy{Min: time.Millisecond, Max: 4 * time.Millisecond}
+	calls, retries := 0, 0
+	boom := errors.New("boom")
+	err := Retry(context.Background(), p, func() error {
+		calls++
+		if calls < 4 {
+			return boom
+		}
+		return nil
+	}, func(attempt int, wait time.Duration, err error) {
+		if attempt != retries || !errors.Is(err, boom) || wait <= 0 || wait > 4*time.Millisecond {
+			t.Errorf("onRetry(%d, %s, %v) after %d retries", attempt, wait, err, retries)
+		}
+		retries++
+	})
+	if err != nil || calls != 4 || retries != 3 {
+		t.Fatalf("err %v, %d calls, %d retries; want nil, 4, 3", err, calls, retries)
+	}
+}
+
+// A context that ends stops the retries; the error is the context's,
+// joined with the last failure.
+func TestRetryStopsWithContext(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	defer cancel()
+	boom := errors.New("boom")
+	start := time.Now()
+	err := Retry(ctx, Policy{Min: time.Millisecond, Max: 5 * time.Millisecond}, func() error { return boom }, nil)
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, boom) {
+		t.Fatalf("err = %v, want deadline exceeded and boom", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("Retry returned %s after the context ended", d)
 	}
 }
