@@ -15,7 +15,7 @@ const (
 	OutcomeDLQ       = "dlq"
 )
 
-// Metrics are the projector metrics of ARCHITECTURE.md. One Metrics serves
+// Metrics are the projector metrics of docs/architecture.md. One Metrics serves
 // every projection of a process (the projection is a label).
 type Metrics struct {
 	ConsumerLag *prometheus.GaugeVec     // {projection,topic,partition}

@@ -85,7 +85,8 @@ func newTestProcessor() (*processor, *memStore, *memDLQ, *Metrics) {
 	st := &memStore{docs: map[string]esindex.Hit{}}
 	dlq := &memDLQ{}
 	m := NewMetrics(prometheus.NewRegistry())
-	p := newProcessor(products.Projection, st, dlq, m, slog.New(slog.NewTextHandler(io.Discard, nil)), backoff.Policy{Min: time.Millisecond, Max: 5 * time.Millisecond})
+	parts := newPartitions(m.Parked.WithLabelValues("products"))
+	p := newProcessor(products.Projection, st, dlq, parts, m, slog.New(slog.NewTextHandler(io.Discard, nil)), backoff.Policy{Min: time.Millisecond, Max: 5 * time.Millisecond})
 	return p, st, dlq, m
 }
 
@@ -134,7 +135,7 @@ func TestProcessorOutcomes(t *testing.T) {
 		t.Errorf("dlq reasons %v", dlq.reasons)
 	}
 	// The commit stops at the parked record.
-	offs := p.toCommit(nil)
+	offs := p.parts.toCommit(nil)
 	if got := offs["t"][0].Offset; got != batch[4].Offset {
 		t.Errorf("committable offset %d, want the parked record's %d", got, batch[4].Offset)
 	}
@@ -156,7 +157,7 @@ func TestProcessorOutcomes(t *testing.T) {
 	if st.docs["b"].Version != 3 {
 		t.Errorf("b at v%d, want 3", st.docs["b"].Version)
 	}
-	if got := p.toCommit(nil)["t"][0].Offset; got != closer.Offset+1 {
+	if got := p.parts.toCommit(nil)["t"][0].Offset; got != closer.Offset+1 {
 		t.Errorf("committable %d, want %d", got, closer.Offset+1)
 	}
 	if testutil.ToFloat64(m.Parked.WithLabelValues("products")) != 0 {
@@ -192,7 +193,7 @@ func TestProcessorCancelledWhileDown(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v, want deadline exceeded", err)
 	}
-	if offs := p.toCommit(nil); len(offs) != 0 {
+	if offs := p.parts.toCommit(nil); len(offs) != 0 {
 		t.Errorf("committable after failure: %v", offs)
 	}
 }
@@ -219,18 +220,6 @@ func (s *racingStore) Bulk(ctx context.Context, ops []esindex.Op) ([]esindex.Res
 	s.docs["z"] = esindex.Hit{Version: 5, Source: json.RawMessage(`{}`)}
 	s.mu.Unlock()
 	return s.memStore.Bulk(ctx, ops)
-}
-
-func TestParseOffsets(t *testing.T) {
-	got, err := ParseOffsets("a.b.events:0=5, a.b.events:2=7")
-	if err != nil || got["a.b.events"][0] != 5 || got["a.b.events"][2] != 7 {
-		t.Fatalf("got %v %v", got, err)
-	}
-	for _, bad := range []string{"", "x", "t:0", "t:x=1", "t:0=-1", ":0=1"} {
-		if _, err := ParseOffsets(bad); !errors.Is(err, ErrInvalidReplay) {
-			t.Errorf("%q: err %v, want ErrInvalidReplay", bad, err)
-		}
-	}
 }
 
 // A gap closed by another writer (the missing version appears in
@@ -298,35 +287,5 @@ func TestProcessorLargeBatchParallel(t *testing.T) {
 	}
 	if got := len(dlq.reasons); got != 4 { // 3 undecodable + 1 unknown event type
 		t.Errorf("%d DLQ records, want 4: %v", got, dlq.reasons)
-	}
-}
-
-func TestParallelSplitsAndJoinsErrors(t *testing.T) {
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(3))
-	for _, n := range []int{0, 1, parallelMin - 1, 3 * parallelMin, 10*parallelMin + 7} {
-		seen := make([]int32, n)
-		if err := parallel(n, func(lo, hi int) error {
-			for i := lo; i < hi; i++ {
-				seen[i]++
-			}
-			return nil
-		}); err != nil {
-			t.Fatal(err)
-		}
-		for i, c := range seen {
-			if c != 1 {
-				t.Fatalf("n=%d: index %d visited %d times", n, i, c)
-			}
-		}
-	}
-	boom := errors.New("boom")
-	err := parallel(10*parallelMin, func(lo, hi int) error {
-		if lo > 0 {
-			return fmt.Errorf("range %d: %w", lo, boom)
-		}
-		return nil
-	})
-	if !errors.Is(err, boom) {
-		t.Fatalf("err = %v, want one wrapping boom", err)
 	}
 }

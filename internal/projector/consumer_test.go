@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -114,7 +115,7 @@ func TestRunnerRebalanceCommitsRevoked(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer adm.Close()
-	lags, err := Lag(context.Background(), kadmNew(adm), "g", topic)
+	lags, err := Lag(context.Background(), kadm.NewClient(adm), "g", topic)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,88 @@
+package projector
+
+import (
+	"time"
+
+	"cqrsflow/internal/topics"
+)
+
+// Defaults of Config, exported so the projector binary's flags show the
+// same values the runtime falls back to.
+const (
+	// DefaultBatchMaxRecords is large because a batch is only what one
+	// poll returns: it grows only with a backlog, and a larger batch folds
+	// more events of one aggregate into one write.
+	DefaultBatchMaxRecords = 100000
+	DefaultFlushInterval   = 20 * time.Millisecond
+	DefaultLagInterval     = 5 * time.Second
+	DefaultSessionTimeout  = 10 * time.Second
+	DefaultMaxParked       = 100000
+	DefaultParkedRecheck   = 2 * time.Second
+	DefaultShutdownGrace   = 15 * time.Second
+	DefaultBackoffMin      = 100 * time.Millisecond
+	DefaultBackoffMax      = 30 * time.Second
+)
+
+// Config configures one Runner. Zero fields take the Default* values,
+// except FlushInterval, where 0 means "do not wait".
+type Config struct {
+	Brokers []string
+	Group   string
+	Topic   string
+	// Index is where documents are read and written: the alias for the
+	// live projection (it follows an alias swap), a concrete versioned
+	// index for a rebuild.
+	Index           string
+	BatchMaxRecords int
+	// FlushInterval is how long a batch waits for more records once it has
+	// some and is not full.
+	FlushInterval time.Duration
+	LagInterval   time.Duration
+	// ShutdownGrace bounds finishing the in-flight batch after ctx ends.
+	ShutdownGrace time.Duration
+	BackoffMin    time.Duration
+	BackoffMax    time.Duration
+	// DLQPartitions is the partition count used when creating the DLQ topic.
+	DLQPartitions int32
+	// SessionTimeout: how long the group waits for a silent (crashed)
+	// member before handing its partitions to the others.
+	SessionTimeout time.Duration
+	// MaxParked bounds the events held in memory behind version gaps. At
+	// the bound the worker stops fetching new records (the topic is
+	// paused; sync lag grows and alerts fire) and only re-checks the
+	// parked keys against Elasticsearch every ParkedRecheck, until gaps
+	// close or an operator acts; memory stays bounded by MaxParked plus
+	// one poll of already-fetched records.
+	MaxParked     int
+	ParkedRecheck time.Duration
+}
+
+func (c *Config) defaults() {
+	if c.BatchMaxRecords <= 0 {
+		c.BatchMaxRecords = DefaultBatchMaxRecords
+	}
+	if c.LagInterval <= 0 {
+		c.LagInterval = DefaultLagInterval
+	}
+	if c.ShutdownGrace <= 0 {
+		c.ShutdownGrace = DefaultShutdownGrace
+	}
+	if c.BackoffMin <= 0 {
+		c.BackoffMin = DefaultBackoffMin
+	}
+	if c.BackoffMax <= 0 {
+		c.BackoffMax = DefaultBackoffMax
+	}
+	if c.SessionTimeout <= 0 {
+		c.SessionTimeout = DefaultSessionTimeout
+	}
+	if c.DLQPartitions <= 0 {
+		c.DLQPartitions = topics.DefaultPartitions
+	}
+	if c.MaxParked <= 0 {
+		c.MaxParked = DefaultMaxParked
+	}
+	if c.ParkedRecheck <= 0 {
+		c.ParkedRecheck = DefaultParkedRecheck
+	}
+}

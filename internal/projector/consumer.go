@@ -1,0 +1,270 @@
+package projector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/elastic/go-elasticsearch/v8"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"cqrsflow/internal/backoff"
+)
+
+// Runner consumes one projection: it owns the Kafka client, polls batches
+// for the processor, commits what the processor finished and handles
+// rebalances.
+type Runner struct {
+	cfg   Config
+	proj  Projection
+	cl    *kgo.Client
+	adm   *kadm.Client
+	proc  *processor
+	parts *partitions
+	m     *Metrics
+	log   *slog.Logger
+
+	behindSince atomic.Int64 // unix nanos when lag was first seen > 0 (lag.go)
+}
+
+// New builds a Runner writing to cfg.Index on es; Run starts consuming.
+func New(cfg Config, proj Projection, es *elasticsearch.Client, m *Metrics, log *slog.Logger) (*Runner, error) {
+	return newRunner(cfg, proj, &esStore{es: es, index: cfg.Index}, m, log)
+}
+
+func newRunner(cfg Config, proj Projection, store Store, m *Metrics, log *slog.Logger) (*Runner, error) {
+	cfg.defaults()
+	if cfg.Group == "" || cfg.Topic == "" || cfg.Index == "" || len(cfg.Brokers) == 0 {
+		return nil, errors.New("projector: brokers, group, topic and index are required")
+	}
+	log = log.With("projection", proj.Name(), "group", cfg.Group)
+	r := &Runner{cfg: cfg, proj: proj, m: m, log: log}
+	cl, err := kgo.NewClient(
+		kgo.SeedBrokers(cfg.Brokers...),
+		kgo.ConsumerGroup(cfg.Group),
+		kgo.ConsumeTopics(cfg.Topic),
+		kgo.Balancers(kgo.CooperativeStickyBalancer()),
+		kgo.DisableAutoCommit(),
+		// Rebalances wait until the batch in flight is handled and
+		// committed, so a revoked partition never has records in flight.
+		kgo.BlockRebalanceOnPoll(),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.OnPartitionsRevoked(r.onRevoked),
+		kgo.OnPartitionsLost(r.onLost),
+		// The same client produces dead letters (dlq_kafka.go).
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.ProducerLinger(0),
+		kgo.FetchMaxWait(500*time.Millisecond),
+		// Large fetches let a catch-up batch fill up (more events per
+		// aggregate fold into one write).
+		kgo.FetchMaxPartitionBytes(8<<20),
+		kgo.FetchMaxBytes(64<<20),
+		kgo.SessionTimeout(cfg.SessionTimeout),
+		kgo.HeartbeatInterval(min(3*time.Second, cfg.SessionTimeout/4)),
+		kgo.WithLogger(kgoLogger{log.With("component", "kgo")}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("kafka client: %w", err)
+	}
+	r.cl = cl
+	r.adm = kadm.NewClient(cl)
+	r.parts = newPartitions(m.Parked.WithLabelValues(proj.Name()))
+	dlq := &kafkaDLQ{cl: cl, projection: proj.Name()}
+	r.proc = newProcessor(proj, store, dlq, r.parts, m, log, backoff.Policy{Min: cfg.BackoffMin, Max: cfg.BackoffMax})
+	return r, nil
+}
+
+// Ping checks Kafka answers (for /readyz).
+func (r *Runner) Ping(ctx context.Context) error {
+	if err := r.cl.Ping(ctx); err != nil {
+		return fmt.Errorf("kafka: %w", err)
+	}
+	return nil
+}
+
+// Run consumes until ctx ends, then finishes the in-flight batch (within
+// ShutdownGrace), commits what is done and leaves the group.
+func (r *Runner) Run(ctx context.Context) error {
+	defer r.cl.Close()
+	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err := ensureDLQTopic(setupCtx, r.adm, r.cfg.Topic, r.cfg.DLQPartitions, r.log)
+	cancel()
+	if err != nil {
+		return err
+	}
+	// Processing outlives ctx by at most ShutdownGrace so SIGTERM flushes.
+	procCtx, procCancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer procCancel()
+	stopGrace := context.AfterFunc(ctx, func() {
+		time.AfterFunc(r.cfg.ShutdownGrace, procCancel)
+	})
+	defer stopGrace()
+
+	lagDone := make(chan struct{})
+	go func() { defer close(lagDone); r.lagLoop(ctx) }()
+	defer func() { <-lagDone }()
+
+	r.log.Info("projector consuming", "topic", r.cfg.Topic, "index", r.cfg.Index)
+	paused := false
+	for ctx.Err() == nil {
+		paused = r.pauseAtParkedCap(paused)
+		var recs []*kgo.Record
+		if paused {
+			// Fetching is paused: take what was already fetched, and
+			// re-check the parked keys (handle with no new records).
+			pctx, cancel := context.WithTimeout(ctx, r.cfg.ParkedRecheck)
+			recs = r.poll(pctx)
+			cancel()
+		} else {
+			recs = r.poll(ctx)
+		}
+		if len(recs) > 0 || (paused && ctx.Err() == nil) {
+			if err := r.proc.handle(procCtx, recs); err != nil {
+				// Only a cancelled processing context ends handle with an
+				// error: nothing of this batch is committed.
+				r.log.Warn("batch abandoned; it will be redelivered", "records", len(recs), "err", err)
+				r.cl.AllowRebalance()
+				break
+			}
+			r.commit(procCtx, nil)
+			r.log.Debug("batch handled", "records", len(recs))
+		}
+		r.cl.AllowRebalance()
+	}
+	// Commit what is done, then leave the group (Close revokes and commits
+	// again in onRevoked, which is a no-op when nothing moved).
+	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	r.commit(cctx, nil)
+	ccancel()
+	r.cl.CloseAllowingRebalance()
+	r.log.Info("projector stopped")
+	return nil
+}
+
+// pauseAtParkedCap pauses fetching the topic while MaxParked or more
+// events are parked and resumes it below; it returns whether fetching is
+// paused now.
+func (r *Runner) pauseAtParkedCap(paused bool) bool {
+	n := r.parts.parkedEvents()
+	switch {
+	case !paused && n >= r.cfg.MaxParked:
+		r.cl.PauseFetchTopics(r.cfg.Topic)
+		r.m.FetchPaused.WithLabelValues(r.proj.Name()).Set(1)
+		r.log.Error("parked events reached MAX_PARKED_EVENTS: fetching paused until version gaps close (see docs/operations.md)",
+			"parked", n, "max", r.cfg.MaxParked)
+		return true
+	case paused && n < r.cfg.MaxParked:
+		r.cl.ResumeFetchTopics(r.cfg.Topic)
+		r.m.FetchPaused.WithLabelValues(r.proj.Name()).Set(0)
+		r.log.Info("parked events below MAX_PARKED_EVENTS: fetching resumed", "parked", n, "max", r.cfg.MaxParked)
+		return false
+	}
+	return paused
+}
+
+// poll returns up to BatchMaxRecords records, waiting up to FlushInterval
+// for more once some arrived.
+func (r *Runner) poll(ctx context.Context) []*kgo.Record {
+	max := r.cfg.BatchMaxRecords
+	var recs []*kgo.Record
+	collect := func(f kgo.Fetches) {
+		f.EachError(func(topic string, p int32, err error) {
+			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, kgo.ErrClientClosed) {
+				return
+			}
+			r.log.Warn("fetch error", "topic", topic, "partition", p, "err", err)
+		})
+		recs = append(recs, f.Records()...)
+	}
+	collect(r.cl.PollRecords(ctx, max))
+	if len(recs) == 0 || r.cfg.FlushInterval <= 0 {
+		return recs
+	}
+	deadline := time.Now().Add(r.cfg.FlushInterval)
+	for len(recs) < max && ctx.Err() == nil {
+		left := time.Until(deadline)
+		if left <= 0 {
+			break
+		}
+		pctx, cancel := context.WithTimeout(ctx, left)
+		collect(r.cl.PollRecords(pctx, max-len(recs)))
+		cancel()
+	}
+	return recs
+}
+
+// commit commits the offsets of handled records (of only, or all). A
+// failed commit is only logged: the offsets stay committable and go with
+// the next commit, and if this member loses the partitions first their
+// records are redelivered, which the versioned writes make harmless.
+func (r *Runner) commit(ctx context.Context, only map[string][]int32) {
+	offs := r.parts.toCommit(only)
+	if len(offs) == 0 {
+		return
+	}
+	var cerr error
+	r.cl.CommitOffsetsSync(ctx, offs, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+		if err != nil {
+			cerr = err
+			return
+		}
+		for _, t := range resp.Topics {
+			for _, p := range t.Partitions {
+				if e := kerr.ErrorForCode(p.ErrorCode); e != nil && cerr == nil {
+					cerr = fmt.Errorf("%s/%d: %w", t.Topic, p.Partition, e)
+				}
+			}
+		}
+	})
+	if cerr != nil {
+		r.log.Warn("committing offsets failed; the records will be redelivered if this member loses them", "err", cerr)
+		return
+	}
+	r.parts.committed(offs)
+}
+
+func (r *Runner) onRevoked(ctx context.Context, _ *kgo.Client, revoked map[string][]int32) {
+	// Rebalances are blocked while a batch is in flight, so everything
+	// fetched for these partitions is handled: commit and forget them.
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	r.commit(cctx, revoked)
+	r.proc.drop(revoked)
+	if len(revoked) > 0 {
+		r.log.Info("partitions revoked", "partitions", fmt.Sprint(revoked))
+	}
+}
+
+func (r *Runner) onLost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+	r.proc.drop(lost)
+	r.log.Warn("partitions lost; their uncommitted records will be redelivered to the new owner", "partitions", fmt.Sprint(lost))
+}
+
+// kgoLogger forwards franz-go's log lines to slog. Its info lines
+// (connections, group joins, assignments) go out at debug, so they show
+// only with LOG_LEVEL=debug; warnings and errors always do.
+type kgoLogger struct{ log *slog.Logger }
+
+func (l kgoLogger) Level() kgo.LogLevel {
+	if l.log.Enabled(context.Background(), slog.LevelDebug) {
+		return kgo.LogLevelInfo
+	}
+	return kgo.LogLevelWarn
+}
+
+func (l kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
+	switch level {
+	case kgo.LogLevelError:
+		l.log.Error(msg, keyvals...)
+	case kgo.LogLevelWarn:
+		l.log.Warn(msg, keyvals...)
+	default:
+		l.log.Debug(msg, keyvals...)
+	}
+}
