@@ -65,11 +65,11 @@ func register(fs *flag.FlagSet, c *cfg, errs *[]error) {
 	config.String(fs, &c.GroupPrefix, "GROUP_PREFIX", "cqrsflow-projector", "consumer group prefix (<prefix>-<projection>)")
 	config.String(fs, &c.IndexPrefix, "INDEX_PREFIX", "", "Elasticsearch index/alias name prefix")
 	config.String(fs, &c.MetricsAddr, "METRICS_ADDR", "127.0.0.1:9102", "listen address for /healthz, /readyz, /metrics")
-	config.Int(fs, &c.BatchMaxRecords, "BATCH_MAX_RECORDS", 100000, "max records per batch", errs)
-	config.Duration(fs, &c.FlushInterval, "FLUSH_INTERVAL", 20*time.Millisecond, "how long a non-full batch waits for more records", errs)
-	config.Duration(fs, &c.LagInterval, "LAG_INTERVAL", 5*time.Second, "how often consumer and sync lag are computed", errs)
-	config.Duration(fs, &c.SessionTimeout, "SESSION_TIMEOUT", 10*time.Second, "consumer group session timeout (failover time after a crash)", errs)
-	config.Int(fs, &c.MaxParked, "MAX_PARKED_EVENTS", 100000, "events held behind version gaps before fetching pauses", errs)
+	config.Int(fs, &c.BatchMaxRecords, "BATCH_MAX_RECORDS", projector.DefaultBatchMaxRecords, "max records per batch", errs)
+	config.Duration(fs, &c.FlushInterval, "FLUSH_INTERVAL", projector.DefaultFlushInterval, "how long a non-full batch waits for more records", errs)
+	config.Duration(fs, &c.LagInterval, "LAG_INTERVAL", projector.DefaultLagInterval, "how often consumer and sync lag are computed", errs)
+	config.Duration(fs, &c.SessionTimeout, "SESSION_TIMEOUT", projector.DefaultSessionTimeout, "consumer group session timeout (failover time after a crash)", errs)
+	config.Int(fs, &c.MaxParked, "MAX_PARKED_EVENTS", projector.DefaultMaxParked, "events held behind version gaps before fetching pauses", errs)
 	config.String(fs, &c.LogLevel, "LOG_LEVEL", "info", "debug|info|warn|error")
 }
 
