@@ -35,8 +35,8 @@
 // The processor depends only on the Store and DLQ interfaces declared next
 // to it and uses Kafka records as data; everything that talks to the Kafka
 // client is in consumer.go, dlq_kafka.go and lag.go. Store speaks
-// esindex's Hit, Op and Result, which are plain data: a type of its own
-// would copy every document once more per batch. It is one package,
+// esindex's Hit, Op and Result: they are plain data, and types of its own
+// would only add a conversion per document in the adapter. It is one package,
 // not several, because the processor and the consumer share the
 // per-partition state (partitions.go) and a package boundary there would
 // only export it. The fold is a pure function of a projection, a document
