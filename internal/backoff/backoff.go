@@ -3,6 +3,8 @@
 package backoff
 
 import (
+	"context"
+	"errors"
 	"math/rand/v2"
 	"time"
 )
@@ -44,3 +46,66 @@ func (c *Counter) Next() time.Duration {
 
 // Reset starts over after a success.
 func (c *Counter) Reset() { c.n = 0 }
+
+// Sleep waits d or until ctx ends; false when ctx ended.
+func Sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// permanent marks an error that no retry can fix.
+type permanent struct{ err error }
+
+func (p permanent) Error() string { return p.err.Error() }
+func (p permanent) Unwrap() error { return p.err }
+
+// Permanent wraps err so that Retry returns it at once instead of retrying.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return permanent{err}
+}
+
+// IsPermanent reports whether err was marked with Permanent.
+func IsPermanent(err error) bool {
+	var p permanent
+	return errors.As(err, &p)
+}
+
+// Retry calls fn until it succeeds, returns a Permanent error, or ctx
+// ends (then it returns ctx's error). Each attempt gets its own context
+// bounded by attempt (0: no bound besides ctx); failed is told about every
+// transient failure and the wait before the next attempt.
+func Retry(ctx context.Context, p Policy, attempt time.Duration, fn func(context.Context) error, failed func(err error, wait time.Duration)) error {
+	c := Counter{Policy: p}
+	for {
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if attempt > 0 {
+			actx, cancel = context.WithTimeout(ctx, attempt)
+		}
+		err := fn(actx)
+		cancel()
+		switch {
+		case err == nil:
+			return nil
+		case IsPermanent(err):
+			return err
+		case ctx.Err() != nil:
+			return ctx.Err()
+		}
+		wait := c.Next()
+		if failed != nil {
+			failed(err, wait)
+		}
+		if !Sleep(ctx, wait) {
+			return ctx.Err()
+		}
+	}
+}

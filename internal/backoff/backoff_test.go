@@ -1,6 +1,8 @@
 package backoff
 
 import (
+	"context"
+	"errors"
 	"testing"
 	"time"
 )
@@ -32,5 +34,40 @@ func TestCounterCappedWithJitterAndReset(t *testing.T) {
 	c.Reset()
 	if d := c.Next(); d > 50*time.Millisecond {
 		t.Fatalf("after reset: %s", d)
+	}
+}
+
+func TestRetryStopsOnSuccessPermanentAndCancel(t *testing.T) {
+	p := Policy{Min: time.Millisecond, Max: 4 * time.Millisecond}
+	calls, failures := 0, 0
+	err := Retry(context.Background(), p, time.Second, func(ctx context.Context) error {
+		calls++
+		if _, ok := ctx.Deadline(); !ok {
+			t.Error("attempt context has no deadline")
+		}
+		if calls < 3 {
+			return errors.New("transient")
+		}
+		return nil
+	}, func(error, time.Duration) { failures++ })
+	if err != nil || calls != 3 || failures != 2 {
+		t.Fatalf("transient then success: err %v, %d calls, %d failures reported; want nil, 3, 2", err, calls, failures)
+	}
+
+	calls = 0
+	boom := errors.New("no such topic")
+	err = Retry(context.Background(), p, 0, func(context.Context) error { calls++; return Permanent(boom) }, nil)
+	if !errors.Is(err, boom) || !IsPermanent(err) || calls != 1 {
+		t.Fatalf("permanent: err %v after %d calls; want it at once", err, calls)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	defer cancel()
+	err = Retry(ctx, p, 0, func(context.Context) error { return errors.New("down") }, nil)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("cancelled: %v, want the context's error", err)
+	}
+	if IsPermanent(nil) || Permanent(nil) != nil {
+		t.Fatal("nil is not permanent")
 	}
 }
