@@ -1,21 +1,20 @@
 // Command api is cqrsflow's HTTP API: write commands appended to the
-// PostgreSQL event store (with their outbox rows), health and metrics.
+// PostgreSQL event store (with their outbox rows), queries served from the
+// Elasticsearch read models, health and metrics.
 //
-//	api [flags]          serve (applies migrations first unless MIGRATE_ON_START=false)
+//	api [serve] [flags]  serve (applies migrations first unless MIGRATE_ON_START=false)
 //	api migrate [flags]  apply the SQL migrations and exit
 package main
 
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"cqrsflow/internal/cli"
 	"cqrsflow/internal/config"
 	"cqrsflow/internal/esindex"
 	"cqrsflow/internal/eventschema"
@@ -26,40 +25,53 @@ import (
 	"cqrsflow/internal/query"
 )
 
-func main() {
-	if err := run(context.Background(), os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "api:", err)
-		os.Exit(1)
-	}
+var program = &cli.Program{
+	Name:    "api",
+	Summary: "cqrsflow's HTTP API: commands into the event store, queries from the read models",
+	Commands: []*cli.Command{
+		{Name: "serve", Summary: "serve the API, health and metrics", Default: true, Setup: func(s *config.Set) cli.Action {
+			var c Config
+			c.register(s)
+			return cli.Action{Validate: c.validate, Run: func(ctx context.Context, env cli.Env) error { return serve(ctx, c, env) }}
+		}},
+		{Name: "migrate", Summary: "apply the SQL migrations and exit", Setup: func(s *config.Set) cli.Action {
+			var c Config
+			c.registerDB(s)
+			return cli.Action{Validate: c.validateDB, Run: func(ctx context.Context, env cli.Env) error { return migrate(ctx, c, env) }}
+		}},
+	},
 }
 
-func run(ctx context.Context, args []string) error {
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if len(args) > 0 && args[0] == "migrate" {
-		cfg, err := parseConfig("api migrate", args[1:])
-		if err != nil {
-			return err
-		}
-		log := obs.NewLogger(obs.Stderr, cfg.LogLevel).With("component", "api")
-		if err := migrations.Up(ctx, cfg.PostgresURL); err != nil {
-			return err
-		}
-		v, dirty, err := migrations.Version(cfg.PostgresURL)
-		log.Info("migrations applied", "version", v, "dirty", dirty, "postgres_url", config.MaskURL(cfg.PostgresURL))
+func main() { program.Main() }
+
+func migrate(ctx context.Context, c Config, env cli.Env) error {
+	if err := migrations.Up(ctx, c.PostgresURL); err != nil {
 		return err
 	}
-	cfg, err := parseConfig("api", args)
+	v, dirty, err := migrations.Version(c.PostgresURL)
+	env.Log.Info("migrations applied", "version", v, "dirty", dirty)
+	return err
+}
+
+func openPool(ctx context.Context, c Config) (*pgxpool.Pool, error) {
+	pcfg, err := pgxpool.ParseConfig(c.PostgresURL)
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("POSTGRES_URL: %w", err)
 	}
-	return serve(ctx, cfg)
+	pcfg.MaxConns = int32(c.PostgresMaxConns)
+	if pcfg.ConnConfig.ConnectTimeout == 0 || pcfg.ConnConfig.ConnectTimeout > 2*time.Second {
+		pcfg.ConnConfig.ConnectTimeout = 2 * time.Second // PostgreSQL down → 503 quickly
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("opening PostgreSQL pool: %w", err)
+	}
+	return pool, nil
 }
 
-func serve(ctx context.Context, cfg Config) error {
-	log := obs.NewLogger(obs.Stderr, cfg.LogLevel).With("component", "api")
-	log.Info("starting", cfg.logAttrs()...)
-	keys, err := httpapi.ParseKeys(cfg.APIKeys, cfg.APIKeysFile)
+func serve(ctx context.Context, c Config, env cli.Env) error {
+	log := env.Log
+	keys, err := httpapi.ParseKeys(c.APIKeys, c.APIKeysFile)
 	if err != nil {
 		return err
 	}
@@ -68,50 +80,33 @@ func serve(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	if cfg.MigrateOnStart {
-		if err := migrations.Up(ctx, cfg.PostgresURL); err != nil {
+	if c.MigrateOnStart {
+		if err := migrations.Up(ctx, c.PostgresURL); err != nil {
 			return err
 		}
 	}
-	pcfg, err := pgxpool.ParseConfig(cfg.PostgresURL)
+	pool, err := openPool(ctx, c)
 	if err != nil {
-		return fmt.Errorf("POSTGRES_URL: %w", err)
-	}
-	pcfg.MaxConns = int32(cfg.PostgresMaxConns)
-	if pcfg.ConnConfig.ConnectTimeout == 0 || pcfg.ConnConfig.ConnectTimeout > 2*time.Second {
-		pcfg.ConnConfig.ConnectTimeout = 2 * time.Second // PostgreSQL down → 503 quickly
-	}
-	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
-	if err != nil {
-		return fmt.Errorf("opening PostgreSQL pool: %w", err)
+		return err
 	}
 	defer pool.Close()
 	store := eventstore.New(pool)
 	defer store.Close() // before pool.Close (defers run last-in first-out)
-	if cfg.IdempotencyTTL > 0 {
-		go store.PurgeLoop(ctx, cfg.IdempotencyTTL, max(min(cfg.IdempotencyTTL/10, 10*time.Minute), time.Second), func(n int64, err error) {
-			if err != nil {
-				log.Warn("purging idempotency keys", "err", err)
-			} else if n > 0 {
-				log.Info("purged idempotency keys", "count", n)
-			}
-		})
-	}
 
-	es, err := esindex.New(cfg.ElasticsearchURL)
+	es, err := esindex.New(c.ElasticsearchURL)
 	if err != nil {
 		return err
 	}
-	reads := query.New(es, cfg.IndexPrefix, log)
+	reads := query.New(es, c.IndexPrefix, log)
 
 	reg := obs.NewRegistry()
 	health := obs.NewHealth(map[string]obs.CheckFunc{"postgres": store.Ping, "elasticsearch": reads.Ping})
 	engine, err := httpapi.NewEngine(httpapi.Config{
-		MaxBodyBytes:   int64(cfg.MaxBodyBytes),
-		RateLimitRPS:   float64(cfg.RateLimitRPS),
-		RateLimitBurst: cfg.RateLimitBurst,
-		CommandTimeout: cfg.CommandTimeout,
-		BodyTimeout:    cfg.BodyTimeout,
+		MaxBodyBytes:   int64(c.MaxBodyBytes),
+		RateLimitRPS:   float64(c.RateLimitRPS),
+		RateLimitBurst: c.RateLimitBurst,
+		CommandTimeout: c.CommandTimeout,
+		BodyTimeout:    c.BodyTimeout,
 	}, httpapi.Deps{
 		Store: store, Schemas: schemas, Keys: keys, Health: health,
 		Registerer: reg, Gatherer: reg, Log: log,
@@ -120,18 +115,20 @@ func serve(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-
-	// Shutdown: readiness turns false first, then the server drains
-	// in-flight requests (SHUTDOWN_TIMEOUT), then the pool closes (defer).
-	srvCtx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		<-ctx.Done()
-		log.Info("shutting down: readiness false, draining")
-		health.SetDraining()
-		cancel()
-	}()
-	err = obs.Serve(srvCtx, cfg.HTTPAddr, engine, cfg.ShutdownTimeout, log)
+	var workers []func(context.Context) error
+	if c.IdempotencyTTL > 0 {
+		workers = append(workers, func(ctx context.Context) error {
+			store.PurgeLoop(ctx, c.IdempotencyTTL, max(min(c.IdempotencyTTL/10, 10*time.Minute), time.Second), func(n int64, err error) {
+				if err != nil {
+					log.Warn("purging idempotency keys", "err", err)
+				} else if n > 0 {
+					log.Info("purged idempotency keys", "count", n)
+				}
+			})
+			return nil
+		})
+	}
+	err = obs.Service{Addr: c.HTTPAddr, Handler: engine, Health: health, Grace: c.ShutdownTimeout, Log: log}.Run(ctx, workers...)
 	log.Info("stopped", "err", err)
 	return err
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"regexp"
@@ -33,7 +32,6 @@ type cfg struct {
 	LeaseTTL         time.Duration
 	DeliveryTimeout  time.Duration
 	ShutdownGrace    time.Duration
-	LogLevel         string
 	Migrate          bool
 }
 
@@ -47,34 +45,30 @@ func defaultRelayID() string {
 	return fmt.Sprintf("%s-%d", h, os.Getpid())
 }
 
-func parseConfig(args []string) (cfg, error) {
-	var c cfg
+// register registers the relay's settings, each once with its default.
+func (c *cfg) register(s *config.Set) {
+	s.URL(&c.PostgresURL, "POSTGRES_URL", config.DefaultPostgresURL, "PostgreSQL URL (may carry search_path)")
+	s.List(&c.KafkaBrokers, "KAFKA_BROKERS", config.DefaultKafkaBrokers, "comma-separated Kafka bootstrap brokers")
+	s.String(&c.TopicPrefix, "TOPIC_PREFIX", envelope.DefaultTopicPrefix, "topic prefix: <prefix>.<aggregate_type>.events")
+	s.List(&c.AggregateTypes, "AGGREGATE_TYPES", "product,order", "aggregate types whose topics are created/verified at start")
+	s.Int(&c.TopicPartitions, "TOPIC_PARTITIONS", int(topics.DefaultPartitions), "partitions of topics created at start")
+	s.Int(&c.TopicReplication, "TOPIC_REPLICATION_FACTOR", int(topics.DefaultReplicationFactor), "replication factor of topics created at start")
+	s.String(&c.MetricsAddr, "METRICS_ADDR", "127.0.0.1:9101", "listen address of /healthz, /readyz, /metrics")
+	s.String(&c.RelayID, "RELAY_ID", defaultRelayID(), "relay id (lease owner); keep it stable across restarts to resume leases at once")
+	s.Int(&c.BatchSize, "BATCH_SIZE", 1000, "outbox rows per batch")
+	s.Int(&c.Workers, "PUBLISH_WORKERS", 4, "concurrent publish loops (each serves shard % n; a shard stays in order)")
+	s.Duration(&c.PollInterval, "POLL_INTERVAL", 250*time.Millisecond, "poll interval when no NOTIFY arrives")
+	s.Duration(&c.Linger, "WAKE_LINGER", relay.DefaultLinger, "after a NOTIFY, wait this long before claiming so one batch carries that window's writes (0: at once)")
+	s.Duration(&c.RescanInterval, "RESCAN_INTERVAL", time.Minute, "how often each worker claims once from the start of its shards instead of from its low-water mark")
+	s.Duration(&c.LeaseTTL, "LEASE_TTL", 10*time.Second, "shard lease TTL (renewed every TTL/3)")
+	s.Duration(&c.DeliveryTimeout, "DELIVERY_TIMEOUT", 30*time.Second, "how long a record may wait for Kafka before its batch fails and is retried")
+	s.Duration(&c.ShutdownGrace, "SHUTDOWN_GRACE", 15*time.Second, "time to finish the batch in flight on SIGTERM")
+	s.Bool(&c.Migrate, "MIGRATE", true, "apply database migrations at start")
+}
+
+// validate reports every problem at once.
+func (c *cfg) validate() error {
 	var errs []error
-	var brokers, types string
-	fs := flag.NewFlagSet("outbox-relay", flag.ContinueOnError)
-	config.String(fs, &c.PostgresURL, "POSTGRES_URL", config.DefaultPostgresURL, "PostgreSQL URL (may carry search_path)")
-	config.String(fs, &brokers, "KAFKA_BROKERS", config.DefaultKafkaBrokers, "comma-separated Kafka bootstrap brokers")
-	config.String(fs, &c.TopicPrefix, "TOPIC_PREFIX", envelope.DefaultTopicPrefix, "topic prefix: <prefix>.<aggregate_type>.events")
-	config.String(fs, &types, "AGGREGATE_TYPES", "product,order", "aggregate types whose topics are created/verified at start")
-	config.Int(fs, &c.TopicPartitions, "TOPIC_PARTITIONS", int(topics.DefaultPartitions), "partitions of topics created at start", &errs)
-	config.Int(fs, &c.TopicReplication, "TOPIC_REPLICATION_FACTOR", int(topics.DefaultReplicationFactor), "replication factor of topics created at start", &errs)
-	config.String(fs, &c.MetricsAddr, "METRICS_ADDR", "127.0.0.1:9101", "listen address of /healthz, /readyz, /metrics")
-	config.String(fs, &c.RelayID, "RELAY_ID", defaultRelayID(), "relay id (lease owner); keep it stable across restarts to resume leases at once")
-	config.Int(fs, &c.BatchSize, "BATCH_SIZE", 1000, "outbox rows per batch", &errs)
-	config.Int(fs, &c.Workers, "PUBLISH_WORKERS", 4, "concurrent publish loops (each serves shard % n; a shard stays in order)", &errs)
-	config.Duration(fs, &c.PollInterval, "POLL_INTERVAL", 250*time.Millisecond, "poll interval when no NOTIFY arrives", &errs)
-	config.Duration(fs, &c.Linger, "WAKE_LINGER", relay.DefaultLinger, "after a NOTIFY, wait this long before claiming so one batch carries that window's writes (0: at once)", &errs)
-	config.Duration(fs, &c.RescanInterval, "RESCAN_INTERVAL", time.Minute, "how often each worker claims once from the start of its shards instead of from its low-water mark", &errs)
-	config.Duration(fs, &c.LeaseTTL, "LEASE_TTL", 10*time.Second, "shard lease TTL (renewed every TTL/3)", &errs)
-	config.Duration(fs, &c.DeliveryTimeout, "DELIVERY_TIMEOUT", 30*time.Second, "how long a record may wait for Kafka before its batch fails and is retried", &errs)
-	config.Duration(fs, &c.ShutdownGrace, "SHUTDOWN_GRACE", 15*time.Second, "time to finish the batch in flight on SIGTERM", &errs)
-	config.String(fs, &c.LogLevel, "LOG_LEVEL", "info", "debug|info|warn|error")
-	config.Bool(fs, &c.Migrate, "MIGRATE", true, "apply database migrations at start", &errs)
-	if err := fs.Parse(args); err != nil {
-		return c, err
-	}
-	c.KafkaBrokers = config.SplitList(brokers)
-	c.AggregateTypes = config.SplitList(types)
 	if c.PostgresURL == "" {
 		errs = append(errs, errors.New("POSTGRES_URL is empty"))
 	}
@@ -125,5 +119,5 @@ func parseConfig(args []string) (cfg, error) {
 	if c.ShutdownGrace <= 0 {
 		errs = append(errs, fmt.Errorf("SHUTDOWN_GRACE must be > 0, got %s", c.ShutdownGrace))
 	}
-	return c, errors.Join(errs...)
+	return errors.Join(errs...)
 }

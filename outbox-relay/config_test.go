@@ -1,10 +1,26 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
+
+	"cqrsflow/internal/cli"
+	"cqrsflow/internal/config"
 )
+
+func parseConfig(args []string) (cfg, error) {
+	var c cfg
+	s := config.NewSet("outbox-relay")
+	c.register(s)
+	if err := s.Parse(args); err != nil {
+		return c, err
+	}
+	return c, errors.Join(s.Err(), c.validate())
+}
 
 func TestParseConfigDefaults(t *testing.T) {
 	c, err := parseConfig(nil)
@@ -27,6 +43,36 @@ func TestParseConfigReportsEveryProblem(t *testing.T) {
 	for _, want := range []string{"BATCH_SIZE", "TOPIC_PREFIX", "TOPIC_PARTITIONS", "AGGREGATE_TYPES", "LEASE_TTL", "KAFKA_BROKERS", "WAKE_LINGER", "RESCAN_INTERVAL"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not name %s: %v", want, err)
+		}
+	}
+}
+
+// TestCommandLine: -h exits 0 without secrets; typos and leftovers are
+// usage errors (exit 2) that never start a relay.
+func TestCommandLine(t *testing.T) {
+	t.Setenv("POSTGRES_URL", "postgres://relay:hunter2@127.0.0.1:1/db?sslpassword=s3cr3t")
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"-h"}, cli.ExitOK, "Commands:"},
+		{[]string{"run", "-h"}, cli.ExitOK, "POSTGRES_URL"},
+		{[]string{"--version"}, cli.ExitOK, "outbox-relay "},
+		{[]string{"runn"}, cli.ExitUsage, `unknown command "runn"`},
+		{[]string{"run", "extra"}, cli.ExitUsage, "unexpected arguments"},
+		{[]string{"-batch-size", "x"}, cli.ExitUsage, "batch-size"},
+	} {
+		var stdout, stderr bytes.Buffer
+		code := program.Run(context.Background(), tc.args, &stdout, &stderr)
+		out := stdout.String() + stderr.String()
+		if code != tc.code || !strings.Contains(out, tc.want) {
+			t.Errorf("outbox-relay %v: exit %d, output %q; want exit %d and %q", tc.args, code, out, tc.code, tc.want)
+		}
+		for _, secret := range []string{"hunter2", "s3cr3t"} {
+			if strings.Contains(out, secret) {
+				t.Errorf("outbox-relay %v reveals %q:\n%s", tc.args, secret, out)
+			}
 		}
 	}
 }

@@ -1,22 +1,22 @@
 // Command outbox-relay publishes the transactional outbox to Kafka: see
 // internal/relay for the guarantees. Several instances may run at once;
-// they share the outbox's 64 shards through leases.
+// they share the outbox's shards through leases.
+//
+//	outbox-relay [run] [flags]   publish (default)
 package main
 
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"golang.org/x/sync/errgroup"
 
+	"cqrsflow/internal/backoff"
+	"cqrsflow/internal/cli"
 	"cqrsflow/internal/config"
 	"cqrsflow/internal/migrations"
 	"cqrsflow/internal/obs"
@@ -24,30 +24,29 @@ import (
 	"cqrsflow/internal/topics"
 )
 
-func main() {
-	if err := run(context.Background(), os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "outbox-relay:", err)
-		os.Exit(1)
-	}
+var program = &cli.Program{
+	Name:    "outbox-relay",
+	Summary: "publishes the transactional outbox to Kafka",
+	Commands: []*cli.Command{
+		{Name: "run", Summary: "publish the outbox", Default: true, Setup: func(s *config.Set) cli.Action {
+			var c cfg
+			c.register(s)
+			return cli.Action{Validate: c.validate, Run: func(ctx context.Context, env cli.Env) error { return runRelay(ctx, c, env) }}
+		}},
+	},
 }
 
-func run(ctx context.Context, args []string) error {
-	c, err := parseConfig(args)
-	if err != nil {
-		return fmt.Errorf("config: %w", err)
-	}
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	base := obs.NewLogger(obs.Stderr, c.LogLevel)
-	log := base.With("component", "outbox-relay")
-	log.Info("starting", "postgres_url", config.MaskURL(c.PostgresURL), "kafka_brokers", c.KafkaBrokers,
-		"topic_prefix", c.TopicPrefix, "aggregate_types", c.AggregateTypes, "topic_partitions", c.TopicPartitions,
-		"topic_replication_factor", c.TopicReplication, "metrics_addr", c.MetricsAddr, "relay_id", c.RelayID,
-		"batch_size", c.BatchSize, "publish_workers", c.Workers, "poll_interval", c.PollInterval.String(), "wake_linger", c.Linger.String(), "rescan_interval", c.RescanInterval.String(), "lease_ttl", c.LeaseTTL.String())
+func main() { program.Main() }
 
+// startupRetry paces the start-up steps (migrations, topics) while a
+// dependency is still coming up; each attempt is bounded.
+var startupRetry = backoff.Policy{Min: 200 * time.Millisecond, Max: 10 * time.Second}
+
+func runRelay(ctx context.Context, c cfg, env cli.Env) error {
+	log := env.Log
 	pcfg, err := pgxpool.ParseConfig(c.PostgresURL)
 	if err != nil {
-		return fmt.Errorf("postgres url: %w", err)
+		return fmt.Errorf("POSTGRES_URL: %w", err)
 	}
 	// One connection per publish worker plus the lease and stats loops,
 	// unless the URL sets pool_max_conns itself.
@@ -71,62 +70,35 @@ func run(ctx context.Context, args []string) error {
 		"kafka":    func(ctx context.Context) error { return kc.Ping(ctx) },
 	})
 	r, err := relay.New(relay.Config{
-		ID: c.RelayID, TopicPrefix: c.TopicPrefix, BatchSize: c.BatchSize, Workers: c.Workers, PollInterval: c.PollInterval, Linger: c.Linger, RescanInterval: c.RescanInterval,
-		LeaseTTL: c.LeaseTTL, ShutdownGrace: c.ShutdownGrace,
-	}, pool, kc, reg, base)
+		ID: c.RelayID, TopicPrefix: c.TopicPrefix, BatchSize: c.BatchSize, Workers: c.Workers, PollInterval: c.PollInterval,
+		Linger: c.Linger, RescanInterval: c.RescanInterval, LeaseTTL: c.LeaseTTL, ShutdownGrace: c.ShutdownGrace,
+	}, pool, kc, reg, log)
 	if err != nil {
 		return err
 	}
-
-	g, gctx := errgroup.WithContext(ctx)
-	// Readiness turns false first on shutdown; the relay then finishes its
-	// batch in flight and releases its leases.
-	stopDrain := context.AfterFunc(gctx, health.SetDraining)
-	defer stopDrain()
-	g.Go(func() error { return obs.Serve(gctx, c.MetricsAddr, health.Mux(reg), 5*time.Second, log) })
-	g.Go(func() error {
-		if err := retry(gctx, log, "applying migrations", func(ctx context.Context) error {
-			if !c.Migrate {
-				return nil
+	retry := func(ctx context.Context, what string, fn func(context.Context) error) error {
+		attempt := func(ctx context.Context) error {
+			ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			return fn(ctx)
+		}
+		return backoff.Retry(ctx, startupRetry, attempt, func(_ int, wait time.Duration, err error) {
+			log.Warn(what+" failed; retrying", "err", err, "backoff", wait.String())
+		})
+	}
+	publish := func(ctx context.Context) error {
+		if c.Migrate {
+			if err := retry(ctx, "applying migrations", func(ctx context.Context) error { return migrations.Up(ctx, c.PostgresURL) }); err != nil {
+				return nil // cancelled while waiting
 			}
-			return migrations.Up(ctx, c.PostgresURL)
-		}); err != nil {
-			return nil // cancelled while waiting
 		}
 		specs := topics.EventSpecs(c.TopicPrefix, c.AggregateTypes, int32(c.TopicPartitions), int16(c.TopicReplication), log)
-		if err := retry(gctx, log, "ensuring topics", func(ctx context.Context) error {
-			return topics.EnsureAll(ctx, kadm.NewClient(kc), specs)
-		}); err != nil {
+		if err := retry(ctx, "ensuring topics", func(ctx context.Context) error { return topics.EnsureAll(ctx, kadm.NewClient(kc), specs) }); err != nil {
 			return nil
 		}
-		return r.Run(gctx)
-	})
-	err = g.Wait()
-	log.Info("stopped")
-	return err
-}
-
-// retry runs f until it succeeds or ctx is done, backing off up to 10 s.
-func retry(ctx context.Context, log interface {
-	Warn(string, ...any)
-}, what string, f func(context.Context) error) error {
-	d := 200 * time.Millisecond
-	for {
-		actx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err := f(actx)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		log.Warn(what+" failed; retrying", "err", err, "backoff", d.String())
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(d):
-		}
-		d = min(2*d, 10*time.Second)
+		return r.Run(ctx)
 	}
+	err = obs.Service{Addr: c.MetricsAddr, Handler: health.Mux(reg), Health: health, Grace: 5 * time.Second, Log: log}.Run(ctx, publish)
+	log.Info("stopped", "err", err)
+	return err
 }

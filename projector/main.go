@@ -9,20 +9,18 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
+	"io"
 	"log/slog"
-	"os"
-	"os/signal"
 	"slices"
-	"syscall"
+	"strings"
 	"time"
 
 	"github.com/elastic/go-elasticsearch/v8"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"golang.org/x/sync/errgroup"
 
+	"cqrsflow/internal/cli"
 	"cqrsflow/internal/config"
 	"cqrsflow/internal/envelope"
 	"cqrsflow/internal/esindex"
@@ -32,20 +30,35 @@ import (
 	"cqrsflow/internal/projector"
 )
 
-func main() {
-	if err := run(context.Background(), os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "projector:", err)
-		os.Exit(1)
-	}
+var program = &cli.Program{
+	Name:    "projector",
+	Summary: "keeps the Elasticsearch read models in sync with the event topics",
+	Commands: []*cli.Command{
+		{Name: "run", Summary: "consume the event topics into the read models", Default: true, Setup: func(s *config.Set) cli.Action {
+			var c cfg
+			c.register(s)
+			var projs []projector.Projection
+			return cli.Action{
+				Validate: func() (err error) { projs, err = c.validate(); return err },
+				Run:      func(ctx context.Context, env cli.Env) error { return consume(ctx, c, projs, env.Log) },
+			}
+		}},
+		{Name: "replay", Summary: "reset a projection's consumer group offsets (stop its projectors first)", Setup: setupReplay},
+		{Name: "rebuild", Summary: "build a new index version from the earliest offsets and swap the alias", Setup: setupRebuild},
+	},
 }
+
+func main() { program.Main() }
 
 var known = map[string]projector.Projection{"products": products.Projection, "orders": orders.Projection}
 
+// cfg is the projector's configuration: env vars with flags of the same
+// meaning, each registered once with its default.
 type cfg struct {
-	KafkaBrokers     string
+	KafkaBrokers     []string
 	ElasticsearchURL string
 	TopicPrefix      string
-	Projections      string
+	Projections      []string
 	GroupPrefix      string
 	IndexPrefix      string
 	MetricsAddr      string
@@ -54,41 +67,38 @@ type cfg struct {
 	LagInterval      time.Duration
 	SessionTimeout   time.Duration
 	MaxParked        int
-	LogLevel         string
 }
 
-func register(fs *flag.FlagSet, c *cfg, errs *[]error) {
-	config.String(fs, &c.KafkaBrokers, "KAFKA_BROKERS", config.DefaultKafkaBrokers, "Kafka bootstrap brokers, comma-separated")
-	config.String(fs, &c.ElasticsearchURL, "ELASTICSEARCH_URL", config.DefaultElasticsearchURL, "Elasticsearch URL")
-	config.String(fs, &c.TopicPrefix, "TOPIC_PREFIX", envelope.DefaultTopicPrefix, "event topic prefix")
-	config.String(fs, &c.Projections, "PROJECTIONS", "products,orders", "projections to run, comma-separated")
-	config.String(fs, &c.GroupPrefix, "GROUP_PREFIX", "cqrsflow-projector", "consumer group prefix (<prefix>-<projection>)")
-	config.String(fs, &c.IndexPrefix, "INDEX_PREFIX", "", "Elasticsearch index/alias name prefix")
-	config.String(fs, &c.MetricsAddr, "METRICS_ADDR", "127.0.0.1:9102", "listen address for /healthz, /readyz, /metrics")
-	config.Int(fs, &c.BatchMaxRecords, "BATCH_MAX_RECORDS", projector.DefaultBatchMaxRecords, "max records per batch", errs)
-	config.Duration(fs, &c.FlushInterval, "FLUSH_INTERVAL", projector.DefaultFlushInterval, "how long a non-full batch waits for more records", errs)
-	config.Duration(fs, &c.LagInterval, "LAG_INTERVAL", projector.DefaultLagInterval, "how often consumer and sync lag are computed", errs)
-	config.Duration(fs, &c.SessionTimeout, "SESSION_TIMEOUT", projector.DefaultSessionTimeout, "consumer group session timeout (failover time after a crash)", errs)
-	config.Int(fs, &c.MaxParked, "MAX_PARKED_EVENTS", projector.DefaultMaxParked, "events held behind version gaps before fetching pauses", errs)
-	config.String(fs, &c.LogLevel, "LOG_LEVEL", "info", "debug|info|warn|error")
+func (c *cfg) register(s *config.Set) {
+	s.List(&c.KafkaBrokers, "KAFKA_BROKERS", config.DefaultKafkaBrokers, "Kafka bootstrap brokers, comma-separated")
+	s.URL(&c.ElasticsearchURL, "ELASTICSEARCH_URL", config.DefaultElasticsearchURL, "Elasticsearch URL")
+	s.String(&c.TopicPrefix, "TOPIC_PREFIX", envelope.DefaultTopicPrefix, "event topic prefix")
+	s.List(&c.Projections, "PROJECTIONS", "products,orders", "projections to run, comma-separated")
+	s.String(&c.GroupPrefix, "GROUP_PREFIX", "cqrsflow-projector", "consumer group prefix (<prefix>-<projection>)")
+	s.String(&c.IndexPrefix, "INDEX_PREFIX", "", "Elasticsearch index/alias name prefix")
+	s.String(&c.MetricsAddr, "METRICS_ADDR", "127.0.0.1:9102", "listen address for /healthz, /readyz, /metrics")
+	s.Int(&c.BatchMaxRecords, "BATCH_MAX_RECORDS", projector.DefaultBatchMaxRecords, "max records per batch")
+	s.Duration(&c.FlushInterval, "FLUSH_INTERVAL", projector.DefaultFlushInterval, "how long a non-full batch waits for more records")
+	s.Duration(&c.LagInterval, "LAG_INTERVAL", projector.DefaultLagInterval, "how often consumer and sync lag are computed")
+	s.Duration(&c.SessionTimeout, "SESSION_TIMEOUT", projector.DefaultSessionTimeout, "consumer group session timeout (failover time after a crash)")
+	s.Int(&c.MaxParked, "MAX_PARKED_EVENTS", projector.DefaultMaxParked, "events held behind version gaps before fetching pauses")
 }
 
 func (c *cfg) validate() ([]projector.Projection, error) {
 	var errs []error
 	var projs []projector.Projection
-	names := config.SplitList(c.Projections)
-	if len(names) == 0 {
+	if len(c.Projections) == 0 {
 		errs = append(errs, errors.New("PROJECTIONS: empty"))
 	}
-	for _, n := range names {
+	for _, n := range c.Projections {
 		p, ok := known[n]
 		if !ok {
-			errs = append(errs, fmt.Errorf("PROJECTIONS: unknown projection %q (known: products, orders)", n))
+			errs = append(errs, fmt.Errorf("PROJECTIONS: unknown projection %q (known: %s)", n, knownNames()))
 			continue
 		}
 		projs = append(projs, p)
 	}
-	if len(config.SplitList(c.KafkaBrokers)) == 0 {
+	if len(c.KafkaBrokers) == 0 {
 		errs = append(errs, errors.New("KAFKA_BROKERS: empty"))
 	}
 	if c.ElasticsearchURL == "" {
@@ -112,9 +122,31 @@ func (c *cfg) validate() ([]projector.Projection, error) {
 	return projs, errors.Join(errs...)
 }
 
+func knownNames() string {
+	names := make([]string, 0, len(known))
+	for n := range known {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return strings.Join(names, ", ")
+}
+
+// projectionFlag registers --projection for the admin commands and
+// returns a validator that resolves it.
+func projectionFlag(s *config.Set, name *string, p *projector.Projection) func() error {
+	s.FlagSet().StringVar(name, "projection", "", "projection ("+knownNames()+")")
+	return func() error {
+		var ok bool
+		if *p, ok = known[*name]; !ok {
+			return fmt.Errorf("--projection: %q is not one of %s", *name, knownNames())
+		}
+		return nil
+	}
+}
+
 func (c *cfg) runnerConfig(p projector.Projection) projector.Config {
 	return projector.Config{
-		Brokers:         config.SplitList(c.KafkaBrokers),
+		Brokers:         c.KafkaBrokers,
 		Group:           projector.GroupName(c.GroupPrefix, p.Name(), 0),
 		Topic:           envelope.Topic(c.TopicPrefix, p.AggregateType()),
 		BatchMaxRecords: c.BatchMaxRecords,
@@ -125,76 +157,69 @@ func (c *cfg) runnerConfig(p projector.Projection) projector.Config {
 	}
 }
 
-func run(ctx context.Context, args []string) error {
-	cmd := "run"
-	if len(args) > 0 && (args[0] == "run" || args[0] == "replay" || args[0] == "rebuild") {
-		cmd, args = args[0], args[1:]
-	}
-	fs := flag.NewFlagSet("projector "+cmd, flag.ContinueOnError)
+func setupReplay(s *config.Set) cli.Action {
 	var c cfg
-	var errs []error
-	register(fs, &c, &errs)
+	c.register(s)
 	var (
-		projName, to, offsets string
-		wait                  time.Duration
-		version               int
-		dropOld               bool
+		name, to, offsets string
+		wait              time.Duration
+		p                 projector.Projection
 	)
-	if cmd != "run" {
-		fs.StringVar(&projName, "projection", "", "projection (products|orders)")
+	checkProjection := projectionFlag(s, &name, &p)
+	fs := s.FlagSet()
+	fs.StringVar(&to, "to", "", "earliest | latest | RFC 3339 timestamp")
+	fs.StringVar(&offsets, "offsets", "", "explicit offsets topic:partition=offset,…")
+	fs.DurationVar(&wait, "wait", 0, "wait up to this long for the group to have no live members")
+	return cli.Action{
+		Validate: func() error {
+			_, err := c.validate()
+			errs := []error{err, checkProjection()}
+			if (to == "") == (offsets == "") {
+				errs = append(errs, errors.New("replay: give exactly one of --to and --offsets"))
+			}
+			return errors.Join(errs...)
+		},
+		Run: func(ctx context.Context, env cli.Env) error { return replay(ctx, c, p, to, offsets, wait, env.Stdout) },
 	}
-	switch cmd {
-	case "replay":
-		fs.StringVar(&to, "to", "", "earliest | latest | RFC 3339 timestamp")
-		fs.StringVar(&offsets, "offsets", "", "explicit offsets topic:partition=offset,…")
-		fs.DurationVar(&wait, "wait", 0, "wait up to this long for the group to have no live members")
-	case "rebuild":
-		fs.IntVar(&version, "version", 0, "new index version N (builds <projection>_vN)")
-		fs.BoolVar(&dropOld, "drop-old", false, "delete the previous index after the alias swap")
-	}
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	projs, err := c.validate()
-	errs = append(errs, err)
-	var one projector.Projection
-	if cmd != "run" {
-		p, ok := known[projName]
-		if !ok {
-			errs = append(errs, fmt.Errorf("--projection: %q is not products or orders", projName))
-		}
-		one = p
-	}
-	if cmd == "replay" && (to == "") == (offsets == "") {
-		errs = append(errs, errors.New("replay: give exactly one of --to and --offsets"))
-	}
-	if cmd == "rebuild" && version < 2 {
-		errs = append(errs, errors.New("rebuild: --version must be >= 2 (v1 is created by the live projector)"))
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("invalid configuration:\n%w", err)
-	}
+}
 
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	log := obs.NewLogger(obs.Stderr, c.LogLevel).With("component", "projector")
-	log.Info("starting", "command", cmd, "kafka_brokers", c.KafkaBrokers, "elasticsearch_url", config.MaskURL(c.ElasticsearchURL),
-		"topic_prefix", c.TopicPrefix, "projections", c.Projections, "group_prefix", c.GroupPrefix, "index_prefix", c.IndexPrefix,
-		"metrics_addr", c.MetricsAddr, "batch_max_records", c.BatchMaxRecords, "flush_interval", c.FlushInterval.String())
+func setupRebuild(s *config.Set) cli.Action {
+	var c cfg
+	c.register(s)
+	var (
+		name    string
+		version int
+		dropOld bool
+		p       projector.Projection
+	)
+	checkProjection := projectionFlag(s, &name, &p)
+	fs := s.FlagSet()
+	fs.IntVar(&version, "version", 0, "new index version N (builds <projection>_vN)")
+	fs.BoolVar(&dropOld, "drop-old", false, "delete the previous index after the alias swap")
+	return cli.Action{
+		Validate: func() error {
+			_, err := c.validate()
+			errs := []error{err, checkProjection()}
+			if version < 2 {
+				errs = append(errs, errors.New("rebuild: --version must be >= 2 (v1 is created by the live projector)"))
+			}
+			return errors.Join(errs...)
+		},
+		Run: func(ctx context.Context, env cli.Env) error {
+			es, err := esindex.New(c.ElasticsearchURL)
+			if err != nil {
+				return err
+			}
+			return rebuild(ctx, c, p, es, version, dropOld, env)
+		},
+	}
+}
+
+func consume(ctx context.Context, c cfg, projs []projector.Projection, log *slog.Logger) error {
 	es, err := esindex.New(c.ElasticsearchURL)
 	if err != nil {
 		return err
 	}
-	switch cmd {
-	case "replay":
-		return replay(ctx, c, one, to, offsets, wait)
-	case "rebuild":
-		return rebuild(ctx, c, one, es, version, dropOld, log)
-	}
-	return consume(ctx, c, projs, es, log)
-}
-
-func consume(ctx context.Context, c cfg, projs []projector.Projection, es *elasticsearch.Client, log *slog.Logger) error {
 	reg := obs.NewRegistry()
 	m := projector.NewMetrics(reg)
 	var runners []*projector.Runner
@@ -213,41 +238,26 @@ func consume(ctx context.Context, c cfg, projs []projector.Projection, es *elast
 		}
 		runners = append(runners, r)
 	}
-	checks := map[string]obs.CheckFunc{
+	h := obs.NewHealth(map[string]obs.CheckFunc{
 		"elasticsearch": func(ctx context.Context) error { return esindex.Ping(ctx, es) },
 		"kafka":         func(ctx context.Context) error { return runners[0].Ping(ctx) },
-	}
-	h := obs.NewHealth(checks)
-	g, gctx := errgroup.WithContext(ctx)
-	srvCtx, srvStop := context.WithCancel(context.WithoutCancel(ctx))
-	defer srvStop()
-	g.Go(func() error { return obs.Serve(srvCtx, c.MetricsAddr, h.Mux(reg), 5*time.Second, log) })
-	var rg errgroup.Group
-	for _, r := range runners {
-		rg.Go(func() error { return r.Run(gctx) })
-	}
-	g.Go(func() error {
-		<-gctx.Done()
-		h.SetDraining()
-		return nil
 	})
-	err := rg.Wait()
-	srvStop()
-	if gerr := g.Wait(); gerr != nil && !errors.Is(gerr, context.Canceled) {
-		err = errors.Join(err, gerr)
+	workers := make([]func(context.Context) error, len(runners))
+	for i, r := range runners {
+		workers[i] = r.Run
 	}
-	return err
+	return obs.Service{Addr: c.MetricsAddr, Handler: h.Mux(reg), Health: h, Grace: 5 * time.Second, Log: log}.Run(ctx, workers...)
 }
 
 func kafkaAdmin(c cfg) (*kadm.Client, func(), error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(config.SplitList(c.KafkaBrokers)...))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.KafkaBrokers...))
 	if err != nil {
 		return nil, nil, fmt.Errorf("kafka client: %w", err)
 	}
 	return kadm.NewClient(cl), cl.Close, nil
 }
 
-func replay(ctx context.Context, c cfg, p projector.Projection, to, offsets string, wait time.Duration) error {
+func replay(ctx context.Context, c cfg, p projector.Projection, to, offsets string, wait time.Duration, out io.Writer) error {
 	target := projector.ReplayTarget{To: to}
 	if offsets != "" {
 		o, err := projector.ParseOffsets(offsets)
@@ -270,14 +280,14 @@ func replay(ctx context.Context, c cfg, p projector.Projection, to, offsets stri
 	var lines []string
 	offs.Each(func(o kadm.Offset) { lines = append(lines, fmt.Sprintf("  %s:%d=%d", o.Topic, o.Partition, o.At)) })
 	slices.Sort(lines)
-	fmt.Printf("group %s reset:\n", group)
+	fmt.Fprintf(out, "group %s reset:\n", group)
 	for _, l := range lines {
-		fmt.Println(l)
+		fmt.Fprintln(out, l)
 	}
 	return nil
 }
 
-func rebuild(ctx context.Context, c cfg, p projector.Projection, es *elasticsearch.Client, version int, dropOld bool, log *slog.Logger) error {
+func rebuild(ctx context.Context, c cfg, p projector.Projection, es *elasticsearch.Client, version int, dropOld bool, env cli.Env) error {
 	adm, closeFn, err := kafkaAdmin(c)
 	if err != nil {
 		return err
@@ -289,6 +299,6 @@ func rebuild(ctx context.Context, c cfg, p projector.Projection, es *elasticsear
 		IndexPrefix: c.IndexPrefix,
 		Version:     version,
 		DropOld:     dropOld,
-		Progress:    os.Stdout,
-	}, p, es, adm, log)
+		Progress:    env.Stdout,
+	}, p, es, adm, env.Log)
 }

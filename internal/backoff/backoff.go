@@ -4,6 +4,7 @@ package backoff
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"time"
@@ -47,34 +48,65 @@ func (c *Counter) Next() time.Duration {
 // Reset starts over after a success.
 func (c *Counter) Reset() { c.n = 0 }
 
-// Retry calls fn until it returns nil or ctx ends, waiting p.Delay(attempt)
-// between attempts. onRetry, if not nil, sees every failure with the wait
-// before the next attempt (for logging). When ctx ends first, Retry
+// Sleep waits d or until ctx ends; false when ctx ended.
+func Sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// permanent marks an error that no retry can fix.
+type permanent struct{ err error }
+
+func (p permanent) Error() string { return p.err.Error() }
+func (p permanent) Unwrap() error { return p.err }
+
+// Permanent wraps err so that Retry returns it at once instead of retrying.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return permanent{err}
+}
+
+// IsPermanent reports whether err was marked with Permanent.
+func IsPermanent(err error) bool {
+	var p permanent
+	return errors.As(err, &p)
+}
+
+// Retry calls fn until it returns nil, returns an error marked Permanent
+// (returned at once), or ctx ends, waiting p.Delay(attempt) between
+// attempts. onRetry, if not nil, sees every transient failure with the
+// wait before the next attempt (for logging). When ctx ends first, Retry
 // returns ctx's error joined with fn's last one, so callers can tell a
 // shutdown (errors.Is(err, context.Canceled)) and still log the cause.
 //
-// Retry has no attempt limit: it suits work that must not be dropped
-// (the caller bounds it with ctx); an error that can never succeed must be
-// handled by fn, not retried.
-func Retry(ctx context.Context, p Policy, fn func() error, onRetry func(attempt int, wait time.Duration, err error)) error {
+// Retry has no attempt limit: it suits work that must not be dropped (the
+// caller bounds it with ctx); an error that can never succeed must be
+// classified Permanent by fn, not retried.
+func Retry(ctx context.Context, p Policy, fn func(context.Context) error, onRetry func(attempt int, wait time.Duration, err error)) error {
 	for attempt := 0; ; attempt++ {
-		err := fn()
-		if err == nil {
+		err := fn(ctx)
+		switch {
+		case err == nil:
 			return nil
-		}
-		if ctx.Err() != nil {
+		case IsPermanent(err):
+			return err
+		case ctx.Err() != nil:
 			return fmt.Errorf("%w (last error: %w)", ctx.Err(), err)
 		}
 		d := p.Delay(attempt)
 		if onRetry != nil {
 			onRetry(attempt, d, err)
 		}
-		t := time.NewTimer(d)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !Sleep(ctx, d) {
 			return fmt.Errorf("%w (last error: %w)", ctx.Err(), err)
-		case <-t.C:
 		}
 	}
 }

@@ -43,7 +43,7 @@ func TestRetryUntilSuccess(t *testing.T) {
 	p := Policy{Min: time.Millisecond, Max: 4 * time.Millisecond}
 	calls, retries := 0, 0
 	boom := errors.New("boom")
-	err := Retry(context.Background(), p, func() error {
+	err := Retry(context.Background(), p, func(context.Context) error {
 		calls++
 		if calls < 4 {
 			return boom
@@ -67,11 +67,25 @@ func TestRetryStopsWithContext(t *testing.T) {
 	defer cancel()
 	boom := errors.New("boom")
 	start := time.Now()
-	err := Retry(ctx, Policy{Min: time.Millisecond, Max: 5 * time.Millisecond}, func() error { return boom }, nil)
+	err := Retry(ctx, Policy{Min: time.Millisecond, Max: 5 * time.Millisecond}, func(context.Context) error { return boom }, nil)
 	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, boom) {
 		t.Fatalf("err = %v, want deadline exceeded and boom", err)
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("Retry returned %s after the context ended", d)
+	}
+}
+
+// A Permanent error stops the retries at once and stays recognisable.
+func TestRetryStopsOnPermanent(t *testing.T) {
+	calls := 0
+	boom := errors.New("no such topic")
+	err := Retry(context.Background(), Policy{Min: time.Millisecond, Max: 4 * time.Millisecond},
+		func(context.Context) error { calls++; return Permanent(boom) }, func(int, time.Duration, error) { t.Error("retried a permanent error") })
+	if !errors.Is(err, boom) || !IsPermanent(err) || calls != 1 {
+		t.Fatalf("permanent: err %v after %d calls; want it at once", err, calls)
+	}
+	if IsPermanent(nil) || Permanent(nil) != nil || IsPermanent(boom) {
+		t.Fatal("only errors marked Permanent are permanent")
 	}
 }

@@ -5,14 +5,14 @@ package config
 import (
 	"flag"
 	"fmt"
-	"net/url"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
 )
 
-// Local-stack defaults shared by every binary (ARCHITECTURE.md).
+// Local-stack defaults shared by every binary (docs/architecture.md).
 const (
 	DefaultPostgresURL      = "postgres://cqrsflow:cqrsflow@127.0.0.1:15432/cqrsflow?sslmode=disable"
 	DefaultKafkaBrokers     = "127.0.0.1:19092"
@@ -89,14 +89,45 @@ func SplitList(s string) []string {
 	return out
 }
 
-// MaskURL hides the password of a URL for logging.
+// secretParam matches key=value pairs whose key names a secret, in URL
+// query strings (…?sslpassword=x&…) and in key=value connection strings
+// (host=h password='p w' dbname=d); the value may be single-quoted.
+var secretParam = regexp.MustCompile(`(?i)((?:^|[\s?&;,])(?:password|passwd|pwd|pass|sslpassword|secret|token|api_?key|access_?key|sasl_?password)\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&;,]*)`)
+
+// MaskURL hides the secrets of a URL or connection string for logging and
+// usage output: the password of every URL's user info and the value of
+// every password-like key=value pair. It over-masks rather than leaks: a
+// URL's user info is taken up to the last '@' of the token.
 func MaskURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil || u.User == nil {
-		return s
+	s = secretParam.ReplaceAllString(s, "${1}xxxxx")
+	fields := strings.SplitAfter(s, " ")
+	for i, f := range fields {
+		scheme := strings.Index(f, "://")
+		if scheme < 0 {
+			continue
+		}
+		rest := f[scheme+3:]
+		at := strings.LastIndex(rest, "@")
+		if at < 0 {
+			continue
+		}
+		colon := strings.Index(rest[:at], ":")
+		if colon < 0 {
+			continue
+		}
+		fields[i] = f[:scheme+3] + rest[:colon+1] + "xxxxx" + rest[at:]
 	}
-	if _, ok := u.User.Password(); ok {
-		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	return strings.Join(fields, "")
+}
+
+// DefaultStateDir is the local stack's state directory (data, logs, the
+// local API key) unless CQRSFLOW_STATE_DIR names another.
+const DefaultStateDir = "/var/tmp/cqrsflow-local"
+
+// StateDir returns CQRSFLOW_STATE_DIR or DefaultStateDir.
+func StateDir() string {
+	if d := os.Getenv("CQRSFLOW_STATE_DIR"); d != "" {
+		return d
 	}
-	return u.String()
+	return DefaultStateDir
 }

@@ -144,10 +144,15 @@ func (h *Health) Mux(reg *prometheus.Registry) *http.ServeMux {
 // Serve runs an HTTP server on addr until ctx is done, then shuts it down
 // gracefully within grace.
 func Serve(ctx context.Context, addr string, handler http.Handler, grace time.Duration, log *slog.Logger) error {
-	srv := &http.Server{Addr: addr, Handler: handler, ReadHeaderTimeout: 5 * time.Second}
+	return ServeServer(ctx, &http.Server{Addr: addr, Handler: handler, ReadHeaderTimeout: 5 * time.Second}, grace, log)
+}
+
+// ServeServer runs srv until ctx is done, then shuts it down gracefully
+// within grace.
+func ServeServer(ctx context.Context, srv *http.Server, grace time.Duration, log *slog.Logger) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()
-	log.Info("http server listening", "addr", addr)
+	log.Info("http server listening", "addr", srv.Addr)
 	select {
 	case err := <-errc:
 		return err

@@ -29,19 +29,25 @@ var requiredEnv = map[string][]string{
 }
 
 var (
-	registration = regexp.MustCompile(`config\.(?:String|Int|Duration|Bool)\(\s*\w+\s*,\s*&[^,]+,\s*"([A-Z][A-Z0-9_]*)"\s*,\s*("[^"]*"|[^,]+)`)
+	registration = regexp.MustCompile(`\bs\.(String|URL|Secret|List|Int|Duration|Bool)\(\s*&[^,]+,\s*"([A-Z][A-Z0-9_]*)"\s*,\s*("[^"]*"|[^,]+)`)
 	osEnv        = regexp.MustCompile(`os\.(?:Getenv|LookupEnv)\("([A-Z][A-Z0-9_]*)"\)`)
 )
 
 // binaryEnv returns the env vars a binary reads (from its package's
-// non-test Go sources: the config.String/Int/Duration/Bool registrations
-// and os.Getenv/LookupEnv) with their literal defaults ("" when computed).
+// non-test Go sources and the shared skeleton's, internal/cli: the
+// config.Set registrations and os.Getenv/LookupEnv) with their literal
+// defaults ("" when computed or secret).
 func binaryEnv(t *testing.T, binary string) map[string]string {
 	t.Helper()
 	files, err := filepath.Glob(filepath.Join(repoRoot, binary, "*.go"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no Go sources for binary %s: %v", binary, err)
 	}
+	skeleton, err := filepath.Glob(filepath.Join(repoRoot, "internal", "cli", "*.go"))
+	if err != nil || len(skeleton) == 0 {
+		t.Fatalf("no Go sources for internal/cli: %v", err)
+	}
+	files = append(files, skeleton...)
 	env := map[string]string{}
 	for _, f := range files {
 		if strings.HasSuffix(f, "_test.go") {
@@ -52,7 +58,10 @@ func binaryEnv(t *testing.T, binary string) map[string]string {
 			t.Fatal(err)
 		}
 		for _, m := range registration.FindAllStringSubmatch(string(b), -1) {
-			env[m[1]], _ = strconv.Unquote(m[2])
+			env[m[2]], _ = strconv.Unquote(m[3])
+			if m[1] == "Secret" {
+				env[m[2]] = "" // its third argument is the usage
+			}
 		}
 		for _, m := range osEnv.FindAllStringSubmatch(string(b), -1) {
 			if _, ok := env[m[1]]; !ok {

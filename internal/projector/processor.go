@@ -353,7 +353,7 @@ func (p *processor) oldestHeld() time.Time {
 // retry runs fn until it succeeds or ctx ends, with the runtime's capped
 // backoff between attempts.
 func (p *processor) retry(ctx context.Context, what string, fn func() error) error {
-	err := backoff.Retry(ctx, p.retryPolicy, fn, func(attempt int, wait time.Duration, err error) {
+	err := backoff.Retry(ctx, p.retryPolicy, func(context.Context) error { return fn() }, func(attempt int, wait time.Duration, err error) {
 		p.log.Warn("retrying", "what", what, "attempt", attempt+1, "backoff", wait.String(), "err", err)
 	})
 	if err != nil {
