@@ -1,5 +1,6 @@
 // Package backoff is the capped exponential backoff with jitter that every
-// retry loop in cqrsflow uses (relay publishing, projector writes).
+// retry loop in cqrsflow uses (relay publishing, projector writes, start-up
+// steps through Retry).
 package backoff
 
 import (
