@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"cqrsflow/internal/config"
-	"cqrsflow/internal/envelope"
+	"cqrsflow/internal/outbox"
 	"cqrsflow/internal/relay"
 	"cqrsflow/internal/topics"
 )
@@ -51,23 +51,24 @@ func parseConfig(args []string) (cfg, error) {
 	var c cfg
 	var errs []error
 	var brokers, types string
+	d := relay.DefaultConfig()
 	fs := flag.NewFlagSet("outbox-relay", flag.ContinueOnError)
 	config.String(fs, &c.PostgresURL, "POSTGRES_URL", config.DefaultPostgresURL, "PostgreSQL URL (may carry search_path)")
 	config.String(fs, &brokers, "KAFKA_BROKERS", config.DefaultKafkaBrokers, "comma-separated Kafka bootstrap brokers")
-	config.String(fs, &c.TopicPrefix, "TOPIC_PREFIX", envelope.DefaultTopicPrefix, "topic prefix: <prefix>.<aggregate_type>.events")
+	config.String(fs, &c.TopicPrefix, "TOPIC_PREFIX", d.TopicPrefix, "topic prefix: <prefix>.<aggregate_type>.events")
 	config.String(fs, &types, "AGGREGATE_TYPES", "product,order", "aggregate types whose topics are created/verified at start")
 	config.Int(fs, &c.TopicPartitions, "TOPIC_PARTITIONS", int(topics.DefaultPartitions), "partitions of topics created at start", &errs)
 	config.Int(fs, &c.TopicReplication, "TOPIC_REPLICATION_FACTOR", int(topics.DefaultReplicationFactor), "replication factor of topics created at start", &errs)
 	config.String(fs, &c.MetricsAddr, "METRICS_ADDR", "127.0.0.1:9101", "listen address of /healthz, /readyz, /metrics")
 	config.String(fs, &c.RelayID, "RELAY_ID", defaultRelayID(), "relay id (lease owner); keep it stable across restarts to resume leases at once")
-	config.Int(fs, &c.BatchSize, "BATCH_SIZE", 1000, "outbox rows per batch", &errs)
-	config.Int(fs, &c.Workers, "PUBLISH_WORKERS", 4, "concurrent publish loops (each serves shard % n; a shard stays in order)", &errs)
-	config.Duration(fs, &c.PollInterval, "POLL_INTERVAL", 250*time.Millisecond, "poll interval when no NOTIFY arrives", &errs)
-	config.Duration(fs, &c.Linger, "WAKE_LINGER", relay.DefaultLinger, "after a NOTIFY, wait this long before claiming so one batch carries that window's writes (0: at once)", &errs)
-	config.Duration(fs, &c.RescanInterval, "RESCAN_INTERVAL", time.Minute, "how often each worker claims once from the start of its shards instead of from its low-water mark", &errs)
-	config.Duration(fs, &c.LeaseTTL, "LEASE_TTL", 10*time.Second, "shard lease TTL (renewed every TTL/3)", &errs)
+	config.Int(fs, &c.BatchSize, "BATCH_SIZE", d.BatchSize, "outbox rows per batch", &errs)
+	config.Int(fs, &c.Workers, "PUBLISH_WORKERS", d.Workers, "concurrent publish loops (each serves shard % n; a shard stays in order)", &errs)
+	config.Duration(fs, &c.PollInterval, "POLL_INTERVAL", d.PollInterval, "poll interval when no NOTIFY arrives", &errs)
+	config.Duration(fs, &c.Linger, "WAKE_LINGER", d.Linger, "after a NOTIFY, wait this long before claiming so one batch carries that window's writes (0: at once)", &errs)
+	config.Duration(fs, &c.RescanInterval, "RESCAN_INTERVAL", d.RescanInterval, "how often each worker claims once from the start of its shards instead of from its low-water mark", &errs)
+	config.Duration(fs, &c.LeaseTTL, "LEASE_TTL", d.LeaseTTL, "shard lease TTL (renewed every TTL/3)", &errs)
 	config.Duration(fs, &c.DeliveryTimeout, "DELIVERY_TIMEOUT", 30*time.Second, "how long a record may wait for Kafka before its batch fails and is retried", &errs)
-	config.Duration(fs, &c.ShutdownGrace, "SHUTDOWN_GRACE", 15*time.Second, "time to finish the batch in flight on SIGTERM", &errs)
+	config.Duration(fs, &c.ShutdownGrace, "SHUTDOWN_GRACE", d.ShutdownGrace, "time to finish the batch in flight on SIGTERM", &errs)
 	config.String(fs, &c.LogLevel, "LOG_LEVEL", "info", "debug|info|warn|error")
 	config.Bool(fs, &c.Migrate, "MIGRATE", true, "apply database migrations at start", &errs)
 	if err := fs.Parse(args); err != nil {
@@ -104,8 +105,8 @@ func parseConfig(args []string) (cfg, error) {
 	if c.BatchSize < 1 || c.BatchSize > 50000 {
 		errs = append(errs, fmt.Errorf("BATCH_SIZE must be in 1..50000, got %d", c.BatchSize))
 	}
-	if c.Workers < 1 || c.Workers > 64 {
-		errs = append(errs, fmt.Errorf("PUBLISH_WORKERS must be in 1..64, got %d", c.Workers))
+	if c.Workers < 1 || c.Workers > outbox.ShardCount {
+		errs = append(errs, fmt.Errorf("PUBLISH_WORKERS must be in 1..%d, got %d", outbox.ShardCount, c.Workers))
 	}
 	if c.Linger < 0 || c.Linger > time.Second {
 		errs = append(errs, fmt.Errorf("WAKE_LINGER must be in 0..1s, got %s", c.Linger))

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"cqrsflow/internal/relay"
 )
 
 func TestParseConfigDefaults(t *testing.T) {
@@ -15,6 +17,26 @@ func TestParseConfigDefaults(t *testing.T) {
 		strings.Join(c.AggregateTypes, ",") != "product,order" || c.BatchSize != 1000 || c.RelayID == "" || c.Linger != 25*time.Millisecond ||
 		c.RescanInterval != time.Minute {
 		t.Fatalf("defaults: %+v", c)
+	}
+}
+
+// The flags default to the relay's own defaults, so the binary and a
+// Relay built from a zero Config behave alike.
+func TestParseConfigDefaultsAreTheRelayDefaults(t *testing.T) {
+	c, err := parseConfig(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := relay.DefaultConfig()
+	type shared struct {
+		prefix                                string
+		batch, workers                        int
+		poll, linger, rescan, lease, shutdown time.Duration
+	}
+	got := shared{c.TopicPrefix, c.BatchSize, c.Workers, c.PollInterval, c.Linger, c.RescanInterval, c.LeaseTTL, c.ShutdownGrace}
+	want := shared{d.TopicPrefix, d.BatchSize, d.Workers, d.PollInterval, d.Linger, d.RescanInterval, d.LeaseTTL, d.ShutdownGrace}
+	if got != want {
+		t.Fatalf("flag defaults %+v, relay defaults %+v", got, want)
 	}
 }
 
