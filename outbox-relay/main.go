@@ -17,7 +17,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 
-	"cqrsflow/internal/backoff"
 	"cqrsflow/internal/config"
 	"cqrsflow/internal/migrations"
 	"cqrsflow/internal/obs"
@@ -107,13 +106,27 @@ func run(ctx context.Context, args []string) error {
 	return err
 }
 
-// retry runs f until it succeeds or ctx is done, each attempt bounded by
-// 30 s, backing off from 200 ms up to 10 s.
+// retry runs f until it succeeds or ctx is done, backing off up to 10 s.
 func retry(ctx context.Context, log interface {
 	Warn(string, ...any)
 }, what string, f func(context.Context) error) error {
-	return backoff.Retry(ctx, backoff.Policy{Min: 200 * time.Millisecond, Max: 10 * time.Second}, 30*time.Second, f,
-		func(err error, d time.Duration) {
-			log.Warn(what+" failed; retrying", "err", err, "backoff", d.String())
-		})
+	d := 200 * time.Millisecond
+	for {
+		actx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := f(actx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		log.Warn(what+" failed; retrying", "err", err, "backoff", d.String())
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(d):
+		}
+		d = min(2*d, 10*time.Second)
+	}
 }

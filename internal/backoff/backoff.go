@@ -1,6 +1,5 @@
 // Package backoff is the capped exponential backoff with jitter that every
-// retry loop in cqrsflow uses (relay publishing, projector writes, start-up
-// steps through Retry).
+// retry loop in cqrsflow uses (relay publishing, projector writes).
 package backoff
 
 import (
