@@ -54,7 +54,7 @@ func (r *Relay) batch(ctx context.Context, w int) (int, error) {
 	low := &r.low[w]
 	defer func() { r.lowGauge[w].Set(float64(low.floor)) }()
 	t0 := time.Now()
-	rows, snap, err := r.claim(ctx, low, held)
+	rows, snap, err := r.claim(ctx, low, held, t0)
 	if err != nil {
 		return 0, err
 	}
@@ -117,10 +117,9 @@ func (r *Relay) heldLeases(ctx context.Context, w int) (map[int16]int64, error) 
 }
 
 // claim reads the next rows of the held shards above the worker's
-// low-water mark.
-func (r *Relay) claim(ctx context.Context, low *lowWater, held map[int16]int64) ([]row, snapshot, error) {
+// low-water mark low (from 0 after a change of PostgreSQL incarnation).
+func (r *Relay) claim(ctx context.Context, low *lowWater, held map[int16]int64, now time.Time) ([]row, snapshot, error) {
 	shards, _ := split(held)
-	now := time.Now()
 	after := low.from(shards, now, r.cfg.RescanInterval)
 	rows, snap, err := r.store.claim(ctx, shards, after, r.cfg.BatchSize)
 	if err != nil {
