@@ -35,6 +35,7 @@ import (
 	"cqrsflow/internal/eventstore"
 	"cqrsflow/internal/loadgen"
 	"cqrsflow/internal/migrations"
+	"cqrsflow/internal/outbox"
 	"cqrsflow/internal/relay"
 	"cqrsflow/internal/testenv"
 	"cqrsflow/internal/topics"
@@ -368,7 +369,7 @@ func prefillOutbox(ctx context.Context, pool *pgxpool.Pool, n, payloadBytes int)
 	if _, err := pool.CopyFrom(ctx, pgx.Identifier{"events"}, cols, src); err != nil {
 		return fmt.Errorf("copying events: %w", err)
 	}
-	if _, err := pool.Exec(ctx, eventstore.CopyEventsToOutboxSQL); err != nil {
+	if _, err := pool.Exec(ctx, outbox.CopyFromEventsSQL); err != nil {
 		return fmt.Errorf("filling outbox: %w", err)
 	}
 	if _, err := pool.Exec(ctx, `ANALYZE events; ANALYZE outbox`); err != nil {

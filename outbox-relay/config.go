@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"cqrsflow/internal/config"
-	"cqrsflow/internal/envelope"
+	"cqrsflow/internal/outbox"
 	"cqrsflow/internal/relay"
 	"cqrsflow/internal/topics"
 )
@@ -47,22 +47,23 @@ func defaultRelayID() string {
 
 // register registers the relay's settings, each once with its default.
 func (c *cfg) register(s *config.Set) {
+	d := relay.DefaultConfig()
 	s.URL(&c.PostgresURL, "POSTGRES_URL", config.DefaultPostgresURL, "PostgreSQL URL (may carry search_path)")
 	s.List(&c.KafkaBrokers, "KAFKA_BROKERS", config.DefaultKafkaBrokers, "comma-separated Kafka bootstrap brokers")
-	s.String(&c.TopicPrefix, "TOPIC_PREFIX", envelope.DefaultTopicPrefix, "topic prefix: <prefix>.<aggregate_type>.events")
+	s.String(&c.TopicPrefix, "TOPIC_PREFIX", d.TopicPrefix, "topic prefix: <prefix>.<aggregate_type>.events")
 	s.List(&c.AggregateTypes, "AGGREGATE_TYPES", "product,order", "aggregate types whose topics are created/verified at start")
 	s.Int(&c.TopicPartitions, "TOPIC_PARTITIONS", int(topics.DefaultPartitions), "partitions of topics created at start")
 	s.Int(&c.TopicReplication, "TOPIC_REPLICATION_FACTOR", int(topics.DefaultReplicationFactor), "replication factor of topics created at start")
 	s.String(&c.MetricsAddr, "METRICS_ADDR", "127.0.0.1:9101", "listen address of /healthz, /readyz, /metrics")
 	s.String(&c.RelayID, "RELAY_ID", defaultRelayID(), "relay id (lease owner); keep it stable across restarts to resume leases at once")
-	s.Int(&c.BatchSize, "BATCH_SIZE", 1000, "outbox rows per batch")
-	s.Int(&c.Workers, "PUBLISH_WORKERS", 4, "concurrent publish loops (each serves shard % n; a shard stays in order)")
-	s.Duration(&c.PollInterval, "POLL_INTERVAL", 250*time.Millisecond, "poll interval when no NOTIFY arrives")
-	s.Duration(&c.Linger, "WAKE_LINGER", relay.DefaultLinger, "after a NOTIFY, wait this long before claiming so one batch carries that window's writes (0: at once)")
-	s.Duration(&c.RescanInterval, "RESCAN_INTERVAL", time.Minute, "how often each worker claims once from the start of its shards instead of from its low-water mark")
-	s.Duration(&c.LeaseTTL, "LEASE_TTL", 10*time.Second, "shard lease TTL (renewed every TTL/3)")
+	s.Int(&c.BatchSize, "BATCH_SIZE", d.BatchSize, "outbox rows per batch")
+	s.Int(&c.Workers, "PUBLISH_WORKERS", d.Workers, "concurrent publish loops (each serves shard % n; a shard stays in order)")
+	s.Duration(&c.PollInterval, "POLL_INTERVAL", d.PollInterval, "poll interval when no NOTIFY arrives")
+	s.Duration(&c.Linger, "WAKE_LINGER", d.Linger, "after a NOTIFY, wait this long before claiming so one batch carries that window's writes (0: at once)")
+	s.Duration(&c.RescanInterval, "RESCAN_INTERVAL", d.RescanInterval, "how often each worker claims once from the start of its shards instead of from its low-water mark")
+	s.Duration(&c.LeaseTTL, "LEASE_TTL", d.LeaseTTL, "shard lease TTL (renewed every TTL/3)")
 	s.Duration(&c.DeliveryTimeout, "DELIVERY_TIMEOUT", 30*time.Second, "how long a record may wait for Kafka before its batch fails and is retried")
-	s.Duration(&c.ShutdownGrace, "SHUTDOWN_GRACE", 15*time.Second, "time to finish the batch in flight on SIGTERM")
+	s.Duration(&c.ShutdownGrace, "SHUTDOWN_GRACE", d.ShutdownGrace, "time to finish the batch in flight on SIGTERM")
 	s.Bool(&c.Migrate, "MIGRATE", true, "apply database migrations at start")
 }
 
@@ -98,8 +99,8 @@ func (c *cfg) validate() error {
 	if c.BatchSize < 1 || c.BatchSize > 50000 {
 		errs = append(errs, fmt.Errorf("BATCH_SIZE must be in 1..50000, got %d", c.BatchSize))
 	}
-	if c.Workers < 1 || c.Workers > 64 {
-		errs = append(errs, fmt.Errorf("PUBLISH_WORKERS must be in 1..64, got %d", c.Workers))
+	if c.Workers < 1 || c.Workers > outbox.ShardCount {
+		errs = append(errs, fmt.Errorf("PUBLISH_WORKERS must be in 1..%d, got %d", outbox.ShardCount, c.Workers))
 	}
 	if c.Linger < 0 || c.Linger > time.Second {
 		errs = append(errs, fmt.Errorf("WAKE_LINGER must be in 0..1s, got %s", c.Linger))

@@ -10,6 +10,7 @@ import (
 
 	"cqrsflow/internal/cli"
 	"cqrsflow/internal/config"
+	"cqrsflow/internal/relay"
 )
 
 func parseConfig(args []string) (cfg, error) {
@@ -74,5 +75,23 @@ func TestCommandLine(t *testing.T) {
 				t.Errorf("outbox-relay %v reveals %q:\n%s", tc.args, secret, out)
 			}
 		}
+	}
+}
+
+func TestParseConfigDefaultsAreTheRelayDefaults(t *testing.T) {
+	c, err := parseConfig(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := relay.DefaultConfig()
+	type shared struct {
+		prefix                                string
+		batch, workers                        int
+		poll, linger, rescan, lease, shutdown time.Duration
+	}
+	got := shared{c.TopicPrefix, c.BatchSize, c.Workers, c.PollInterval, c.Linger, c.RescanInterval, c.LeaseTTL, c.ShutdownGrace}
+	want := shared{d.TopicPrefix, d.BatchSize, d.Workers, d.PollInterval, d.Linger, d.RescanInterval, d.LeaseTTL, d.ShutdownGrace}
+	if got != want {
+		t.Fatalf("flag defaults %+v, relay defaults %+v", got, want)
 	}
 }

@@ -15,7 +15,7 @@
 //	[store the response under the idempotency key]
 //	COMMIT
 //	— after commit, coalesced, in its own short transaction —
-//	SELECT pg_notify('cqrsflow_outbox', '<shard>')
+//	SELECT pg_notify(outbox.NotifyChannel, '<shard>')
 //
 // NOTIFY is deliberately not sent inside the append transaction:
 // PostgreSQL takes a database-wide lock for a notifying commit and holds
@@ -48,12 +48,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"cqrsflow/internal/envelope"
+	"cqrsflow/internal/outbox"
 )
-
-// NotifyChannel is the LISTEN/NOTIFY channel appends are signalled on
-// after commit. The payload is an outbox shard (0..63, decimal) that
-// received rows, so a relay can wake only the shard that has work.
-const NotifyChannel = "cqrsflow_outbox"
 
 // Expected-version values besides a concrete version (>= 1).
 const (
@@ -166,7 +162,7 @@ type Store struct {
 // New returns a Store on pool. It starts the post-commit notifier; Close
 // stops it.
 func New(pool *pgxpool.Pool) *Store {
-	return newStore(pool, NotifyChannel)
+	return newStore(pool, outbox.NotifyChannel)
 }
 
 // newStore lets tests use their own channel: NOTIFY is database-wide, and
@@ -201,35 +197,23 @@ WHERE aggregate_type = $1 AND aggregate_id = $2 AND version = $4`
 
 	loadSQL = `SELECT version, event_type, schema_version, payload FROM events
 WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY version`
+)
 
-	// One statement inserts the events (versions base+1..base+n) and their
-	// outbox rows, outbox ids allocated in version order.
-	appendSQL = `WITH ev AS (
+// appendSQL inserts the events (versions base+1..base+n) and their outbox
+// rows in one statement, outbox ids allocated in version order. It returns
+// the aggregate's outbox shard for the notifier.
+var appendSQL = `WITH ev AS (
   INSERT INTO events (event_id, aggregate_type, aggregate_id, version, event_type, schema_version, payload, metadata, occurred_at)
   SELECT x.event_id, $1, $2, $3::bigint + x.ord, x.event_type, x.schema_version, x.payload, $8::jsonb, $9
   FROM unnest($4::uuid[], $5::text[], $6::int[], $7::jsonb[]) WITH ORDINALITY AS x(event_id, event_type, schema_version, payload, ord)
   RETURNING *
 ), ob AS (
-  INSERT INTO outbox (` + OutboxColumns + `)
-  SELECT ` + OutboxFromEvents + ` FROM ev ORDER BY ev.version
+  INSERT INTO outbox (` + outbox.Columns + `)
+  SELECT ` + outbox.FromEvents + ` FROM ev ORDER BY ev.version
 )
 SELECT event_id::text, event_type, version, global_position, recorded_at,
-  (hashtextextended($2, 0) & 63)::int AS shard -- the outbox.shard expression
+  ` + outbox.ShardSQL("$2") + `::int AS shard
 FROM ev ORDER BY version`
-)
-
-// OutboxColumns are the columns of an outbox row written from an events
-// row, and OutboxFromEvents their values over an events row aliased ev:
-// the row carries a copy of the event (payload and metadata as JSON text),
-// so the relay's claim reads the outbox alone.
-const (
-	OutboxColumns    = `aggregate_type, aggregate_id, global_position, event_id, event_type, schema_version, version, payload, metadata, occurred_at, recorded_at`
-	OutboxFromEvents = `ev.aggregate_type, ev.aggregate_id, ev.global_position, ev.event_id, ev.event_type, ev.schema_version, ev.version, ev.payload::text, ev.metadata::text, ev.occurred_at, ev.recorded_at`
-	// CopyEventsToOutboxSQL writes an outbox row for every event, in
-	// global_position order (tests and benchmarks prefill with it).
-	CopyEventsToOutboxSQL = `INSERT INTO outbox (` + OutboxColumns + `)
-SELECT ` + OutboxFromEvents + ` FROM events ev ORDER BY ev.global_position`
-)
 
 // Execute runs one command: claim the idempotency key (if any), lock the
 // aggregate, load and fold its history (if Decide is set), decide, append

@@ -2,23 +2,25 @@ package eventstore
 
 import (
 	"context"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"cqrsflow/internal/outbox"
 )
 
-// notifier sends NOTIFY cqrsflow_outbox '<shard>' after commits, outside
-// the append transactions, coalescing the shards that received rows while
-// the previous round was in flight.
+// notifier sends NOTIFY <channel> '<shard>' (outbox.NotifyChannel and
+// outbox.NotifyPayload) after commits, outside the append transactions,
+// coalescing the shards that received rows while the previous round was in
+// flight.
 type notifier struct {
 	pool    *pgxpool.Pool
 	channel string
 	mu      sync.Mutex
-	pending [64]bool
+	pending [outbox.ShardCount]bool
 	any     bool
 	wake    chan struct{}
 	stop    chan struct{}
@@ -35,7 +37,7 @@ func startNotifier(pool *pgxpool.Pool, channel string) *notifier {
 
 func (n *notifier) add(shard int) {
 	n.mu.Lock()
-	n.pending[shard&63] = true
+	n.pending[uint(shard)%outbox.ShardCount] = true
 	n.any = true
 	n.mu.Unlock()
 	select {
@@ -93,7 +95,7 @@ func (n *notifier) send(shards []int) {
 	defer cancel()
 	b := &pgx.Batch{}
 	for _, s := range shards {
-		b.Queue(`SELECT pg_notify($1, $2)`, n.channel, strconv.Itoa(s))
+		b.Queue(`SELECT pg_notify($1, $2)`, n.channel, outbox.NotifyPayload(s))
 	}
 	if err := n.pool.SendBatch(ctx, b).Close(); err != nil {
 		n.failed.Add(1)

@@ -27,7 +27,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"cqrsflow/internal/envelope"
-	"cqrsflow/internal/eventstore"
+	"cqrsflow/internal/outbox"
 	"cqrsflow/internal/testenv"
 	"cqrsflow/internal/topics"
 )
@@ -86,7 +86,7 @@ const appendSQL = `WITH a AS (
 	SELECT gen_random_uuid(), $1, $2, a.version, $3, 1, $4::jsonb, '{"correlation_id":"it"}'::jsonb, clock_timestamp() FROM a
 	RETURNING *
 )
-INSERT INTO outbox (` + eventstore.OutboxColumns + `) SELECT ` + eventstore.OutboxFromEvents + ` FROM e ev
+INSERT INTO outbox (` + outbox.Columns + `) SELECT ` + outbox.FromEvents + ` FROM e ev
 RETURNING (SELECT version FROM e)`
 
 func appendTx(ctx context.Context, tx pgx.Tx, aggType, aggID string) (int64, error) {
@@ -94,7 +94,7 @@ func appendTx(ctx context.Context, tx pgx.Tx, aggType, aggID string) (int64, err
 	if err := tx.QueryRow(ctx, appendSQL, aggType, aggID, "E", `{"n":1}`).Scan(&v); err != nil {
 		return 0, err
 	}
-	_, err := tx.Exec(ctx, `SELECT pg_notify('cqrsflow_outbox', $1)`, aggType)
+	_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, outbox.NotifyChannel, aggType)
 	return v, err
 }
 
@@ -174,7 +174,7 @@ func prefill(ctx context.Context, t *testing.T, pool *pgxpool.Pool, n, aggs int)
 	if err != nil {
 		t.Fatalf("prefill events: %v", err)
 	}
-	_, err = pool.Exec(ctx, eventstore.CopyEventsToOutboxSQL)
+	_, err = pool.Exec(ctx, outbox.CopyFromEventsSQL)
 	if err != nil {
 		t.Fatalf("prefill outbox: %v", err)
 	}
@@ -406,7 +406,7 @@ func total(want map[string]int64) int {
 func shardOf(ctx context.Context, t *testing.T, pool *pgxpool.Pool, aggID string) int16 {
 	t.Helper()
 	var s int16
-	if err := pool.QueryRow(ctx, `SELECT (hashtextextended($1, 0) & 63)::smallint`, aggID).Scan(&s); err != nil {
+	if err := pool.QueryRow(ctx, `SELECT `+outbox.ShardSQL("$1")+`::smallint`, aggID).Scan(&s); err != nil {
 		t.Fatal(err)
 	}
 	return s

@@ -6,7 +6,7 @@ import (
 	"cqrsflow/internal/obs"
 )
 
-// metrics of the relay; names are part of the contract (ARCHITECTURE.md).
+// metrics of the relay; names are part of the contract (docs/architecture.md).
 type metrics struct {
 	pending      prometheus.Gauge
 	oldestAge    prometheus.Gauge

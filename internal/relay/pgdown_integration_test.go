@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"cqrsflow/internal/outbox"
 	"cqrsflow/internal/testenv"
 )
 
@@ -52,7 +53,7 @@ func TestPostgresOutageRetries(t *testing.T) {
 	if during <= before {
 		t.Fatalf("backlog did not grow while PostgreSQL was unreachable for the relay (%d → %d)", before, during)
 	}
-	if n := len(r.Owned()); n != 0 && n != NumShards {
+	if n := len(r.Owned()); n != 0 && n != outbox.ShardCount {
 		t.Logf("owned shards after the outage: %d", n)
 	}
 	want := <-written

@@ -41,13 +41,13 @@ func ProducerOpts(brokers []string, deliveryTimeout time.Duration) []kgo.Opt {
 	return opts
 }
 
-// record builds the Kafka record of an outbox row: key = aggregate id,
-// value = envelope JSON, headers of ARCHITECTURE.md.
 // envelopeOverhead is room for an envelope's keys, ids and times beside
 // the payload and metadata (about 380 bytes), so the buffer is allocated
 // once.
 const envelopeOverhead = 512
 
+// record builds the Kafka record of an outbox row: key = aggregate id,
+// value = envelope JSON, headers of docs/architecture.md.
 func record(prefix string, r *row) (*kgo.Record, error) {
 	value, err := appendEnvelope(make([]byte, 0, envelopeOverhead+len(r.Payload)+len(r.Metadata)), r)
 	if err != nil {

@@ -333,20 +333,6 @@ func TestPublishPartialFailureKeepsKeyOrder(t *testing.T) {
 	}
 }
 
-func TestBackoffCappedWithJitter(t *testing.T) {
-	b := (&Relay{cfg: Config{MaxBackoff: 400 * time.Millisecond}}).backoff()
-	for i := range 20 {
-		d := b.Next()
-		if d > 400*time.Millisecond || d < 25*time.Millisecond {
-			t.Fatalf("attempt %d: backoff %s outside [25ms, 400ms]", i, d)
-		}
-	}
-	b.Reset()
-	if d := b.Next(); d > 50*time.Millisecond {
-		t.Fatalf("after reset: %s", d)
-	}
-}
-
 // marshalEnvelope is the reference: encoding/json of envelope.Envelope.
 func marshalEnvelope(t testing.TB, r *row) []byte {
 	t.Helper()
@@ -428,34 +414,6 @@ func FuzzAppendEnvelope(f *testing.F) {
 			t.Fatalf("got %s\nwant %s", got, want)
 		}
 	})
-}
-
-func TestWakeForTargetsTheShardsWorker(t *testing.T) {
-	r := &Relay{cfg: Config{Workers: 4}}
-	for range 4 {
-		r.wake = append(r.wake, make(chan struct{}, 1))
-	}
-	woken := func() []int {
-		var out []int
-		for i, c := range r.wake {
-			select {
-			case <-c:
-				out = append(out, i)
-			default:
-			}
-		}
-		return out
-	}
-	r.wakeFor("13")
-	if got := woken(); !slices.Equal(got, []int{1}) {
-		t.Fatalf("shard 13: woke %v, want [1]", got)
-	}
-	for _, p := range []string{"", "x", "64", "-1"} {
-		r.wakeFor(p)
-		if got := woken(); len(got) != 4 {
-			t.Fatalf("payload %q: woke %v, want all", p, got)
-		}
-	}
 }
 
 func BenchmarkRecord(b *testing.B) {

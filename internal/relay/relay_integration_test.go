@@ -12,7 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/sync/errgroup"
 
-	"cqrsflow/internal/eventstore"
+	"cqrsflow/internal/outbox"
 	"cqrsflow/internal/testenv"
 )
 
@@ -220,7 +220,7 @@ func TestTwoRelaysConcurrentWriters(t *testing.T) {
 	if maxOwned1 && maxOwned2 {
 		t.Log("both relays were above quota at some point (start-up race), then rebalanced")
 	}
-	if a, b := len(r1.Owned()), len(r2.Owned()); a+b != NumShards || a > 32 || b > 32 {
+	if a, b := len(r1.Owned()), len(r2.Owned()); a+b != outbox.ShardCount || a > 32 || b > 32 {
 		t.Fatalf("final split %d/%d, want 32/32", a, b)
 	}
 	p1 := testutil.ToFloat64(r1.m.published.WithLabelValues(e.topics[0])) + testutil.ToFloat64(r1.m.published.WithLabelValues(e.topics[1]))
@@ -244,7 +244,7 @@ func TestLeaseLossStopsPublishingShard(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	r := startRelay(t, e, "r1", func(c *Config) { c.LeaseTTL = 30 * time.Second }, 0)
-	waitFor(t, "relay owns all shards", 20*time.Second, func() bool { return len(r.Owned()) == NumShards })
+	waitFor(t, "relay owns all shards", 20*time.Second, func() bool { return len(r.Owned()) == outbox.ShardCount })
 
 	aggs := newAggregates(64)
 	stolen := shardOf(ctx, t, e.pg.Pool, aggs[0].id)
@@ -308,8 +308,8 @@ func TestDeleteAfterTakeoverDeletesNothing(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	st := &store{pool: pg.Pool, id: "old", ttl: 10 * time.Second}
-	got, err := st.acquire(ctx, NumShards)
-	if err != nil || len(got) != NumShards {
+	got, err := st.acquire(ctx, outbox.ShardCount)
+	if err != nil || len(got) != outbox.ShardCount {
 		t.Fatalf("acquire: %v, %d shards", err, len(got))
 	}
 	aggs := newAggregates(20)
@@ -431,8 +431,8 @@ func TestLeaseLockingNeverDeadlocks(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	st := &store{pool: pg.Pool, id: "r", ttl: time.Minute}
-	leases, err := st.acquire(ctx, NumShards)
-	if err != nil || len(leases) != NumShards {
+	leases, err := st.acquire(ctx, outbox.ShardCount)
+	if err != nil || len(leases) != outbox.ShardCount {
 		t.Fatalf("acquire: %v, %d shards", err, len(leases))
 	}
 	const rounds = 300
@@ -487,7 +487,7 @@ func TestLingerBatchesNotifiedWrites(t *testing.T) {
 		e := newEnv(t, testenv.KafkaBrokers())
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		rr := startRelay(t, e, "linger", func(c *Config) { c.Linger, c.PollInterval = tc.linger, time.Hour }, 0)
-		waitFor(t, "leases", 10*time.Second, func() bool { return len(rr.Owned()) == NumShards })
+		waitFor(t, "leases", 10*time.Second, func() bool { return len(rr.Owned()) == outbox.ShardCount })
 		time.Sleep(2 * tc.linger) // wake-ups of the start (lease acquisition) are over
 		first := time.Now()
 		for range 20 {
@@ -526,8 +526,8 @@ func rowBelowMark(ctx context.Context, t *testing.T, id string, rescan time.Dura
 		waitFor(t, "published and deleted", 30*time.Second, func() bool { return outboxCount(ctx, t, e.pg.Pool) == 0 })
 	}
 	waitForMark(t, rr)
-	if _, err := e.pg.Pool.Exec(ctx, `INSERT INTO outbox (id, `+eventstore.OutboxColumns+`) OVERRIDING SYSTEM VALUE
-		SELECT 1, `+eventstore.OutboxFromEvents+` FROM events ev
+	if _, err := e.pg.Pool.Exec(ctx, `INSERT INTO outbox (id, `+outbox.Columns+`) OVERRIDING SYSTEM VALUE
+		SELECT 1, `+outbox.FromEvents+` FROM events ev
 		WHERE ev.global_position = (SELECT min(global_position) FROM events WHERE aggregate_id = $1)`, a.id); err != nil {
 		t.Fatal(err)
 	}

@@ -12,13 +12,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// NumShards is the number of outbox shards (outbox.shard is
-// hashtextextended(aggregate_id, 0) & 63, relay_leases has one row each).
-const NumShards = 64
-
-// NotifyChannel is the LISTEN/NOTIFY channel the API signals after an append.
-const NotifyChannel = "cqrsflow_outbox"
-
 // row is one claimed outbox row (with its copy of the event).
 type row struct {
 	ID             int64

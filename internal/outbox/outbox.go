@@ -1,0 +1,64 @@
+// Package outbox is the contract between the writer of the transactional
+// outbox (the event store's append) and its reader (the relay): which
+// columns an outbox row carries and how they are filled from an events row,
+// how a row's shard is derived, and the notification that tells a relay a
+// shard has work.
+//
+// The table itself is defined by the migrations in schemas/migrations,
+// which cannot import Go constants; this package's integration tests check
+// that the two agree (shard column, shard count, columns).
+package outbox
+
+import "strconv"
+
+// NotifyChannel is the LISTEN/NOTIFY channel appends are signalled on
+// after commit, with NotifyPayload of a shard that received rows.
+const NotifyChannel = "cqrsflow_outbox"
+
+// ShardCount is the number of outbox shards: outbox.shard is in
+// [0, ShardCount) and relay_leases has one row per shard. It is a power of
+// two because ShardSQL masks the hash with ShardCount-1.
+const ShardCount = 64
+
+// ShardSQL returns the SQL expression of the shard of the aggregate id
+// given as the SQL expression id: the expression of the outbox table's
+// generated shard column. The shard depends on the aggregate id alone, so
+// the rows of one aggregate share a shard (and a lease, and a worker),
+// which keeps them in order.
+//
+// The shard is computed by PostgreSQL only, never in Go: hashtextextended
+// is PostgreSQL's own hash, and its value depends on the server's byte
+// order, so a Go copy could disagree with the generated column.
+func ShardSQL(id string) string {
+	return "(hashtextextended(" + id + ", 0) & " + strconv.Itoa(ShardCount-1) + ")"
+}
+
+// NotifyPayload is the NOTIFY payload naming shard: the shard in decimal.
+func NotifyPayload(shard int) string { return strconv.Itoa(shard) }
+
+// ParseNotifyPayload returns the shard a NOTIFY payload names, or false
+// when the payload is not a shard (another sender, a future format): the
+// reader then treats it as "any shard may have work".
+func ParseNotifyPayload(payload string) (shard int, ok bool) {
+	s, err := strconv.Atoi(payload)
+	if err != nil || s < 0 || s >= ShardCount {
+		return 0, false
+	}
+	return s, true
+}
+
+// Columns are the columns an outbox row is written with (id, shard and
+// created_at fill themselves), and FromEvents their values over an events
+// row aliased ev. The row carries a copy of its event, payload and
+// metadata as the JSON text of the events row's jsonb (converted once, by
+// the writer), so the relay's claim reads the outbox alone and puts that
+// text into the envelope as it is.
+const (
+	Columns    = `aggregate_type, aggregate_id, global_position, event_id, event_type, schema_version, version, payload, metadata, occurred_at, recorded_at`
+	FromEvents = `ev.aggregate_type, ev.aggregate_id, ev.global_position, ev.event_id, ev.event_type, ev.schema_version, ev.version, ev.payload::text, ev.metadata::text, ev.occurred_at, ev.recorded_at`
+)
+
+// CopyFromEventsSQL writes an outbox row for every event, in
+// global_position order (tests and benchmarks prefill the outbox with it).
+const CopyFromEventsSQL = `INSERT INTO outbox (` + Columns + `)
+SELECT ` + FromEvents + ` FROM events ev ORDER BY ev.global_position`
