@@ -307,25 +307,55 @@ func TestReplay(t *testing.T) {
 	}
 }
 
-// Errors of the repository reach the caller unchanged; a version conflict
-// is counted per aggregate type.
+// every runs each handler once with a valid command; the key is the
+// aggregate type it writes.
+func every(h *Handlers) map[string]func() (Result, error) {
+	ctx := context.Background()
+	return map[string]func() (Result, error){
+		"product/create": func() (Result, error) {
+			return h.CreateProduct.Handle(ctx, CreateProduct{Fields: validProduct, Request: req})
+		},
+		"product/update": func() (Result, error) {
+			return h.UpdateProduct.Handle(ctx, UpdateProduct{ID: "p", ExpectedVersion: 1, Fields: validProduct, Request: req})
+		},
+		"product/delete": func() (Result, error) {
+			return h.DeleteProduct.Handle(ctx, DeleteProduct{ID: "p", ExpectedVersion: 1, Request: req})
+		},
+		"order/create": func() (Result, error) { return h.CreateOrder.Handle(ctx, CreateOrder{Order: validOrder, Request: req}) },
+		"order/pay": func() (Result, error) {
+			return h.PayOrder.Handle(ctx, PayOrder{ID: "o", ExpectedVersion: 1, Request: req})
+		},
+		"order/ship": func() (Result, error) {
+			return h.ShipOrder.Handle(ctx, ShipOrder{ID: "o", ExpectedVersion: 1, Request: req})
+		},
+		"order/cancel": func() (Result, error) {
+			return h.CancelOrder.Handle(ctx, CancelOrder{ID: "o", ExpectedVersion: 1, Request: req})
+		},
+	}
+}
+
+// Errors of the repository reach the caller unchanged, from every
+// handler; a version conflict is counted per aggregate type.
 func TestRepositoryErrorsPassThrough(t *testing.T) {
-	conflict := &eventstore.ConflictError{AggregateType: "product", AggregateID: "p", Expected: 1, Current: 2}
+	conflict := &eventstore.ConflictError{AggregateType: "x", AggregateID: "id", Expected: 1, Current: 2}
 	for _, want := range []error{conflict, eventstore.ErrNotFound, eventstore.ErrIdempotencyMismatch, context.DeadlineExceeded} {
 		repo := &fakeRepo{execute: func(context.Context, eventstore.Command) (eventstore.Result, error) {
 			return eventstore.Result{}, want
 		}}
 		f := newFixture(t, repo)
-		_, err := f.h.UpdateProduct.Handle(context.Background(), UpdateProduct{ID: "p", ExpectedVersion: 1, Fields: validProduct, Request: req})
-		if err != want {
-			t.Errorf("error %v, want %v unchanged", err, want)
+		for name, run := range every(f.h) {
+			if res, err := run(); err != want || res.ID != "" || res.Version != 0 || res.Body != nil {
+				t.Errorf("%s: %+v, %v; want %v unchanged", name, res, err, want)
+			}
 		}
-		wantConflicts := 0.0
+		wantConflicts := map[string]float64{"product": 0, "order": 0}
 		if want == conflict {
-			wantConflicts = 1
+			wantConflicts = map[string]float64{"product": 3, "order": 4}
 		}
-		if n := f.counter(t, "cqrsflow_command_conflicts_total", "product"); n != wantConflicts {
-			t.Errorf("%v: %v conflicts counted, want %v", want, n, wantConflicts)
+		for typ, n := range wantConflicts {
+			if got := f.counter(t, "cqrsflow_command_conflicts_total", typ); got != n {
+				t.Errorf("%v: %v %s conflicts counted, want %v", want, got, typ, n)
+			}
 		}
 	}
 }
