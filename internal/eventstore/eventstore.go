@@ -33,7 +33,6 @@
 package eventstore
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -42,7 +41,6 @@ import (
 	"net"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -178,43 +176,6 @@ func (s *Store) Close() { s.notifier.close() }
 // Ping checks that PostgreSQL answers.
 func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
 
-const (
-	claimKeySQL = `INSERT INTO idempotency_keys (principal, key, request_hash, status_code, response_body)
-VALUES ($1, $2, $3, 0, '') ON CONFLICT (principal, key) DO NOTHING`
-	readKeySQL  = `SELECT request_hash, status_code, response_body FROM idempotency_keys WHERE principal = $1 AND key = $2`
-	storeKeySQL = `UPDATE idempotency_keys SET status_code = $3, response_body = $4 WHERE principal = $1 AND key = $2`
-
-	lockHeadSQL = `SELECT version FROM aggregates WHERE aggregate_type = $1 AND aggregate_id = $2 FOR UPDATE`
-	// Unconditional increment (AnyVersion without a fold): the upsert takes
-	// the head row lock and returns the new version.
-	upsertHeadSQL = `INSERT INTO aggregates AS a (aggregate_type, aggregate_id, version) VALUES ($1, $2, $3)
-ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET version = a.version + $3, updated_at = clock_timestamp()
-RETURNING version`
-	insertHeadSQL = `INSERT INTO aggregates (aggregate_type, aggregate_id, version) VALUES ($1, $2, $3)`
-	updateHeadSQL = `UPDATE aggregates SET version = $3, updated_at = clock_timestamp()
-WHERE aggregate_type = $1 AND aggregate_id = $2 AND version = $4`
-	currentSQL = `SELECT version FROM aggregates WHERE aggregate_type = $1 AND aggregate_id = $2`
-
-	loadSQL = `SELECT version, event_type, schema_version, payload FROM events
-WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY version`
-)
-
-// appendSQL inserts the events (versions base+1..base+n) and their outbox
-// rows in one statement, outbox ids allocated in version order. It returns
-// the aggregate's outbox shard for the notifier.
-var appendSQL = `WITH ev AS (
-  INSERT INTO events (event_id, aggregate_type, aggregate_id, version, event_type, schema_version, payload, metadata, occurred_at)
-  SELECT x.event_id, $1, $2, $3::bigint + x.ord, x.event_type, x.schema_version, x.payload, $8::jsonb, $9
-  FROM unnest($4::uuid[], $5::text[], $6::int[], $7::jsonb[]) WITH ORDINALITY AS x(event_id, event_type, schema_version, payload, ord)
-  RETURNING *
-), ob AS (
-  INSERT INTO outbox (` + outbox.Columns + `)
-  SELECT ` + outbox.FromEvents + ` FROM ev ORDER BY ev.version
-)
-SELECT event_id::text, event_type, version, global_position, recorded_at,
-  ` + outbox.ShardSQL("$2") + `::int AS shard
-FROM ev ORDER BY version`
-
 // Execute runs one command: claim the idempotency key (if any), lock the
 // aggregate, load and fold its history (if Decide is set), decide, append
 // events + outbox rows, store the idempotent response, notify, commit.
@@ -264,186 +225,6 @@ func (s *Store) current(ctx context.Context, typ, id string) (int64, error) {
 		return 0, nil
 	}
 	return v, err
-}
-
-func (s *Store) execute(ctx context.Context, conn *pgx.Conn, cmd Command) (Result, error) {
-	typ, id := cmd.AggregateType, cmd.AggregateID
-	idem := cmd.Idempotency
-	// A create whose events are known without a fold and without a key
-	// needs no first step: everything goes in one batch.
-	fold := cmd.Decide != nil && cmd.ExpectedVersion != NoAggregate
-	upsert := cmd.Decide == nil && cmd.ExpectedVersion == AnyVersion
-
-	b := &pgx.Batch{}
-	b.Queue("BEGIN")
-	claimed := true
-	if idem != nil {
-		b.Queue(claimKeySQL, idem.Principal, idem.Key, idem.RequestHash).Exec(func(ct pgconn.CommandTag) error {
-			claimed = ct.RowsAffected() == 1
-			return nil
-		})
-	}
-	var current int64 = -1 // unknown until the head row is locked
-	var history []Event
-	step1 := idem != nil
-	switch {
-	case upsert:
-		step1 = true
-		n := int64(len(cmd.Events))
-		b.Queue(upsertHeadSQL, typ, id, n).QueryRow(func(row pgx.Row) error {
-			var v int64
-			if err := row.Scan(&v); err != nil {
-				return err
-			}
-			current = v - n
-			return nil
-		})
-	case cmd.ExpectedVersion != NoAggregate:
-		step1 = true
-		b.Queue(lockHeadSQL, typ, id).QueryRow(func(row pgx.Row) error {
-			err := row.Scan(&current)
-			if errors.Is(err, pgx.ErrNoRows) {
-				current = 0
-				return nil
-			}
-			return err
-		})
-		if fold {
-			b.Queue(loadSQL, typ, id).Query(func(rows pgx.Rows) error {
-				var err error
-				history, err = scanEvents(rows)
-				return err
-			})
-		}
-	default: // NoAggregate: the INSERT of the head row below is the lock.
-		current = 0
-	}
-
-	if step1 {
-		if err := conn.SendBatch(ctx, b).Close(); err != nil {
-			return Result{}, fmt.Errorf("locking %s %s: %w", typ, id, err)
-		}
-		b = &pgx.Batch{}
-		if !claimed {
-			return s.replay(ctx, conn, idem)
-		}
-		if cmd.ExpectedVersion > 0 && current == 0 {
-			return Result{}, ErrNotFound
-		}
-		if cmd.ExpectedVersion >= 0 && current != cmd.ExpectedVersion {
-			return Result{}, &ConflictError{typ, id, cmd.ExpectedVersion, current}
-		}
-	}
-
-	events := cmd.Events
-	if cmd.Decide != nil {
-		var err error
-		if events, err = cmd.Decide(history); err != nil {
-			return Result{}, err
-		}
-	}
-	n := int64(len(events))
-	newVersion := current + n
-	if upsert {
-		newVersion = current + n // head already advanced by the upsert
-	} else if n > 0 {
-		if current == 0 {
-			b.Queue(insertHeadSQL, typ, id, newVersion)
-		} else {
-			b.Queue(updateHeadSQL, typ, id, newVersion, current).Exec(func(ct pgconn.CommandTag) error {
-				if ct.RowsAffected() != 1 {
-					return fmt.Errorf("head row of %s %s moved while locked", typ, id)
-				}
-				return nil
-			})
-		}
-	}
-
-	res := Result{Version: newVersion}
-	shard := -1
-	if n > 0 {
-		meta, err := json.Marshal(cmd.Metadata)
-		if err != nil {
-			return Result{}, fmt.Errorf("encoding metadata: %w", err)
-		}
-		ids := make([]string, n)
-		types := make([]string, n)
-		versions := make([]int32, n)
-		payloads := make([]string, n)
-		for i, e := range events {
-			u, err := uuid.NewV7()
-			if err != nil {
-				return Result{}, fmt.Errorf("event id: %w", err)
-			}
-			ids[i], types[i], versions[i], payloads[i] = u.String(), e.Type, int32(e.SchemaVersion), string(e.Payload)
-		}
-		b.Queue(appendSQL, typ, id, current, ids, types, versions, payloads, string(meta), cmd.OccurredAt).
-			Query(func(rows pgx.Rows) error {
-				for rows.Next() {
-					var a Appended
-					if err := rows.Scan(&a.EventID, &a.Type, &a.Version, &a.GlobalPosition, &a.RecordedAt, &shard); err != nil {
-						return err
-					}
-					res.Appended = append(res.Appended, a)
-				}
-				return rows.Err()
-			})
-	}
-	if s.afterInsert != nil {
-		if err := conn.SendBatch(ctx, b).Close(); err != nil {
-			return Result{}, fmt.Errorf("appending to %s %s: %w", typ, id, err)
-		}
-		if err := s.afterInsert(ctx); err != nil {
-			return Result{}, err
-		}
-		b = &pgx.Batch{}
-	}
-	if idem != nil {
-		res.Status, res.Body = idem.Response(res)
-		b.Queue(storeKeySQL, idem.Principal, idem.Key, res.Status, res.Body)
-	}
-	var committed bool
-	b.Queue("COMMIT").Exec(func(ct pgconn.CommandTag) error {
-		committed = ct.String() == "COMMIT"
-		return nil
-	})
-	if err := conn.SendBatch(ctx, b).Close(); err != nil {
-		return Result{}, fmt.Errorf("appending to %s %s: %w", typ, id, err)
-	}
-	if !committed {
-		return Result{}, fmt.Errorf("appending to %s %s: transaction rolled back", typ, id)
-	}
-	if int64(len(res.Appended)) != n {
-		return Result{}, fmt.Errorf("appending to %s %s: %d of %d events returned", typ, id, len(res.Appended), n)
-	}
-	if shard >= 0 {
-		s.notifier.add(shard)
-	}
-	return res, nil
-}
-
-// replay answers a request whose idempotency key exists: the stored
-// response if the request is the same, ErrIdempotencyMismatch otherwise.
-func (s *Store) replay(ctx context.Context, conn *pgx.Conn, idem *Idempotency) (Result, error) {
-	var hash, body []byte
-	var status int
-	err := conn.QueryRow(ctx, readKeySQL, idem.Principal, idem.Key).Scan(&hash, &status, &body)
-	if errors.Is(err, pgx.ErrNoRows) {
-		if _, err := conn.Exec(ctx, "ROLLBACK"); err != nil {
-			return Result{}, fmt.Errorf("rolling back: %w", err)
-		}
-		return Result{}, errKeyVanished
-	}
-	if err != nil {
-		return Result{}, fmt.Errorf("reading idempotency key: %w", err)
-	}
-	if _, err := conn.Exec(ctx, "ROLLBACK"); err != nil {
-		return Result{}, fmt.Errorf("rolling back: %w", err)
-	}
-	if !bytes.Equal(hash, idem.RequestHash) {
-		return Result{}, ErrIdempotencyMismatch
-	}
-	return Result{Replayed: true, Status: status, Body: body}, nil
 }
 
 func scanEvents(rows pgx.Rows) ([]Event, error) {
@@ -500,35 +281,6 @@ func (s *Store) Append(ctx context.Context, aggregateType, aggregateID string, e
 	res, err := s.Execute(ctx, Command{AggregateType: aggregateType, AggregateID: aggregateID,
 		ExpectedVersion: expectedVersion, Events: events})
 	return res.Version, err
-}
-
-// PurgeIdempotencyKeys deletes idempotency keys stored more than ttl ago
-// and returns how many it deleted. A retry after that appends again.
-func (s *Store) PurgeIdempotencyKeys(ctx context.Context, ttl time.Duration) (int64, error) {
-	ct, err := s.pool.Exec(ctx, `DELETE FROM idempotency_keys WHERE created_at < clock_timestamp() - $1::interval`,
-		fmt.Sprintf("%d microseconds", ttl.Microseconds()))
-	if err != nil {
-		return 0, fmt.Errorf("purging idempotency keys: %w", err)
-	}
-	return ct.RowsAffected(), nil
-}
-
-// PurgeLoop calls PurgeIdempotencyKeys every interval until ctx ends,
-// reporting each outcome to report (count, error).
-func (s *Store) PurgeLoop(ctx context.Context, ttl, interval time.Duration, report func(int64, error)) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			n, err := s.PurgeIdempotencyKeys(ctx, ttl)
-			if ctx.Err() == nil {
-				report(n, err)
-			}
-		}
-	}
 }
 
 // IsUnavailable reports whether err means PostgreSQL could not be reached,

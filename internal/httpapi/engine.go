@@ -1,8 +1,14 @@
 // Package httpapi is the gin HTTP layer of the api binary: the write
-// routes of ARCHITECTURE.md (commands → event store), health and metrics,
-// and the middleware every route shares (request id, access log, metrics,
-// panic recovery, body limit) plus auth, per-key rate limit and
-// content-type checks on the write routes.
+// routes of docs/architecture.md, health and metrics, and the middleware
+// every route shares (request id, access log, metrics, panic recovery,
+// body limit) plus auth, per-key rate limit and content-type checks on the
+// write routes.
+//
+// A write route is a port of the command layer (internal/command): it
+// reads the body and headers (strict JSON, field errors, If-Match,
+// Idempotency-Key, request and correlation ids), builds the typed command,
+// calls its handler and maps the outcome to a status once, in fail. It
+// takes no domain or event store decision.
 //
 // Read routes (internal/query) are mounted into the same engine, either
 // with Deps.Mount or by calling their Register function on the returned
@@ -10,7 +16,6 @@
 package httpapi
 
 import (
-	"context"
 	"errors"
 	"log/slog"
 	"mime"
@@ -26,8 +31,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"cqrsflow/internal/apierr"
+	"cqrsflow/internal/command"
 	"cqrsflow/internal/eventschema"
-	"cqrsflow/internal/eventstore"
 	"cqrsflow/internal/obs"
 )
 
@@ -46,18 +51,15 @@ func DefaultConfig() Config {
 		BodyTimeout: 10 * time.Second}
 }
 
-// CommandStore is what the handlers need from the event store.
-type CommandStore interface {
-	Execute(ctx context.Context, cmd eventstore.Command) (eventstore.Result, error)
-}
-
 // Deps are the collaborators of the engine.
 type Deps struct {
-	Store      CommandStore
+	// Store runs the commands (*eventstore.Store); the command handlers
+	// built on it validate event payloads against Schemas.
+	Store      command.Repository
 	Schemas    *eventschema.Registry
 	Keys       *Keys
 	Health     *obs.Health           // /healthz and /readyz; nil → always ready
-	Registerer prometheus.Registerer // api metrics are registered here
+	Registerer prometheus.Registerer // api and command metrics are registered here
 	Gatherer   prometheus.Gatherer   // served on /metrics; nil → no /metrics
 	Log        *slog.Logger
 	// Mount, if set, adds more routes (the read side) after the write
@@ -66,9 +68,7 @@ type Deps struct {
 }
 
 type metrics struct {
-	duration  *prometheus.HistogramVec
-	appended  *prometheus.CounterVec
-	conflicts *prometheus.CounterVec
+	duration *prometheus.HistogramVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -78,19 +78,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Duration of HTTP requests by route template, method and status code.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"route", "method", "code"}),
-		appended: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: obs.Namespace, Name: "events_appended_total",
-			Help: "Events appended to the event store (committed).",
-		}, []string{"aggregate_type", "event_type"}),
-		conflicts: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: obs.Namespace, Name: "command_conflicts_total",
-			Help: "Commands rejected because the aggregate was not at the expected version.",
-		}, []string{"aggregate_type"}),
 	}
-	for _, c := range []prometheus.Collector{m.duration, m.appended, m.conflicts} {
-		if err := reg.Register(c); err != nil {
-			return nil, err
-		}
+	if err := reg.Register(m.duration); err != nil {
+		return nil, err
 	}
 	return m, nil
 }
@@ -130,6 +120,10 @@ func NewEngine(cfg Config, deps Deps) (*gin.Engine, error) {
 	if err != nil {
 		return nil, err
 	}
+	cmds, err := command.New(deps.Store, deps.Schemas, deps.Registerer)
+	if err != nil {
+		return nil, err
+	}
 	gin.SetMode(gin.ReleaseMode)
 	e := gin.New()
 	e.HandleMethodNotAllowed = true
@@ -152,7 +146,7 @@ func NewEngine(cfg Config, deps Deps) (*gin.Engine, error) {
 		e.GET("/metrics", gin.WrapH(promhttp.HandlerFor(deps.Gatherer, promhttp.HandlerOpts{})))
 	}
 
-	h := &handlers{cfg: cfg, store: deps.Store, schemas: deps.Schemas, log: deps.Log, m: m}
+	h := &handlers{cfg: cfg, cmds: cmds, log: deps.Log}
 	w := e.Group("", authenticate(deps.Keys), rateLimit(deps.Keys, cfg.RateLimitRPS, cfg.RateLimitBurst), requireJSON())
 	w.POST("/v1/products", h.createProduct)
 	w.PUT("/v1/products/:id", h.updateProduct)

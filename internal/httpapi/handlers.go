@@ -2,8 +2,6 @@ package httpapi
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,29 +14,18 @@ import (
 	"github.com/google/uuid"
 
 	"cqrsflow/internal/apierr"
+	"cqrsflow/internal/command"
 	"cqrsflow/internal/domain"
 	"cqrsflow/internal/domain/order"
 	"cqrsflow/internal/domain/product"
-	"cqrsflow/internal/envelope"
 	"cqrsflow/internal/eventschema"
 	"cqrsflow/internal/eventstore"
 )
 
 type handlers struct {
-	cfg     Config
-	store   CommandStore
-	schemas *eventschema.Registry
-	log     *slog.Logger
-	m       *metrics
-}
-
-// plan is a validated command ready to run.
-type plan struct {
-	aggType  string
-	id       string
-	expected int64
-	status   int
-	decide   func(history []eventstore.Event) ([]domain.Event, error)
+	cfg  Config
+	cmds *command.Handlers
+	log  *slog.Logger
 }
 
 // body reads the request body; false when a response was already written.
@@ -90,7 +77,8 @@ func pathID(c *gin.Context, o *object) string {
 	return u.String()
 }
 
-// expected resolves If-Match and the body's expected_version.
+// expected resolves If-Match and the body's expected_version; 0 when
+// neither is sent.
 func expected(c *gin.Context, o *object) int64 {
 	hv, hset, reason := parseIfMatch(c.GetHeader("If-Match"))
 	if reason != "" {
@@ -105,7 +93,7 @@ func expected(c *gin.Context, o *object) int64 {
 	case bset:
 		return bv
 	}
-	return eventstore.AnyVersion
+	return 0
 }
 
 func productInput(o *object) product.Input {
@@ -113,6 +101,37 @@ func productInput(o *object) product.Input {
 	in.Price, _ = o.num("price")
 	in.Stock, _ = o.num("stock")
 	return in
+}
+
+// request is what every command carries from the HTTP request.
+func request(c *gin.Context, body []byte, status int) command.Request {
+	return command.Request{
+		Principal:      c.GetString(principalKey),
+		RequestID:      c.GetString(requestIDKey),
+		CorrelationID:  c.GetHeader("X-Correlation-ID"),
+		IdempotencyKey: c.GetHeader("Idempotency-Key"),
+		Fingerprint: command.Fingerprint{Method: c.Request.Method, Route: c.FullPath(), ID: c.Param("id"),
+			IfMatch: c.GetHeader("If-Match"), Body: body},
+		Status: status,
+	}
+}
+
+// execute runs one command handler under CommandTimeout and writes its
+// answer, or the error.
+func execute[C any](h *handlers, c *gin.Context, aggType string, handle func(context.Context, C) (command.Result, error), cmd C) {
+	ctx, cancel := context.WithTimeout(c.Request.Context(), h.cfg.CommandTimeout)
+	defer cancel()
+	res, err := handle(ctx, cmd)
+	if err != nil {
+		h.fail(c, aggType, err)
+		return
+	}
+	if res.Replayed {
+		c.Header("Idempotent-Replayed", "true")
+	} else {
+		c.Header("ETag", `"`+strconv.FormatInt(res.Version, 10)+`"`)
+	}
+	c.Data(res.Status, "application/json", res.Body)
 }
 
 func (h *handlers) createProduct(c *gin.Context) {
@@ -127,20 +146,8 @@ func (h *handlers) createProduct(c *gin.Context) {
 		h.fail(c, product.AggregateType, err)
 		return
 	}
-	h.run(c, body, plan{aggType: product.AggregateType, id: uuid.NewString(), expected: eventstore.NoAggregate,
-		status: http.StatusCreated, decide: func([]eventstore.Event) ([]domain.Event, error) { return product.Create(f), nil }})
-}
-
-func foldProduct(hist []eventstore.Event) (*product.Product, error) {
-	evs := make([]product.Event, len(hist))
-	for i, e := range hist {
-		evs[i] = product.Event{Version: e.Version, Type: e.Type, Payload: e.Payload}
-	}
-	p, err := product.Fold(evs)
-	if err != nil {
-		return nil, fmt.Errorf("folding product: %w", err)
-	}
-	return &p, nil
+	execute(h, c, product.AggregateType, h.cmds.CreateProduct.Handle,
+		command.CreateProduct{Fields: f, Request: request(c, body, http.StatusCreated)})
 }
 
 func (h *handlers) updateProduct(c *gin.Context) {
@@ -157,14 +164,8 @@ func (h *handlers) updateProduct(c *gin.Context) {
 		h.fail(c, product.AggregateType, err)
 		return
 	}
-	h.run(c, body, plan{aggType: product.AggregateType, id: id, expected: exp, status: http.StatusOK,
-		decide: func(hist []eventstore.Event) ([]domain.Event, error) {
-			p, err := foldProduct(hist)
-			if err != nil {
-				return nil, err
-			}
-			return p.Update(f)
-		}})
+	execute(h, c, product.AggregateType, h.cmds.UpdateProduct.Handle,
+		command.UpdateProduct{ID: id, ExpectedVersion: exp, Fields: f, Request: request(c, body, http.StatusOK)})
 }
 
 func (h *handlers) deleteProduct(c *gin.Context) {
@@ -181,14 +182,8 @@ func (h *handlers) deleteProduct(c *gin.Context) {
 		h.fail(c, product.AggregateType, err)
 		return
 	}
-	h.run(c, body, plan{aggType: product.AggregateType, id: id, expected: exp, status: http.StatusOK,
-		decide: func(hist []eventstore.Event) ([]domain.Event, error) {
-			p, err := foldProduct(hist)
-			if err != nil {
-				return nil, err
-			}
-			return p.Delete(reason)
-		}})
+	execute(h, c, product.AggregateType, h.cmds.DeleteProduct.Handle,
+		command.DeleteProduct{ID: id, ExpectedVersion: exp, Reason: reason, Request: request(c, body, http.StatusOK)})
 }
 
 func (h *handlers) createOrder(status int) gin.HandlerFunc {
@@ -207,8 +202,8 @@ func (h *handlers) createOrder(status int) gin.HandlerFunc {
 			h.fail(c, order.AggregateType, err)
 			return
 		}
-		h.run(c, body, plan{aggType: order.AggregateType, id: uuid.NewString(), expected: eventstore.NoAggregate,
-			status: status, decide: func([]eventstore.Event) ([]domain.Event, error) { return order.Create(created), nil }})
+		execute(h, c, order.AggregateType, h.cmds.CreateOrder.Handle,
+			command.CreateOrder{Order: created, Request: request(c, body, status)})
 	}
 }
 
@@ -230,91 +225,19 @@ func (h *handlers) orderAction(action string) gin.HandlerFunc {
 			h.fail(c, order.AggregateType, err)
 			return
 		}
-		h.run(c, body, plan{aggType: order.AggregateType, id: id, expected: exp, status: http.StatusOK,
-			decide: func(hist []eventstore.Event) ([]domain.Event, error) {
-				var o order.Order
-				for _, e := range hist {
-					if err := o.Apply(e.Version, e.Type, e.Payload); err != nil {
-						return nil, fmt.Errorf("folding order: %w", err)
-					}
-				}
-				switch action {
-				case "pay":
-					return o.Pay(text)
-				case "ship":
-					return o.Ship(text)
-				default:
-					return o.Cancel(text)
-				}
-			}})
-	}
-}
-
-func responseBody(id string, version int64) []byte {
-	return fmt.Appendf(nil, `{"id":%q,"version":%d}`, id, version)
-}
-
-// run executes a validated plan against the store and writes the answer.
-func (h *handlers) run(c *gin.Context, body []byte, p plan) {
-	principal := c.GetString(principalKey)
-	reqID := c.GetString(requestIDKey)
-	corr := c.GetHeader("X-Correlation-ID")
-	if corr == "" {
-		corr = reqID
-	}
-	idemKey := c.GetHeader("Idempotency-Key")
-	cmd := eventstore.Command{
-		AggregateType:   p.aggType,
-		AggregateID:     p.id,
-		ExpectedVersion: p.expected,
-		Metadata: envelope.Metadata{CorrelationID: corr, IdempotencyKey: idemKey,
-			RequestID: reqID, Principal: principal},
-		Decide: func(hist []eventstore.Event) ([]eventstore.NewEvent, error) {
-			evs, err := p.decide(hist)
-			if err != nil {
-				return nil, err
-			}
-			out := make([]eventstore.NewEvent, len(evs))
-			for i, e := range evs {
-				b, err := json.Marshal(e.Payload)
-				if err != nil {
-					return nil, fmt.Errorf("encoding %s: %w", e.Type, err)
-				}
-				if err := h.schemas.Validate(p.aggType, e.Type, e.SchemaVersion, b); err != nil {
-					return nil, err
-				}
-				out[i] = eventstore.NewEvent{Type: e.Type, SchemaVersion: e.SchemaVersion, Payload: b}
-			}
-			return out, nil
-		},
-	}
-	if idemKey != "" {
-		hash := sha256.New()
-		for _, part := range []string{c.Request.Method, c.FullPath(), c.Param("id"), c.GetHeader("If-Match")} {
-			hash.Write([]byte(part))
-			hash.Write([]byte{0})
+		req := request(c, body, http.StatusOK)
+		switch action {
+		case "pay":
+			execute(h, c, order.AggregateType, h.cmds.PayOrder.Handle,
+				command.PayOrder{ID: id, ExpectedVersion: exp, PaymentReference: text, Request: req})
+		case "ship":
+			execute(h, c, order.AggregateType, h.cmds.ShipOrder.Handle,
+				command.ShipOrder{ID: id, ExpectedVersion: exp, TrackingNumber: text, Request: req})
+		default:
+			execute(h, c, order.AggregateType, h.cmds.CancelOrder.Handle,
+				command.CancelOrder{ID: id, ExpectedVersion: exp, Reason: text, Request: req})
 		}
-		hash.Write(body)
-		cmd.Idempotency = &eventstore.Idempotency{Key: idemKey, Principal: principal, RequestHash: hash.Sum(nil),
-			Response: func(r eventstore.Result) (int, []byte) { return p.status, responseBody(p.id, r.Version) }}
 	}
-	ctx, cancel := context.WithTimeout(c.Request.Context(), h.cfg.CommandTimeout)
-	defer cancel()
-	res, err := h.store.Execute(ctx, cmd)
-	if err != nil {
-		h.fail(c, p.aggType, err)
-		return
-	}
-	if res.Replayed {
-		c.Header("Idempotent-Replayed", "true")
-		c.Data(res.Status, "application/json", res.Body)
-		return
-	}
-	for _, a := range res.Appended {
-		h.m.appended.WithLabelValues(p.aggType, a.Type).Inc()
-	}
-	c.Header("ETag", `"`+strconv.FormatInt(res.Version, 10)+`"`)
-	c.Data(p.status, "application/json", responseBody(p.id, res.Version))
 }
 
 // fail maps an error to its status and JSON body, once, here at the edge.
@@ -329,7 +252,6 @@ func (h *handlers) fail(c *gin.Context, aggType string, err error) {
 	case errors.As(err, &se):
 		apierr.Abort(c, http.StatusBadRequest, "schema_violation", se.Error(), se.Violations)
 	case errors.As(err, &ce):
-		h.m.conflicts.WithLabelValues(aggType).Inc()
 		c.Header("ETag", `"`+strconv.FormatInt(ce.Current, 10)+`"`)
 		apierr.Abort(c, http.StatusConflict, "version_conflict",
 			fmt.Sprintf("%s %s is at version %d, not %d", aggType, ce.AggregateID, ce.Current, ce.Expected),

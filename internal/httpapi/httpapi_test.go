@@ -18,6 +18,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"cqrsflow/internal/command"
 	"cqrsflow/internal/eventschema"
 	"cqrsflow/internal/eventstore"
 )
@@ -62,7 +63,7 @@ func foldingStore() storeFunc {
 
 const unitKey = "unit-key-0123456789abcdef"
 
-func unitEngine(t testing.TB, store CommandStore, mount func(gin.IRouter)) *gin.Engine {
+func unitEngine(t testing.TB, store command.Repository, mount func(gin.IRouter)) *gin.Engine {
 	t.Helper()
 	keys, err := ParseKeys("unit:"+unitKey, "")
 	if err != nil {
@@ -320,4 +321,57 @@ func TestSlowBodyGets408(t *testing.T) {
 		t.Fatalf("prompt request: %v %v", ok, err)
 	}
 	ok.Body.Close()
+}
+
+// What the command layer needs from the request arrives there: the
+// principal, the ids, the idempotency key and the request as sent (route
+// template, id as in the path, If-Match, body) for the request hash.
+func TestRequestReachesTheCommand(t *testing.T) {
+	var got eventstore.Command
+	fold := foldingStore()
+	e := unitEngine(t, storeFunc(func(ctx context.Context, cmd eventstore.Command) (eventstore.Result, error) {
+		got = cmd
+		return fold(ctx, cmd)
+	}), nil)
+	upper := strings.ToUpper(someID)
+	body := `{"payment_reference":"r-1"}`
+	w := serve(e, "POST", "/v1/orders/"+upper+"/pay", body, map[string]string{"Idempotency-Key": "pay-1",
+		"If-Match": `"1"`, "X-Request-ID": "req-7", "X-Correlation-ID": "flow-3"})
+	if w.Code != 200 || w.Header().Get("ETag") != `"2"` || w.Body.String() != `{"id":"`+someID+`","version":2}` {
+		t.Fatalf("pay: %d %v %s", w.Code, w.Header(), w.Body)
+	}
+	if got.AggregateType != "order" || got.AggregateID != someID || got.ExpectedVersion != 1 {
+		t.Errorf("command %+v", got)
+	}
+	if got.Metadata.Principal != "unit" || got.Metadata.RequestID != "req-7" || got.Metadata.CorrelationID != "flow-3" ||
+		got.Metadata.IdempotencyKey != "pay-1" {
+		t.Errorf("metadata %+v", got.Metadata)
+	}
+	want := command.Fingerprint{Method: "POST", Route: "/v1/orders/:id/pay", ID: upper, IfMatch: `"1"`, Body: []byte(body)}
+	if got.Idempotency == nil || got.Idempotency.Key != "pay-1" || got.Idempotency.Principal != "unit" ||
+		string(got.Idempotency.RequestHash) != string(want.Hash()) {
+		t.Fatalf("idempotency %+v", got.Idempotency)
+	}
+	if status, stored := got.Idempotency.Response(eventstore.Result{Version: 2}); status != 200 || string(stored) != w.Body.String() {
+		t.Errorf("stored answer %d %s, sent %s", status, stored, w.Body)
+	}
+	// The seed route stores its own status.
+	serve(e, "POST", "/api/commands/order/create", `{"user_id":"u","product_id":"p","quantity":1,"total_price":1}`,
+		map[string]string{"Idempotency-Key": "seed-1"})
+	if status, _ := got.Idempotency.Response(eventstore.Result{Version: 1}); status != 202 {
+		t.Errorf("seed route stores status %d, want 202", status)
+	}
+}
+
+// A replay answers the stored status and body, marked, without an ETag.
+func TestReplayIsAnsweredAsStored(t *testing.T) {
+	e := unitEngine(t, storeFunc(func(context.Context, eventstore.Command) (eventstore.Result, error) {
+		return eventstore.Result{Replayed: true, Status: 201, Body: []byte(`{"id":"first","version":1}`)}, nil
+	}), nil)
+	w := serve(e, "POST", "/v1/orders", `{"user_id":"u","product_id":"p","quantity":1,"total_price":1}`,
+		map[string]string{"Idempotency-Key": "o-1"})
+	if w.Code != 201 || w.Body.String() != `{"id":"first","version":1}` || w.Header().Get("Idempotent-Replayed") != "true" ||
+		w.Header().Get("ETag") != "" {
+		t.Fatalf("replay: %d %v %s", w.Code, w.Header(), w.Body)
+	}
 }

@@ -182,3 +182,49 @@ func TestQueriesAgainstElasticsearch(t *testing.T) {
 		t.Errorf("paid orders of u1: %+v", op)
 	}
 }
+
+// Orders offer the same read-your-writes as products.
+func TestOrderReadYourWrites(t *testing.T) {
+	f := setup(t)
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	order := func(version int64, status string) orders.Doc {
+		d := orders.Doc{UserID: "u1", ProductID: "p1", Quantity: 2, TotalPrice: 39.98, Status: status}
+		d.ID, d.Version, d.CreatedAt, d.UpdatedAt, d.RecordedAt, d.LastEventID = "o1", version, t0, t0, t0, "e"
+		return d
+	}
+	f.index(t, "orders", "o1", 2, order(2, "paid"), false)
+
+	var o query.Order
+	if w := f.get(t, "/v1/orders/o1", &o); w.Code != 200 || o.Status != "paid" || w.Header().Get(query.HeaderVersion) != "2" ||
+		w.Header().Get(query.HeaderStale) != "" {
+		t.Errorf("get without min_version: %d %v %s", w.Code, w.Header(), w.Body)
+	}
+	if w := f.get(t, "/v1/orders/o1?min_version=2&wait=1s", &o); w.Code != 200 || o.Version != 2 || w.Header().Get(query.HeaderStale) != "" {
+		t.Errorf("min_version reached: %d stale=%q", w.Code, w.Header().Get(query.HeaderStale))
+	}
+	start := time.Now()
+	w := f.get(t, "/v1/orders/o1?min_version=5&wait=300ms", &o)
+	if w.Code != 200 || w.Header().Get(query.HeaderStale) != "true" || w.Header().Get(query.HeaderVersion) != "2" || o.Version != 2 {
+		t.Errorf("min_version not reached: %d headers %v", w.Code, w.Header())
+	}
+	if el := time.Since(start); el < 300*time.Millisecond || el > 3*time.Second {
+		t.Errorf("wait took %s, want about 300ms", el)
+	}
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		f.index(t, "orders", "o1", 3, order(3, "shipped"), false)
+	}()
+	if w := f.get(t, "/v1/orders/o1?min_version=3&wait=5s", &o); w.Code != 200 || o.Version != 3 || o.Status != "shipped" ||
+		w.Header().Get(query.HeaderStale) != "" || w.Header().Get(query.HeaderVersion) != "3" {
+		t.Errorf("waiting for a write: %d version %d stale %q", w.Code, o.Version, w.Header().Get(query.HeaderStale))
+	}
+	// An order the read model has not seen yet: 404 after the wait, marked stale.
+	start = time.Now()
+	w = f.get(t, "/v1/orders/o2?min_version=1&wait=200ms", nil)
+	if w.Code != 404 || w.Header().Get(query.HeaderStale) != "true" || w.Header().Get(query.HeaderVersion) != "" {
+		t.Errorf("unknown order: %d headers %v", w.Code, w.Header())
+	}
+	if el := time.Since(start); el < 200*time.Millisecond {
+		t.Errorf("unknown order answered after %s, before the wait", el)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -68,6 +69,14 @@ func TestParamValidation(t *testing.T) {
 		{"/v1/products/abc?min_version=x", "min_version"},
 		{"/v1/products/abc?min_version=2&wait=11s", "wait"},
 		{"/v1/products/abc?min_version=2&wait=soon", "wait"},
+		{"/v1/products/abc?wait=-1s", "wait"},
+		{"/v1/orders/abc?min_version=0", "min_version"},
+		{"/v1/orders/abc?min_version=-3", "min_version"},
+		{"/v1/orders/abc?min_version=2.5", "min_version"},
+		{"/v1/orders/abc?min_version=99999999999999999999", "min_version"},
+		{"/v1/orders/abc?min_version=2&wait=11s", "wait"},
+		{"/v1/orders/abc?min_version=2&wait=2", "wait"},
+		{"/v1/orders/abc?wait=soon", "wait"},
 		{"/v1/orders", "user_id"},
 		{"/v1/orders?user_id=u1&status=lost", "status"},
 		{"/v1/orders?user_id=u1&limit=1000", "limit"},
@@ -91,11 +100,33 @@ func TestElasticsearchDownIs503(t *testing.T) {
 	r := router(t, "http://127.0.0.1:1")
 	for _, path := range []string{
 		"/v1/products/p1", "/v1/products/p1?min_version=3&wait=100ms", "/v1/products?page=2&limit=100",
-		"/v1/products/search?q=lamp&sort=-price&in_stock=true&min_price=1", "/v1/orders/o1", "/v1/orders?user_id=u1&status=paid",
+		"/v1/products/search?q=lamp&sort=-price&in_stock=true&min_price=1", "/v1/orders/o1", "/v1/orders/o1?min_version=2&wait=100ms",
+		"/v1/orders?user_id=u1&status=paid",
 	} {
 		w, b := get(t, r, path)
 		if w.Code != http.StatusServiceUnavailable || b.Error.Code != "dependency_unavailable" {
 			t.Errorf("%s: status %d code %q, want 503 dependency_unavailable", path, w.Code, b.Error.Code)
+		}
+	}
+}
+
+func TestParseFreshness(t *testing.T) {
+	gin.SetMode(gin.TestMode)
+	for query, want := range map[string]Freshness{
+		"":                                {},
+		"min_version=3":                   {MinVersion: 3},
+		"min_version=3&wait=2s":           {MinVersion: 3, Wait: 2 * time.Second},
+		"min_version=1&wait=10s":          {MinVersion: 1, Wait: MaxWait},
+		"wait=250ms":                      {Wait: 250 * time.Millisecond},
+		"min_version=7&wait=0s":           {MinVersion: 7},
+		"min_version=&wait=":              {},
+		"min_version=4611686018427387904": {MinVersion: 1 << 62},
+	} {
+		c, _ := gin.CreateTestContext(httptest.NewRecorder())
+		c.Request = httptest.NewRequest(http.MethodGet, "/v1/orders/o1?"+query, nil)
+		got, err := ParseFreshness(c)
+		if err != nil || got != want {
+			t.Errorf("%q: %+v, %v; want %+v", query, got, err, want)
 		}
 	}
 }

@@ -142,6 +142,26 @@ func (o *Order) Apply(version int64, eventType string, payload []byte) error {
 	return nil
 }
 
+// Event is one stored order event, as Fold reads it.
+type Event struct {
+	Version int64
+	Type    string
+	Payload []byte
+}
+
+// Fold returns the state after events (ascending versions), the same as
+// Apply on each in turn. Only OrderCreated carries data; the lifecycle
+// events change the status alone, so there is nothing to skip.
+func Fold(events []Event) (Order, error) {
+	var o Order
+	for _, e := range events {
+		if err := o.Apply(e.Version, e.Type, e.Payload); err != nil {
+			return Order{}, err
+		}
+	}
+	return o, nil
+}
+
 // Create decides the events of a new order from a validated command.
 func Create(c Created) []domain.Event {
 	return []domain.Event{{Type: EventCreated, SchemaVersion: 1, Payload: c}}

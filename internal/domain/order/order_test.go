@@ -3,6 +3,8 @@ package order
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"testing"
 
 	"cqrsflow/internal/domain"
@@ -91,5 +93,50 @@ func TestTransitions(t *testing.T) {
 	var unknown Order
 	if _, err := unknown.Pay(""); !errors.Is(err, domain.ErrNotFound) {
 		t.Errorf("pay unknown: %v", err)
+	}
+}
+
+// Fold equals Apply on every event in turn, for random histories
+// (including lifecycles the domain would refuse: Fold replays what is
+// stored, it does not judge it).
+func TestFoldEqualsApplyingEveryEvent(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	types := []string{EventCreated, EventPaid, EventShipped, EventCancelled}
+	for round := range 500 {
+		n := 1 + rng.IntN(8)
+		var evs []Event
+		var want Order
+		for i := range n {
+			typ := types[rng.IntN(len(types))]
+			if i == 0 {
+				typ = EventCreated
+			}
+			payload := []byte(`{}`)
+			switch typ {
+			case EventCreated:
+				payload = fmt.Appendf(nil, `{"user_id":"u%d-%d","product_id":"p%d","quantity":%d,"total_price":%d.%02d}`,
+					round, i, rng.IntN(100), 1+rng.IntN(9), rng.IntN(1000), rng.IntN(100))
+			case EventPaid:
+				payload = []byte(`{"payment_reference":"ref"}`)
+			}
+			evs = append(evs, Event{Version: int64(i + 1), Type: typ, Payload: payload})
+			if err := want.Apply(int64(i+1), typ, payload); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := Fold(evs)
+		if err != nil || got != want {
+			t.Fatalf("round %d: Fold = %+v, %v; Apply one by one = %+v (events %+v)", round, got, err, want, evs)
+		}
+	}
+	var empty Order
+	if o, err := Fold(nil); err != nil || o != empty || o.Exists() {
+		t.Fatalf("Fold(nil) = %+v, %v; want the zero order", o, err)
+	}
+	if _, err := Fold([]Event{{1, EventCreated, []byte(`not json`)}}); err == nil {
+		t.Fatal("a broken OrderCreated payload must fail")
+	}
+	if _, err := Fold([]Event{{1, EventCreated, []byte(`{"user_id":"u","product_id":"p","quantity":1,"total_price":1}`)}, {2, "Bogus", []byte(`{}`)}}); err == nil {
+		t.Fatal("an unknown event type must fail")
 	}
 }

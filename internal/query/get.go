@@ -1,0 +1,108 @@
+package query
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"cqrsflow/internal/apierr"
+	"cqrsflow/internal/esindex"
+)
+
+// document is what a get by id needs of a read-model document.
+type document interface {
+	version() int64
+	deleted() bool
+}
+
+func (h *Handler) getProduct(c *gin.Context) { getByID[Product](h, c, h.products, "product") }
+
+func (h *Handler) getOrder(c *gin.Context) { getByID[Order](h, c, h.orders, "order") }
+
+// getByID answers GET /v1/<kind>s/{id}[?min_version=N&wait=D] with the
+// document of index. The projector applies events asynchronously, so a
+// client that just wrote version N may read an older document; with
+// min_version it gets version >= N if the read model reaches it within
+// wait, and otherwise, once wait is over, the document it has with
+// X-Read-Model-Stale: true — a stale answer, not an error, because the
+// write did succeed. X-Read-Model-Version is the version served whenever a
+// document exists. Polling (a realtime GET, every pollEvery) keeps the
+// read side free of any subscription to the projector.
+func getByID[T any, P interface {
+	*T
+	document
+}](h *Handler, c *gin.Context, index, kind string) {
+	id := c.Param("id")
+	want, err := ParseFreshness(c)
+	if err != nil {
+		badParam(c, err)
+		return
+	}
+	deadline := time.Now().Add(want.Wait)
+	for {
+		ctx, cancel := h.ctx(c)
+		var doc T
+		found, err := h.getDoc(ctx, index, id, &doc)
+		cancel()
+		if err != nil {
+			h.fail(c, err)
+			return
+		}
+		d := P(&doc)
+		reached := found && d.version() >= want.MinVersion
+		if reached || want.MinVersion == 0 || !time.Now().Before(deadline) || c.Request.Context().Err() != nil {
+			if found {
+				c.Header(HeaderVersion, strconv.FormatInt(d.version(), 10))
+			}
+			if want.MinVersion > 0 && !reached {
+				c.Header(HeaderStale, "true")
+			}
+			if !found || d.deleted() {
+				apierr.Abort(c, http.StatusNotFound, "not_found", kind+" not found", map[string]string{"id": id})
+				return
+			}
+			c.JSON(http.StatusOK, d)
+			return
+		}
+		select {
+		case <-c.Request.Context().Done():
+		case <-time.After(min(h.pollEvery, time.Until(deadline))):
+		}
+	}
+}
+
+// getDoc reads one document by id (realtime GET through the alias).
+func (h *Handler) getDoc(ctx context.Context, index, id string, v any) (found bool, err error) {
+	res, err := h.es.Get(index, id, h.es.Get.WithContext(ctx))
+	if err != nil {
+		return false, fmt.Errorf("%w: get %s/%s: %w", esindex.ErrUnavailable, index, id, err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode == http.StatusNotFound {
+		return false, nil // document or index missing
+	}
+	if res.IsError() {
+		b, _ := io.ReadAll(io.LimitReader(res.Body, 1024))
+		e := fmt.Errorf("get %s/%s: %s: %s", index, id, res.Status(), b)
+		if res.StatusCode == http.StatusTooManyRequests || res.StatusCode >= 500 {
+			return false, fmt.Errorf("%w: %w", esindex.ErrUnavailable, e)
+		}
+		return false, e
+	}
+	var doc struct {
+		Source json.RawMessage `json:"_source"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&doc); err != nil {
+		return false, fmt.Errorf("%w: decoding document: %w", esindex.ErrUnavailable, err)
+	}
+	if err := json.Unmarshal(doc.Source, v); err != nil {
+		return false, fmt.Errorf("decoding document %s: %w", id, err)
+	}
+	return true, nil
+}

@@ -1,0 +1,136 @@
+package query
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+
+	"github.com/gin-gonic/gin"
+)
+
+// Paging is a validated page/limit pair.
+type Paging struct {
+	Page, Limit int
+}
+
+func intParam(c *gin.Context, name string, def, lo, hi int) (int, error) {
+	s, ok := c.GetQuery(name)
+	if !ok || s == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return 0, &fieldError{name, fmt.Sprintf("%q is not an integer", s)}
+	}
+	if n < lo || n > hi {
+		return 0, &fieldError{name, fmt.Sprintf("must be between %d and %d, got %d", lo, hi, n)}
+	}
+	return n, nil
+}
+
+// ParsePaging validates page (>= 1) and limit (1..100, default 20); the
+// window page*limit must stay within 10000.
+func ParsePaging(c *gin.Context) (Paging, error) {
+	limit, err := intParam(c, "limit", DefaultLimit, 1, MaxLimit)
+	if err != nil {
+		return Paging{}, err
+	}
+	page, err := intParam(c, "page", 1, 1, maxWindow)
+	if err != nil {
+		return Paging{}, err
+	}
+	if page*limit > maxWindow {
+		return Paging{}, &fieldError{"page", fmt.Sprintf("page*limit must be <= %d", maxWindow)}
+	}
+	return Paging{Page: page, Limit: limit}, nil
+}
+
+func floatParam(c *gin.Context, name string) (*float64, error) {
+	s, ok := c.GetQuery(name)
+	if !ok || s == "" {
+		return nil, nil
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || f < 0 || math.IsNaN(f) || math.IsInf(f, 0) {
+		return nil, &fieldError{name, fmt.Sprintf("%q is not a number >= 0", s)}
+	}
+	return &f, nil
+}
+
+// SearchParams are the validated parameters of /v1/products/search.
+type SearchParams struct {
+	Q                  string
+	MinPrice, MaxPrice *float64
+	InStock            bool
+	Sort               string
+	Paging
+}
+
+var sorts = map[string][]any{
+	"":       {obj{"_score": "desc"}, obj{"id": "asc"}},
+	"price":  {obj{"price": "asc"}, obj{"id": "asc"}},
+	"-price": {obj{"price": "desc"}, obj{"id": "asc"}},
+	"name":   {obj{"name.sort": "asc"}, obj{"id": "asc"}},
+	"-name":  {obj{"name.sort": "desc"}, obj{"id": "asc"}},
+}
+
+// ParseSearch validates the search parameters.
+func ParseSearch(c *gin.Context) (SearchParams, error) {
+	var p SearchParams
+	var err error
+	if p.Paging, err = ParsePaging(c); err != nil {
+		return p, err
+	}
+	p.Q = c.Query("q")
+	if p.Q == "" {
+		return p, &fieldError{"q", "is required"}
+	}
+	if len(p.Q) > maxQueryLen {
+		return p, &fieldError{"q", fmt.Sprintf("longer than %d bytes", maxQueryLen)}
+	}
+	if p.MinPrice, err = floatParam(c, "min_price"); err != nil {
+		return p, err
+	}
+	if p.MaxPrice, err = floatParam(c, "max_price"); err != nil {
+		return p, err
+	}
+	if p.MinPrice != nil && p.MaxPrice != nil && *p.MinPrice > *p.MaxPrice {
+		return p, &fieldError{"max_price", "must be >= min_price"}
+	}
+	if s, ok := c.GetQuery("in_stock"); ok && s != "" {
+		if p.InStock, err = strconv.ParseBool(s); err != nil {
+			return p, &fieldError{"in_stock", fmt.Sprintf("%q is not a boolean", s)}
+		}
+	}
+	p.Sort = c.Query("sort")
+	if _, ok := sorts[p.Sort]; !ok {
+		return p, &fieldError{"sort", fmt.Sprintf("%q is not one of price, -price, name, -name", p.Sort)}
+	}
+	return p, nil
+}
+
+// Freshness is what a get by id asks of the read model: at least
+// MinVersion (0: any), waiting up to Wait for it.
+type Freshness struct {
+	MinVersion int64
+	Wait       time.Duration
+}
+
+// ParseFreshness validates min_version (an integer >= 1) and wait (a Go
+// duration between 0s and MaxWait).
+func ParseFreshness(c *gin.Context) (Freshness, error) {
+	minVersion, err := intParam(c, "min_version", 0, 1, 1<<62)
+	if err != nil {
+		return Freshness{}, err
+	}
+	f := Freshness{MinVersion: int64(minVersion)}
+	if s, ok := c.GetQuery("wait"); ok && s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d < 0 || d > MaxWait {
+			return Freshness{}, &fieldError{"wait", fmt.Sprintf("%q is not a duration between 0s and %s", s, MaxWait)}
+		}
+		f.Wait = d
+	}
+	return f, nil
+}

@@ -1,0 +1,171 @@
+package query
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/elastic/go-elasticsearch/v8"
+	"github.com/gin-gonic/gin"
+
+	"cqrsflow/internal/esindex"
+)
+
+// Page is a list response.
+type Page[T any] struct {
+	Items []T `json:"items"`
+	Page  int `json:"page"`
+	Limit int `json:"limit"`
+	Total int `json:"total"`
+}
+
+type obj = map[string]any
+
+// search runs body on index; a missing index reads as no hits.
+func search[T any](ctx context.Context, es *elasticsearch.Client, index string, body obj, pg Paging) (Page[T], error) {
+	out := Page[T]{Items: []T{}, Page: pg.Page, Limit: pg.Limit}
+	body["from"] = (pg.Page - 1) * pg.Limit
+	body["size"] = pg.Limit
+	body["track_total_hits"] = true
+	b, err := json.Marshal(body)
+	if err != nil {
+		return out, fmt.Errorf("encoding query: %w", err)
+	}
+	res, err := es.Search(es.Search.WithIndex(index), es.Search.WithBody(bytes.NewReader(b)), es.Search.WithContext(ctx))
+	if err != nil {
+		return out, fmt.Errorf("%w: search %s: %w", esindex.ErrUnavailable, index, err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode == http.StatusNotFound {
+		return out, nil
+	}
+	if res.IsError() {
+		rb, _ := io.ReadAll(io.LimitReader(res.Body, 1024))
+		e := fmt.Errorf("search %s: %s: %s", index, res.Status(), rb)
+		if res.StatusCode == http.StatusTooManyRequests || res.StatusCode >= 500 {
+			return out, fmt.Errorf("%w: %w", esindex.ErrUnavailable, e)
+		}
+		return out, e
+	}
+	var r struct {
+		Hits struct {
+			Total struct {
+				Value int `json:"value"`
+			} `json:"total"`
+			Hits []struct {
+				Source T `json:"_source"`
+			} `json:"hits"`
+		} `json:"hits"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&r); err != nil {
+		return out, fmt.Errorf("%w: decoding search response: %w", esindex.ErrUnavailable, err)
+	}
+	out.Total = r.Hits.Total.Value
+	for _, hit := range r.Hits.Hits {
+		out.Items = append(out.Items, hit.Source)
+	}
+	return out, nil
+}
+
+var notDeleted = obj{"term": obj{"deleted": true}}
+
+func (h *Handler) listProducts(c *gin.Context) {
+	pg, err := ParsePaging(c)
+	if err != nil {
+		badParam(c, err)
+		return
+	}
+	body := obj{
+		"query": obj{"bool": obj{"must_not": []any{notDeleted}}},
+		"sort":  []any{obj{"created_at": "asc"}, obj{"id": "asc"}},
+	}
+	ctx, cancel := h.ctx(c)
+	defer cancel()
+	page, err := search[Product](ctx, h.es, h.products, body, pg)
+	if err != nil {
+		h.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, page)
+}
+
+// SearchBody builds the query DSL of a product search; q is a value, never
+// spliced into JSON text.
+func SearchBody(p SearchParams) map[string]any {
+	filter := []any{}
+	if p.MinPrice != nil || p.MaxPrice != nil {
+		r := obj{}
+		if p.MinPrice != nil {
+			r["gte"] = *p.MinPrice
+		}
+		if p.MaxPrice != nil {
+			r["lte"] = *p.MaxPrice
+		}
+		filter = append(filter, obj{"range": obj{"price": r}})
+	}
+	if p.InStock {
+		filter = append(filter, obj{"range": obj{"stock": obj{"gt": 0}}})
+	}
+	return obj{
+		"query": obj{"bool": obj{
+			"must":     []any{obj{"multi_match": obj{"query": p.Q, "fields": []string{"name^2", "description"}}}},
+			"filter":   filter,
+			"must_not": []any{notDeleted},
+		}},
+		"sort": sorts[p.Sort],
+	}
+}
+
+func (h *Handler) searchProducts(c *gin.Context) {
+	p, err := ParseSearch(c)
+	if err != nil {
+		badParam(c, err)
+		return
+	}
+	ctx, cancel := h.ctx(c)
+	defer cancel()
+	page, err := search[Product](ctx, h.es, h.products, SearchBody(p), p.Paging)
+	if err != nil {
+		h.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, page)
+}
+
+var orderStatuses = map[string]bool{"created": true, "paid": true, "shipped": true, "cancelled": true}
+
+func (h *Handler) listOrders(c *gin.Context) {
+	pg, err := ParsePaging(c)
+	if err != nil {
+		badParam(c, err)
+		return
+	}
+	user := c.Query("user_id")
+	if user == "" || len(user) > 100 {
+		badParam(c, &fieldError{"user_id", "is required (1..100 characters)"})
+		return
+	}
+	filter := []any{obj{"term": obj{"user_id": user}}}
+	if s := c.Query("status"); s != "" {
+		if !orderStatuses[s] {
+			badParam(c, &fieldError{"status", fmt.Sprintf("%q is not one of created, paid, shipped, cancelled", s)})
+			return
+		}
+		filter = append(filter, obj{"term": obj{"status": s}})
+	}
+	body := obj{
+		"query": obj{"bool": obj{"filter": filter, "must_not": []any{notDeleted}}},
+		"sort":  []any{obj{"created_at": "desc"}, obj{"id": "asc"}},
+	}
+	ctx, cancel := h.ctx(c)
+	defer cancel()
+	page, err := search[Order](ctx, h.es, h.orders, body, pg)
+	if err != nil {
+		h.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, page)
+}
