@@ -40,4 +40,3 @@ var appendSQL = `WITH ev AS (
 SELECT event_id::text, event_type, version, global_position, recorded_at,
   ` + outbox.ShardSQL("$2") + `::int AS shard
 FROM ev ORDER BY version`
-
