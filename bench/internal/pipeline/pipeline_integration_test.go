@@ -1,6 +1,6 @@
 //go:build integration
 
-package main
+package pipeline
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 
+	"cqrsflow/bench/internal/result"
 	"cqrsflow/internal/testenv"
 )
 
@@ -220,20 +221,21 @@ func TestPipelinePartEndToEnd(t *testing.T) {
 	before := benchSchemas()
 
 	dir := t.TempDir()
-	t.Setenv(quickEnv, "")
+	t.Setenv(result.QuickEnv, "")
+	t.Setenv(result.DirEnv, dir)
 	t.Setenv("POSTGRES_URL", testenv.PostgresURL())
 	t.Setenv("KAFKA_BROKERS", strings.Join(testenv.KafkaBrokers(), ","))
 	t.Setenv("ELASTICSEARCH_URL", testenv.ElasticsearchURL())
-	err = runPipeline(ctx, []string{"-repo", "..", "-out", dir, "-rates", "50", "-step", "3s", "-warmup", "0",
+	err = Run(ctx, []string{"-rates", "50", "-step", "3s", "-warmup", "0",
 		"-probes", "0", "-bisect", "0", "-drain", "20s"})
 	if err != nil {
 		t.Fatalf("pipeline part: %v", err)
 	}
-	results, err := loadResults(dir)
+	results, err := result.Load()
 	if err != nil || len(results) != 1 || results[0].Part != "pipeline" {
 		t.Fatalf("results %+v, %v", results, err)
 	}
-	rows := map[string]Row{}
+	rows := map[string]result.Row{}
 	for _, r := range results[0].Rows {
 		rows[r.Name] = r
 	}

@@ -1,90 +1,25 @@
-package main
+package pipeline
 
 import (
-	"errors"
 	"fmt"
-	"math"
-	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"cqrsflow/bench/internal/procs"
+	"cqrsflow/bench/internal/result"
+	"cqrsflow/bench/internal/stats"
 )
 
-func TestParseStat(t *testing.T) {
-	// The command name may hold spaces and parentheses.
-	line := "4242 (my (odd) proc) S 17 4242 4242 0 -1 4194304 100 0 0 0 250 50 0 0 20 0 9 0 100 0 0\n"
-	st, err := parseStat(line)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.PPid != 17 || st.CPUTicks != 300 {
-		t.Errorf("parseStat = %+v, want ppid 17, 300 ticks", st)
-	}
-	for _, bad := range []string{"", "1 (x) S 1 2", "1 (x) S a b c d e f g h i j k l m"} {
-		if _, err := parseStat(bad); err == nil {
-			t.Errorf("parseStat(%q): want an error", bad)
-		}
-	}
-	// Our own process parses, and burns CPU over time.
-	self, err := readStat(os.Getpid())
-	if err != nil || self.PPid != os.Getppid() {
-		t.Errorf("readStat(self) = %+v, %v; want ppid %d", self, err, os.Getppid())
-	}
-}
-
-func TestParseStatusMem(t *testing.T) {
-	m, err := parseStatusMem(strings.NewReader("Name:\tapi\nVmPeak:\t 900 kB\nVmHWM:\t   51200 kB\nVmRSS:\t   40960 kB\n"))
-	if err != nil || m.HWMKiB != 51200 || m.RSSKiB != 40960 {
-		t.Errorf("parseStatusMem = %+v, %v", m, err)
-	}
-	if _, err := parseStatusMem(strings.NewReader("Name:\tkthread\n")); !errors.Is(err, errNoVmHWM) {
-		t.Errorf("no VmHWM: err = %v", err)
-	}
-	self, err := readMem(os.Getpid())
-	if err != nil || self.HWMKiB <= 0 || self.HWMKiB < self.RSSKiB {
-		t.Errorf("readMem(self) = %+v, %v; want HWM > 0 and ≥ RSS", self, err)
-	}
-}
-
-func TestCoresUsed(t *testing.T) {
-	t0 := time.Unix(100, 0)
-	a := cpuSample{At: t0, Procs: map[int]procCPU{
-		1: {"api", 1}, 2: {"kafka", 5}, 3: {"postgresql (rest)", 4}, 4: {"pg backends of api", 2}, 9: {"gone", 1},
-	}}
-	b := cpuSample{At: t0.Add(10 * time.Second), Procs: map[int]procCPU{
-		1: {"api", 6}, 2: {"kafka", 7}, 4: {"pg backends of api", 3}, // pid 3 exited
-		5: {"postgresql (rest)", 1}, // born in between
-		6: {"new", 3},
-	}}
-	got := coresUsed(a, b)
-	want := map[string]float64{"api": 0.5, "kafka": 0.2, "pg backends of api": 0.1, "postgresql (rest)": 0.1, "new": 0.3, "gone": 0}
-	for k, v := range want {
-		if math.Abs(got[k]-v) > 1e-9 {
-			t.Errorf("coresUsed[%q] = %v, want %v (all: %v)", k, got[k], v, got)
-		}
-	}
-	if _, ok := got["gone"]; !ok {
-		t.Error("a group whose processes vanished lost its column")
-	}
-	// A reused pid (less CPU than before) counts from zero, never negative.
-	reused := cpuSample{At: t0.Add(10 * time.Second), Procs: map[int]procCPU{2: {"kafka", 1}}}
-	if got := coresUsed(a, reused); got["kafka"] != 0.1 {
-		t.Errorf("reused pid: %v, want 0.1", got["kafka"])
-	}
-	if len(coresUsed(b, b)) != 0 {
-		t.Error("zero wall time: want no values")
-	}
-}
-
 func TestJudge(t *testing.T) {
-	ok := stepResult{Planned: 1000, Samples: 100, Full: summary{N: 100, P99: time.Second}}
+	ok := stepResult{Planned: 1000, Samples: 100, Full: stats.Summary{N: 100, P99: time.Second}}
 	if pass, why := judge(ok, 2*time.Second); !pass || why != "sustained" {
 		t.Errorf("healthy step: %v %q", pass, why)
 	}
 	cases := map[string]stepResult{
-		"failed or unsent":    {Planned: 1000, Errors: 6, Unsent: 5, Samples: 100, Full: summary{N: 100, P99: time.Second}},
-		"not searchable":      {Planned: 1000, Samples: 100, Missing: 1, Full: summary{N: 99, P99: time.Second}},
-		"p99 send→searchable": {Planned: 1000, Samples: 100, Full: summary{N: 100, P99: 2 * time.Second}},
+		"failed or unsent":    {Planned: 1000, Errors: 6, Unsent: 5, Samples: 100, Full: stats.Summary{N: 100, P99: time.Second}},
+		"not searchable":      {Planned: 1000, Samples: 100, Missing: 1, Full: stats.Summary{N: 99, P99: time.Second}},
+		"p99 send→searchable": {Planned: 1000, Samples: 100, Full: stats.Summary{N: 100, P99: 2 * time.Second}},
 		"no sampled write":    {Planned: 1000},
 	}
 	for want, st := range cases {
@@ -101,7 +36,7 @@ func TestJudge(t *testing.T) {
 }
 
 func TestParsePipelineConfig(t *testing.T) {
-	t.Setenv(quickEnv, "")
+	t.Setenv(result.QuickEnv, "")
 	cfg, err := parsePipelineConfig([]string{"-rates", "1000, 250,1000"})
 	if err != nil {
 		t.Fatal(err)
@@ -109,7 +44,7 @@ func TestParsePipelineConfig(t *testing.T) {
 	if len(cfg.Rates) != 2 || cfg.Rates[0] != 250 || cfg.Rates[1] != 1000 {
 		t.Errorf("rates = %v, want [250 1000] sorted and deduplicated", cfg.Rates)
 	}
-	t.Setenv(quickEnv, "1")
+	t.Setenv(result.QuickEnv, "1")
 	cfg, err = parsePipelineConfig(nil)
 	if err != nil || !cfg.Quick || cfg.StepDuration != 8*time.Second || cfg.Probes != 0 {
 		t.Errorf("quick defaults = %+v, %v", cfg, err)
@@ -145,17 +80,17 @@ func TestPipelineResult(t *testing.T) {
 	pl := &pipeline{alias: "bench-x-products", poller: newVisPoller("http://127.0.0.1:1", "a", time.Second)}
 	steps := []stepResult{
 		{Offered: 1000, Achieved: 998, Planned: 10000, OK: 10000, Samples: 100, Pass: true, Why: "sustained",
-			API:  summary{N: 10000, P50: 5 * time.Millisecond, P99: 40 * time.Millisecond},
-			E2E:  summary{N: 100, P50: 800 * time.Millisecond, P99: 1300 * time.Millisecond, Max: 1500 * time.Millisecond},
-			Full: summary{N: 100, P99: 1350 * time.Millisecond}, Cores: map[string]float64{"api": 0.5, "postgresql": 0.3}},
+			API:  stats.Summary{N: 10000, P50: 5 * time.Millisecond, P99: 40 * time.Millisecond},
+			E2E:  stats.Summary{N: 100, P50: 800 * time.Millisecond, P99: 1300 * time.Millisecond, Max: 1500 * time.Millisecond},
+			Full: stats.Summary{N: 100, P99: 1350 * time.Millisecond}, Cores: map[string]float64{"api": 0.5, "postgresql": 0.3}},
 		{Offered: 250, Achieved: 250, Planned: 2500, OK: 2500, Samples: 50, Pass: true, Why: "sustained",
-			API: summary{N: 2500, P99: 10 * time.Millisecond}, E2E: summary{N: 50, P50: 700 * time.Millisecond, P99: 1100 * time.Millisecond, Max: 1200 * time.Millisecond},
+			API: stats.Summary{N: 2500, P99: 10 * time.Millisecond}, E2E: stats.Summary{N: 50, P50: 700 * time.Millisecond, P99: 1100 * time.Millisecond, Max: 1200 * time.Millisecond},
 			Cores: map[string]float64{"api": 0.1, "postgresql": 0.1}},
 		{Offered: 2000, Achieved: 1500, Planned: 20000, OK: 19000, Errors: 1000, ErrKinds: map[string]int{"http 503": 1000}, Samples: 100, Missing: 100, Why: "lost",
 			Cores: map[string]float64{"api": 1.2, "postgresql": 0.7}},
 	}
-	res := pipelineResult(cfg, time.Now(), steps, 1000, []procMem{{Name: "api", Mem: memInfo{HWMKiB: 40 << 10}}}, pl)
-	rows := map[string]Row{}
+	res := pipelineResult(cfg, time.Now(), steps, 1000, []procMem{{Name: "api", Mem: procs.Mem{HWMKiB: 40 << 10}}}, pl)
+	rows := map[string]result.Row{}
 	for _, r := range res.Rows {
 		rows[r.Name] = r
 	}
@@ -171,7 +106,7 @@ func TestPipelineResult(t *testing.T) {
 	if r := rows["peak RSS api"]; r.Value != 40 || r.Unit != "MiB" {
 		t.Errorf("memory row = %+v", r)
 	}
-	s, ok := findSeries([]Result{res}, "pipeline", "latency_vs_rate/e2e p99")
+	s, ok := seriesNamed(res, "latency_vs_rate/e2e p99")
 	if !ok || len(s.Points) != 2 || s.Points[0].X != 250 || s.Points[1].Y != 1300 {
 		t.Errorf("e2e p99 series = %+v (want 250 and 1000 only, sorted)", s)
 	}
@@ -181,9 +116,19 @@ func TestPipelineResult(t *testing.T) {
 	if cpu := res.Tables[1]; cpu.Columns[1] != "api" || cpu.Rows[0][0] != "250" {
 		t.Errorf("cpu table = %+v", cpu)
 	}
-	if _, err := saveResult(t.TempDir(), res); err != nil {
+	t.Setenv(result.DirEnv, t.TempDir())
+	if _, err := result.Save(res); err != nil {
 		t.Errorf("the pipeline result does not save: %v", err)
 	}
+}
+
+func seriesNamed(r result.Result, name string) (result.Series, bool) {
+	for _, s := range r.Series {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return result.Series{}, false
 }
 
 func TestNoWriteSucceeded(t *testing.T) {
@@ -194,25 +139,6 @@ func TestNoWriteSucceeded(t *testing.T) {
 	}
 	if err := noWriteSucceeded(append(failed, stepResult{OK: 1})); err != nil {
 		t.Errorf("one rate with writes: err = %v", err)
-	}
-}
-
-func TestParseProcStatBusy(t *testing.T) {
-	// user nice system idle iowait irq softirq steal guest guest_nice
-	busy, err := parseProcStatBusy("cpu  100 5 50 1000 30 1 2 3 40 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n")
-	if err != nil || busy != 1.61 {
-		t.Errorf("busy = %v, %v; want 1.61 s (161 ticks)", busy, err)
-	}
-	if _, err := parseProcStatBusy("intr 1 2 3\n"); err == nil {
-		t.Error("no cpu line: want an error")
-	}
-	if b, err := machineBusy(); err != nil || b <= 0 {
-		t.Errorf("machineBusy = %v, %v", b, err)
-	}
-	a := cpuSample{At: time.Unix(0, 0), Procs: map[int]procCPU{1: {"api", 0}}, MachineBusy: 10}
-	b := cpuSample{At: time.Unix(10, 0), Procs: map[int]procCPU{1: {"api", 5}}, MachineBusy: 22}
-	if got := coresUsed(a, b); got[otherCPU] != 0.7 {
-		t.Errorf("other = %v, want 1.2 − 0.5 = 0.7", got[otherCPU])
 	}
 }
 
@@ -276,10 +202,10 @@ func TestStepOverloaded(t *testing.T) {
 
 func TestFindings(t *testing.T) {
 	steps := []stepResult{
-		{Offered: 500, Achieved: 500, Planned: 5000, Cores: map[string]float64{"api": 0.2, "kafka": 0.1, otherCPU: 0.05}},
-		{Offered: 1000, Achieved: 1000, Planned: 10000, E2E: summary{N: 10, Mean: 1500 * time.Millisecond},
+		{Offered: 500, Achieved: 500, Planned: 5000, Cores: map[string]float64{"api": 0.2, "kafka": 0.1, procs.OtherCPU: 0.05}},
+		{Offered: 1000, Achieved: 1000, Planned: 10000, E2E: stats.Summary{N: 10, Mean: 1500 * time.Millisecond},
 			Stages: []stageStat{{N: 10, Mean: 50 * time.Millisecond}, {N: 10, Mean: 450 * time.Millisecond}},
-			Cores:  map[string]float64{"api": 0.5, "pg backends of api": 0.4, "kafka": 0.1, otherCPU: 0.3}},
+			Cores:  map[string]float64{"api": 0.5, "pg backends of api": 0.4, "kafka": 0.1, procs.OtherCPU: 0.3}},
 		{Offered: 2000, Achieved: 1200, Planned: 20000, Cores: map[string]float64{"api": 0.9}},
 	}
 	got := strings.Join(findings(steps), "\n")

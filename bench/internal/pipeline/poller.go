@@ -1,4 +1,4 @@
-package main
+package pipeline
 
 // The "searchable" probe of the pipeline part: a poller that asks
 // Elasticsearch, through the read alias and the _search API (not GET, which
@@ -197,4 +197,33 @@ func parseHitVersions(r io.Reader) (map[string]int64, error) {
 		out[h.ID] = h.Version
 	}
 	return out, nil
+}
+
+// allVisible reports whether every sample was seen.
+func (p *visPoller) allVisible(samples []*visSample) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, s := range samples {
+		if s.Visible.IsZero() {
+			return false
+		}
+	}
+	return true
+}
+
+// visibleAt is when s was first seen (zero: not yet); Visible is written
+// under the poller's lock.
+func (p *visPoller) visibleAt(s *visSample) time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return s.Visible
+}
+
+// forget stops following samples that never became searchable.
+func (p *visPoller) forget(samples []*visSample) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, s := range samples {
+		delete(p.pending, s.ID)
+	}
 }

@@ -1,4 +1,4 @@
-package main
+package pipeline
 
 // Where the end-to-end time goes: the pipeline part scrapes the binaries'
 // own latency histograms (relay: commit → Kafka ack; projector: commit →
@@ -7,26 +7,17 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
-	"sort"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
-)
 
-// histo is a cumulative Prometheus histogram (summed over the matching
-// series and processes).
-type histo struct {
-	Bounds []float64 // upper bounds, ascending, +Inf last
-	Cum    []float64 // cumulative counts per bound
-	Count  float64
-	Sum    float64
-}
+	"cqrsflow/bench/internal/stats"
+	"cqrsflow/internal/testenv/binary"
+)
 
 // stageMetric names a histogram of one binary and the label it must carry.
 type stageMetric struct {
@@ -34,18 +25,18 @@ type stageMetric struct {
 	Metric     string // cqrsflow_relay_publish_lag_seconds
 	LabelName  string // "" or a label that must equal LabelValue
 	LabelValue string
-	Procs      []*proc
+	Procs      []*binary.Process
 }
 
 // scrape reads the metric from every process and adds the series up.
-func (m stageMetric) scrape(ctx context.Context, client *http.Client) (histo, error) {
-	var total histo
+func (m stageMetric) scrape(ctx context.Context, client *http.Client) (stats.Histogram, error) {
+	var total stats.Histogram
 	for _, p := range m.Procs {
 		fams, err := scrapeMetrics(ctx, client, "http://"+p.Addr+"/metrics")
 		if err != nil {
-			return histo{}, fmt.Errorf("%s: %w", p.Name, err)
+			return stats.Histogram{}, fmt.Errorf("%s: %w", p.Name, err)
 		}
-		total = total.add(histoFrom(fams[m.Metric], m.LabelName, m.LabelValue))
+		total = total.Add(stats.HistogramFrom(fams[m.Metric], m.LabelName, m.LabelValue))
 	}
 	return total, nil
 }
@@ -65,128 +56,34 @@ func scrapeMetrics(ctx context.Context, client *http.Client, url string) (map[st
 	if res.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("scraping %s: %s", url, res.Status)
 	}
-	return parseMetrics(res.Body)
+	return stats.ParseMetrics(res.Body)
 }
 
-func parseMetrics(r io.Reader) (map[string]*dto.MetricFamily, error) {
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(r)
-	if err != nil {
-		return nil, fmt.Errorf("parsing metrics: %w", err)
-	}
-	return fams, nil
+type scraped struct {
+	h   stats.Histogram
+	err error
 }
 
-// histoFrom sums the histogram series of fam whose label matches (all
-// series when labelName is empty).
-func histoFrom(fam *dto.MetricFamily, labelName, labelValue string) histo {
-	var h histo
-	if fam == nil {
-		return h
+// scrapeStages reads every stage histogram now.
+func (pl *pipeline) scrapeStages(ctx context.Context) []scraped {
+	out := make([]scraped, len(pl.stages))
+	for i, m := range pl.stages {
+		out[i].h, out[i].err = m.scrape(ctx, http.DefaultClient)
 	}
-	for _, m := range fam.GetMetric() {
-		if labelName != "" && !hasLabel(m, labelName, labelValue) {
-			continue
-		}
-		ph := m.GetHistogram()
-		if ph == nil {
-			continue
-		}
-		one := histo{Count: float64(ph.GetSampleCount()), Sum: ph.GetSampleSum()}
-		for _, b := range ph.GetBucket() {
-			one.Bounds = append(one.Bounds, b.GetUpperBound())
-			one.Cum = append(one.Cum, float64(b.GetCumulativeCount()))
-		}
-		if n := len(one.Bounds); n == 0 || !math.IsInf(one.Bounds[n-1], 1) {
-			one.Bounds = append(one.Bounds, math.Inf(1))
-			one.Cum = append(one.Cum, one.Count)
-		}
-		h = h.add(one)
-	}
-	return h
-}
-
-func hasLabel(m *dto.Metric, name, value string) bool {
-	for _, l := range m.GetLabel() {
-		if l.GetName() == name {
-			return l.GetValue() == value
-		}
-	}
-	return false
-}
-
-// add sums two histograms with the same bounds (an empty one takes the
-// other's bounds).
-func (h histo) add(o histo) histo {
-	if len(h.Bounds) == 0 {
-		return o.clone()
-	}
-	if len(o.Bounds) == 0 {
-		return h
-	}
-	out := h.clone()
-	for i := range out.Cum {
-		if i < len(o.Cum) {
-			out.Cum[i] += o.Cum[i]
-		}
-	}
-	out.Count += o.Count
-	out.Sum += o.Sum
 	return out
 }
 
-// sub is h − before: the observations made between two scrapes.
-func (h histo) sub(before histo) histo {
-	out := h.clone()
-	for i := range out.Cum {
-		if i < len(before.Cum) {
-			out.Cum[i] -= before.Cum[i]
+// stageDeltas is each stage's latency between two scrapes.
+func (pl *pipeline) stageDeltas(before, after []scraped) []stageStat {
+	var out []stageStat
+	for i, m := range pl.stages {
+		if before[i].err != nil || after[i].err != nil {
+			out = append(out, stageStat{Label: m.Label, Err: errors.Join(before[i].err, after[i].err)})
+			continue
 		}
+		out = append(out, stageFrom(m.Label, after[i].h.Sub(before[i].h)))
 	}
-	out.Count -= before.Count
-	out.Sum -= before.Sum
 	return out
-}
-
-func (h histo) clone() histo {
-	return histo{Bounds: append([]float64(nil), h.Bounds...), Cum: append([]float64(nil), h.Cum...), Count: h.Count, Sum: h.Sum}
-}
-
-// mean is the exact average observation, in seconds.
-func (h histo) mean() float64 {
-	if h.Count <= 0 {
-		return math.NaN()
-	}
-	return h.Sum / h.Count
-}
-
-// quantile estimates the q-quantile like PromQL's histogram_quantile:
-// linear interpolation inside the bucket that holds it; the +Inf bucket
-// answers with the highest finite bound.
-func (h histo) quantile(q float64) float64 {
-	if h.Count <= 0 || len(h.Bounds) == 0 {
-		return math.NaN()
-	}
-	rank := q * h.Count
-	i := sort.Search(len(h.Cum), func(i int) bool { return h.Cum[i] >= rank })
-	if i >= len(h.Bounds) {
-		i = len(h.Bounds) - 1
-	}
-	if math.IsInf(h.Bounds[i], 1) {
-		if i == 0 {
-			return math.NaN()
-		}
-		return h.Bounds[i-1]
-	}
-	lo, below := 0.0, 0.0
-	if i > 0 {
-		lo, below = h.Bounds[i-1], h.Cum[i-1]
-	}
-	in := h.Cum[i] - below
-	if in <= 0 {
-		return h.Bounds[i]
-	}
-	return lo + (h.Bounds[i]-lo)*(rank-below)/in
 }
 
 // stageStat is one stage's latency over one rate.
@@ -206,6 +103,6 @@ func secs(v float64) time.Duration {
 	return time.Duration(v * float64(time.Second))
 }
 
-func stageFrom(label string, d histo) stageStat {
-	return stageStat{Label: label, N: d.Count, Mean: secs(d.mean()), P50: secs(d.quantile(0.5)), P99: secs(d.quantile(0.99))}
+func stageFrom(label string, d stats.Histogram) stageStat {
+	return stageStat{Label: label, N: d.Count, Mean: secs(d.Mean()), P50: secs(d.Quantile(0.5)), P99: secs(d.Quantile(0.99))}
 }

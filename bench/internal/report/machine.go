@@ -1,4 +1,4 @@
-package main
+package report
 
 // The machine and the versions of the running services, for the report.
 

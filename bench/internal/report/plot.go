@@ -1,4 +1,4 @@
-package main
+package report
 
 // Plots drawn by the report from the parts' series. A series named
 // "<plot id>/<line label>" becomes one line of the plot <part>_<plot id>.png;
@@ -24,6 +24,8 @@ import (
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
+
+	"cqrsflow/bench/internal/result"
 )
 
 // plotTitles are the titles of the plots the report knows by id.
@@ -36,7 +38,7 @@ var plotTitles = map[string]string{
 type plotGroup struct {
 	Part, ID       string
 	XLabel, YLabel string
-	Lines          []Series // Name = line label
+	Lines          []result.Series // Name = line label
 }
 
 // File is the PNG file name of the plot.
@@ -55,7 +57,7 @@ func (g plotGroup) logY() bool { return strings.Contains(g.ID, "latency") }
 
 // plotGroups collects the "<id>/<label>" series of every result, in the
 // order they appear.
-func plotGroups(results []Result) []plotGroup {
+func plotGroups(results []result.Result) []plotGroup {
 	var groups []plotGroup
 	index := map[string]int{}
 	for _, r := range results {

@@ -1,76 +1,18 @@
-package main
+package report
 
 import (
 	"errors"
 	"image/png"
-	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"cqrsflow/bench/internal/result"
 )
 
-func TestRankNearestRank(t *testing.T) {
-	var l latencies
-	for i := 1; i <= 1000; i++ {
-		l = append(l, time.Duration(i)*time.Millisecond)
-	}
-	// Shuffle-ish: reverse, summarize must sort a copy.
-	for i, j := 0, len(l)-1; i < j; i, j = i+1, j-1 {
-		l[i], l[j] = l[j], l[i]
-	}
-	s := l.summarize()
-	want := summary{N: 1000, Mean: 500500 * time.Microsecond, P50: 500 * time.Millisecond, P99: 990 * time.Millisecond, P999: 999 * time.Millisecond, Max: time.Second}
-	if s != want {
-		t.Fatalf("summarize = %+v, want %+v", s, want)
-	}
-	if l[0] != 1000*time.Millisecond {
-		t.Fatal("summarize sorted the caller's slice")
-	}
-	if got := (latencies{7 * time.Second}).summarize(); got.P50 != 7*time.Second || got.P999 != 7*time.Second {
-		t.Errorf("one value: %+v", got)
-	}
-	if got := (latencies{}).summarize(); got.N != 0 || got.Max != 0 {
-		t.Errorf("empty: %+v", got)
-	}
-}
-
-func TestSaveLoadResults(t *testing.T) {
-	dir := t.TempDir()
-	now := time.Now().UTC().Truncate(time.Second)
-	pipeline := Result{Part: "pipeline", StartedAt: now, Rows: []Row{{Name: "x", Value: 1, Unit: "ms"}}}
-	write := Result{Part: "write", StartedAt: now, Rows: []Row{Row{Name: "api", Value: 600, Unit: "cmd/s"}.WithBaseline("raw pgx", 1000)}}
-	for _, r := range []Result{pipeline, write} {
-		if _, err := saveResult(dir, r); err != nil {
-			t.Fatalf("saveResult(%s): %v", r.Part, err)
-		}
-	}
-	got, err := loadResults(dir)
-	if err != nil {
-		t.Fatalf("loadResults: %v", err)
-	}
-	if len(got) != 2 || got[0].Part != "write" || got[1].Part != "pipeline" {
-		t.Fatalf("loaded parts %v, want write then pipeline (data-flow order)", parts2(got))
-	}
-	if r := got[0].Rows[0]; r.Ratio != 0.6 || r.Baseline != "raw pgx" {
-		t.Errorf("baseline row = %+v, want ratio 0.6", r)
-	}
-
-	// A broken file is reported, the good ones still load.
-	if err := os.WriteFile(filepath.Join(dir, "relay.json"), []byte("{not json"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	got, err = loadResults(dir)
-	if err == nil || !strings.Contains(err.Error(), "relay.json") {
-		t.Errorf("loadResults with a broken file: err = %v, want it named", err)
-	}
-	if len(got) != 2 {
-		t.Errorf("loaded %d results next to a broken file, want 2", len(got))
-	}
-}
-
-func parts2(rs []Result) []string {
+func parts2(rs []result.Result) []string {
 	var out []string
 	for _, r := range rs {
 		out = append(out, r.Part)
@@ -78,23 +20,9 @@ func parts2(rs []Result) []string {
 	return out
 }
 
-func TestSaveResultRejects(t *testing.T) {
-	dir := t.TempDir()
-	if _, err := saveResult(dir, Result{}); !errors.Is(err, errNoPart) {
-		t.Errorf("no part: err = %v, want errNoPart", err)
-	}
-	_, err := saveResult(dir, Result{Part: "relay", Rows: []Row{{Name: "drain", Value: math.NaN()}}})
-	if err == nil || !strings.Contains(err.Error(), `"drain"`) {
-		t.Errorf("NaN row: err = %v, want an error naming the row", err)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "relay.json")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("an invalid result was written: %v", err)
-	}
-}
-
 func TestDropStaleAndMissing(t *testing.T) {
 	since := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
-	rs := []Result{
+	rs := []result.Result{
 		{Part: "write", StartedAt: since.Add(time.Minute)},
 		{Part: "relay", StartedAt: since.Add(-time.Hour)},
 		{Part: "pipeline", StartedAt: since.Add(2 * time.Minute)},
@@ -144,13 +72,13 @@ func TestReplaceBlock(t *testing.T) {
 
 func TestRenderMarkdownAndSummary(t *testing.T) {
 	pass := true
-	rs := []Result{{
+	rs := []result.Result{{
 		Part: "projector", Seconds: 61,
-		Rows: []Row{
-			Row{Name: "projector events/s (1 worker)", Value: 7000, Unit: "events/s"}.WithBaseline("raw _bulk", 10000).WithTarget("ratio ≥ 0.7", true),
+		Rows: []result.Row{
+			result.Row{Name: "projector events/s (1 worker)", Value: 7000, Unit: "events/s"}.WithBaseline("raw _bulk", 10000).WithTarget("ratio ≥ 0.7", true),
 			{Name: "odd | name", Value: 0.5, Unit: "ms", Pass: &pass, Target: "t"},
 		},
-		Tables: []Table{{Title: "detail", Columns: []string{"a", "b"}, Rows: [][]string{{"1"}}}},
+		Tables: []result.Table{{Title: "detail", Columns: []string{"a", "b"}, Rows: [][]string{{"1"}}}},
 		Notes:  []string{"a note"},
 	}}
 	run := runInfo{Now: time.Date(2026, 1, 1, 12, 10, 0, 0, time.UTC), Since: time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)}
@@ -179,24 +107,16 @@ func TestRenderMarkdownAndSummary(t *testing.T) {
 	}
 }
 
-func TestFmtNum(t *testing.T) {
-	for v, want := range map[float64]string{0: "0", 1234.4: "1234", 12.34: "12.3", 1.234: "1.23", 0.1234: "0.123", -50: "-50.0"} {
-		if got := fmtNum(v); got != want {
-			t.Errorf("fmtNum(%v) = %q, want %q", v, got, want)
-		}
-	}
-}
-
 func TestPlotGroupsAndDraw(t *testing.T) {
-	rs := []Result{
-		{Part: "pipeline", Series: []Series{
-			{Name: "latency_vs_rate/e2e p50", XLabel: "rate", YLabel: "ms", Points: []Point{{250, 900}, {500, 950}, {1000, 0}}},
-			{Name: "latency_vs_rate/e2e p99", Points: []Point{{250, 1500}, {500, 1700}}},
-			{Name: "no-slash", Points: []Point{{1, 1}}},
+	rs := []result.Result{
+		{Part: "pipeline", Series: []result.Series{
+			{Name: "latency_vs_rate/e2e p50", XLabel: "rate", YLabel: "ms", Points: []result.Point{{X: 250, Y: 900}, {X: 500, Y: 950}, {X: 1000, Y: 0}}},
+			{Name: "latency_vs_rate/e2e p99", Points: []result.Point{{X: 250, Y: 1500}, {X: 500, Y: 1700}}},
+			{Name: "no-slash", Points: []result.Point{{X: 1, Y: 1}}},
 			{Name: "empty/line"},
 		}},
-		{Part: "projector", Series: []Series{
-			{Name: "throughput_vs_workers/projector", Points: []Point{{1, 7000}, {2, 9000}}},
+		{Part: "projector", Series: []result.Series{
+			{Name: "throughput_vs_workers/projector", Points: []result.Point{{X: 1, Y: 7000}, {X: 2, Y: 9000}}},
 		}},
 	}
 	groups := plotGroups(rs)
@@ -229,7 +149,7 @@ func TestPlotGroupsAndDraw(t *testing.T) {
 		}
 	}
 	// A group with nothing drawable is an error, not an empty picture.
-	_, err = drawPlots(dir, []plotGroup{{Part: "p", ID: "latency_x", Lines: []Series{{Name: "l", Points: []Point{{1, 0}}}}}})
+	_, err = drawPlots(dir, []plotGroup{{Part: "p", ID: "latency_x", Lines: []result.Series{{Name: "l", Points: []result.Point{{X: 1, Y: 0}}}}}})
 	if err == nil {
 		t.Error("drawing a log plot with only y=0 points succeeded")
 	}
