@@ -27,7 +27,7 @@ type drainResult struct {
 }
 
 func (d drainResult) relayRate() float64 { return float64(d.Rows) / d.Relay.Seconds() }
-func (d drainResult) rawRate() float64   { return float64(len(d.Records)) / d.Raw.Seconds() }
+func (d drainResult) rawRate() float64   { return float64(d.Rows) / d.Raw.Seconds() }
 func (d drainResult) ratio() float64     { return d.relayRate() / d.rawRate() }
 
 func (d drainResult) print() {
