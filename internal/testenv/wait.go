@@ -34,16 +34,25 @@ func Until(ctx context.Context, timeout, interval time.Duration, what string, co
 		if errors.As(err, &p) {
 			return p.err
 		}
-		if time.Now().After(deadline) {
-			if err != nil {
-				return fmt.Errorf("timed out after %s waiting for %s: %w", timeout, what, err)
-			}
-			return fmt.Errorf("timed out after %s waiting for %s", timeout, what)
+		// A check that would start after the deadline is not made: it
+		// could only fail for lack of time and hide the reason this one
+		// gave. The wait still lasts until the deadline.
+		last := time.Until(deadline) < interval
+		next := t.C
+		if last {
+			next = time.After(time.Until(deadline))
 		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("waiting for %s: %w", what, ctx.Err())
-		case <-t.C:
+		case <-next:
 		}
+		if !last {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("timed out after %s waiting for %s: %w", timeout, what, err)
+		}
+		return fmt.Errorf("timed out after %s waiting for %s", timeout, what)
 	}
 }

@@ -31,6 +31,20 @@ func TestUntil(t *testing.T) {
 		t.Errorf("timed out after %v, want about 30ms", d)
 	}
 
+	// No check starts after the deadline (it would fail for lack of time
+	// and hide the last real reason), yet the wait lasts the whole timeout.
+	start = time.Now()
+	var late []time.Duration
+	err = Until(ctx, 50*time.Millisecond, 20*time.Millisecond, "never", func() (bool, error) {
+		if d := time.Since(start); d > 50*time.Millisecond {
+			late = append(late, d)
+		}
+		return false, nil
+	})
+	if err == nil || len(late) > 0 || time.Since(start) < 50*time.Millisecond {
+		t.Errorf("err = %v, checks after the deadline at %v, waited %v; want a timeout after 50ms and no late check", err, late, time.Since(start))
+	}
+
 	// A permanent error ends the wait at once.
 	boom := errors.New("process exited")
 	calls := 0

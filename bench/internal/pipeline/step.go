@@ -12,6 +12,7 @@ import (
 	"cqrsflow/bench/internal/procs"
 	"cqrsflow/bench/internal/stats"
 	"cqrsflow/bench/loadgen"
+	"cqrsflow/internal/testenv"
 )
 
 // stepResult is one steady rate.
@@ -116,17 +117,9 @@ func (pl *pipeline) drive(ctx context.Context, rate float64, dur time.Duration, 
 
 // await waits until every sample is searchable, for at most timeout.
 func (pl *pipeline) await(ctx context.Context, timeout time.Duration, samples []*visSample) error {
-	deadline := time.Now().Add(timeout)
-	for !pl.poller.allVisible(samples) {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%d samples not searchable within %s", len(samples), timeout)
-		}
-		time.Sleep(pl.cfg.PollInterval)
-	}
-	return nil
+	return testenv.Until(ctx, timeout, pl.cfg.PollInterval, "the samples to become searchable", func() (bool, error) {
+		return pl.poller.allVisible(samples), nil
+	})
 }
 
 // judge decides whether a rate was sustained: at most 1% of the planned

@@ -14,8 +14,8 @@ import (
 	"cqrsflow/internal/eventstore"
 )
 
-// The part's only uses of the event store: the prefill writes the outbox
-// the way the store's migration fills a backlog, and the lag phase appends
+// The part's only uses of the event store: the prefill derives the outbox
+// rows from the events with the store's own SQL, and the lag phase appends
 // as the API does.
 
 // prefillOutbox COPYs n events (10 versions per aggregate, interleaved)

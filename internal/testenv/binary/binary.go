@@ -112,8 +112,12 @@ func (p *Process) Until(ctx context.Context, timeout time.Duration, what string,
 // WaitReady waits until http://Addr/readyz answers 200.
 func (p *Process) WaitReady(ctx context.Context, timeout time.Duration) error {
 	url := "http://" + p.Addr + "/readyz"
+	// A server that accepts but never answers must not outlast the timeout.
+	deadline := time.Now().Add(timeout)
 	return p.Until(ctx, timeout, p.Name+" ready", func() (bool, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		rctx, cancel := context.WithDeadline(ctx, deadline)
+		defer cancel()
+		req, err := http.NewRequestWithContext(rctx, http.MethodGet, url, nil)
 		if err != nil {
 			return false, testenv.Permanent(err)
 		}
