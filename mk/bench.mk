@@ -1,13 +1,14 @@
-# Benchmarks (bench/, issue 7): the end-to-end pipeline part and the
-# combined report. `make bench` runs every part in BENCH_PARTS (the
-# component fragments append bench-write, bench-relay, bench-projector),
-# then BENCH_LAST: the pipeline part and, last, the report, which prints one
+# Benchmarks (bench/): the end-to-end pipeline part and the combined
+# report. `make bench` runs every part in BENCH_PARTS (the component
+# fragments append bench-write, bench-relay, bench-projector), then
+# BENCH_LAST: the pipeline part and, last, the report, which prints one
 # summary table, rewrites the generated block of BENCHMARKS.md and draws
 # docs/bench/*.png. BENCH_QUICK=1 makes every part short (~2 minutes in all).
 #
-# Each part writes $(BENCH_RESULTS_DIR)/<part>.json (bench/result.go); the
-# report ignores files older than this run's BENCH_SINCE and names the
-# parts that produced nothing.
+# Each part writes $(BENCH_RESULTS_DIR)/<part>.json through one writer
+# (bench/internal/result) and the report reads only that directory; it
+# ignores files older than this run's BENCH_SINCE and names the parts that
+# produced nothing.
 
 BENCH_RESULTS_DIR ?= bench-results
 export BENCH_RESULTS_DIR

@@ -1,5 +1,5 @@
 # Write side (issue 3): `make bench-write` measures the api against a raw
-# pgx baseline running the same SQL transaction (bench/write.go). Flags:
+# pgx baseline running the same SQL transaction (bench/internal/write). Flags:
 # BENCH_WRITE_FLAGS='-duration 30s -clients 64'; BENCH_QUICK=1 for a short run.
 BENCH_PARTS += bench-write
 BENCH_WRITE_FLAGS ?=

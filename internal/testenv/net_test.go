@@ -83,3 +83,18 @@ func TestFreeAddr(t *testing.T) {
 	}
 	l.Close()
 }
+
+func TestLoopbackAddr(t *testing.T) {
+	a, err := LoopbackAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if host, _, _ := net.SplitHostPort(a); host != "127.0.0.1" {
+		t.Errorf("LoopbackAddr = %s, want a 127.0.0.1 address", a)
+	}
+	l, err := net.Listen("tcp", a)
+	if err != nil {
+		t.Fatalf("LoopbackAddr %s not listenable: %v", a, err)
+	}
+	l.Close()
+}

@@ -14,7 +14,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"net/url"
+	"io"
+	"net/http"
 	"os"
 	"regexp"
 	"strings"
@@ -22,13 +23,11 @@ import (
 	"time"
 
 	"github.com/elastic/go-elasticsearch/v8"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"cqrsflow/internal/config"
-	"cqrsflow/internal/migrations"
 )
 
 const hint = "the local stack is not reachable: run `make up` (or `make test`, which starts it)"
@@ -57,13 +56,19 @@ var nonAlnum = regexp.MustCompile(`[^a-z0-9]+`)
 // as a schema, topic or index name.
 func Name(t testing.TB) string {
 	t.Helper()
-	var b [4]byte
-	_, _ = rand.Read(b[:])
 	base := strings.Trim(nonAlnum.ReplaceAllString(strings.ToLower(t.Name()), "_"), "_")
 	if len(base) > 30 {
 		base = base[:30]
 	}
-	return "t_" + base + "_" + hex.EncodeToString(b[:])
+	return "t_" + base + "_" + RandomHex(4)
+}
+
+// RandomHex is n random bytes in lower-case hex: the unique part of the
+// names a run gives its schema, topics and indices.
+func RandomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 func ctx(t testing.TB) context.Context {
@@ -84,54 +89,26 @@ type PG struct {
 func Postgres(t testing.TB) *PG {
 	t.Helper()
 	c := ctx(t)
-	base := PostgresURL()
-	admin, err := pgx.Connect(c, base)
+	s, err := CreateSchema(c, PostgresURL(), Name(t))
 	if err != nil {
-		t.Fatalf("connecting to PostgreSQL at %s: %v\n%s", config.MaskURL(base), err, hint)
-	}
-	defer admin.Close(context.Background())
-	schema := Name(t)
-	if _, err := admin.Exec(c, "CREATE SCHEMA "+pgx.Identifier{schema}.Sanitize()); err != nil {
-		t.Fatalf("creating schema %s: %v", schema, err)
+		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		conn, err := pgx.Connect(cctx, base)
-		if err != nil {
-			t.Errorf("cleanup: connecting: %v", err)
-			return
-		}
-		defer conn.Close(cctx)
-		if _, err := conn.Exec(cctx, "DROP SCHEMA "+pgx.Identifier{schema}.Sanitize()+" CASCADE"); err != nil {
-			t.Errorf("cleanup: dropping schema %s: %v", schema, err)
+		if err := s.Drop(cctx); err != nil {
+			t.Errorf("cleanup: %v", err)
 		}
 	})
-	u, err := WithSearchPath(base, schema)
-	if err != nil {
+	if err := s.Migrate(c); err != nil {
 		t.Fatal(err)
 	}
-	if err := migrations.Up(c, u); err != nil {
-		t.Fatalf("migrating schema %s: %v", schema, err)
-	}
-	pool, err := pgxpool.New(c, u)
+	pool, err := pgxpool.New(c, s.URL)
 	if err != nil {
 		t.Fatalf("opening pool: %v", err)
 	}
 	t.Cleanup(pool.Close)
-	return &PG{Pool: pool, URL: u, Schema: schema}
-}
-
-// WithSearchPath returns databaseURL with search_path set to schema.
-func WithSearchPath(databaseURL, schema string) (string, error) {
-	u, err := url.Parse(databaseURL)
-	if err != nil {
-		return "", fmt.Errorf("parsing database url: %w", err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String(), nil
+	return &PG{Pool: pool, URL: s.URL, Schema: s.Name}
 }
 
 // KafkaAdmin returns an admin client for the test Kafka, failing the test
@@ -211,34 +188,50 @@ func IndexPrefix(t testing.TB) string {
 
 // DeleteIndices deletes every index matching pattern. Elasticsearch 8
 // refuses wildcard deletes by default (action.destructive_requires_name),
-// so the names are resolved first.
+// so the names are resolved first. Failures are logged, not fatal: it runs
+// in cleanup.
 func DeleteIndices(t testing.TB, es *elasticsearch.Client, pattern string) {
 	t.Helper()
-	res, err := es.Indices.Get([]string{pattern}, es.Indices.Get.WithExpandWildcards("all"),
+	if err := RemoveIndices(context.Background(), es, pattern); err != nil {
+		t.Logf("cleanup: %v", err)
+	}
+}
+
+// RemoveIndices is DeleteIndices for callers without a testing.TB (the
+// benchmark harness): it deletes every index matching pattern and says
+// what went wrong.
+func RemoveIndices(ctx context.Context, es *elasticsearch.Client, pattern string) error {
+	res, err := es.Indices.Get([]string{pattern}, es.Indices.Get.WithContext(ctx), es.Indices.Get.WithExpandWildcards("all"),
 		es.Indices.Get.WithFilterPath("*.settings.index.provided_name"))
 	if err != nil {
-		t.Logf("cleanup: listing indices %s: %v", pattern, err)
-		return
+		return fmt.Errorf("listing indices %s: %w", pattern, err)
 	}
 	defer res.Body.Close()
+	if res.StatusCode == http.StatusNotFound {
+		return nil
+	}
 	if res.IsError() {
-		return
+		return fmt.Errorf("listing indices %s: %s", pattern, res.Status())
 	}
 	var found map[string]json.RawMessage
 	if err := json.NewDecoder(res.Body).Decode(&found); err != nil {
-		return
+		return fmt.Errorf("decoding the indices %s: %w", pattern, err)
 	}
 	names := make([]string, 0, len(found))
 	for n := range found {
 		names = append(names, n)
 	}
 	if len(names) == 0 {
-		return
+		return nil
 	}
-	dres, err := es.Indices.Delete(names)
+	dres, err := es.Indices.Delete(names, es.Indices.Delete.WithContext(ctx))
 	if err != nil {
-		t.Logf("cleanup: deleting indices %v: %v", names, err)
-		return
+		return fmt.Errorf("deleting indices %v: %w", names, err)
 	}
-	dres.Body.Close()
+	defer dres.Body.Close()
+	if dres.IsError() {
+		msg, _ := io.ReadAll(io.LimitReader(dres.Body, 300))
+		return fmt.Errorf("deleting indices %v: %s %s", names, dres.Status(), msg)
+	}
+	return nil
 }

@@ -1,0 +1,115 @@
+package write
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"cqrsflow/internal/testenv"
+	"cqrsflow/internal/testenv/binary"
+)
+
+// bench is one run's private schema, api process and the two clients of it
+// (HTTP and in-process).
+type bench struct {
+	s       settings
+	tmp     string
+	schema  *testenv.Schema
+	api     *binary.Process
+	baseURL string
+	key     string
+	client  *http.Client
+	raw     *rawStore
+	ids     []string // seeded products the updates target
+}
+
+// setup creates the schema, starts the api and seeds the products the
+// updates target. On failure it removes what it made.
+func setup(ctx context.Context, s settings) (*bench, error) {
+	b := &bench{s: s, key: testenv.RandomHex(20)}
+	if err := b.start(ctx); err != nil {
+		b.cleanup()
+		return nil, err
+	}
+	return b, nil
+}
+
+func (b *bench) start(ctx context.Context) error {
+	tmp, err := os.MkdirTemp("", "cqrsflow-bench-write-")
+	if err != nil {
+		return err
+	}
+	b.tmp = tmp
+	if b.schema, err = testenv.CreateSchema(ctx, b.s.PostgresURL, "bench_write_"+testenv.RandomHex(4)); err != nil {
+		return err
+	}
+	if err := b.schema.Migrate(ctx); err != nil {
+		return err
+	}
+	if err := b.startAPI(ctx); err != nil {
+		return err
+	}
+	if b.raw, err = openRaw(ctx, b.schema.URL, b.s.MaxConns); err != nil {
+		return err
+	}
+	tr := &http.Transport{MaxIdleConns: 4 * b.s.Clients, MaxIdleConnsPerHost: 4 * b.s.Clients, IdleConnTimeout: time.Minute}
+	b.client = &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	if err := b.waitAPI(ctx, 30*time.Second); err != nil {
+		return err
+	}
+	b.ids, err = b.raw.seed(ctx, b.s.Products)
+	return err
+}
+
+// startAPI builds the api unless -api-bin names one, and starts it on a
+// free loopback port with the rate limiter off and no migrations.
+func (b *bench) startAPI(ctx context.Context) error {
+	bin := b.s.APIBin
+	if bin == "" {
+		if err := binary.Build(ctx, "", b.tmp, "cqrsflow/api"); err != nil {
+			return fmt.Errorf("building the api: %w", err)
+		}
+		bin = filepath.Join(b.tmp, "api")
+	}
+	addr, err := testenv.LoopbackAddr()
+	if err != nil {
+		return err
+	}
+	b.baseURL = "http://" + addr
+	b.api, err = binary.Start(binary.Spec{Name: "api", Bin: bin, Addr: addr, LogPath: filepath.Join(b.tmp, "api.log"), Env: []string{
+		"POSTGRES_URL=" + b.schema.URL, "HTTP_ADDR=" + addr, "API_KEYS=bench:" + b.key, "API_KEYS_FILE=",
+		"RATE_LIMIT_RPS=0", "MIGRATE_ON_START=false", "LOG_LEVEL=" + b.s.LogLevel,
+		fmt.Sprintf("POSTGRES_MAX_CONNS=%d", b.s.MaxConns),
+	}})
+	return err
+}
+
+// apiLog is the end of the api's log, for error messages.
+func (b *bench) apiLog() string { return binary.Tail(b.api.LogPath, 15) }
+
+// cleanup stops the api and drops the schema; it runs with its own
+// deadline, so also after the run's context was cancelled. Failures are
+// printed: the measurement is done by then.
+func (b *bench) cleanup() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if b.api != nil {
+		if err := b.api.Stop(10 * time.Second); err != nil {
+			fmt.Fprintln(os.Stderr, "bench write:", err)
+		}
+	}
+	if b.raw != nil {
+		b.raw.close()
+	}
+	if b.schema != nil {
+		if err := b.schema.Drop(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, "bench write: dropping schema", b.schema.Name+":", err)
+		}
+	}
+	if b.tmp != "" {
+		_ = os.RemoveAll(b.tmp)
+	}
+}

@@ -1,0 +1,104 @@
+// Package write is the write part (`bench write`): closed-loop load on the
+// real api binary (64 clients, mixed creates/updates of products) against,
+// in the same run, a raw pgx baseline that runs the same SQL transaction
+// in-process with the same concurrency and pool size; then an open-loop
+// phase at 50% of the API's measured maximum, with latency measured from
+// the intended send time. The two sides run in alternating slices so
+// machine noise hits both alike. Everything runs in a private schema of
+// the local PostgreSQL (dropped afterwards) and on 127.0.0.1 only.
+package write
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"runtime"
+	"time"
+
+	"cqrsflow/bench/internal/cli"
+	"cqrsflow/bench/internal/procs"
+	"cqrsflow/bench/internal/result"
+	"cqrsflow/internal/config"
+)
+
+// settings are the part's flags.
+type settings struct {
+	PostgresURL string
+	APIBin      string
+	Duration    time.Duration // closed loop, per side
+	Slices      int
+	FixedDur    time.Duration // open loop, per side
+	Clients     int
+	Products    int
+	UpdateShare float64
+	MaxConns    int
+	Verbose     bool
+	LogLevel    string
+	Quick       bool
+}
+
+func parseSettings(args []string) (settings, error) {
+	s := settings{Quick: result.Quick()}
+	fs := flag.NewFlagSet("bench write", flag.ContinueOnError)
+	fs.StringVar(&s.PostgresURL, "postgres-url", cli.Env("POSTGRES_URL", config.DefaultPostgresURL), "PostgreSQL URL (a private schema is created and dropped)")
+	fs.StringVar(&s.APIBin, "api-bin", "", "api binary (default: go build ./api into a temp dir)")
+	fs.DurationVar(&s.Duration, "duration", result.Pick(s.Quick, 6*time.Second, 20*time.Second), "closed-loop duration of each side")
+	fs.IntVar(&s.Slices, "slices", 4, "the closed-loop duration is run in this many alternating api/raw slices")
+	fs.DurationVar(&s.FixedDur, "fixed-duration", result.Pick(s.Quick, 6*time.Second, 16*time.Second), "open-loop duration at 50% of the API maximum (per side)")
+	fs.IntVar(&s.Clients, "clients", 64, "concurrent clients (closed loop)")
+	fs.IntVar(&s.Products, "products", 2000, "products seeded for the updates")
+	fs.Float64Var(&s.UpdateShare, "update-share", 0.5, "share of updates in the mix (rest: creates)")
+	fs.IntVar(&s.MaxConns, "max-conns", 16, "PostgreSQL pool size of the api and of the baseline")
+	fs.BoolVar(&s.Verbose, "v", false, "print every slice")
+	fs.StringVar(&s.LogLevel, "log-level", "info", "api LOG_LEVEL (info writes one access log line per request)")
+	if err := cli.Parse(fs, args); err != nil {
+		return s, err
+	}
+	if s.Slices < 1 || s.Clients < 1 || s.Duration <= 0 || s.FixedDur <= 0 {
+		return s, cli.Usagef("-slices, -clients, -duration and -fixed-duration must be > 0")
+	}
+	if s.Products < 1 && s.UpdateShare > 0 {
+		return s, cli.Usagef("-products must be > 0 when -update-share is")
+	}
+	return s, nil
+}
+
+// Run is the write part.
+func Run(ctx context.Context, args []string) error {
+	s, err := parseSettings(args)
+	if err != nil {
+		return err
+	}
+	started := time.Now()
+	b, err := setup(ctx, s)
+	if err != nil {
+		return err
+	}
+	defer b.cleanup()
+
+	fmt.Printf("bench write: %d clients, %v per side, %.0f%% updates, pool %d conns, %d CPUs, api LOG_LEVEL=%s\n",
+		s.Clients, s.Duration, 100*s.UpdateShare, s.MaxConns, runtime.NumCPU(), s.LogLevel)
+	m := measurement{Load0: procs.LoadAvg()}
+	m.API, m.Raw, m.APICPUTicks = b.closedLoop(ctx)
+	fmt.Println("api (HTTP, closed loop):  ", m.API)
+	fmt.Println("raw pgx (same SQL):       ", m.Raw)
+	m.printAPICPU()
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if m.API.Ops == 0 || m.Raw.Ops == 0 {
+		return fmt.Errorf("no successful commands (api: %v; raw: %v); api log:\n%s", m.API.FirstError, m.Raw.FirstError, b.apiLog())
+	}
+	m.Half = m.API.Throughput / 2
+	m.Fixed, m.RawFixed = b.openLoop(ctx, m.Half)
+	fmt.Println("api at 50% of max (open): ", m.Fixed)
+	fmt.Println("raw at the same rate:     ", m.RawFixed)
+	m.Load1 = procs.LoadAvg()
+	m.print()
+	path, err := result.Save(m.result(s, started))
+	if err != nil {
+		return fmt.Errorf("saving result: %w", err)
+	}
+	fmt.Println("result:", path)
+	return nil
+}
