@@ -1,4 +1,4 @@
-# Local Elasticsearch (deploy/local/es.sh + deploy/local/elasticsearch). Owned by the ES helper.
+# Local Elasticsearch (deploy/local/es.sh + deploy/local/elasticsearch).
 
 .PHONY: test-es-sh
 

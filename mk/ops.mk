@@ -1,5 +1,5 @@
 # Operations: `make run` / `make stop` / `make demo`, alert-rule tests,
-# dashboard tests, compose checks (issue 6). Owned by the ops helper.
+# dashboard tests, compose checks.
 
 PROM_RULES := deploy/prometheus/rules/*.yml
 PROM_TESTS := deploy/prometheus/tests/*.yml

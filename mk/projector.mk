@@ -1,4 +1,4 @@
-# Projector (issue 5): read-model benchmark. Owned by the projector helper.
+# Projector: read-model benchmark (bench/internal/projector).
 # BENCH_QUICK=1 → 20 000 events over 2 000 products (default 200 000 / 20 000).
 # Extra flags, e.g. BENCH_PROJECTOR_FLAGS='-workers 1,2,3 -batch 10000'.
 BENCH_PROJECTOR_FLAGS ?=

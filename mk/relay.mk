@@ -1,4 +1,4 @@
-# Outbox relay (issue 4): `make bench-relay` — drain throughput on a
+# Outbox relay: `make bench-relay` — drain throughput on a
 # prefilled outbox vs a raw franz-go producer (same records, same settings),
 # and publish lag p50/p99 at a steady 1 000 writes/s (bench/internal/relay).
 # Flags: BENCH_RELAY_FLAGS='-rows 200000 -batch-size 1000 -rate 1000';

@@ -1,5 +1,5 @@
 # Local stack scripts (deploy/local: up/down/status, pg.sh, kafka.sh,
-# kafka-cli.sh). Owned by the stack helper; es.sh has its own fragment.
+# kafka-cli.sh). es.sh has its own fragment.
 
 .PHONY: test-stack-sh
 

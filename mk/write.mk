@@ -1,4 +1,4 @@
-# Write side (issue 3): `make bench-write` measures the api against a raw
+# Write side: `make bench-write` measures the api against a raw
 # pgx baseline running the same SQL transaction (bench/internal/write). Flags:
 # BENCH_WRITE_FLAGS='-duration 30s -clients 64'; BENCH_QUICK=1 for a short run.
 BENCH_PARTS += bench-write

@@ -1,4 +1,4 @@
-// Package apierr writes the JSON error body of ARCHITECTURE.md:
+// Package apierr writes the JSON error body of docs/architecture.md:
 // {"error": {"code": "…", "message": "…", "details": …}}.
 package apierr
 

@@ -1,5 +1,5 @@
 // Package envelope defines the event envelope that travels on Kafka: the
-// JSON value, its headers and the topic naming of ARCHITECTURE.md.
+// JSON value, its headers and the topic naming of docs/architecture.md.
 package envelope
 
 import (

@@ -13,36 +13,28 @@ import (
 // repoRoot is where the tests find deploy/ and docs/.
 const repoRoot = "../.."
 
-// contractMetrics are the metric names of ARCHITECTURE.md ("Names are part
-// of the contract"), with the series Prometheus derives from histograms.
-var contractMetrics = map[string]string{
-	"cqrsflow_http_request_duration_seconds":     "histogram",
-	"cqrsflow_events_appended_total":             "counter",
-	"cqrsflow_command_conflicts_total":           "counter",
-	"cqrsflow_outbox_pending_events":             "gauge",
-	"cqrsflow_outbox_oldest_pending_age_seconds": "gauge",
-	"cqrsflow_relay_published_total":             "counter",
-	"cqrsflow_relay_publish_lag_seconds":         "histogram",
-	"cqrsflow_projector_consumer_lag_records":    "gauge",
-	"cqrsflow_projector_sync_lag_seconds":        "gauge",
-	"cqrsflow_projector_end_to_end_seconds":      "histogram",
-	"cqrsflow_projector_events_total":            "counter",
-	"cqrsflow_projector_version_gaps_total":      "counter",
-	"cqrsflow_build_info":                        "gauge",
+// contractMetrics reads the metric table of docs/architecture.md.
+func contractMetrics(t *testing.T) map[string]Metric {
+	t.Helper()
+	m, err := Metrics(architectureDoc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
 
 // contractFamily maps a series name to its contract metric
 // (cqrsflow_x_bucket → cqrsflow_x for histograms); ok false if unknown.
-func contractFamily(series string) (string, bool) {
+func contractFamily(contract map[string]Metric, series string) (string, bool) {
 	if series == "up" {
 		return series, true
 	}
-	if _, ok := contractMetrics[series]; ok {
+	if _, ok := contract[series]; ok {
 		return series, true
 	}
 	for _, suf := range []string{"_bucket", "_sum", "_count"} {
 		base, found := strings.CutSuffix(series, suf)
-		if found && contractMetrics[base] == "histogram" {
+		if found && contract[base].Type == "histogram" {
 			return base, true
 		}
 	}
@@ -115,13 +107,14 @@ func TestDashboardsLintClean(t *testing.T) {
 }
 
 func TestDashboardMetricsAreContract(t *testing.T) {
+	contract := contractMetrics(t)
 	used := map[string]bool{}
 	for _, d := range loadDashboards(t) {
 		for _, q := range d.Queries() {
 			for _, m := range MetricNames(q.Expr) {
-				fam, ok := contractFamily(m)
+				fam, ok := contractFamily(contract, m)
 				if !ok {
-					t.Errorf("%s: metric %s is not in the ARCHITECTURE.md contract", q, m)
+					t.Errorf("%s: metric %s is not in the metric table of docs/architecture.md", q, m)
 					continue
 				}
 				if d.UID == "cqrsflow-overview" {
@@ -130,9 +123,9 @@ func TestDashboardMetricsAreContract(t *testing.T) {
 			}
 		}
 	}
-	// The overview shows every contract metric.
-	for m := range contractMetrics {
-		if !used[m] {
+	// The overview shows every metric the table marks "overview".
+	for m, row := range contract {
+		if row.Overview && !used[m] {
 			t.Errorf("the overview dashboard does not use contract metric %s", m)
 		}
 	}

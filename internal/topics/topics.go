@@ -16,7 +16,7 @@ import (
 	"cqrsflow/internal/envelope"
 )
 
-// Defaults of ARCHITECTURE.md.
+// Defaults of docs/architecture.md.
 const (
 	DefaultPartitions        int32 = 12
 	DefaultReplicationFactor int16 = 1
