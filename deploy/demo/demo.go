@@ -5,9 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -24,7 +24,6 @@ import (
 	"golang.org/x/time/rate"
 
 	"cqrsflow/internal/config"
-	"cqrsflow/internal/obs"
 )
 
 type cfg struct {
@@ -36,23 +35,19 @@ type cfg struct {
 	Workers    int
 }
 
-func parseConfig(args []string) (cfg, error) {
-	var c cfg
+// register registers the demo's settings, each once with its default.
+func (c *cfg) register(s *config.Set) {
+	s.String(&c.APIURL, "API_URL", "http://127.0.0.1:8080", "cqrsflow api base URL (loopback only)")
+	s.Secret(&c.APIKey, "API_KEY", "API key (default: first line of API_KEY_FILE)")
+	s.String(&c.APIKeyFile, "API_KEY_FILE", filepath.Join(config.StateDir(), "api-key"), "file holding the API key `make run` created")
+	s.Duration(&c.Duration, "DEMO_DURATION", 2*time.Minute, "how long to send load")
+	s.Int(&c.Rate, "DEMO_RATE", 20, "requests per second (all workers together)")
+	s.Int(&c.Workers, "DEMO_WORKERS", 4, "concurrent clients")
+}
+
+// validate reports every problem at once and reads the key file.
+func (c *cfg) validate() error {
 	var errs []error
-	stateDir := os.Getenv("CQRSFLOW_STATE_DIR")
-	if stateDir == "" {
-		stateDir = "/var/tmp/cqrsflow-local"
-	}
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	config.String(fs, &c.APIURL, "API_URL", "http://127.0.0.1:8080", "cqrsflow api base URL (loopback only)")
-	config.String(fs, &c.APIKey, "API_KEY", "", "API key (default: first line of API_KEY_FILE)")
-	config.String(fs, &c.APIKeyFile, "API_KEY_FILE", filepath.Join(stateDir, "api-key"), "file holding the API key `make run` created")
-	config.Duration(fs, &c.Duration, "DEMO_DURATION", 2*time.Minute, "how long to send load", &errs)
-	config.Int(fs, &c.Rate, "DEMO_RATE", 20, "requests per second (all workers together)", &errs)
-	config.Int(fs, &c.Workers, "DEMO_WORKERS", 4, "concurrent clients", &errs)
-	if err := fs.Parse(args); err != nil {
-		return c, err
-	}
 	u, err := url.Parse(c.APIURL)
 	if err != nil || u.Scheme != "http" && u.Scheme != "https" {
 		errs = append(errs, fmt.Errorf("API_URL %q: want http://host:port", c.APIURL))
@@ -77,16 +72,10 @@ func parseConfig(args []string) (cfg, error) {
 		errs = append(errs, fmt.Errorf("DEMO_WORKERS %d: want 1..64", c.Workers))
 	}
 	c.APIURL = strings.TrimRight(c.APIURL, "/")
-	return c, errors.Join(errs...)
+	return errors.Join(errs...)
 }
 
-func run(ctx context.Context, args []string) error {
-	c, err := parseConfig(args)
-	if err != nil {
-		return err
-	}
-	log := obs.NewLogger(os.Stderr, "info").With("component", "demo")
-	log.Info("sending load", "api", c.APIURL, "duration", c.Duration.String(), "rate", c.Rate, "workers", c.Workers)
+func run(ctx context.Context, c cfg, log *slog.Logger) error {
 	d := &demo{cfg: c, http: &http.Client{Timeout: 10 * time.Second}, stats: newStats()}
 	ctx, cancel := context.WithTimeout(ctx, c.Duration)
 	defer cancel()

@@ -1,11 +1,44 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"cqrsflow/internal/cli"
+	"cqrsflow/internal/config"
 )
+
+func parseConfig(args []string) (cfg, error) {
+	var c cfg
+	s := config.NewSet("demo")
+	c.register(s)
+	if err := s.Parse(args); err != nil {
+		return c, err
+	}
+	return c, errors.Join(s.Err(), c.validate())
+}
+
+// TestHelpHidesTheKey: -h exits 0 and never shows API_KEY.
+func TestHelpHidesTheKey(t *testing.T) {
+	t.Setenv("API_KEY", "demo-secret-key-0123456789")
+	var stdout, stderr bytes.Buffer
+	code := program.Run(context.Background(), []string{"-h"}, &stdout, &stderr)
+	if code != cli.ExitOK || strings.Contains(stdout.String()+stderr.String(), "demo-secret-key") {
+		t.Fatalf("exit %d, output:\n%s%s", code, stdout.String(), stderr.String())
+	}
+	if code := program.Run(context.Background(), []string{"run", "-h"}, &stdout, &stderr); code != cli.ExitOK ||
+		strings.Contains(stdout.String(), "demo-secret-key") || !strings.Contains(stdout.String(), "DEMO_RATE") {
+		t.Fatalf("run -h: exit %d, output:\n%s", code, stdout.String())
+	}
+	if code := program.Run(context.Background(), []string{"fast"}, &stdout, &stderr); code != cli.ExitUsage {
+		t.Fatalf("unknown command: exit %d, want %d", code, cli.ExitUsage)
+	}
+}
 
 func TestParseConfig(t *testing.T) {
 	keyFile := filepath.Join(t.TempDir(), "api-key")

@@ -7,17 +7,19 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
+
+	"cqrsflow/internal/cli"
+	"cqrsflow/internal/config"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "demo:", err)
-		os.Exit(1)
-	}
+var program = &cli.Program{
+	Name:    "demo",
+	Summary: "bounded, realistic load against a local cqrsflow api",
+	Commands: []*cli.Command{{Name: "run", Summary: "send load for DEMO_DURATION", Default: true, Setup: func(s *config.Set) cli.Action {
+		var c cfg
+		c.register(s)
+		return cli.Action{Validate: c.validate, Run: func(ctx context.Context, env cli.Env) error { return run(ctx, c, env.Log) }}
+	}}},
 }
+
+func main() { program.Main() }

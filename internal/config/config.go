@@ -3,13 +3,9 @@
 package config
 
 import (
-	"flag"
-	"fmt"
 	"os"
 	"regexp"
-	"strconv"
 	"strings"
-	"time"
 )
 
 // Local-stack defaults shared by every binary (docs/architecture.md).
@@ -29,53 +25,6 @@ func envOr(env, def string) string {
 		return v
 	}
 	return def
-}
-
-// String registers a string setting.
-func String(fs *flag.FlagSet, p *string, env, def, usage string) {
-	fs.StringVar(p, FlagName(env), envOr(env, def), usage+" (env "+env+")")
-}
-
-// Int registers an int setting; a malformed env value is reported by Errs.
-func Int(fs *flag.FlagSet, p *int, env string, def int, usage string, errs *[]error) {
-	v := def
-	if s, ok := os.LookupEnv(env); ok {
-		n, err := strconv.Atoi(s)
-		if err != nil {
-			*errs = append(*errs, fmt.Errorf("%s: %q is not an integer", env, s))
-		} else {
-			v = n
-		}
-	}
-	fs.IntVar(p, FlagName(env), v, usage+" (env "+env+")")
-}
-
-// Duration registers a duration setting; a malformed env value is reported by Errs.
-func Duration(fs *flag.FlagSet, p *time.Duration, env string, def time.Duration, usage string, errs *[]error) {
-	v := def
-	if s, ok := os.LookupEnv(env); ok {
-		d, err := time.ParseDuration(s)
-		if err != nil {
-			*errs = append(*errs, fmt.Errorf("%s: %q is not a duration", env, s))
-		} else {
-			v = d
-		}
-	}
-	fs.DurationVar(p, FlagName(env), v, usage+" (env "+env+")")
-}
-
-// Bool registers a bool setting; a malformed env value is reported by Errs.
-func Bool(fs *flag.FlagSet, p *bool, env string, def bool, usage string, errs *[]error) {
-	v := def
-	if s, ok := os.LookupEnv(env); ok {
-		b, err := strconv.ParseBool(s)
-		if err != nil {
-			*errs = append(*errs, fmt.Errorf("%s: %q is not a boolean", env, s))
-		} else {
-			v = b
-		}
-	}
-	fs.BoolVar(p, FlagName(env), v, usage+" (env "+env+")")
 }
 
 // SplitList splits a comma-separated list, dropping empty items.

@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"math"
 	"slices"
@@ -78,15 +77,16 @@ func parsePipelineConfig(args []string) (pipelineConfig, error) {
 		rates string
 		extra envList
 	)
-	fs := flag.NewFlagSet("pipeline", flag.ContinueOnError)
+	set := config.NewSet("pipeline")
+	fs := set.FlagSet()
 	defRates, defStep, defProbes, defBisect, defDrain := "250,500,1000,2000", 15*time.Second, 2, 2, 20*time.Second
 	if cfg.Quick {
 		defRates, defStep, defProbes, defBisect, defDrain = "250,1000", 8*time.Second, 0, 0, 10*time.Second
 	}
-	config.String(fs, &cfg.PostgresURL, "POSTGRES_URL", config.DefaultPostgresURL, "PostgreSQL base URL (a fresh schema is created in it)")
-	config.String(fs, &cfg.KafkaBrokers, "KAFKA_BROKERS", config.DefaultKafkaBrokers, "Kafka brokers")
-	config.String(fs, &cfg.ElasticsearchURL, "ELASTICSEARCH_URL", config.DefaultElasticsearchURL, "Elasticsearch URL")
-	config.String(fs, &cfg.StateDir, "CQRSFLOW_STATE_DIR", "/var/tmp/cqrsflow-local", "local stack state dir (pid files, for CPU accounting)")
+	set.URL(&cfg.PostgresURL, "POSTGRES_URL", config.DefaultPostgresURL, "PostgreSQL base URL (a fresh schema is created in it)")
+	set.String(&cfg.KafkaBrokers, "KAFKA_BROKERS", config.DefaultKafkaBrokers, "Kafka brokers")
+	set.URL(&cfg.ElasticsearchURL, "ELASTICSEARCH_URL", config.DefaultElasticsearchURL, "Elasticsearch URL")
+	cfg.StateDir = config.StateDir() // pid files, for CPU accounting
 	fs.StringVar(&cfg.BinDir, "bin-dir", "", "use api, outbox-relay and projector from this dir instead of building them")
 	fs.StringVar(&cfg.RepoDir, "repo", ".", "directory inside the repository to build the binaries from")
 	fs.StringVar(&rates, "rates", defRates, "comma-separated steady offered rates (writes/s)")
@@ -106,6 +106,9 @@ func parsePipelineConfig(args []string) (pipelineConfig, error) {
 	fs.BoolVar(&cfg.KeepLogs, "keep-logs", false, "keep the binaries' logs (printed path) after the run")
 	if err := cli.Parse(fs, args); err != nil {
 		return cfg, err
+	}
+	if err := set.Err(); err != nil {
+		return cfg, cli.UsageError{Err: err}
 	}
 	r, err := parseRates(rates)
 	cfg.Rates, cfg.ExtraEnv = r, extra

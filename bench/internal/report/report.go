@@ -6,7 +6,6 @@ package report
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -28,21 +27,25 @@ type reportConfig struct {
 }
 
 func parseConfig(args []string) (reportConfig, time.Time, error) {
-	fs := flag.NewFlagSet("report", flag.ContinueOnError)
+	set := config.NewSet("report")
+	fs := set.FlagSet()
 	var cfg reportConfig
 	fs.StringVar(&cfg.MD, "md", "BENCHMARKS.md", "markdown file whose generated block is rewritten")
 	fs.StringVar(&cfg.PlotDir, "plots", "docs/bench", "directory for the PNG plots")
 	fs.BoolVar(&cfg.NoMD, "no-md", false, "print the summary only; do not touch the markdown file or the plots")
-	config.String(fs, &cfg.Since, "BENCH_SINCE", "", "ignore results that started before this RFC 3339 time (set by `make bench`)")
-	config.String(fs, &cfg.PG, "POSTGRES_URL", config.DefaultPostgresURL, "PostgreSQL, for its version")
-	config.String(fs, &cfg.ES, "ELASTICSEARCH_URL", config.DefaultElasticsearchURL, "Elasticsearch, for its version")
-	config.String(fs, &cfg.StateDir, "CQRSFLOW_STATE_DIR", "/var/tmp/cqrsflow-local", "local stack state dir, for the Kafka broker's pid")
+	set.String(&cfg.Since, "BENCH_SINCE", "", "ignore results that started before this RFC 3339 time (set by `make bench`)")
+	set.URL(&cfg.PG, "POSTGRES_URL", config.DefaultPostgresURL, "PostgreSQL, for its version")
+	set.URL(&cfg.ES, "ELASTICSEARCH_URL", config.DefaultElasticsearchURL, "Elasticsearch, for its version")
+	cfg.StateDir = config.StateDir()
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: bench report [flags]\nreads %s (default bench-results)/<part>.json\n", result.DirEnv)
 		fs.PrintDefaults()
 	}
 	if err := cli.Parse(fs, args); err != nil {
 		return cfg, time.Time{}, err
+	}
+	if err := set.Err(); err != nil {
+		return cfg, time.Time{}, cli.UsageError{Err: err}
 	}
 	var since time.Time
 	if cfg.Since != "" {
