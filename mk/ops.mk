@@ -54,7 +54,7 @@ test-dashboards: ## run every dashboard query on the live local Prometheus under
 # the env/port/mount checks of internal/opscheck (they also run in
 # test-unit), plus `docker compose config` where the compose plugin exists.
 test-compose: ## validate docker-compose.yml (compose-go + contract checks; `docker compose config` if installed)
-	$(GO) test -count=1 -tags opsbuild -run 'TestCompose|TestDockerfile|TestStaticBinaries' ./internal/opscheck
+	$(GO) test -count=1 -timeout 20m -tags opsbuild -run 'TestCompose|TestDockerfile|TestStaticBinaries' ./internal/opscheck
 	@if docker compose version >/dev/null 2>&1; then \
 	  echo "docker compose config -q"; CQRSFLOW_API_KEYS=$${CQRSFLOW_API_KEYS:-compose-config-check-key-0000} docker compose config -q; \
 	else \
