@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"cqrsflow/internal/config"
+	"cqrsflow/internal/kafka"
 	"cqrsflow/internal/outbox"
 	"cqrsflow/internal/relay"
 	"cqrsflow/internal/topics"
@@ -17,7 +18,7 @@ import (
 // cfg is the outbox-relay configuration (env + flags of the same meaning).
 type cfg struct {
 	PostgresURL      string
-	KafkaBrokers     []string
+	Kafka            kafka.Settings
 	TopicPrefix      string
 	AggregateTypes   []string
 	TopicPartitions  int
@@ -49,7 +50,7 @@ func defaultRelayID() string {
 func (c *cfg) register(s *config.Set) {
 	d := relay.DefaultConfig()
 	s.URL(&c.PostgresURL, "POSTGRES_URL", config.DefaultPostgresURL, "PostgreSQL URL (may carry search_path)")
-	s.List(&c.KafkaBrokers, "KAFKA_BROKERS", config.DefaultKafkaBrokers, "comma-separated Kafka bootstrap brokers")
+	c.Kafka.Register(s)
 	s.String(&c.TopicPrefix, "TOPIC_PREFIX", d.TopicPrefix, "topic prefix: <prefix>.<aggregate_type>.events")
 	s.List(&c.AggregateTypes, "AGGREGATE_TYPES", "product,order", "aggregate types whose topics are created/verified at start")
 	s.Int(&c.TopicPartitions, "TOPIC_PARTITIONS", int(topics.DefaultPartitions), "partitions of topics created at start")
@@ -73,9 +74,7 @@ func (c *cfg) validate() error {
 	if c.PostgresURL == "" {
 		errs = append(errs, errors.New("POSTGRES_URL is empty"))
 	}
-	if len(c.KafkaBrokers) == 0 {
-		errs = append(errs, errors.New("KAFKA_BROKERS is empty"))
-	}
+	errs = append(errs, c.Kafka.Validate())
 	if !namePart.MatchString(c.TopicPrefix) {
 		errs = append(errs, fmt.Errorf("TOPIC_PREFIX %q: use letters, digits, '.', '_' or '-'", c.TopicPrefix))
 	}

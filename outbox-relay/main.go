@@ -13,7 +13,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"cqrsflow/internal/backoff"
 	"cqrsflow/internal/cli"
@@ -58,9 +57,10 @@ func runRelay(ctx context.Context, c cfg, env cli.Env) error {
 		return fmt.Errorf("postgres pool: %w", err)
 	}
 	defer pool.Close()
-	kc, err := kgo.NewClient(relay.ProducerOpts(c.KafkaBrokers, c.DeliveryTimeout)...)
+	c.Kafka.LogWarnings(log)
+	kc, err := c.Kafka.NewClient(relay.ProducerOpts(c.Kafka.Brokers, c.DeliveryTimeout)...)
 	if err != nil {
-		return fmt.Errorf("kafka client: %w", err)
+		return err
 	}
 	defer kc.Close()
 

@@ -2,6 +2,8 @@ package opscheck
 
 import (
 	"context"
+	"go/parser"
+	"go/token"
 	"net"
 	"net/url"
 	"os"
@@ -34,20 +36,39 @@ var (
 )
 
 // binaryEnv returns the env vars a binary reads (from its package's
-// non-test Go sources and the shared skeleton's, internal/cli: the
-// config.Set registrations and os.Getenv/LookupEnv) with their literal
-// defaults ("" when computed or secret).
+// non-test Go sources, the shared skeleton's, internal/cli, and those of
+// the internal packages it imports, which register shared settings such
+// as kafka.Settings: the config.Set registrations and
+// os.Getenv/LookupEnv) with their literal defaults ("" when computed or
+// secret).
 func binaryEnv(t *testing.T, binary string) map[string]string {
 	t.Helper()
 	files, err := filepath.Glob(filepath.Join(repoRoot, binary, "*.go"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no Go sources for binary %s: %v", binary, err)
 	}
-	skeleton, err := filepath.Glob(filepath.Join(repoRoot, "internal", "cli", "*.go"))
-	if err != nil || len(skeleton) == 0 {
-		t.Fatalf("no Go sources for internal/cli: %v", err)
+	dirs := map[string]bool{filepath.Join(repoRoot, "internal", "cli"): true}
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		parsed, err := parser.ParseFile(token.NewFileSet(), f, nil, parser.ImportsOnly)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, imp := range parsed.Imports {
+			if p, _ := strconv.Unquote(imp.Path.Value); strings.HasPrefix(p, "cqrsflow/internal/") {
+				dirs[filepath.Join(repoRoot, strings.TrimPrefix(p, "cqrsflow/"))] = true
+			}
+		}
 	}
-	files = append(files, skeleton...)
+	for dir := range dirs {
+		shared, err := filepath.Glob(filepath.Join(dir, "*.go"))
+		if err != nil || len(shared) == 0 {
+			t.Fatalf("no Go sources in %s: %v", dir, err)
+		}
+		files = append(files, shared...)
+	}
 	env := map[string]string{}
 	for _, f := range files {
 		if strings.HasSuffix(f, "_test.go") {

@@ -3,6 +3,8 @@ package projector
 import (
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"cqrsflow/internal/topics"
 )
 
@@ -27,8 +29,11 @@ const (
 // except FlushInterval, where 0 means "do not wait".
 type Config struct {
 	Brokers []string
-	Group   string
-	Topic   string
+	// ClientOpts are appended to the client's options: the connection's
+	// TLS and SASL (kafka.Settings.Opts).
+	ClientOpts []kgo.Opt
+	Group      string
+	Topic      string
 	// Index is where documents are read and written: the alias for the
 	// live projection (it follows an alias swap), a concrete versioned
 	// index for a rebuild.

@@ -45,7 +45,7 @@ func newRunner(cfg Config, proj Projection, store Store, m *Metrics, log *slog.L
 	}
 	log = log.With("projection", proj.Name(), "group", cfg.Group)
 	r := &Runner{cfg: cfg, proj: proj, m: m, log: log}
-	cl, err := kgo.NewClient(
+	cl, err := kgo.NewClient(append([]kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.ConsumerGroup(cfg.Group),
 		kgo.ConsumeTopics(cfg.Topic),
@@ -68,7 +68,7 @@ func newRunner(cfg Config, proj Projection, store Store, m *Metrics, log *slog.L
 		kgo.SessionTimeout(cfg.SessionTimeout),
 		kgo.HeartbeatInterval(min(3*time.Second, cfg.SessionTimeout/4)),
 		kgo.WithLogger(kgoLogger{log.With("component", "kgo")}),
-	)
+	}, cfg.ClientOpts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("kafka client: %w", err)
 	}
