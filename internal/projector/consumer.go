@@ -60,11 +60,11 @@ func newRunner(cfg Config, proj Projection, store Store, m *Metrics, log *slog.L
 		// The same client produces dead letters (dlq_kafka.go).
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(0),
-		kgo.FetchMaxWait(500*time.Millisecond),
+		kgo.FetchMaxWait(500 * time.Millisecond),
 		// Large fetches let a catch-up batch fill up (more events per
 		// aggregate fold into one write).
-		kgo.FetchMaxPartitionBytes(8<<20),
-		kgo.FetchMaxBytes(64<<20),
+		kgo.FetchMaxPartitionBytes(8 << 20),
+		kgo.FetchMaxBytes(64 << 20),
 		kgo.SessionTimeout(cfg.SessionTimeout),
 		kgo.HeartbeatInterval(min(3*time.Second, cfg.SessionTimeout/4)),
 		kgo.WithLogger(kgoLogger{log.With("component", "kgo")}),
