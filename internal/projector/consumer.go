@@ -45,7 +45,7 @@ func newRunner(cfg Config, proj Projection, store Store, m *Metrics, log *slog.L
 	}
 	log = log.With("projection", proj.Name(), "group", cfg.Group)
 	r := &Runner{cfg: cfg, proj: proj, m: m, log: log}
-	cl, err := kgo.NewClient(append([]kgo.Opt{
+	cl, err := newClient(cfg.ClientOpts,
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.ConsumerGroup(cfg.Group),
 		kgo.ConsumeTopics(cfg.Topic),
@@ -60,15 +60,15 @@ func newRunner(cfg Config, proj Projection, store Store, m *Metrics, log *slog.L
 		// The same client produces dead letters (dlq_kafka.go).
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(0),
-		kgo.FetchMaxWait(500 * time.Millisecond),
+		kgo.FetchMaxWait(500*time.Millisecond),
 		// Large fetches let a catch-up batch fill up (more events per
 		// aggregate fold into one write).
-		kgo.FetchMaxPartitionBytes(8 << 20),
-		kgo.FetchMaxBytes(64 << 20),
+		kgo.FetchMaxPartitionBytes(8<<20),
+		kgo.FetchMaxBytes(64<<20),
 		kgo.SessionTimeout(cfg.SessionTimeout),
 		kgo.HeartbeatInterval(min(3*time.Second, cfg.SessionTimeout/4)),
 		kgo.WithLogger(kgoLogger{log.With("component", "kgo")}),
-	}, cfg.ClientOpts...)...)
+	)
 	if err != nil {
 		return nil, fmt.Errorf("kafka client: %w", err)
 	}
@@ -78,6 +78,12 @@ func newRunner(cfg Config, proj Projection, store Store, m *Metrics, log *slog.L
 	dlq := &kafkaDLQ{cl: cl, projection: proj.Name()}
 	r.proc = newProcessor(proj, store, dlq, r.parts, m, log, backoff.Policy{Min: cfg.BackoffMin, Max: cfg.BackoffMax})
 	return r, nil
+}
+
+// newClient is kgo.NewClient with the connection options (TLS, SASL)
+// appended to the consumer's own.
+func newClient(conn []kgo.Opt, opts ...kgo.Opt) (*kgo.Client, error) {
+	return kgo.NewClient(append(opts, conn...)...)
 }
 
 // Ping checks Kafka answers (for /readyz).
