@@ -29,11 +29,8 @@ const (
 // except FlushInterval, where 0 means "do not wait".
 type Config struct {
 	Brokers []string
-	// ClientOpts are appended to the client's options: the connection's
-	// TLS and SASL (kafka.Settings.Opts).
-	ClientOpts []kgo.Opt
-	Group      string
-	Topic      string
+	Group   string
+	Topic   string
 	// Index is where documents are read and written: the alias for the
 	// live projection (it follows an alias swap), a concrete versioned
 	// index for a rebuild.
@@ -60,6 +57,10 @@ type Config struct {
 	// one poll of already-fetched records.
 	MaxParked     int
 	ParkedRecheck time.Duration
+
+	// ClientOpts are appended to the Kafka client's options: the
+	// connection's TLS and SASL (kafka.Settings.Opts).
+	ClientOpts []kgo.Opt
 }
 
 func (c *Config) defaults() {
