@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -93,7 +94,20 @@ func runRelay(ctx context.Context, c cfg, env cli.Env) error {
 			}
 		}
 		specs := topics.EventSpecs(c.TopicPrefix, c.AggregateTypes, int32(c.TopicPartitions), int16(c.TopicReplication), log)
-		if err := retry(ctx, "ensuring topics", func(ctx context.Context) error { return topics.EnsureAll(ctx, kadm.NewClient(kc), specs) }); err != nil {
+		for i := range specs {
+			specs[i].MinInsyncReplicas = int16(c.TopicMinInsync)
+		}
+		ensure := func(ctx context.Context) error {
+			err := topics.EnsureAll(ctx, kadm.NewClient(kc), specs)
+			if errors.Is(err, topics.ErrMisconfigured) {
+				return backoff.Permanent(err) // an operator must change the topic
+			}
+			return err
+		}
+		if err := retry(ctx, "ensuring topics", ensure); err != nil {
+			if backoff.IsPermanent(err) {
+				return err
+			}
 			return nil
 		}
 		return r.Run(ctx)
