@@ -84,8 +84,13 @@ func (c *Config) validate() error {
 	errs = append(errs, c.Elasticsearch.Validate())
 	if c.APIKeys == "" && c.APIKeysFile == "" {
 		if p := filepath.Join(config.StateDir(), "api-key"); fileExists(p) {
+			// A key planted in a directory others can write would be trusted.
+			errs = append(errs, config.CheckStateDir(config.StateDir()))
 			c.APIKeysFile = p
 		}
+	}
+	if c.APIKeysFile != "" {
+		errs = append(errs, config.CheckSecretFile("API_KEYS_FILE", c.APIKeysFile))
 	}
 	return errors.Join(errs...)
 }

@@ -105,6 +105,10 @@ build() {
 }
 
 ensure_api_key() {
+  ensure_state_dir
+  if [[ -e "$API_KEY_FILE" ]] && (( (8#$(stat -c %a "$API_KEY_FILE") & 8#077) != 0 )); then
+    die "$API_KEY_FILE is accessible to group or others (mode $(stat -c %a "$API_KEY_FILE")): the api refuses it. Fix: chmod 600 $API_KEY_FILE"
+  fi
   if [[ ! -s "$API_KEY_FILE" ]]; then
     (umask 077 && od -An -tx1 -N20 /dev/urandom | tr -d ' \n' >"$API_KEY_FILE" && echo >>"$API_KEY_FILE")
     log "created a local API key in $API_KEY_FILE"
