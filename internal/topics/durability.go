@@ -44,6 +44,26 @@ func assessDurability(rf, minISR, brokers int) (warning string, err error) {
 	return "", nil
 }
 
+// checkCreated judges a topic just created with rf and minISR.
+func checkCreated(ctx context.Context, adm *kadm.Client, topic string, rf, minISR int, log *slog.Logger) error {
+	brokers, err := adm.ListBrokers(ctx)
+	if err != nil {
+		return fmt.Errorf("listing brokers: %w", err)
+	}
+	return judge(topic, rf, minISR, len(brokers), log)
+}
+
+func judge(topic string, rf, minISR, brokers int, log *slog.Logger) error {
+	warning, err := assessDurability(rf, minISR, brokers)
+	if err != nil {
+		return fmt.Errorf("topic %s: %w", topic, err)
+	}
+	if warning != "" {
+		log.Warn("topic durability: "+warning, "topic", topic, "replication_factor", rf, "min_insync_replicas", minISR, "brokers", brokers)
+	}
+	return nil
+}
+
 // CheckDurability reads an existing topic's replication factor and
 // effective min.insync.replicas and the cluster's broker count, logs a
 // warning when they make acks=all weak, and returns ErrMisconfigured when
@@ -82,12 +102,5 @@ func CheckDurability(ctx context.Context, adm *kadm.Client, topic string, log *s
 			}
 		}
 	}
-	warning, err := assessDurability(rf, minISR, len(md.Brokers))
-	if err != nil {
-		return fmt.Errorf("topic %s: %w", topic, err)
-	}
-	if warning != "" {
-		log.Warn("topic durability: "+warning, "topic", topic, "replication_factor", rf, "min_insync_replicas", minISR, "brokers", len(md.Brokers))
-	}
-	return nil
+	return judge(topic, rf, minISR, len(md.Brokers), log)
 }

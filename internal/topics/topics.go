@@ -114,7 +114,9 @@ func Ensure(ctx context.Context, adm *kadm.Client, spec Spec) error {
 	case err == nil:
 		log.Info("topic created", "topic", spec.Name, "partitions", spec.Partitions, "replication_factor", spec.ReplicationFactor,
 			"min_insync_replicas", minISR)
-		return CheckDurability(ctx, adm, spec.Name, log)
+		// Judged by what was asked for: a new topic may not be in the
+		// brokers' metadata yet.
+		return checkCreated(ctx, adm, spec.Name, int(spec.ReplicationFactor), int(minISR), log)
 	case errors.Is(err, kerr.TopicAlreadyExists):
 	default:
 		return fmt.Errorf("creating topic %s: %w", spec.Name, err)
