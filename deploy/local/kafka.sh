@@ -158,9 +158,15 @@ start() {
       local cluster_id
       cluster_id="$("${tool[@]}" kafka.tools.StorageTool random-uuid 2>>"$KAFKA_LOG")" \
         || { show_log "$KAFKA_LOG"; die "StorageTool random-uuid failed"; }
-      log "formatting $KAFKA_DATA (cluster id $cluster_id)"
+      log "formatting $KAFKA_DATA (cluster id $cluster_id, SCRAM user $KAFKA_SASL_USER)"
+      # A new cluster gets the SCRAM credentials with its bootstrap
+      # metadata, which saves ensure_scram_users two JVM starts.
+      local pw
+      pw="$(head -n 1 "$KAFKA_SASL_PASSWORD_FILE")"
       "${tool[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$KAFKA_CONF" --ignore-formatted \
+        --add-scram "SCRAM-SHA-256=[name=$KAFKA_SASL_USER,password=$pw]" --add-scram "SCRAM-SHA-512=[name=$KAFKA_SASL_USER,password=$pw]" \
         >>"$KAFKA_LOG" 2>&1 || { show_log "$KAFKA_LOG"; die "StorageTool format failed"; }
+      sha256sum "$KAFKA_SASL_PASSWORD_FILE" | cut -d' ' -f1 >"$KAFKA_DIR/.scram-users"
     fi
     [[ -f "$KAFKA_LOG" ]] && mv -f "$KAFKA_LOG" "$KAFKA_LOG.1"
     log "starting on $BOOTSTRAP, controller 127.0.0.1:$KAFKA_CONTROLLER_PORT (log $KAFKA_LOG)"
