@@ -58,16 +58,20 @@ check_security() {
   fi
   out="$(psql -X -At "postgres://cqrsflow:$pw@127.0.0.1:$PG_PORT/cqrsflow?sslmode=verify-full&sslrootcert=$SCRATCH/other-ca.crt" -c 'SELECT 1' 2>&1 || true)"
   contains "PostgreSQL verify-full with another CA fails ($when)" "certificate verify failed"
-  local kpw mech
+  # PLAIN through kcat; the SCRAM mechanisms are checked with the Go
+  # client by internal/testenv's TestStackKafkaSASLSSL (the Debian kcat's
+  # SCRAM does not authenticate against this broker, franz-go's does).
+  local kpw
   kpw="$(cat "$STATE/kafka/sasl-password")"
-  for mech in SCRAM-SHA-512 PLAIN; do
-    out="$(kcat -L -m 5 -b "127.0.0.1:$KAFKA_SASL_PORT" -X security.protocol=SASL_SSL -X "sasl.mechanisms=$mech" \
-      -X sasl.username=cqrsflow -X "sasl.password=$kpw" -X "ssl.ca.location=$ca" 2>&1 || true)"
-    contains "Kafka SASL_SSL with $mech and the stack CA ($when)" "broker 1 at 127.0.0.1:$KAFKA_SASL_PORT"
-  done
-  out="$(kcat -L -m 5 -b "127.0.0.1:$KAFKA_SASL_PORT" -X security.protocol=SASL_SSL -X sasl.mechanisms=SCRAM-SHA-512 \
+  out="$(kcat -L -m 5 -b "127.0.0.1:$KAFKA_SASL_PORT" -X security.protocol=SASL_SSL -X sasl.mechanisms=PLAIN \
+    -X sasl.username=cqrsflow -X "sasl.password=$kpw" -X "ssl.ca.location=$ca" 2>&1 || true)"
+  contains "Kafka SASL_SSL with PLAIN and the stack CA ($when)" "broker 1 at 127.0.0.1:$KAFKA_SASL_PORT"
+  out="$(kcat -L -m 5 -b "127.0.0.1:$KAFKA_SASL_PORT" -X security.protocol=SASL_SSL -X sasl.mechanisms=PLAIN \
     -X sasl.username=cqrsflow -X sasl.password=wrong -X "ssl.ca.location=$ca" 2>&1 || true)"
   lacks "Kafka SASL_SSL refuses a wrong password ($when)" "broker 1 at"
+  out="$(kcat -L -m 5 -b "127.0.0.1:$KAFKA_SASL_PORT" -X security.protocol=SASL_SSL -X sasl.mechanisms=PLAIN \
+    -X sasl.username=cqrsflow -X "sasl.password=$kpw" -X "ssl.ca.location=$SCRATCH/other-ca.crt" 2>&1 || true)"
+  lacks "Kafka SASL_SSL with another CA fails ($when)" "broker 1 at"
 }
 
 cleanup() {
