@@ -8,14 +8,18 @@ BIN         ?= bin
 STATE_DIR   ?= $(or $(CQRSFLOW_STATE_DIR),/var/tmp/cqrsflow-local)
 PG_PORT     ?= 15432
 KAFKA_PORT  ?= 19092
+KAFKA_SASL_PORT ?= $(shell echo $$(( $(KAFKA_PORT) + 2 )))
 ES_PORT     ?= 19200
 export CQRSFLOW_STATE_DIR := $(STATE_DIR)
-export PG_PORT KAFKA_PORT ES_PORT
+export PG_PORT KAFKA_PORT KAFKA_SASL_PORT ES_PORT
 
 # Where the tests find the real stack (internal/testenv reads these).
 export TEST_POSTGRES_URL      ?= postgres://cqrsflow:cqrsflow@127.0.0.1:$(PG_PORT)/cqrsflow?sslmode=disable
 export TEST_KAFKA_BROKERS     ?= 127.0.0.1:$(KAFKA_PORT)
 export TEST_ELASTICSEARCH_URL ?= http://127.0.0.1:$(ES_PORT)
+# The secured endpoints: Kafka's SASL_SSL listener; the stack CA and the
+# passwords are read from the state dir (internal/testenv/secure.go).
+export TEST_KAFKA_SASL_BROKERS ?= 127.0.0.1:$(KAFKA_SASL_PORT)
 
 GOTEST_FLAGS ?= -race -count=1
 INTEGRATION_TIMEOUT ?= 30m

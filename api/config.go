@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"cqrsflow/internal/config"
+	"cqrsflow/internal/esindex"
 )
 
 // Config is the api's configuration: env vars with flags of the same
@@ -26,7 +27,7 @@ type Config struct {
 	ShutdownTimeout  time.Duration
 	MigrateOnStart   bool
 	IdempotencyTTL   time.Duration
-	ElasticsearchURL string // read routes (internal/query)
+	Elasticsearch    esindex.Settings // read routes (internal/query)
 	IndexPrefix      string
 }
 
@@ -50,7 +51,7 @@ func (c *Config) register(s *config.Set) {
 	s.Duration(&c.ShutdownTimeout, "SHUTDOWN_TIMEOUT", 15*time.Second, "graceful shutdown: time to drain in-flight requests")
 	s.Duration(&c.IdempotencyTTL, "IDEMPOTENCY_TTL", 24*time.Hour, "how long idempotency keys are kept (0 keeps them forever)")
 	s.Bool(&c.MigrateOnStart, "MIGRATE_ON_START", true, "apply migrations when the server starts")
-	s.URL(&c.ElasticsearchURL, "ELASTICSEARCH_URL", config.DefaultElasticsearchURL, "Elasticsearch URL of the read models")
+	c.Elasticsearch.Register(s)
 	s.String(&c.IndexPrefix, "INDEX_PREFIX", "", "Elasticsearch index/alias name prefix of the read models")
 }
 
@@ -80,13 +81,16 @@ func (c *Config) validate() error {
 	if c.CommandTimeout <= 0 || c.ShutdownTimeout <= 0 || c.BodyTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("COMMAND_TIMEOUT, BODY_TIMEOUT and SHUTDOWN_TIMEOUT must be > 0"))
 	}
-	if c.ElasticsearchURL == "" {
-		errs = append(errs, errors.New("ELASTICSEARCH_URL is required"))
-	}
+	errs = append(errs, c.Elasticsearch.Validate())
 	if c.APIKeys == "" && c.APIKeysFile == "" {
 		if p := filepath.Join(config.StateDir(), "api-key"); fileExists(p) {
+			// A key planted in a directory others can write would be trusted.
+			errs = append(errs, config.CheckStateDir(config.StateDir()))
 			c.APIKeysFile = p
 		}
+	}
+	if c.APIKeysFile != "" {
+		errs = append(errs, config.CheckSecretFile("API_KEYS_FILE", c.APIKeysFile))
 	}
 	return errors.Join(errs...)
 }

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -94,5 +96,49 @@ func TestStrictCommandLine(t *testing.T) {
 		if code != tc.code || !strings.Contains(stdout.String()+stderr.String(), tc.want) {
 			t.Errorf("api %v: exit %d, output %q; want exit %d and %q", tc.args, code, stdout.String()+stderr.String(), tc.code, tc.want)
 		}
+	}
+}
+
+// TestKeyFilePermissions: an API key file others can read, or a state dir
+// others can write (whose api-key would be trusted), is refused at start
+// with the command that fixes it; the key is never printed.
+func TestKeyFilePermissions(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CQRSFLOW_STATE_DIR", dir)
+	keyFile := filepath.Join(dir, "api-key")
+	if err := os.WriteFile(keyFile, []byte("filesecretkey-0123456789\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"-api-keys-file", keyFile}, nil} { // explicit, and the state dir's default
+		_, _, err := parseConfig(args)
+		if err == nil || !strings.Contains(err.Error(), "chmod 600 "+keyFile) {
+			t.Errorf("api %v with a 0644 key file: %v, want a refusal saying chmod 600", args, err)
+		}
+		err = run(context.Background(), append([]string{"serve", "-postgres-url", "postgres://u@127.0.0.1:1/db"}, args...))
+		if err == nil || !strings.Contains(err.Error(), "exit 2") || !strings.Contains(err.Error(), "chmod 600") {
+			t.Errorf("api serve %v: %v, want exit 2 naming the fix", args, err)
+		}
+		if err != nil && strings.Contains(err.Error(), "filesecretkey") {
+			t.Errorf("the refusal prints the key: %v", err)
+		}
+	}
+	if err := os.Chmod(keyFile, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if c, _, err := parseConfig(nil); err != nil || c.APIKeysFile != keyFile {
+		t.Fatalf("0600 key file in a 0755 state dir: file %q, %v", c.APIKeysFile, err)
+	}
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := parseConfig(nil); err == nil || !strings.Contains(err.Error(), "chmod go-w "+dir) {
+		t.Errorf("world-writable state dir: %v, want a refusal saying chmod go-w", err)
+	}
+	// An explicit API_KEYS needs no file: the state dir is not consulted.
+	if _, _, err := parseConfig([]string{"-api-keys", "ops:supersecretkey-123456"}); err != nil {
+		t.Errorf("API_KEYS with a world-writable state dir: %v", err)
 	}
 }

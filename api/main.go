@@ -16,7 +16,6 @@ import (
 
 	"cqrsflow/internal/cli"
 	"cqrsflow/internal/config"
-	"cqrsflow/internal/esindex"
 	"cqrsflow/internal/eventschema"
 	"cqrsflow/internal/eventstore"
 	"cqrsflow/internal/httpapi"
@@ -93,7 +92,8 @@ func serve(ctx context.Context, c Config, env cli.Env) error {
 	store := eventstore.New(pool)
 	defer store.Close() // before pool.Close (defers run last-in first-out)
 
-	es, err := esindex.New(c.ElasticsearchURL)
+	c.Elasticsearch.LogWarnings(log)
+	es, err := c.Elasticsearch.Client()
 	if err != nil {
 		return err
 	}

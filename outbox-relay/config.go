@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"cqrsflow/internal/config"
+	"cqrsflow/internal/kafka"
 	"cqrsflow/internal/outbox"
 	"cqrsflow/internal/relay"
 	"cqrsflow/internal/topics"
@@ -17,11 +18,12 @@ import (
 // cfg is the outbox-relay configuration (env + flags of the same meaning).
 type cfg struct {
 	PostgresURL      string
-	KafkaBrokers     []string
+	Kafka            kafka.Settings
 	TopicPrefix      string
 	AggregateTypes   []string
 	TopicPartitions  int
 	TopicReplication int
+	TopicMinInsync   int
 	MetricsAddr      string
 	RelayID          string
 	BatchSize        int
@@ -49,11 +51,12 @@ func defaultRelayID() string {
 func (c *cfg) register(s *config.Set) {
 	d := relay.DefaultConfig()
 	s.URL(&c.PostgresURL, "POSTGRES_URL", config.DefaultPostgresURL, "PostgreSQL URL (may carry search_path)")
-	s.List(&c.KafkaBrokers, "KAFKA_BROKERS", config.DefaultKafkaBrokers, "comma-separated Kafka bootstrap brokers")
+	c.Kafka.Register(s)
 	s.String(&c.TopicPrefix, "TOPIC_PREFIX", d.TopicPrefix, "topic prefix: <prefix>.<aggregate_type>.events")
 	s.List(&c.AggregateTypes, "AGGREGATE_TYPES", "product,order", "aggregate types whose topics are created/verified at start")
 	s.Int(&c.TopicPartitions, "TOPIC_PARTITIONS", int(topics.DefaultPartitions), "partitions of topics created at start")
 	s.Int(&c.TopicReplication, "TOPIC_REPLICATION_FACTOR", int(topics.DefaultReplicationFactor), "replication factor of topics created at start")
+	s.Int(&c.TopicMinInsync, "TOPIC_MIN_INSYNC_REPLICAS", 0, "min.insync.replicas of topics created at start (0: replication factor - 1, at least 1)")
 	s.String(&c.MetricsAddr, "METRICS_ADDR", "127.0.0.1:9101", "listen address of /healthz, /readyz, /metrics")
 	s.String(&c.RelayID, "RELAY_ID", defaultRelayID(), "relay id (lease owner); keep it stable across restarts to resume leases at once")
 	s.Int(&c.BatchSize, "BATCH_SIZE", d.BatchSize, "outbox rows per batch")
@@ -73,9 +76,7 @@ func (c *cfg) validate() error {
 	if c.PostgresURL == "" {
 		errs = append(errs, errors.New("POSTGRES_URL is empty"))
 	}
-	if len(c.KafkaBrokers) == 0 {
-		errs = append(errs, errors.New("KAFKA_BROKERS is empty"))
-	}
+	errs = append(errs, c.Kafka.Validate())
 	if !namePart.MatchString(c.TopicPrefix) {
 		errs = append(errs, fmt.Errorf("TOPIC_PREFIX %q: use letters, digits, '.', '_' or '-'", c.TopicPrefix))
 	}
@@ -92,6 +93,9 @@ func (c *cfg) validate() error {
 	}
 	if c.TopicReplication < 1 || c.TopicReplication > 32767 {
 		errs = append(errs, fmt.Errorf("TOPIC_REPLICATION_FACTOR must be in 1..32767, got %d", c.TopicReplication))
+	}
+	if c.TopicMinInsync < 0 || c.TopicMinInsync > c.TopicReplication {
+		errs = append(errs, fmt.Errorf("TOPIC_MIN_INSYNC_REPLICAS must be in 0..TOPIC_REPLICATION_FACTOR (%d), got %d", c.TopicReplication, c.TopicMinInsync))
 	}
 	if strings.TrimSpace(c.RelayID) == "" {
 		errs = append(errs, errors.New("RELAY_ID is empty"))

@@ -95,3 +95,27 @@ func TestParseConfigDefaultsAreTheRelayDefaults(t *testing.T) {
 		t.Fatalf("flag defaults %+v, relay defaults %+v", got, want)
 	}
 }
+
+// TestConnectionAndTopicSettings: the shared Kafka connection settings and
+// TOPIC_MIN_INSYNC_REPLICAS are registered and validated with the rest.
+func TestConnectionAndTopicSettings(t *testing.T) {
+	c, err := parseConfig(nil)
+	if err != nil || c.TopicMinInsync != 0 || c.Kafka.TLS || c.Kafka.SASLMechanism != "" {
+		t.Fatalf("defaults: %+v, %v", c, err)
+	}
+	t.Setenv("KAFKA_SASL_PASSWORD", "relayHunter2")
+	_, err = parseConfig([]string{"-kafka-sasl-mechanism", "GSSAPI", "-kafka-sasl-username", "relay", "-kafka-tls",
+		"-kafka-tls-ca-file", "/nonexistent/ca.pem", "-topic-replication-factor", "2", "-topic-min-insync-replicas", "3"})
+	for _, want := range []string{"KAFKA_SASL_MECHANISM", "KAFKA_TLS_CA_FILE", "TOPIC_MIN_INSYNC_REPLICAS must be in 0..TOPIC_REPLICATION_FACTOR (2), got 3"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not name %s", err, want)
+		}
+	}
+	if err != nil && strings.Contains(err.Error(), "relayHunter2") {
+		t.Errorf("error reveals the SASL password: %v", err)
+	}
+	c, err = parseConfig([]string{"-kafka-sasl-mechanism", "SCRAM-SHA-512", "-kafka-sasl-username", "relay", "-topic-replication-factor", "3", "-topic-min-insync-replicas", "2"})
+	if err != nil || c.Kafka.SASLPassword != "relayHunter2" || c.TopicMinInsync != 2 {
+		t.Fatalf("valid settings: %+v, %v", c, err)
+	}
+}

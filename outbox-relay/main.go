@@ -7,13 +7,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"cqrsflow/internal/backoff"
 	"cqrsflow/internal/cli"
@@ -58,9 +58,10 @@ func runRelay(ctx context.Context, c cfg, env cli.Env) error {
 		return fmt.Errorf("postgres pool: %w", err)
 	}
 	defer pool.Close()
-	kc, err := kgo.NewClient(relay.ProducerOpts(c.KafkaBrokers, c.DeliveryTimeout)...)
+	c.Kafka.LogWarnings(log)
+	kc, err := c.Kafka.NewClient(relay.ProducerOpts(c.Kafka.Brokers, c.DeliveryTimeout)...)
 	if err != nil {
-		return fmt.Errorf("kafka client: %w", err)
+		return err
 	}
 	defer kc.Close()
 
@@ -93,7 +94,20 @@ func runRelay(ctx context.Context, c cfg, env cli.Env) error {
 			}
 		}
 		specs := topics.EventSpecs(c.TopicPrefix, c.AggregateTypes, int32(c.TopicPartitions), int16(c.TopicReplication), log)
-		if err := retry(ctx, "ensuring topics", func(ctx context.Context) error { return topics.EnsureAll(ctx, kadm.NewClient(kc), specs) }); err != nil {
+		for i := range specs {
+			specs[i].MinInsyncReplicas = int16(c.TopicMinInsync)
+		}
+		ensure := func(ctx context.Context) error {
+			err := topics.EnsureAll(ctx, kadm.NewClient(kc), specs)
+			if errors.Is(err, topics.ErrMisconfigured) {
+				return backoff.Permanent(err) // an operator must change the topic
+			}
+			return err
+		}
+		if err := retry(ctx, "ensuring topics", ensure); err != nil {
+			if backoff.IsPermanent(err) {
+				return err
+			}
 			return nil
 		}
 		return r.Run(ctx)

@@ -18,12 +18,12 @@ import (
 
 	"github.com/elastic/go-elasticsearch/v8"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"cqrsflow/internal/cli"
 	"cqrsflow/internal/config"
 	"cqrsflow/internal/envelope"
 	"cqrsflow/internal/esindex"
+	"cqrsflow/internal/kafka"
 	"cqrsflow/internal/obs"
 	"cqrsflow/internal/projection/orders"
 	"cqrsflow/internal/projection/products"
@@ -55,23 +55,23 @@ var known = map[string]projector.Projection{"products": products.Projection, "or
 // cfg is the projector's configuration: env vars with flags of the same
 // meaning, each registered once with its default.
 type cfg struct {
-	KafkaBrokers     []string
-	ElasticsearchURL string
-	TopicPrefix      string
-	Projections      []string
-	GroupPrefix      string
-	IndexPrefix      string
-	MetricsAddr      string
-	BatchMaxRecords  int
-	FlushInterval    time.Duration
-	LagInterval      time.Duration
-	SessionTimeout   time.Duration
-	MaxParked        int
+	Kafka           kafka.Settings
+	Elasticsearch   esindex.Settings
+	TopicPrefix     string
+	Projections     []string
+	GroupPrefix     string
+	IndexPrefix     string
+	MetricsAddr     string
+	BatchMaxRecords int
+	FlushInterval   time.Duration
+	LagInterval     time.Duration
+	SessionTimeout  time.Duration
+	MaxParked       int
 }
 
 func (c *cfg) register(s *config.Set) {
-	s.List(&c.KafkaBrokers, "KAFKA_BROKERS", config.DefaultKafkaBrokers, "Kafka bootstrap brokers, comma-separated")
-	s.URL(&c.ElasticsearchURL, "ELASTICSEARCH_URL", config.DefaultElasticsearchURL, "Elasticsearch URL")
+	c.Kafka.Register(s)
+	c.Elasticsearch.Register(s)
 	s.String(&c.TopicPrefix, "TOPIC_PREFIX", envelope.DefaultTopicPrefix, "event topic prefix")
 	s.List(&c.Projections, "PROJECTIONS", "products,orders", "projections to run, comma-separated")
 	s.String(&c.GroupPrefix, "GROUP_PREFIX", "cqrsflow-projector", "consumer group prefix (<prefix>-<projection>)")
@@ -98,12 +98,7 @@ func (c *cfg) validate() ([]projector.Projection, error) {
 		}
 		projs = append(projs, p)
 	}
-	if len(c.KafkaBrokers) == 0 {
-		errs = append(errs, errors.New("KAFKA_BROKERS: empty"))
-	}
-	if c.ElasticsearchURL == "" {
-		errs = append(errs, errors.New("ELASTICSEARCH_URL: empty"))
-	}
+	errs = append(errs, c.Kafka.Validate(), c.Elasticsearch.Validate())
 	if c.BatchMaxRecords < 1 || c.BatchMaxRecords > 100000 {
 		errs = append(errs, fmt.Errorf("BATCH_MAX_RECORDS: %d not in 1..100000", c.BatchMaxRecords))
 	}
@@ -144,9 +139,11 @@ func projectionFlag(s *config.Set, name *string, p *projector.Projection) func()
 	}
 }
 
-func (c *cfg) runnerConfig(p projector.Projection) projector.Config {
+func (c *cfg) runnerConfig(p projector.Projection) (projector.Config, error) {
+	opts, err := c.Kafka.Opts()
 	return projector.Config{
-		Brokers:         c.KafkaBrokers,
+		Brokers:         c.Kafka.Brokers,
+		ClientOpts:      opts,
 		Group:           projector.GroupName(c.GroupPrefix, p.Name(), 0),
 		Topic:           envelope.Topic(c.TopicPrefix, p.AggregateType()),
 		BatchMaxRecords: c.BatchMaxRecords,
@@ -154,7 +151,7 @@ func (c *cfg) runnerConfig(p projector.Projection) projector.Config {
 		LagInterval:     c.LagInterval,
 		SessionTimeout:  c.SessionTimeout,
 		MaxParked:       c.MaxParked,
-	}
+	}, err
 }
 
 func setupReplay(s *config.Set) cli.Action {
@@ -206,7 +203,7 @@ func setupRebuild(s *config.Set) cli.Action {
 			return errors.Join(errs...)
 		},
 		Run: func(ctx context.Context, env cli.Env) error {
-			es, err := esindex.New(c.ElasticsearchURL)
+			es, err := c.Elasticsearch.Client()
 			if err != nil {
 				return err
 			}
@@ -216,7 +213,9 @@ func setupRebuild(s *config.Set) cli.Action {
 }
 
 func consume(ctx context.Context, c cfg, projs []projector.Projection, log *slog.Logger) error {
-	es, err := esindex.New(c.ElasticsearchURL)
+	c.Kafka.LogWarnings(log)
+	c.Elasticsearch.LogWarnings(log)
+	es, err := c.Elasticsearch.Client()
 	if err != nil {
 		return err
 	}
@@ -230,7 +229,10 @@ func consume(ctx context.Context, c cfg, projs []projector.Projection, log *slog
 		if err != nil {
 			return fmt.Errorf("preparing the %s read model: %w", p.Name(), err)
 		}
-		rc := c.runnerConfig(p)
+		rc, err := c.runnerConfig(p)
+		if err != nil {
+			return err
+		}
 		rc.Index = alias
 		r, err := projector.New(rc, p, es, m, log)
 		if err != nil {
@@ -250,9 +252,9 @@ func consume(ctx context.Context, c cfg, projs []projector.Projection, log *slog
 }
 
 func kafkaAdmin(c cfg) (*kadm.Client, func(), error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.KafkaBrokers...))
+	cl, err := c.Kafka.NewClient()
 	if err != nil {
-		return nil, nil, fmt.Errorf("kafka client: %w", err)
+		return nil, nil, err
 	}
 	return kadm.NewClient(cl), cl.Close, nil
 }
@@ -293,8 +295,12 @@ func rebuild(ctx context.Context, c cfg, p projector.Projection, es *elasticsear
 		return err
 	}
 	defer closeFn()
+	rc, err := c.runnerConfig(p)
+	if err != nil {
+		return err
+	}
 	return projector.Rebuild(ctx, projector.RebuildOptions{
-		Runner:      c.runnerConfig(p),
+		Runner:      rc,
 		GroupPrefix: c.GroupPrefix,
 		IndexPrefix: c.IndexPrefix,
 		Version:     version,

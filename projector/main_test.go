@@ -13,6 +13,8 @@ import (
 // group; -h prints usage without secrets.
 func TestCommandLine(t *testing.T) {
 	t.Setenv("ELASTICSEARCH_URL", "https://elastic:esPassw0rd@127.0.0.1:1")
+	t.Setenv("KAFKA_SASL_PASSWORD", "kafkaPassw0rd")
+	t.Setenv("ELASTICSEARCH_API_KEY", "esApiKeyS3cret")
 	for _, tc := range []struct {
 		args []string
 		code int
@@ -29,6 +31,10 @@ func TestCommandLine(t *testing.T) {
 		{[]string{"replay", "--projection", "products"}, cli.ExitUsage, "exactly one of --to and --offsets"},
 		{[]string{"rebuild", "--projection", "products", "--version", "1"}, cli.ExitUsage, "--version must be >= 2"},
 		{[]string{"-projections", "products,nope", "-batch-max-records", "0"}, cli.ExitUsage, "BATCH_MAX_RECORDS"},
+		{[]string{"-kafka-tls", "-kafka-tls-ca-file", "/nonexistent/ca.pem"}, cli.ExitUsage, "KAFKA_TLS_CA_FILE"},
+		{[]string{"replay", "--projection", "products", "--to", "earliest", "-kafka-sasl-mechanism", "OAUTHBEARER"}, cli.ExitUsage, "KAFKA_SASL_MECHANISM"},
+		{[]string{"rebuild", "--projection", "products", "--version", "2", "-elasticsearch-ca-fingerprint", "12:34"}, cli.ExitUsage, "ELASTICSEARCH_CA_FINGERPRINT"},
+		{[]string{"-elasticsearch-username", "elastic"}, cli.ExitUsage, "ELASTICSEARCH_USERNAME and ELASTICSEARCH_PASSWORD go together"},
 	} {
 		var stdout, stderr bytes.Buffer
 		code := program.Run(context.Background(), tc.args, &stdout, &stderr)
@@ -36,8 +42,10 @@ func TestCommandLine(t *testing.T) {
 		if code != tc.code || !strings.Contains(out, tc.want) {
 			t.Errorf("projector %v: exit %d, output %q; want exit %d and %q", tc.args, code, out, tc.code, tc.want)
 		}
-		if strings.Contains(out, "esPassw0rd") {
-			t.Errorf("projector %v reveals the Elasticsearch password:\n%s", tc.args, out)
+		for _, secret := range []string{"esPassw0rd", "kafkaPassw0rd", "esApiKeyS3cret"} {
+			if strings.Contains(out, secret) {
+				t.Errorf("projector %v reveals a secret (%s):\n%s", tc.args, secret, out)
+			}
 		}
 	}
 }

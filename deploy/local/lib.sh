@@ -16,6 +16,7 @@ STATE_DIR="${CQRSFLOW_STATE_DIR:-/var/tmp/cqrsflow-local}"
 PG_PORT="${PG_PORT:-15432}"
 KAFKA_PORT="${KAFKA_PORT:-19092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-$((KAFKA_PORT + 1))}"
+KAFKA_SASL_PORT="${KAFKA_SASL_PORT:-$((KAFKA_PORT + 2))}"
 ES_PORT="${ES_PORT:-19200}"
 
 COMPONENT="${COMPONENT:-stack}"
@@ -66,6 +67,83 @@ wait_for() {
     fi
     sleep 0.5
   done
+}
+
+# ensure_state_dir: create the state dir (0755: the postgres user must
+# traverse it) or refuse one that someone else could tamper with: owned by
+# another user, or writable by group or others. It holds passwords, keys and
+# the data, and the scripts run as root.
+ensure_state_dir() {
+  if [[ ! -e "$STATE_DIR" ]]; then
+    mkdir -p -m 0755 "$STATE_DIR" || die "cannot create the state dir $STATE_DIR"
+  fi
+  [[ -d "$STATE_DIR" && ! -L "$STATE_DIR" ]] || die "state dir $STATE_DIR is not a directory (or is a symlink): set CQRSFLOW_STATE_DIR to a directory of your own"
+  local owner mode me
+  owner="$(stat -c %u "$STATE_DIR")" mode="$(stat -c %a "$STATE_DIR")" me="$(id -u)"
+  if [[ "$owner" != "$me" ]]; then
+    die "state dir $STATE_DIR is owned by uid $owner ($(stat -c %U "$STATE_DIR")), not by you (uid $me): refusing to use it. Fix: chown $(id -un) $STATE_DIR if it is yours, or set CQRSFLOW_STATE_DIR to a directory of your own"
+  fi
+  if (( (8#$mode & 8#022) != 0 )); then
+    die "state dir $STATE_DIR is writable by group or others (mode $mode): refusing to use it. Fix: chmod go-w $STATE_DIR"
+  fi
+}
+
+# ensure_ca: the stack's own certificate authority in <state>/tls (made
+# once): it signs the PostgreSQL server and Kafka broker certificates, so
+# clients verify them with one file, <state>/tls/ca.crt.
+STACK_TLS_DIR="$STATE_DIR/tls"
+STACK_CA="$STACK_TLS_DIR/ca.crt"
+ensure_ca() {
+  command -v openssl >/dev/null 2>&1 || apt_install openssl
+  [[ -s "$STACK_CA" && -s "$STACK_TLS_DIR/ca.key" ]] && return 0
+  mkdir -p -m 0755 "$STACK_TLS_DIR"
+  (
+    umask 077
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+      -subj "/CN=cqrsflow local stack CA" -keyout "$STACK_TLS_DIR/ca.key" -out "$STACK_CA.tmp" \
+      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+  ) >"$STACK_TLS_DIR/openssl.log" 2>&1 || { show_log "$STACK_TLS_DIR/openssl.log"; die "could not create the stack CA"; }
+  rm -f "$STACK_TLS_DIR/openssl.log"
+  chmod 0644 "$STACK_CA.tmp"
+  mv "$STACK_CA.tmp" "$STACK_CA"
+  log "created the stack CA $STACK_CA"
+}
+
+# issue_cert NAME DIR: a server certificate for localhost and 127.0.0.1
+# signed by the stack CA, as DIR/NAME.crt and DIR/NAME.key (PKCS#8, 0600);
+# kept while it is signed by the current CA.
+issue_cert() {
+  local name="$1" dir="$2"
+  ensure_ca
+  if [[ -s "$dir/$name.crt" && -s "$dir/$name.key" ]] &&
+    openssl verify -CAfile "$STACK_CA" "$dir/$name.crt" >/dev/null 2>&1; then
+    return 0
+  fi
+  mkdir -p "$dir"
+  (
+    umask 077
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
+      -keyout "$dir/$name.key" -out "$dir/$name.csr" &&
+      openssl x509 -req -in "$dir/$name.csr" -CA "$STACK_CA" -CAkey "$STACK_TLS_DIR/ca.key" -CAcreateserial \
+        -days 825 -out "$dir/$name.crt" \
+        -extfile <(printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n')
+  ) >"$dir/$name.openssl.log" 2>&1 || { show_log "$dir/$name.openssl.log"; die "could not issue the $name certificate"; }
+  rm -f "$dir/$name.csr" "$dir/$name.openssl.log"
+  chmod 0644 "$dir/$name.crt"
+  log "issued $dir/$name.crt (localhost, 127.0.0.1) from the stack CA"
+}
+
+# secret_file FILE DEFAULT: make sure FILE (mode 0600) holds a password,
+# writing DEFAULT (or a random one when DEFAULT is empty) if it has none;
+# never prints it.
+secret_file() {
+  local file="$1" def="$2"
+  if [[ ! -s "$file" ]]; then
+    [[ -n "$def" ]] || def="$(od -An -tx1 -N18 /dev/urandom | tr -d ' \n')"
+    (umask 077 && printf '%s\n' "$def" >"$file.tmp") && mv "$file.tmp" "$file"
+    log "wrote a password to $file (mode 0600)"
+  fi
+  chmod 0600 "$file"
 }
 
 # read_pid FILE: print the pid stored in FILE (first line) if it is a number.

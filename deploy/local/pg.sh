@@ -6,7 +6,18 @@
 # Socket:  $CQRSFLOW_STATE_DIR/postgres/.s.PGSQL.$PG_PORT
 # Pid:     data/postmaster.pid (managed by pg_ctl)
 # Listens on 127.0.0.1:$PG_PORT (default 15432), wal_level=logical,
-# max_connections=300; role + database cqrsflow (password cqrsflow).
+# max_connections=300; role + database cqrsflow.
+# Auth:    scram-sha-256 for every login over TCP or the socket; the password
+#          is in $CQRSFLOW_STATE_DIR/postgres/password (mode 0600; cqrsflow,
+#          the binaries' default, unless PG_PASSWORD said otherwise when the
+#          file was written). The postgres superuser logs in only through
+#          the socket as the postgres OS user (peer).
+# TLS:     ssl=on with a certificate for localhost and 127.0.0.1 signed by
+#          the stack CA $CQRSFLOW_STATE_DIR/tls/ca.crt: clients can use
+#          sslmode=verify-full&sslrootcert=<that file>. Plain TCP still works.
+# A data dir made by an older version of this script (trust authentication)
+# is upgraded in place: every start rewrites pg_hba.conf and the TLS
+# settings and sets the password; a running server reloads them.
 set -euo pipefail
 COMPONENT=postgres
 # shellcheck source=lib.sh
@@ -16,7 +27,8 @@ PG_DIR="$STATE_DIR/postgres"
 PG_DATA="$PG_DIR/data"
 PG_LOG="$PG_DIR/postgres.log"
 PG_USER=cqrsflow
-PG_PASSWORD=cqrsflow
+PG_PASSWORD_FILE="$PG_DIR/password"
+PG_TLS_DIR="$PG_DIR/tls"
 PG_DB=cqrsflow
 PG_WAIT="${PG_WAIT:-60}"
 
@@ -47,19 +59,30 @@ pg_pid() { read_pid "$PG_DATA/postmaster.pid"; }
 
 pg_ready() { "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -d postgres -U postgres; }
 
+# The superuser logs in through the socket as the postgres OS user (peer;
+# a data dir still on trust lets it in too).
 psql_admin() {
-  psql -X -q -v ON_ERROR_STOP=1 -h "$PG_DIR" -p "$PG_PORT" -U postgres -d postgres "$@"
+  as_pg psql -X -q -v ON_ERROR_STOP=1 -h "$PG_DIR" -p "$PG_PORT" -U postgres -d postgres "$@"
 }
 
+# ensure_role_and_db: the role (its password set from the password file on
+# every start, so a data dir made with trust gets one) and the database.
+# The password goes through stdin, never a command line or the log.
 ensure_role_and_db() {
-  psql_admin <<SQL >/dev/null
+  local pw
+  pw="$(head -n 1 "$PG_PASSWORD_FILE")"
+  pw="${pw//\'/\'\'}"
+  psql_admin >/dev/null <<SQL
+SET log_statement = 'none';
+SET password_encryption = 'scram-sha-256';
 DO \$\$
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '$PG_USER') THEN
-    CREATE ROLE $PG_USER LOGIN SUPERUSER PASSWORD '$PG_PASSWORD';
+    CREATE ROLE $PG_USER LOGIN SUPERUSER;
   END IF;
 END
 \$\$;
+ALTER ROLE $PG_USER PASSWORD '$pw';
 SQL
   if [[ "$(psql_admin -tA -c "SELECT 1 FROM pg_database WHERE datname = '$PG_DB'")" != 1 ]]; then
     log "creating database $PG_DB"
@@ -67,15 +90,44 @@ SQL
   fi
 }
 
+# write_auth_config: pg_hba.conf (scram-sha-256 everywhere but the
+# superuser's peer login on the socket) and cqrsflow.conf (TLS), which
+# postgresql.conf includes; rewritten on every start.
+write_auth_config() {
+  issue_cert server "$PG_TLS_DIR"
+  chown postgres:postgres "$PG_TLS_DIR" "$PG_TLS_DIR/server.key" "$PG_TLS_DIR/server.crt"
+  chmod 0600 "$PG_TLS_DIR/server.key"
+  as_pg tee "$PG_DATA/pg_hba.conf" >/dev/null <<HBA
+# Written by deploy/local/pg.sh on every start; edit the script, not this file.
+# TYPE  DATABASE  USER      ADDRESS         METHOD
+local   all       postgres                  peer
+local   all       all                       scram-sha-256
+host    all       all       127.0.0.1/32    scram-sha-256
+HBA
+  as_pg tee "$PG_DATA/cqrsflow.conf" >/dev/null <<CONF
+# Written by deploy/local/pg.sh on every start; edit the script, not this file.
+password_encryption = 'scram-sha-256'
+ssl = on
+ssl_cert_file = '$PG_TLS_DIR/server.crt'
+ssl_key_file = '$PG_TLS_DIR/server.key'
+ssl_min_protocol_version = 'TLSv1.2'
+CONF
+  if ! grep -qx "include_if_exists = 'cqrsflow.conf'" "$PG_DATA/postgresql.conf"; then
+    printf "\n# deploy/local/pg.sh: authentication and TLS\ninclude_if_exists = 'cqrsflow.conf'\n" |
+      as_pg tee -a "$PG_DATA/postgresql.conf" >/dev/null
+  fi
+}
+
 start() {
   ensure_installed
-  mkdir -p -m 0755 "$STATE_DIR"
+  ensure_state_dir
   mkdir -p "$PG_DIR"
   chown postgres:postgres "$PG_DIR"
   chmod 0755 "$PG_DIR"
   if ! as_pg test -w "$PG_DIR"; then
     die "the postgres user cannot write $PG_DIR (is CQRSFLOW_STATE_DIR under a private dir like /root?)"
   fi
+  secret_file "$PG_PASSWORD_FILE" "${PG_PASSWORD:-cqrsflow}"
 
   if pg_running; then
     local port
@@ -84,12 +136,18 @@ start() {
       die "PostgreSQL of $PG_DATA already runs on port $port, not PG_PORT=$PG_PORT: run '$0 stop' first or use PG_PORT=$port"
     fi
     log "already running (pid $(pg_pid), data $PG_DATA)"
+    # The password first (the running configuration lets the superuser
+    # in either way), then the authentication and TLS settings, by reload.
+    ensure_role_and_db || { show_log "$PG_LOG"; die "could not set up role/database $PG_USER/$PG_DB"; }
+    write_auth_config
+    as_pg "$PG_BIN/pg_ctl" reload -D "$PG_DATA" >/dev/null || die "pg_ctl reload failed"
   else
     if [[ ! -f "$PG_DATA/PG_VERSION" ]]; then
       log "initdb $PG_DATA"
-      as_pg "$PG_BIN/initdb" -D "$PG_DATA" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 \
+      as_pg "$PG_BIN/initdb" -D "$PG_DATA" -U postgres --auth-local=peer --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 \
         >"$PG_DIR/initdb.log" 2>&1 || { show_log "$PG_DIR/initdb.log"; die "initdb failed"; }
     fi
+    write_auth_config
     log "starting on 127.0.0.1:$PG_PORT (log $PG_LOG)"
     # Settings on the command line so a changed PG_PORT applies to an existing data dir.
     # pg_ctl -w waits (bounded by -t) until the postmaster reports ready and
@@ -113,9 +171,14 @@ start() {
     show_log "$PG_LOG"
     die "PostgreSQL is not accepting connections on 127.0.0.1:$PG_PORT"
   fi
-  ensure_role_and_db || { show_log "$PG_LOG"; die "could not create role/database $PG_USER/$PG_DB"; }
-  log "ready: postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB (pid $(pg_pid))"
+  ensure_role_and_db || { show_log "$PG_LOG"; die "could not set up role/database $PG_USER/$PG_DB"; }
+  # A reload applies asynchronously: give the server a moment to take ssl=on.
+  WAIT_ALIVE_PID="" wait_for "PostgreSQL TLS (ssl=on)" 10 pg_ssl_on ||
+    warn "ssl is still off: does $PG_DATA/postgresql.conf include cqrsflow.conf? (see $PG_LOG)"
+  log "ready: postgres://$PG_USER@127.0.0.1:$PG_PORT/$PG_DB, password in $PG_PASSWORD_FILE, TLS CA $STACK_CA (pid $(pg_pid))"
 }
+
+pg_ssl_on() { [[ "$(psql_admin -tA -c 'SHOW ssl')" == on ]]; }
 
 stop() {
   local purge="${1:-}"

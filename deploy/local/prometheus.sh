@@ -73,7 +73,6 @@ start() {
     "$PROM_MARKER" \
     --storage.tsdb.retention.time=7d \
     --web.listen-address="127.0.0.1:$PROM_PORT" \
-    --web.enable-lifecycle \
     >>"$PROM_LOG" 2>&1 </dev/null &
   pid=$!
   echo "$pid" >"$PROM_PID"

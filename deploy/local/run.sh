@@ -11,6 +11,10 @@
 #
 # Stack services that were already running are reused and left running;
 # the ones this run started are stopped with it (RUN_KEEP_STACK=1 keeps them).
+# The binaries use the stack's secured endpoints (PostgreSQL over verified
+# TLS, Kafka's SASL_SSL listener with SCRAM-SHA-512) unless RUN_SECURE=0,
+# POSTGRES_URL or KAFKA_BROKERS say otherwise, or the broker predates its
+# SASL_SSL listener.
 set -uo pipefail
 COMPONENT=run
 # shellcheck source=lib.sh
@@ -26,8 +30,12 @@ API_ADDR="${API_ADDR:-127.0.0.1:8080}"
 RELAY_ADDR="${RELAY_ADDR:-127.0.0.1:9101}"
 PROJECTOR_ADDRS="${PROJECTOR_ADDRS:-127.0.0.1:9102 127.0.0.1:9103}"
 PROM_PORT="${PROM_PORT:-9090}"
+RUN_SECURE="${RUN_SECURE:-1}"
+[[ -n "${POSTGRES_URL:-}" ]] && RUN_SECURE_PG=0 || RUN_SECURE_PG="$RUN_SECURE"
+[[ -n "${KAFKA_BROKERS:-}" ]] && RUN_SECURE_KAFKA=0 || RUN_SECURE_KAFKA="$RUN_SECURE"
 POSTGRES_URL="${POSTGRES_URL:-postgres://cqrsflow:cqrsflow@127.0.0.1:$PG_PORT/cqrsflow?sslmode=disable}"
 KAFKA_BROKERS="${KAFKA_BROKERS:-127.0.0.1:$KAFKA_PORT}"
+KAFKA_ENV=()
 ELASTICSEARCH_URL="${ELASTICSEARCH_URL:-http://127.0.0.1:$ES_PORT}"
 TOPIC_PARTITIONS="${TOPIC_PARTITIONS:-6}"
 START_TIMEOUT="${START_TIMEOUT:-90}"
@@ -105,12 +113,35 @@ build() {
 }
 
 ensure_api_key() {
+  ensure_state_dir
+  if [[ -e "$API_KEY_FILE" ]] && (( (8#$(stat -c %a "$API_KEY_FILE") & 8#077) != 0 )); then
+    die "$API_KEY_FILE is accessible to group or others (mode $(stat -c %a "$API_KEY_FILE")): the api refuses it. Fix: chmod 600 $API_KEY_FILE"
+  fi
   if [[ ! -s "$API_KEY_FILE" ]]; then
     (umask 077 && od -An -tx1 -N20 /dev/urandom | tr -d ' \n' >"$API_KEY_FILE" && echo >>"$API_KEY_FILE")
     log "created a local API key in $API_KEY_FILE"
   fi
   API_KEY="$(head -n 1 "$API_KEY_FILE" | tr -d '[:space:]')"
   [[ ${#API_KEY} -ge 16 ]] || die "$API_KEY_FILE holds no usable key (one line, at least 16 characters); delete it to get a new one"
+}
+
+# secure_endpoints: switch POSTGRES_URL and the Kafka settings to the
+# stack's secured endpoints (see the header). Passwords go to the
+# processes' environment, never to the log.
+secure_endpoints() {
+  local ca="$STATE_DIR/tls/ca.crt" pgpw kpw
+  if ((RUN_SECURE_PG)) && [[ -s "$ca" && -s "$STATE_DIR/postgres/password" ]]; then
+    pgpw="$(head -n 1 "$STATE_DIR/postgres/password")"
+    POSTGRES_URL="postgres://cqrsflow:$pgpw@127.0.0.1:$PG_PORT/cqrsflow?sslmode=verify-full&sslrootcert=$ca"
+    log "PostgreSQL: scram-sha-256 over TLS verified with $ca"
+  fi
+  if ((RUN_SECURE_KAFKA)) && [[ -s "$ca" && -s "$STATE_DIR/kafka/sasl-password" ]] &&
+    grep -q "SASL_SSL://127.0.0.1:$KAFKA_SASL_PORT" "$STATE_DIR/kafka/server.properties" 2>/dev/null; then
+    kpw="$(head -n 1 "$STATE_DIR/kafka/sasl-password")"
+    KAFKA_BROKERS="127.0.0.1:$KAFKA_SASL_PORT"
+    KAFKA_ENV=(KAFKA_TLS=true "KAFKA_TLS_CA_FILE=$ca" KAFKA_SASL_MECHANISM=SCRAM-SHA-512 KAFKA_SASL_USERNAME=cqrsflow "KAFKA_SASL_PASSWORD=$kpw")
+    log "Kafka: SASL_SSL $KAFKA_BROKERS, SCRAM-SHA-512 user cqrsflow, CA $ca"
+  fi
 }
 
 start_all() {
@@ -120,6 +151,7 @@ start_all() {
   start_stack || { log "the local stack is not ready (see above)"; return 1; }
   build || { log "build failed"; return 1; }
   ensure_api_key
+  secure_endpoints
 
   log "== database migrations (api migrate)"
   POSTGRES_URL="$POSTGRES_URL" "$BIN_DIR/api" migrate >>"$LOG_DIR/migrate.log" 2>&1 ||
@@ -130,12 +162,12 @@ start_all() {
   # The relay creates the event and DLQ topics at start, the projectors
   # their Elasticsearch indices; each is ready only once that is done.
   log "outbox-relay creates the topics (TOPIC_PARTITIONS=$TOPIC_PARTITIONS) and projectors the indices as they start"
-  start_proc outbox-relay "$RELAY_ADDR" POSTGRES_URL="$POSTGRES_URL" KAFKA_BROKERS="$KAFKA_BROKERS" \
+  start_proc outbox-relay "$RELAY_ADDR" POSTGRES_URL="$POSTGRES_URL" KAFKA_BROKERS="$KAFKA_BROKERS" "${KAFKA_ENV[@]}" \
     TOPIC_PARTITIONS="$TOPIC_PARTITIONS" METRICS_ADDR="$RELAY_ADDR" RELAY_ID=local-relay-1 || return 1
   local name addr
   while read -r name addr; do
     [[ "$name" == projector-* ]] || continue
-    start_proc "$name" "$addr" KAFKA_BROKERS="$KAFKA_BROKERS" ELASTICSEARCH_URL="$ELASTICSEARCH_URL" \
+    start_proc "$name" "$addr" KAFKA_BROKERS="$KAFKA_BROKERS" "${KAFKA_ENV[@]}" ELASTICSEARCH_URL="$ELASTICSEARCH_URL" \
       METRICS_ADDR="$addr" || return 1
   done < <(procs)
   start_proc api "$API_ADDR" POSTGRES_URL="$POSTGRES_URL" ELASTICSEARCH_URL="$ELASTICSEARCH_URL" \
@@ -278,5 +310,5 @@ case "${1:-}" in
     ;;
   stop) stop_all ;;
   status) status ;;
-  *) sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

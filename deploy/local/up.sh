@@ -26,7 +26,7 @@ start_service() {
   fi
 }
 
-mkdir -p -m 0755 "$STATE_DIR"  # the postgres user must be able to traverse it
+ensure_state_dir  # 0755 (the postgres user traverses it), ours, not group/world-writable
 log "state dir $STATE_DIR"
 start_service postgresql pg.sh
 start_service kafka kafka.sh
@@ -35,11 +35,20 @@ start_service elasticsearch es.sh
 echo
 echo "cqrsflow local stack — state dir $STATE_DIR"
 "$LOCAL_DIR/status.sh" --no-header || true
+# The PostgreSQL password is shown only when it is the binaries' built-in
+# default; any other stays in its 0600 file.
+pg_pw='<password in '"$STATE_DIR/postgres/password"'>'
+[[ "$(head -n 1 "$STATE_DIR/postgres/password" 2>/dev/null)" == cqrsflow ]] && pg_pw=cqrsflow
 cat <<INFO
 
-  POSTGRES_URL=postgres://cqrsflow:cqrsflow@127.0.0.1:$PG_PORT/cqrsflow?sslmode=disable
+  POSTGRES_URL=postgres://cqrsflow:$pg_pw@127.0.0.1:$PG_PORT/cqrsflow?sslmode=disable
   KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT
   ELASTICSEARCH_URL=http://127.0.0.1:$ES_PORT
+
+  Secured (stack CA $STACK_CA):
+  POSTGRES_URL=postgres://cqrsflow:$pg_pw@127.0.0.1:$PG_PORT/cqrsflow?sslmode=verify-full&sslrootcert=$STACK_CA
+  KAFKA_BROKERS=127.0.0.1:$KAFKA_SASL_PORT KAFKA_TLS=true KAFKA_TLS_CA_FILE=$STACK_CA
+  KAFKA_SASL_MECHANISM=SCRAM-SHA-512 KAFKA_SASL_USERNAME=cqrsflow KAFKA_SASL_PASSWORD=\$(cat $STATE_DIR/kafka/sasl-password)
 INFO
 if (( ${#failed[@]} > 0 )); then
   echo

@@ -39,13 +39,10 @@ func IndexName(prefix, projection string, version int) string {
 	return prefix + projection + "_v" + strconv.Itoa(version)
 }
 
-// New returns a client for url.
+// New returns a client for url without credentials (the local stack's
+// node, tests); the binaries connect with Settings.Client.
 func New(url string) (*elasticsearch.Client, error) {
-	es, err := elasticsearch.NewClient(elasticsearch.Config{Addresses: []string{url}, MaxRetries: 1})
-	if err != nil {
-		return nil, fmt.Errorf("elasticsearch client: %w", err)
-	}
-	return es, nil
+	return Settings{URL: url}.Client()
 }
 
 // Ping checks the cluster answers (cluster health, any status but red).

@@ -2,6 +2,8 @@ package opscheck
 
 import (
 	"context"
+	"go/parser"
+	"go/token"
 	"net"
 	"net/url"
 	"os"
@@ -14,6 +16,8 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
+
+	"cqrsflow/internal/config"
 )
 
 // binaries of the cqrsflow image and the env var that holds each one's
@@ -34,20 +38,39 @@ var (
 )
 
 // binaryEnv returns the env vars a binary reads (from its package's
-// non-test Go sources and the shared skeleton's, internal/cli: the
-// config.Set registrations and os.Getenv/LookupEnv) with their literal
-// defaults ("" when computed or secret).
+// non-test Go sources, the shared skeleton's, internal/cli, and those of
+// the internal packages it imports, which register shared settings such
+// as kafka.Settings: the config.Set registrations and
+// os.Getenv/LookupEnv) with their literal defaults ("" when computed or
+// secret).
 func binaryEnv(t *testing.T, binary string) map[string]string {
 	t.Helper()
 	files, err := filepath.Glob(filepath.Join(repoRoot, binary, "*.go"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no Go sources for binary %s: %v", binary, err)
 	}
-	skeleton, err := filepath.Glob(filepath.Join(repoRoot, "internal", "cli", "*.go"))
-	if err != nil || len(skeleton) == 0 {
-		t.Fatalf("no Go sources for internal/cli: %v", err)
+	dirs := map[string]bool{filepath.Join(repoRoot, "internal", "cli"): true}
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		parsed, err := parser.ParseFile(token.NewFileSet(), f, nil, parser.ImportsOnly)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, imp := range parsed.Imports {
+			if p, _ := strconv.Unquote(imp.Path.Value); strings.HasPrefix(p, "cqrsflow/internal/") {
+				dirs[filepath.Join(repoRoot, strings.TrimPrefix(p, "cqrsflow/"))] = true
+			}
+		}
 	}
-	files = append(files, skeleton...)
+	for dir := range dirs {
+		shared, err := filepath.Glob(filepath.Join(dir, "*.go"))
+		if err != nil || len(shared) == 0 {
+			t.Fatalf("no Go sources in %s: %v", dir, err)
+		}
+		files = append(files, shared...)
+	}
 	env := map[string]string{}
 	for _, f := range files {
 		if strings.HasSuffix(f, "_test.go") {
@@ -91,7 +114,7 @@ func loadCompose(t *testing.T, env ...string) (*types.Project, error) {
 
 func composeProject(t *testing.T) *types.Project {
 	t.Helper()
-	p, err := loadCompose(t, "CQRSFLOW_API_KEYS=compose-test-key-0123456789")
+	p, err := loadCompose(t, "CQRSFLOW_API_KEYS=compose-test-key-0123456789", "GRAFANA_ADMIN_PASSWORD=compose-test-grafana")
 	if err != nil {
 		t.Fatalf("docker-compose.yml does not load (compose-spec validation): %v", err)
 	}
@@ -99,9 +122,44 @@ func composeProject(t *testing.T) *types.Project {
 }
 
 func TestComposeNeedsAPIKeys(t *testing.T) {
-	_, err := loadCompose(t)
+	_, err := loadCompose(t, "GRAFANA_ADMIN_PASSWORD=compose-test-grafana")
 	if err == nil || !strings.Contains(err.Error(), "CQRSFLOW_API_KEYS") {
 		t.Fatalf("loading without CQRSFLOW_API_KEYS: want an error naming it, got %v", err)
+	}
+}
+
+// TestComposeSecurity: no default admin password, no unauthenticated
+// lifecycle API, no trust authentication.
+func TestComposeSecurity(t *testing.T) {
+	_, err := loadCompose(t, "CQRSFLOW_API_KEYS=compose-test-key-0123456789")
+	if err == nil || !strings.Contains(err.Error(), "GRAFANA_ADMIN_PASSWORD") {
+		t.Errorf("loading without GRAFANA_ADMIN_PASSWORD: want an error naming it, got %v", err)
+	}
+	p := composeProject(t)
+	if v, _ := envValue(p.Services["grafana"], "GF_SECURITY_ADMIN_PASSWORD"); v != "compose-test-grafana" {
+		t.Errorf("grafana: admin password %q, want the one from GRAFANA_ADMIN_PASSWORD", v)
+	}
+	for _, arg := range p.Services["prometheus"].Command {
+		if strings.Contains(arg, "web.enable-lifecycle") || strings.Contains(arg, "web.enable-admin-api") {
+			t.Errorf("prometheus: %s lets anyone who reaches the port stop or reconfigure it", arg)
+		}
+	}
+	pg := p.Services["postgres"]
+	if v, _ := envValue(pg, "POSTGRES_HOST_AUTH_METHOD"); v != "scram-sha-256" {
+		t.Errorf("postgres: POSTGRES_HOST_AUTH_METHOD %q, want scram-sha-256", v)
+	}
+	if v, _ := envValue(pg, "POSTGRES_INITDB_ARGS"); !strings.Contains(v, "--auth-host=scram-sha-256") || strings.Contains(v, "trust") {
+		t.Errorf("postgres: POSTGRES_INITDB_ARGS %q, want scram-sha-256 for host logins", v)
+	}
+	custom, err := loadCompose(t, "CQRSFLOW_API_KEYS=compose-test-key-0123456789", "GRAFANA_ADMIN_PASSWORD=g", "CQRSFLOW_POSTGRES_PASSWORD=pgS3cret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := envValue(custom.Services["postgres"], "POSTGRES_PASSWORD")
+	for _, name := range []string{"migrate", "api", "outbox-relay"} {
+		if u, _ := envValue(custom.Services[name], "POSTGRES_URL"); want != "pgS3cret" || !strings.Contains(u, ":pgS3cret@") {
+			t.Errorf("%s: POSTGRES_URL %q does not use CQRSFLOW_POSTGRES_PASSWORD (postgres has %q)", name, config.MaskURL(u), want)
+		}
 	}
 }
 

@@ -3,6 +3,8 @@ package projector
 import (
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"cqrsflow/internal/topics"
 )
 
@@ -55,6 +57,10 @@ type Config struct {
 	// one poll of already-fetched records.
 	MaxParked     int
 	ParkedRecheck time.Duration
+
+	// ClientOpts are appended to the Kafka client's options: the
+	// connection's TLS and SASL (kafka.Settings.Opts).
+	ClientOpts []kgo.Opt
 }
 
 func (c *Config) defaults() {

@@ -45,7 +45,7 @@ func newRunner(cfg Config, proj Projection, store Store, m *Metrics, log *slog.L
 	}
 	log = log.With("projection", proj.Name(), "group", cfg.Group)
 	r := &Runner{cfg: cfg, proj: proj, m: m, log: log}
-	cl, err := kgo.NewClient(
+	cl, err := newClient(cfg.ClientOpts,
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.ConsumerGroup(cfg.Group),
 		kgo.ConsumeTopics(cfg.Topic),
@@ -78,6 +78,12 @@ func newRunner(cfg Config, proj Projection, store Store, m *Metrics, log *slog.L
 	dlq := &kafkaDLQ{cl: cl, projection: proj.Name()}
 	r.proc = newProcessor(proj, store, dlq, r.parts, m, log, backoff.Policy{Min: cfg.BackoffMin, Max: cfg.BackoffMax})
 	return r, nil
+}
+
+// newClient is kgo.NewClient with the connection options (TLS, SASL)
+// appended to the consumer's own.
+func newClient(conn []kgo.Opt, opts ...kgo.Opt) (*kgo.Client, error) {
+	return kgo.NewClient(append(opts, conn...)...)
 }
 
 // Ping checks Kafka answers (for /readyz).

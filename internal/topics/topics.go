@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -25,11 +26,20 @@ const (
 // ErrInvalidSpec is returned for a Spec that cannot be created.
 var ErrInvalidSpec = errors.New("invalid topic spec")
 
+// ErrMisconfigured is returned for an existing topic whose settings make
+// every acks=all write fail: retrying does not help, an operator must
+// change the topic.
+var ErrMisconfigured = errors.New("topic misconfigured")
+
 // Spec describes one topic to ensure.
 type Spec struct {
 	Name              string
 	Partitions        int32
 	ReplicationFactor int16
+	// MinInsyncReplicas is the topic's min.insync.replicas, set on
+	// creation: how many replicas must have a write before an acks=all
+	// producer gets its acknowledgement. 0 means DefaultMinInsyncReplicas.
+	MinInsyncReplicas int16
 	// Configs are topic configs set on creation (retention.ms, …); an
 	// existing topic's configs are left alone.
 	Configs map[string]*string
@@ -68,6 +78,9 @@ func (s Spec) validate() error {
 	if s.ReplicationFactor < 1 {
 		errs = append(errs, fmt.Errorf("replication factor must be >= 1, got %d", s.ReplicationFactor))
 	}
+	if s.MinInsyncReplicas < 0 || s.MinInsyncReplicas > s.ReplicationFactor {
+		errs = append(errs, fmt.Errorf("min.insync.replicas must be in 1..replication factor (%d), got %d", s.ReplicationFactor, s.MinInsyncReplicas))
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("%w %q: %w", ErrInvalidSpec, s.Name, errors.Join(errs...))
 	}
@@ -86,14 +99,24 @@ func Ensure(ctx context.Context, adm *kadm.Client, spec Spec) error {
 	if log == nil {
 		log = slog.Default()
 	}
-	resp, err := adm.CreateTopic(ctx, spec.Partitions, spec.ReplicationFactor, spec.Configs, spec.Name)
+	minISR := spec.minInsync()
+	configs := make(map[string]*string, len(spec.Configs)+1)
+	for k, v := range spec.Configs {
+		configs[k] = v
+	}
+	v := strconv.Itoa(int(minISR))
+	configs[minInsyncKey] = &v
+	resp, err := adm.CreateTopic(ctx, spec.Partitions, spec.ReplicationFactor, configs, spec.Name)
 	if err == nil {
 		err = resp.Err
 	}
 	switch {
 	case err == nil:
-		log.Info("topic created", "topic", spec.Name, "partitions", spec.Partitions, "replication_factor", spec.ReplicationFactor)
-		return nil
+		log.Info("topic created", "topic", spec.Name, "partitions", spec.Partitions, "replication_factor", spec.ReplicationFactor,
+			"min_insync_replicas", minISR)
+		// Judged by what was asked for: a new topic may not be in the
+		// brokers' metadata yet.
+		return checkCreated(ctx, adm, spec.Name, int(spec.ReplicationFactor), int(minISR), log)
 	case errors.Is(err, kerr.TopicAlreadyExists):
 	default:
 		return fmt.Errorf("creating topic %s: %w", spec.Name, err)
@@ -113,7 +136,7 @@ func Ensure(ctx context.Context, adm *kadm.Client, spec Spec) error {
 		log.Warn("existing topic has a different partition count than configured; keeping it",
 			"topic", spec.Name, "partitions", n, "configured_partitions", spec.Partitions)
 	}
-	return nil
+	return CheckDurability(ctx, adm, spec.Name, log)
 }
 
 // EnsureAll ensures every spec, stopping at the first error.

@@ -90,3 +90,148 @@ func TestEnsureRejectsInvalidSpec(t *testing.T) {
 		}
 	}
 }
+
+func TestAssessDurability(t *testing.T) {
+	for _, tc := range []struct {
+		rf, minISR, brokers int
+		warn, err           string
+	}{
+		{1, 1, 1, "", ""},
+		{3, 2, 3, "", ""},
+		{3, 3, 5, "", ""},
+		{1, 1, 3, "replication factor 1 on a cluster of 3 brokers", ""},
+		{3, 1, 3, "min.insync.replicas=1 with replication factor 3", ""},
+		{2, 1, 2, "set min.insync.replicas=1", ""}, // RF 2: 1 is the default, still weak
+		{1, 2, 1, "", "min.insync.replicas=2 is above the replication factor 1"},
+		{3, 4, 3, "", "NOT_ENOUGH_REPLICAS"},
+	} {
+		w, err := assessDurability(tc.rf, tc.minISR, tc.brokers)
+		if (tc.warn == "") != (w == "") || !strings.Contains(w, tc.warn) {
+			t.Errorf("rf=%d min.insync=%d brokers=%d: warning %q, want %q", tc.rf, tc.minISR, tc.brokers, w, tc.warn)
+		}
+		if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err) || !errors.Is(err, ErrMisconfigured)) {
+			t.Errorf("rf=%d min.insync=%d brokers=%d: err %v, want %q", tc.rf, tc.minISR, tc.brokers, err, tc.err)
+		}
+	}
+	if DefaultMinInsyncReplicas(1) != 1 || DefaultMinInsyncReplicas(2) != 1 || DefaultMinInsyncReplicas(3) != 2 || DefaultMinInsyncReplicas(5) != 4 {
+		t.Error("DefaultMinInsyncReplicas is not max(1, rf-1)")
+	}
+}
+
+func fakeCluster(t *testing.T, brokers int) *kadm.Client {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(brokers))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return kadm.NewClient(cl)
+}
+
+func topicMinInsync(t *testing.T, adm *kadm.Client, topic string) string {
+	t.Helper()
+	rcs, err := adm.DescribeTopicConfigs(context.Background(), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := rcs.On(topic, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range rc.Configs {
+		if c.Key == "min.insync.replicas" && c.Value != nil {
+			return *c.Value
+		}
+	}
+	return ""
+}
+
+// TestEnsureSetsMinInsyncReplicas: created topics get max(1, RF-1) or the
+// configured value, and retention stays infinite.
+func TestEnsureSetsMinInsyncReplicas(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	adm := fakeCluster(t, 3)
+	var buf bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&buf, nil))
+	for _, tc := range []struct {
+		name    string
+		rf, min int16
+		want    string
+	}{
+		{"auto.rf3", 3, 0, "2"},
+		{"auto.rf2", 2, 0, "1"},
+		{"explicit.rf3", 3, 3, "3"},
+	} {
+		spec := Spec{Name: tc.name, Partitions: 2, ReplicationFactor: tc.rf, MinInsyncReplicas: tc.min, Configs: InfiniteRetention(), Log: log}
+		if err := Ensure(ctx, adm, spec); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if got := topicMinInsync(t, adm, tc.name); got != tc.want {
+			t.Errorf("%s: min.insync.replicas = %q, want %s", tc.name, got, tc.want)
+		}
+		if len(spec.Configs) != 1 {
+			t.Errorf("%s: Ensure changed the caller's Configs: %v", tc.name, spec.Configs)
+		}
+	}
+	// RF 2 → min.insync 1 on a 3-broker cluster: created, with a warning.
+	if !strings.Contains(buf.String(), `"topic":"auto.rf2"`) || !strings.Contains(buf.String(), "may be acknowledged by the leader alone") {
+		t.Errorf("no durability warning for auto.rf2: %s", buf.String())
+	}
+	if strings.Contains(buf.String(), `durability: min.insync.replicas=2 with replication factor 3`) {
+		t.Errorf("warning for a sound topic: %s", buf.String())
+	}
+}
+
+// TestEnsureChecksExistingTopics: a topic created elsewhere is judged by
+// its real replication factor and min.insync.replicas.
+func TestEnsureChecksExistingTopics(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	adm := fakeCluster(t, 3)
+	create := func(name string, rf int16, minISR string) {
+		t.Helper()
+		cfg := map[string]*string{}
+		if minISR != "" {
+			cfg["min.insync.replicas"] = &minISR
+		}
+		if _, err := adm.CreateTopic(ctx, 1, rf, cfg, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	create("weak.isr", 3, "1")
+	create("single.replica", 1, "")
+	create("impossible", 2, "3")
+	create("sound", 3, "2")
+	for _, tc := range []struct {
+		name, warn string
+		err        bool
+	}{
+		{"weak.isr", "may be acknowledged by the leader alone", false},
+		{"single.replica", "replication factor 1 on a cluster of 3 brokers", false},
+		{"impossible", "", true},
+		{"sound", "", false},
+	} {
+		var buf bytes.Buffer
+		spec := Spec{Name: tc.name, Partitions: 1, ReplicationFactor: 3, Log: slog.New(slog.NewJSONHandler(&buf, nil))}
+		err := Ensure(ctx, adm, spec)
+		if tc.err != errors.Is(err, ErrMisconfigured) {
+			t.Errorf("%s: err %v, want ErrMisconfigured=%v", tc.name, err, tc.err)
+		}
+		if tc.warn == "" && strings.Contains(buf.String(), "durability") || !strings.Contains(buf.String(), tc.warn) {
+			t.Errorf("%s: log %s, want warning %q", tc.name, buf.String(), tc.warn)
+		}
+	}
+}
+
+func TestSpecRejectsMinInsyncAboveReplicationFactor(t *testing.T) {
+	err := Ensure(context.Background(), nil, Spec{Name: "x", Partitions: 1, ReplicationFactor: 2, MinInsyncReplicas: 3})
+	if !errors.Is(err, ErrInvalidSpec) || !strings.Contains(err.Error(), "min.insync.replicas") {
+		t.Fatalf("err = %v, want ErrInvalidSpec naming min.insync.replicas", err)
+	}
+}
