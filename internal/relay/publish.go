@@ -148,17 +148,36 @@ func appendString(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
-// publish produces one record per row asynchronously and waits for every
-// acknowledgement. errs[i] is nil when rows[i] was acked.
-func publish(ctx context.Context, p Producer, prefix string, rows []row) (recs []*kgo.Record, errs []error, ackedAt []time.Time) {
+// envelopeErr marks err, from building a row's envelope, as errEnvelope.
+func envelopeErr(err error) error { return fmt.Errorf("%w: %w", errEnvelope, err) }
+
+// publish produces one record per row whose errs entry is nil,
+// asynchronously, and waits for every acknowledgement: errs[i] is then
+// nil when rows[i] was acked. Rows with an error already set are not sent
+// (they wait for something, errHeld). A row whose envelope cannot be
+// built is not sent, and neither are its aggregate's later rows: nothing
+// of an aggregate reaches Kafka ahead of an earlier row of it that this
+// relay knows failed.
+func publish(ctx context.Context, p Producer, prefix string, rows []row, errs []error) (recs []*kgo.Record, ackedAt []time.Time) {
 	recs = make([]*kgo.Record, len(rows))
-	errs = make([]error, len(rows))
 	ackedAt = make([]time.Time, len(rows))
+	var broken map[aggKey]bool
 	var wg sync.WaitGroup
 	for i := range rows {
+		if errs[i] != nil {
+			continue
+		}
+		if broken[keyOf(&rows[i])] {
+			errs[i] = errHeld
+			continue
+		}
 		rec, err := record(prefix, &rows[i])
 		if err != nil {
-			errs[i] = err
+			errs[i] = envelopeErr(err)
+			if broken == nil {
+				broken = map[aggKey]bool{}
+			}
+			broken[keyOf(&rows[i])] = true
 			continue
 		}
 		recs[i] = rec
@@ -170,7 +189,7 @@ func publish(ctx context.Context, p Producer, prefix string, rows []row) (recs [
 		})
 	}
 	wg.Wait()
-	return recs, errs, ackedAt
+	return recs, ackedAt
 }
 
 // deletable returns the ids of the rows that may leave the outbox: acked
@@ -182,11 +201,10 @@ func publish(ctx context.Context, p Producer, prefix string, rows []row) (recs [
 // (franz-go also fails every buffered record of a partition after a
 // failed one, "gapless ordering", so such rows are rare.)
 func deletable(rows []row, errs []error) []int64 {
-	type agg struct{ t, id string }
-	failed := map[agg]bool{}
+	failed := map[aggKey]bool{}
 	ids := make([]int64, 0, len(rows))
 	for i := range rows {
-		k := agg{rows[i].AggregateType, rows[i].AggregateID}
+		k := keyOf(&rows[i])
 		if errs[i] != nil {
 			failed[k] = true
 			continue

@@ -243,7 +243,8 @@ func TestPublishPartialFailureKeepsKeyOrder(t *testing.T) {
 	for v := int64(1); v <= 20; v++ {
 		rows = append(rows, mkRow(2*v-1, a, v), mkRow(2*v, b, v))
 	}
-	_, errs, _ := publish(ctx, cl, "p", rows)
+	errs := make([]error, len(rows))
+	publish(ctx, cl, "p", rows, errs)
 	nFailA := 0
 	for i := range rows {
 		if errs[i] != nil && rows[i].AggregateID == a {
@@ -277,7 +278,8 @@ func TestPublishPartialFailureKeepsKeyOrder(t *testing.T) {
 			rest = append(rest, r)
 		}
 	}
-	_, errs2, _ := publish(ctx, cl, "p", rest)
+	errs2 := make([]error, len(rest))
+	publish(ctx, cl, "p", rest, errs2)
 	for i, err := range errs2 {
 		if err != nil {
 			t.Fatalf("retry of %s v%d: %v", rest[i].AggregateID, rest[i].Version, err)
