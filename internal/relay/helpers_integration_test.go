@@ -215,11 +215,23 @@ type runningRelay struct {
 // (or the test ends).
 func startRelay(t *testing.T, e *itEnv, id string, mut func(*Config), deliveryTimeout time.Duration) *runningRelay {
 	t.Helper()
-	kc, err := kgo.NewClient(ProducerOpts(e.brokers, deliveryTimeout)...)
+	return startRelayKafka(t, e, id, mut, ProducerOpts(e.brokers, deliveryTimeout))
+}
+
+// startRelayKafka is startRelay with the franz-go options of its two
+// producers (the publishing one and the probe, as the binary has).
+func startRelayKafka(t *testing.T, e *itEnv, id string, mut func(*Config), kopts []kgo.Opt) *runningRelay {
+	t.Helper()
+	kc, err := kgo.NewClient(kopts...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{ID: id, TopicPrefix: e.prefix, BatchSize: 500, PollInterval: 100 * time.Millisecond, LeaseTTL: 3 * time.Second, StatsInterval: 200 * time.Millisecond}
+	probe, err := kgo.NewClient(kopts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{ID: id, TopicPrefix: e.prefix, BatchSize: 500, PollInterval: 100 * time.Millisecond, LeaseTTL: 3 * time.Second,
+		StatsInterval: 200 * time.Millisecond, Probe: probe}
 	if mut != nil {
 		mut(&cfg)
 	}
@@ -245,6 +257,7 @@ func startRelay(t *testing.T, e *itEnv, id string, mut func(*Config), deliveryTi
 				t.Errorf("relay %s did not stop within 60s", id)
 			}
 			kc.Close()
+			probe.Close()
 		})
 	}
 	t.Cleanup(stop)

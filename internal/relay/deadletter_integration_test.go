@@ -1,0 +1,283 @@
+//go:build integration
+
+package relay
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/twmb/franz-go/pkg/kadm"
+
+	"cqrsflow/internal/envelope"
+	"cqrsflow/internal/outbox"
+	"cqrsflow/internal/testenv"
+)
+
+// appendPayload appends one event with the given JSON payload the way the
+// API does and returns its version.
+func appendPayload(ctx context.Context, t *testing.T, pool *pgxpool.Pool, a aggregate, payload string) int64 {
+	t.Helper()
+	var v int64
+	if err := pool.QueryRow(ctx, appendSQL, a.typ, a.id, "E", payload).Scan(&v); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// bigPayload is a JSON object of about n bytes that compression does not
+// shrink (Kafka's max.message.bytes applies to the compressed batch).
+func bigPayload(n int) string {
+	b := make([]byte, n*3/4)
+	_, _ = rand.Read(b)
+	return `{"blob":"` + base64.StdEncoding.EncodeToString(b) + `"}`
+}
+
+// neighbours returns n aggregates of type typ in shard (the same relay
+// worker, the same claims) whose keys go to partition of a topic with
+// parts partitions (the same produce batches).
+func neighbours(ctx context.Context, t *testing.T, pool *pgxpool.Pool, typ string, shard int16, partition, parts int32, n int) []aggregate {
+	t.Helper()
+	var out []aggregate
+	for len(out) < n {
+		cands := make([]string, 5000)
+		for i := range cands {
+			cands[i] = uuid.NewString()
+		}
+		rows, err := pool.Query(ctx, `SELECT id FROM unnest($1::text[]) AS id WHERE `+outbox.ShardSQL("id")+` = $2`, cands, shard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				t.Fatal(err)
+			}
+			if partition < 0 || javaPartition([]byte(id), parts) == partition {
+				out = append(out, aggregate{typ, id})
+			}
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out[:n]
+}
+
+// setTopicConfig sets one config of topic and waits until the broker
+// reports it.
+func setTopicConfig(ctx context.Context, t *testing.T, adm *kadm.Client, topic, name, value string) {
+	t.Helper()
+	res, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.SetConfig, Name: name, Value: &value}}, topic)
+	if err == nil {
+		for _, r := range res {
+			if r.Err != nil {
+				err = r.Err
+			}
+		}
+	}
+	if err != nil {
+		t.Fatalf("setting %s=%s on %s: %v", name, value, topic, err)
+	}
+	waitFor(t, name+" applied", 10*time.Second, func() bool {
+		rcs, err := adm.DescribeTopicConfigs(ctx, topic)
+		if err != nil {
+			return false
+		}
+		rc, err := rcs.On(topic, nil)
+		if err != nil {
+			return false
+		}
+		for _, c := range rc.Configs {
+			if c.Key == name && c.Value != nil && *c.Value == value {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// relayBinary builds outbox-relay once per test.
+func relayBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "outbox-relay")
+	if out, err := exec.Command("go", "build", "-o", bin, "cqrsflow/outbox-relay").CombinedOutput(); err != nil {
+		t.Fatalf("building outbox-relay: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// runBinary runs `outbox-relay args...` against e's schema and returns
+// its exit status and output.
+func runBinary(t *testing.T, bin string, e *itEnv, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), "POSTGRES_URL="+e.pg.URL, "LOG_LEVEL=info")
+	out, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode(), string(out)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return 0, string(out)
+}
+
+func outboxOf(ctx context.Context, t *testing.T, pool *pgxpool.Pool, aggID string) []int64 {
+	t.Helper()
+	var ids []int64
+	if err := pool.QueryRow(ctx, `SELECT COALESCE(array_agg(id ORDER BY id), '{}') FROM outbox WHERE aggregate_id = $1`, aggID).Scan(&ids); err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+// The issue's case on the real stack: an outbox row whose record is
+// larger than the topic's max.message.bytes. Its neighbours (same shard,
+// and the same Kafka partition, so Kafka refuses them in the same produce
+// batches) and every other aggregate are published; the row is
+// dead-lettered after its attempts; its aggregate's later rows (written
+// before and after) are held, also once the low-water mark has passed
+// them; after the operator raises the limit, `outbox-relay dead retry`
+// publishes the row and then the held rows, in order, at once (the
+// rescan is an hour away). Nothing is lost.
+func TestTooLargeRowIsDeadLetteredThenRetried(t *testing.T) {
+	e := newEnv(t, testenv.KafkaBrokers())
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	bin := relayBinary(t)
+	topic := envelope.Topic(e.prefix, "product")
+	setTopicConfig(ctx, t, e.adm, topic, "max.message.bytes", "8192")
+
+	poison := aggregate{"product", uuid.NewString()}
+	shard := shardOf(ctx, t, e.pg.Pool, poison.id)
+	near := neighbours(ctx, t, e.pg.Pool, "product", shard, javaPartition([]byte(poison.id), 12), 12, 3)
+	sameShard := neighbours(ctx, t, e.pg.Pool, "order", shard, -1, 0, 2)
+	others := newAggregates(20)
+	want := map[string]int64{}
+	write := func(a aggregate, payload string) {
+		want[a.id] = appendPayload(ctx, t, e.pg.Pool, a, payload)
+	}
+	// All in the outbox before the relay starts: the poison row and its
+	// aggregate's later rows meet their neighbours in one claim.
+	write(poison, bigPayload(20000))
+	for v := range 3 {
+		for _, a := range slices.Concat(near, sameShard, others) {
+			write(a, `{"n":`+strconv.Itoa(v)+`}`)
+		}
+		if v < 2 {
+			write(poison, `{"small":true}`)
+		}
+	}
+	poisonIDs := outboxOf(ctx, t, e.pg.Pool, poison.id)
+
+	start := time.Now()
+	rr := startRelay(t, e, "poison", func(c *Config) { c.RescanInterval = time.Hour }, 0)
+	firstRefusal := waitTime(t, "the first refusal", 30*time.Second, func() bool {
+		return testutil.ToFloat64(rr.m.errors.WithLabelValues(topic)) > 0
+	})
+	othersOut := waitTime(t, "every other row published", 30*time.Second, func() bool {
+		return countRows(ctx, t, e.pg.Pool, `SELECT count(*) FROM outbox WHERE aggregate_id <> $1`, poison.id) == 0
+	})
+	dead := waitTime(t, "the poison row dead-lettered", 30*time.Second, func() bool {
+		return countRows(ctx, t, e.pg.Pool, `SELECT count(*) FROM outbox_dead_letters`) == 1
+	})
+	t.Logf("first refusal %s after start; every other row out of the outbox %s after it; dead-lettered %s after it",
+		firstRefusal.Sub(start).Round(time.Millisecond), othersOut.Sub(firstRefusal).Round(time.Millisecond), dead.Sub(firstRefusal).Round(time.Millisecond))
+
+	var reason, dlAgg string
+	var attempts int
+	var dlID, version int64
+	if err := e.pg.Pool.QueryRow(ctx, `SELECT id, reason, attempts, aggregate_id, version FROM outbox_dead_letters`).Scan(&dlID, &reason, &attempts, &dlAgg, &version); err != nil {
+		t.Fatal(err)
+	}
+	if dlID != poisonIDs[0] || reason != "MESSAGE_TOO_LARGE" || attempts != 3 || dlAgg != poison.id || version != 1 {
+		t.Fatalf("dead letter: id %d reason %s attempts %d aggregate %s version %d; want id %d MESSAGE_TOO_LARGE 3 %s 1",
+			dlID, reason, attempts, dlAgg, version, poisonIDs[0], poison.id)
+	}
+	if held := outboxOf(ctx, t, e.pg.Pool, poison.id); !slices.Equal(held, poisonIDs[1:]) {
+		t.Fatalf("held rows %v, want %v", held, poisonIDs[1:])
+	}
+
+	// Writes go on: the poison's aggregate is held, the others flow.
+	write(poison, `{"small":true}`)
+	for _, a := range near {
+		write(a, `{"n":9}`)
+	}
+	waitFor(t, "the new rows of the others published", 30*time.Second, func() bool { return outboxCount(ctx, t, e.pg.Pool) == 3 })
+	// Held rows are not pending for the relay: they wait for an operator.
+	waitFor(t, "gauges: 1 dead letter, 3 held rows, 0 pending", 10*time.Second, func() bool {
+		return testutil.ToFloat64(rr.m.deadLetters) == 1 && testutil.ToFloat64(rr.m.heldRows) == 3 && testutil.ToFloat64(rr.m.pending) == 0
+	})
+	if n := testutil.ToFloat64(rr.m.deadLettered.WithLabelValues("MESSAGE_TOO_LARGE")); n != 1 {
+		t.Fatalf("cqrsflow_relay_dead_lettered_total{reason=MESSAGE_TOO_LARGE} = %v", n)
+	}
+	held := outboxOf(ctx, t, e.pg.Pool, poison.id)
+	// The low-water mark passes the held rows: only the redrive generation
+	// can bring them back before the rescan.
+	worker := strconv.Itoa(int(shard) % rr.cfg.Workers)
+	waitFor(t, "the low-water mark past the held rows", 30*time.Second, func() bool {
+		return testutil.ToFloat64(rr.m.lowWater.WithLabelValues(worker)) >= float64(held[len(held)-1])
+	})
+	expectPublished := func(n int) []consumed {
+		t.Helper()
+		return consumeAll(t, e.brokers, e.topics, n, time.Minute)
+	}
+	othersWant := map[string]int64{}
+	for id, v := range want {
+		if id != poison.id {
+			othersWant[id] = v
+		}
+	}
+	checkStream(t, expectPublished(total(othersWant)), othersWant) // and no record of the poison's aggregate
+
+	// The operator raises the limit and retries with one command.
+	setTopicConfig(ctx, t, e.adm, topic, "max.message.bytes", "1048588")
+	retried := time.Now()
+	code, out := runBinary(t, bin, e, "dead", "retry", "--aggregate", poison.id)
+	if code != 0 || !strings.Contains(out, "moved 1 dead letter(s)") || !strings.Contains(out, "3 held row(s) follow") {
+		t.Fatalf("dead retry: exit %d\n%s", code, out)
+	}
+	drained := waitTime(t, "the retried row and its held rows published", 15*time.Second, func() bool { return outboxCount(ctx, t, e.pg.Pool) == 0 })
+	t.Logf("events held behind the dead letter: %d; retry → drained %s", len(held), drained.Sub(retried).Round(time.Millisecond))
+	recs := expectPublished(total(want))
+	if dups := checkStream(t, recs, want); dups != 0 {
+		t.Fatalf("%d duplicates", dups)
+	}
+	waitFor(t, "gauges back to 0", 10*time.Second, func() bool {
+		return testutil.ToFloat64(rr.m.deadLetters) == 0 && testutil.ToFloat64(rr.m.heldRows) == 0
+	})
+}
+
+// waitTime waits like waitFor and returns when the condition held.
+func waitTime(t *testing.T, what string, timeout time.Duration, cond func() bool) time.Time {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return time.Now()
+}
+
+func countRows(ctx context.Context, t *testing.T, pool *pgxpool.Pool, q string, args ...any) int64 {
+	t.Helper()
+	var n int64
+	if err := pool.QueryRow(ctx, q, args...).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
