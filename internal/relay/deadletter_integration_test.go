@@ -6,12 +6,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +21,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"cqrsflow/internal/envelope"
 	"cqrsflow/internal/outbox"
@@ -280,4 +284,254 @@ func countRows(ctx context.Context, t *testing.T, pool *pgxpool.Pool, q string, 
 		t.Fatal(err)
 	}
 	return n
+}
+
+// versionsOf returns the versions of aggregate id's records in offset
+// order, and the records of every other aggregate.
+func versionsOf(recs []consumed, id string) (versions []int64, rest []consumed) {
+	slices.SortStableFunc(recs, func(a, b consumed) int { return int(a.offset - b.offset) })
+	for _, r := range recs {
+		if r.key == id {
+			versions = append(versions, r.env.Version)
+		} else {
+			rest = append(rest, r)
+		}
+	}
+	return versions, rest
+}
+
+// A stored payload that is not JSON: the row's envelope cannot be built.
+// It is never sent, nor are its aggregate's later rows; it is
+// dead-lettered (reason envelope) while its shard's other aggregates
+// flow; `dead discard` without --yes changes nothing, with --yes it drops
+// the event from publication (it stays in events, recorded in
+// outbox_discarded) and the held rows are published, in order.
+func TestUnbuildableEnvelopeIsDeadLetteredThenDiscarded(t *testing.T) {
+	e := newEnv(t, testenv.KafkaBrokers())
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	bin := relayBinary(t)
+	bad := aggregate{"order", uuid.NewString()}
+	near := neighbours(ctx, t, e.pg.Pool, "order", shardOf(ctx, t, e.pg.Pool, bad.id), -1, 0, 3)
+	want := map[string]int64{}
+	for v := range 3 {
+		for _, a := range append([]aggregate{bad}, near...) {
+			want[a.id] = appendPayload(ctx, t, e.pg.Pool, a, `{"n":`+strconv.Itoa(v)+`}`)
+		}
+	}
+	ids := outboxOf(ctx, t, e.pg.Pool, bad.id)
+	if _, err := e.pg.Pool.Exec(ctx, `UPDATE outbox SET payload = '{"price": 1.5,' WHERE id = $1`, ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	rr := startRelay(t, e, "envelope", func(c *Config) { c.PoisonAttempts, c.PoisonInterval = 2, 200*time.Millisecond }, 0)
+	waitFor(t, "the row dead-lettered", 30*time.Second, func() bool {
+		return countRows(ctx, t, e.pg.Pool, `SELECT count(*) FROM outbox_dead_letters WHERE id = $1 AND reason = 'envelope' AND attempts = 2`, ids[0]) == 1
+	})
+	waitFor(t, "the neighbours published", 30*time.Second, func() bool {
+		return countRows(ctx, t, e.pg.Pool, `SELECT count(*) FROM outbox WHERE aggregate_id <> $1`, bad.id) == 0
+	})
+	if held := outboxOf(ctx, t, e.pg.Pool, bad.id); !slices.Equal(held, ids[1:]) {
+		t.Fatalf("held %v, want %v", held, ids[1:])
+	}
+	if n := testutil.ToFloat64(rr.m.deadLettered.WithLabelValues(reasonEnvelope)); n != 1 {
+		t.Fatalf("dead_lettered_total{reason=envelope} = %v", n)
+	}
+
+	id := strconv.FormatInt(ids[0], 10)
+	if code, out := runBinary(t, bin, e, "dead", "discard", "--id", id); code != 2 || !strings.Contains(out, "--yes") {
+		t.Fatalf("discard without --yes: exit %d\n%s", code, out)
+	}
+	if countRows(ctx, t, e.pg.Pool, `SELECT count(*) FROM outbox_dead_letters`) != 1 {
+		t.Fatal("discard without --yes removed the dead letter")
+	}
+	if code, out := runBinary(t, bin, e, "dead", "discard", "--id", id, "--yes"); code != 0 || !strings.Contains(out, "2 held row(s)") {
+		t.Fatalf("discard --yes: exit %d\n%s", code, out)
+	}
+	waitFor(t, "the held rows published", 15*time.Second, func() bool { return outboxCount(ctx, t, e.pg.Pool) == 0 })
+	if n := countRows(ctx, t, e.pg.Pool, `SELECT count(*) FROM outbox_discarded d JOIN events ev USING (event_id)
+		WHERE d.id = $1 AND ev.version = 1 AND ev.aggregate_id = $2`, ids[0], bad.id); n != 1 {
+		t.Fatal("the discarded event is not recorded in outbox_discarded beside its events row")
+	}
+	recs := consumeAll(t, e.brokers, e.topics, total(want)-1, time.Minute)
+	versions, rest := versionsOf(recs, bad.id)
+	if !slices.Equal(versions, []int64{2, 3}) {
+		t.Fatalf("versions of the discarded event's aggregate on Kafka: %v, want [2 3]", versions)
+	}
+	delete(want, bad.id)
+	checkStream(t, rest, want)
+}
+
+// flakyProducer fails the records of one key with a retriable Kafka
+// error until it is healed, and passes every other record on.
+type flakyProducer struct {
+	Producer
+	key    string
+	healed atomic.Bool
+}
+
+func (f *flakyProducer) Produce(ctx context.Context, r *kgo.Record, promise func(*kgo.Record, error)) {
+	if string(r.Key) == f.key && !f.healed.Load() {
+		promise(r, kerr.NotEnoughReplicas)
+		return
+	}
+	f.Producer.Produce(ctx, r, promise)
+}
+
+// A retryable failure of one aggregate's records holds that aggregate's
+// rows only: the other aggregates of its shard (its worker's batches) are
+// published meanwhile, and nothing is counted against the failing row
+// (with POISON_ATTEMPTS=1 a single count would dead-letter it).
+func TestRetryableFailureHoldsOnlyItsAggregate(t *testing.T) {
+	e := newEnv(t, testenv.KafkaBrokers())
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	sick := aggregate{"product", uuid.NewString()}
+	near := neighbours(ctx, t, e.pg.Pool, "product", shardOf(ctx, t, e.pg.Pool, sick.id), -1, 0, 4)
+	flaky := &flakyProducer{key: sick.id}
+	startRelayWith(t, e, "flaky", func(c *Config) {
+		c.PoisonAttempts, c.PoisonInterval, c.MaxBackoff = 1, 10*time.Millisecond, time.Second
+	}, ProducerOpts(e.brokers, 0), func(p Producer) Producer { flaky.Producer = p; return flaky })
+	want := map[string]int64{}
+	var slowest time.Duration
+	for round := range 5 {
+		want[sick.id] = appendPayload(ctx, t, e.pg.Pool, sick, `{"n":1}`)
+		for _, a := range near {
+			want[a.id] = appendPayload(ctx, t, e.pg.Pool, a, `{"n":`+strconv.Itoa(round)+`}`)
+		}
+		written := time.Now()
+		out := waitTime(t, "the other aggregates published while one fails", 10*time.Second, func() bool {
+			return countRows(ctx, t, e.pg.Pool, `SELECT count(*) FROM outbox WHERE aggregate_id <> $1`, sick.id) == 0
+		})
+		slowest = max(slowest, out.Sub(written))
+	}
+	if n := len(outboxOf(ctx, t, e.pg.Pool, sick.id)); n != 5 {
+		t.Fatalf("the failing aggregate has %d rows in the outbox, want all 5", n)
+	}
+	if n := countRows(ctx, t, e.pg.Pool, `SELECT count(*) FROM outbox_dead_letters`); n != 0 {
+		t.Fatalf("%d dead letters for a retryable failure", n)
+	}
+	flaky.healed.Store(true)
+	waitFor(t, "the healed aggregate published", 15*time.Second, func() bool { return outboxCount(ctx, t, e.pg.Pool) == 0 })
+	checkStream(t, consumeAll(t, e.brokers, e.topics, total(want), time.Minute), want)
+	t.Logf("other aggregates of the failing one's shard published within %s of their write (worker backing off up to 1s)", slowest.Round(time.Millisecond))
+}
+
+// Kafka cut off (every connection refused) while rows are written:
+// nothing is dead-lettered (POISON_ATTEMPTS=1 would do it at the first
+// count) and everything is published, in order, once Kafka is back.
+func TestKafkaCutDeadLettersNothing(t *testing.T) {
+	e := newEnv(t, testenv.KafkaBrokers())
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	proxy := testenv.NewProxy(t, e.brokers[0])
+	// Every broker address (bootstrap and advertised) goes through the proxy.
+	dial := kgo.Dialer(func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, proxy.Addr())
+	})
+	startRelayKafka(t, e, "cut", func(c *Config) {
+		c.PoisonAttempts, c.PoisonInterval, c.MaxBackoff = 1, 10*time.Millisecond, time.Second
+	}, append(ProducerOpts([]string{proxy.Addr()}, 2*time.Second), dial))
+	aggs := newAggregates(30)
+	want := writeConcurrently(ctx, t, e.pg.Pool, aggs, 300, 2, 0)
+	waitFor(t, "published before the cut", 30*time.Second, func() bool { return outboxCount(ctx, t, e.pg.Pool) == 0 })
+	proxy.Cut()
+	during := writeConcurrently(ctx, t, e.pg.Pool, aggs, 300, 2, 10*time.Millisecond)
+	time.Sleep(4 * time.Second) // several delivery timeouts
+	if n := outboxCount(ctx, t, e.pg.Pool); n != 300 {
+		t.Fatalf("%d rows left the outbox while Kafka was cut off, want all 300 there", 300-n)
+	}
+	proxy.Restore()
+	for id, v := range during {
+		want[id] = max(want[id], v)
+	}
+	waitFor(t, "drained after the cut", time.Minute, func() bool { return outboxCount(ctx, t, e.pg.Pool) == 0 })
+	if n := countRows(ctx, t, e.pg.Pool, `SELECT count(*) FROM outbox_dead_letters`); n != 0 {
+		t.Fatalf("%d rows dead-lettered by an outage", n)
+	}
+	checkStream(t, consumeAll(t, e.brokers, e.topics, total(want), time.Minute), want)
+}
+
+// Dead-lettering is fenced like the delete: a relay whose lease was taken
+// over moves nothing, and a takeover racing the move never loses or
+// duplicates the row: it is in the outbox or in outbox_dead_letters,
+// exactly once, after every round.
+func TestDeadLetteringIsFencedByTheLease(t *testing.T) {
+	pg := testenv.Postgres(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	a := newAggregates(1)[0]
+	for range 2 {
+		if _, err := appendEvent(ctx, pg.Pool, a.typ, a.id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	shard := shardOf(ctx, t, pg.Pool, a.id)
+	rows, _, err := (&store{pool: pg.Pool}).claim(ctx, []int16{shard}, 0, 10, nil)
+	if err != nil || len(rows) != 2 {
+		t.Fatalf("claim: %v, %d rows", err, len(rows))
+	}
+	dead := []deadLetter{{row: &rows[0], reason: "MESSAGE_TOO_LARGE", err: "too large", attempts: 3, first: time.Now(), last: time.Now()}}
+	exactlyOnce := func(round int) (inDead bool) {
+		t.Helper()
+		o := countRows(ctx, t, pg.Pool, `SELECT count(*) FROM outbox WHERE id = $1`, rows[0].ID)
+		d := countRows(ctx, t, pg.Pool, `SELECT count(*) FROM outbox_dead_letters WHERE id = $1`, rows[0].ID)
+		if o+d != 1 {
+			t.Fatalf("round %d: the row is %d times in the outbox and %d times in outbox_dead_letters", round, o, d)
+		}
+		return d == 1
+	}
+	takeOver := func(owner string) map[int16]int64 {
+		t.Helper()
+		// The UPDATE waits for a finish holding the lease row FOR SHARE;
+		// acquire skips a locked row, so it may need another go.
+		if _, err := pg.Pool.Exec(ctx, `UPDATE relay_leases SET expires_at = '-infinity' WHERE shard = $1`, shard); err != nil {
+			t.Fatal(err)
+		}
+		var got map[int16]int64
+		waitFor(t, owner+" acquiring the shard", 10*time.Second, func() bool {
+			var err error
+			if got, err = (&store{pool: pg.Pool, id: owner, ttl: time.Minute}).acquire(ctx, outbox.ShardCount); err != nil {
+				t.Fatal(err)
+			}
+			return got[shard] != 0
+		})
+		return map[int16]int64{shard: got[shard]}
+	}
+
+	oldLease := takeOver("old")
+	takeOver("new")
+	out, err := (&store{pool: pg.Pool, id: "old"}).finish(ctx, nil, dead, oldLease)
+	if err != nil || out.moved != 0 || !slices.Equal(out.lost, []int16{shard}) {
+		t.Fatalf("fenced-out relay: moved %d, lost %v, %v; want nothing moved and the shard lost", out.moved, out.lost, err)
+	}
+	if exactlyOnce(0) {
+		t.Fatal("a relay without the lease dead-lettered the row")
+	}
+
+	moved := 0
+	for round := 1; round <= 40; round++ {
+		owner := "r" + strconv.Itoa(round)
+		lease := takeOver(owner)
+		done := make(chan error, 1)
+		go func() {
+			_, err := (&store{pool: pg.Pool, id: owner}).finish(ctx, nil, dead, lease)
+			done <- err
+		}()
+		takeOver("thief" + strconv.Itoa(round)) // races the move
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if exactlyOnce(round) {
+			moved++
+			// Put it back for the next round, as a retry would.
+			if _, err := RetryDeadLetters(ctx, pg.Pool, Selection{All: true}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	t.Logf("takeover races: the move won %d of 40 rounds, the takeover the rest; the row was never lost or doubled", moved)
+	if left := countRows(ctx, t, pg.Pool, `SELECT count(*) FROM outbox WHERE aggregate_id = $1`, a.id); left != 2 {
+		t.Fatalf("%d rows of the aggregate in the outbox, want both", left)
+	}
 }

@@ -222,9 +222,20 @@ func startRelay(t *testing.T, e *itEnv, id string, mut func(*Config), deliveryTi
 // producers (the publishing one and the probe, as the binary has).
 func startRelayKafka(t *testing.T, e *itEnv, id string, mut func(*Config), kopts []kgo.Opt) *runningRelay {
 	t.Helper()
+	return startRelayWith(t, e, id, mut, kopts, nil)
+}
+
+// startRelayWith is startRelayKafka with the publishing producer wrapped
+// by wrap (when not nil).
+func startRelayWith(t *testing.T, e *itEnv, id string, mut func(*Config), kopts []kgo.Opt, wrap func(Producer) Producer) *runningRelay {
+	t.Helper()
 	kc, err := kgo.NewClient(kopts...)
 	if err != nil {
 		t.Fatal(err)
+	}
+	var prod Producer = kc
+	if wrap != nil {
+		prod = wrap(kc)
 	}
 	probe, err := kgo.NewClient(kopts...)
 	if err != nil {
@@ -237,7 +248,7 @@ func startRelayKafka(t *testing.T, e *itEnv, id string, mut func(*Config), kopts
 	}
 	reg := prometheus.NewRegistry()
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	r, err := New(cfg, e.pg.Pool, kc, reg, log)
+	r, err := New(cfg, e.pg.Pool, prod, reg, log)
 	if err != nil {
 		t.Fatal(err)
 	}

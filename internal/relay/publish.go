@@ -68,13 +68,18 @@ func record(prefix string, r *row) (*kgo.Record, error) {
 
 // appendEnvelope writes the envelope.Envelope JSON of r by hand: the same
 // fields and formats as json.Marshal (RFC 3339 UTC times), without
-// reflection and without re-compacting the payload, which PostgreSQL's
-// jsonb output already made valid JSON. Metadata is decoded into
-// envelope.Metadata (goccy/go-json) and re-encoded by appendMetadata, so
-// only its known keys travel.
+// reflection and without re-compacting the payload. Metadata is decoded
+// into envelope.Metadata (goccy/go-json) and re-encoded by
+// appendMetadata, so only its known keys travel.
+//
+// The payload is PostgreSQL's jsonb output when the event store wrote the
+// row, but the outbox column is text, and a row written any other way
+// may hold anything: it is checked (json.Valid, one more scan of the
+// payload), because a record that is not JSON would be accepted by Kafka
+// and fail every consumer.
 func appendEnvelope(b []byte, r *row) ([]byte, error) {
 	payload := bytes.TrimSpace(r.Payload)
-	if len(payload) == 0 || payload[0] != '{' {
+	if len(payload) == 0 || payload[0] != '{' || !json.Valid(payload) {
 		return nil, fmt.Errorf("event %s: payload is not a JSON object", r.EventID)
 	}
 	var meta envelope.Metadata

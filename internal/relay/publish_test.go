@@ -381,9 +381,14 @@ func TestAppendEnvelopeMatchesEncodingJSON(t *testing.T) {
 	if err := json.Unmarshal(env.Payload, &p); err != nil || p["s"] != "x y" {
 		t.Fatalf("payload %s: %v", env.Payload, err)
 	}
-	r.Payload = []byte(`[1]`)
-	if _, err := appendEnvelope(nil, &r); err == nil {
-		t.Fatal("array payload: want error")
+	for _, bad := range []string{`[1]`, `{"price": 1.5,`, `{"a":}`, `{"a":1}}`, `{"a":"\x"}`, `{} {}`, ``} {
+		r.Payload = []byte(bad)
+		if _, err := appendEnvelope(nil, &r); err == nil {
+			t.Errorf("payload %q: want error", bad)
+		}
+		if _, err := record("p", &r); err == nil {
+			t.Errorf("record with payload %q: want error", bad)
+		}
 	}
 }
 
