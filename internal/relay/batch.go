@@ -62,7 +62,12 @@ func (r *Relay) batch(ctx context.Context, w int) (more bool, err error) {
 		return false, err
 	}
 	if len(rows) == 0 {
-		low.empty(snap)
+		p.prune(nil) // a suspect not claimed has left the outbox
+		if len(excl) > 0 {
+			low.failed() // the claim skipped rows that are still there
+		} else {
+			low.empty(snap)
+		}
 		return false, nil
 	}
 	r.m.batches.Inc()

@@ -157,9 +157,14 @@ func (r *Relay) settle(p *poison, rows []row, errs []error, cands []candidate, c
 			r.log.Warn("Kafka refused an outbox row on its own; its aggregate's later rows wait",
 				"outbox_id", rw.ID, "event_id", rw.EventID, "aggregate_type", rw.AggregateType, "aggregate_id", rw.AggregateID,
 				"version", rw.Version, "reason", s.reason, "attempt", s.attempts, "dead_letter_after", r.cfg.PoisonAttempts, "err", confs[k].err)
-		default:
+		case failed:
 			delete(keep, rw.ID) // not confirmed this time: the count starts over
+			errs[c.i] = confs[k].err
 			transients = append(transients, c.i)
+		default:
+			// Skipped: a suspect stays one, uncounted; another row is
+			// sent again with the next batch.
+			res.retryNow = true
 		}
 	}
 	p.prune(keep)

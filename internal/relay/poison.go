@@ -92,15 +92,15 @@ type candidate struct {
 type verdict int8
 
 const (
-	unknown   verdict = iota // not checked, or failed for a transient reason
+	skipped   verdict = iota // not sent: over maxProbes, or after a transient failure
+	failed                   // failed for a transient reason
 	published                // sent alone and acked
-	refused                  // refused again, for the reason in fail
+	refused                  // refused again, for the reason in err
 )
 
 type confirmation struct {
 	verdict verdict
-	ackedAt time.Time
-	err     error // the refusal
+	err     error // the failure or refusal
 }
 
 // confirm sends each candidate row alone, in order, through the probe
@@ -108,7 +108,7 @@ type confirmation struct {
 // that Kafka refuses then is refused for itself, not for a neighbour in
 // its batch. A topic-scope refusal is confirmed once per topic and batch
 // (every row of the topic fails alike). A transient failure stops the
-// probing: Kafka is in trouble, the rest is unknown.
+// probing: Kafka is in trouble, the rest is skipped.
 func (r *Relay) confirm(ctx context.Context, rows []row, cands []candidate) []confirmation {
 	out := make([]confirmation, len(cands))
 	topics := map[string]confirmation{} // topic → its topic-scope verdict
@@ -118,7 +118,7 @@ func (r *Relay) confirm(ctx context.Context, rows []row, cands []candidate) []co
 		topicName := envelope.Topic(r.cfg.TopicPrefix, rw.AggregateType)
 		if c.f.scope == ofTopic {
 			if v, ok := topics[topicName]; ok {
-				out[k] = v // refused with the topic, or unknown
+				out[k] = v // refused with the topic, or skipped
 				continue
 			}
 		}
@@ -129,13 +129,14 @@ func (r *Relay) confirm(ctx context.Context, rows []row, cands []candidate) []co
 		ackedAt, err := r.probeRow(ctx, rw)
 		switch {
 		case err == nil:
-			out[k] = confirmation{verdict: published, ackedAt: ackedAt}
+			out[k] = confirmation{verdict: published}
 			r.m.published.WithLabelValues(topicName).Inc()
 			r.m.publishLag.Observe(ackedAt.Sub(rw.RecordedAt).Seconds())
 			if r.cfg.OnAck != nil {
 				r.cfg.OnAck(rw.RecordedAt, ackedAt)
 			}
 		case classify(err).scope == transient:
+			out[k] = confirmation{verdict: failed, err: err}
 			r.m.errors.WithLabelValues(topicName).Inc()
 			r.log.Warn("sending a failed outbox row alone failed for a transient reason; it is retried", "outbox_id", rw.ID, "err", err)
 			return out

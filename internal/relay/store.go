@@ -336,6 +336,15 @@ type outboxStats struct {
 const heldSQL = `EXISTS (SELECT 1 FROM outbox_dead_letters d
 	WHERE d.aggregate_id = o.aggregate_id AND d.aggregate_type = o.aggregate_type AND d.id < o.id)`
 
+// heldCountSQL counts the held rows from the dead letters' side: per
+// dead-lettered aggregate, the rows of its shard above its first dead
+// letter (an index range of outbox_shard_id_idx), rather than an
+// anti-join over the whole outbox.
+const heldCountSQL = `SELECT COALESCE(sum((SELECT count(*) FROM outbox o
+		WHERE o.shard = d.shard AND o.id > d.id AND o.aggregate_id = d.aggregate_id AND o.aggregate_type = d.aggregate_type)), 0)::bigint
+	FROM (SELECT DISTINCT ON (aggregate_type, aggregate_id) shard, aggregate_type, aggregate_id, id
+		FROM outbox_dead_letters ORDER BY aggregate_type, aggregate_id, id) d`
+
 // stats returns the outbox gauges. The outbox size is the planner's
 // estimate when above 100k rows, an exact count otherwise; the oldest
 // row is the lowest id (ids and created_at are both taken at insert).
@@ -348,7 +357,7 @@ func (s *store) stats(ctx context.Context) (outboxStats, error) {
 		SELECT
 			CASE WHEN c.reltuples > 100000 THEN c.reltuples::bigint ELSE (SELECT count(*) FROM outbox) END,
 			d.n,
-			CASE WHEN d.n = 0 THEN 0 ELSE (SELECT count(*) FROM outbox o WHERE `+heldSQL+`) END,
+			CASE WHEN d.n = 0 THEN 0 ELSE (`+heldCountSQL+`) END,
 			COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - CASE WHEN d.n = 0
 				THEN (SELECT created_at FROM outbox ORDER BY id LIMIT 1)
 				ELSE (SELECT created_at FROM outbox o WHERE NOT `+heldSQL+` ORDER BY id LIMIT 1) END), 0)::float8,
