@@ -34,6 +34,8 @@ type cfg struct {
 	LeaseTTL         time.Duration
 	DeliveryTimeout  time.Duration
 	ShutdownGrace    time.Duration
+	PoisonAttempts   int
+	PoisonInterval   time.Duration
 	Migrate          bool
 }
 
@@ -67,6 +69,8 @@ func (c *cfg) register(s *config.Set) {
 	s.Duration(&c.LeaseTTL, "LEASE_TTL", d.LeaseTTL, "shard lease TTL (renewed every TTL/3)")
 	s.Duration(&c.DeliveryTimeout, "DELIVERY_TIMEOUT", 30*time.Second, "how long a record may wait for Kafka before its batch fails and is retried")
 	s.Duration(&c.ShutdownGrace, "SHUTDOWN_GRACE", d.ShutdownGrace, "time to finish the batch in flight on SIGTERM")
+	s.Int(&c.PoisonAttempts, "POISON_ATTEMPTS", d.PoisonAttempts, "confirmed refusals of a row (Kafka refused it sent alone) before it moves to outbox_dead_letters")
+	s.Duration(&c.PoisonInterval, "POISON_INTERVAL", d.PoisonInterval, "least time between two attempts of a refused row")
 	s.Bool(&c.Migrate, "MIGRATE", true, "apply database migrations at start")
 }
 
@@ -120,6 +124,12 @@ func (c *cfg) validate() error {
 	}
 	if c.DeliveryTimeout < 0 {
 		errs = append(errs, fmt.Errorf("DELIVERY_TIMEOUT must be >= 0, got %s", c.DeliveryTimeout))
+	}
+	if c.PoisonAttempts < 1 || c.PoisonAttempts > 100 {
+		errs = append(errs, fmt.Errorf("POISON_ATTEMPTS must be in 1..100, got %d", c.PoisonAttempts))
+	}
+	if c.PoisonInterval < 10*time.Millisecond || c.PoisonInterval > time.Hour {
+		errs = append(errs, fmt.Errorf("POISON_INTERVAL must be in 10ms..1h, got %s", c.PoisonInterval))
 	}
 	if c.ShutdownGrace <= 0 {
 		errs = append(errs, fmt.Errorf("SHUTDOWN_GRACE must be > 0, got %s", c.ShutdownGrace))

@@ -37,11 +37,12 @@ func TestParseConfigDefaults(t *testing.T) {
 
 func TestParseConfigReportsEveryProblem(t *testing.T) {
 	t.Setenv("BATCH_SIZE", "lots")
-	_, err := parseConfig([]string{"-topic-prefix", "a b", "-topic-partitions", "0", "-aggregate-types", ",", "-lease-ttl", "10ms", "-kafka-brokers", "", "-wake-linger", "2s", "-rescan-interval", "10ms"})
+	_, err := parseConfig([]string{"-topic-prefix", "a b", "-topic-partitions", "0", "-aggregate-types", ",", "-lease-ttl", "10ms", "-kafka-brokers", "", "-wake-linger", "2s", "-rescan-interval", "10ms",
+		"-poison-attempts", "0", "-poison-interval", "1ms"})
 	if err == nil {
 		t.Fatal("want error")
 	}
-	for _, want := range []string{"BATCH_SIZE", "TOPIC_PREFIX", "TOPIC_PARTITIONS", "AGGREGATE_TYPES", "LEASE_TTL", "KAFKA_BROKERS", "WAKE_LINGER", "RESCAN_INTERVAL"} {
+	for _, want := range []string{"BATCH_SIZE", "TOPIC_PREFIX", "TOPIC_PARTITIONS", "AGGREGATE_TYPES", "LEASE_TTL", "KAFKA_BROKERS", "WAKE_LINGER", "RESCAN_INTERVAL", "POISON_ATTEMPTS", "POISON_INTERVAL"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not name %s: %v", want, err)
 		}
@@ -85,12 +86,12 @@ func TestParseConfigDefaultsAreTheRelayDefaults(t *testing.T) {
 	}
 	d := relay.DefaultConfig()
 	type shared struct {
-		prefix                                string
-		batch, workers                        int
-		poll, linger, rescan, lease, shutdown time.Duration
+		prefix                                        string
+		batch, workers, poisonAttempts                int
+		poll, linger, rescan, lease, shutdown, poison time.Duration
 	}
-	got := shared{c.TopicPrefix, c.BatchSize, c.Workers, c.PollInterval, c.Linger, c.RescanInterval, c.LeaseTTL, c.ShutdownGrace}
-	want := shared{d.TopicPrefix, d.BatchSize, d.Workers, d.PollInterval, d.Linger, d.RescanInterval, d.LeaseTTL, d.ShutdownGrace}
+	got := shared{c.TopicPrefix, c.BatchSize, c.Workers, c.PoisonAttempts, c.PollInterval, c.Linger, c.RescanInterval, c.LeaseTTL, c.ShutdownGrace, c.PoisonInterval}
+	want := shared{d.TopicPrefix, d.BatchSize, d.Workers, d.PoisonAttempts, d.PollInterval, d.Linger, d.RescanInterval, d.LeaseTTL, d.ShutdownGrace, d.PoisonInterval}
 	if got != want {
 		t.Fatalf("flag defaults %+v, relay defaults %+v", got, want)
 	}

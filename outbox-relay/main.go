@@ -2,7 +2,10 @@
 // internal/relay for the guarantees. Several instances may run at once;
 // they share the outbox's shards through leases.
 //
-//	outbox-relay [run] [flags]   publish (default)
+//	outbox-relay [run] [flags]                                      publish (default)
+//	outbox-relay dead list [--aggregate-type T] [--aggregate ID] [--json]
+//	outbox-relay dead retry (--id N ... | --aggregate ID | --all) [--aggregate-type T]
+//	outbox-relay dead discard --id N [--yes]
 package main
 
 import (
@@ -33,6 +36,7 @@ var program = &cli.Program{
 			c.register(s)
 			return cli.Action{Validate: c.validate, Run: func(ctx context.Context, env cli.Env) error { return runRelay(ctx, c, env) }}
 		}},
+		deadCommand,
 	},
 }
 
@@ -64,6 +68,13 @@ func runRelay(ctx context.Context, c cfg, env cli.Env) error {
 		return err
 	}
 	defer kc.Close()
+	// A producer of its own for rows sent alone to confirm a refusal
+	// (relay.Config.Probe).
+	probe, err := c.Kafka.NewClient(relay.ProducerOpts(c.Kafka.Brokers, c.DeliveryTimeout)...)
+	if err != nil {
+		return err
+	}
+	defer probe.Close()
 
 	reg := obs.NewRegistry()
 	health := obs.NewHealth(map[string]obs.CheckFunc{
@@ -73,6 +84,7 @@ func runRelay(ctx context.Context, c cfg, env cli.Env) error {
 	r, err := relay.New(relay.Config{
 		ID: c.RelayID, TopicPrefix: c.TopicPrefix, BatchSize: c.BatchSize, Workers: c.Workers, PollInterval: c.PollInterval,
 		Linger: c.Linger, RescanInterval: c.RescanInterval, LeaseTTL: c.LeaseTTL, ShutdownGrace: c.ShutdownGrace,
+		PoisonAttempts: c.PoisonAttempts, PoisonInterval: c.PoisonInterval, Probe: probe,
 	}, pool, kc, reg, log)
 	if err != nil {
 		return err

@@ -84,6 +84,11 @@ type usageError struct{ msg string }
 
 func (e *usageError) Error() string { return e.msg }
 
+// UsageError makes err, returned by a command's Run, a usage error (exit
+// 2, as for a bad flag): for what the command line asked that proves
+// wrong only at run time, such as an id that names nothing.
+func UsageError(err error) error { return &usageError{msg: err.Error()} }
+
 // Main runs the program on os.Args and exits with its status.
 func (p *Program) Main() {
 	os.Exit(p.Run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
@@ -189,6 +194,9 @@ func (p *Program) exec(ctx context.Context, cmd *Command, path, args []string, s
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := act.Run(ctx, env); err != nil {
+		if _, ok := errors.AsType[*usageError](err); ok {
+			return ExitUsage, err
+		}
 		return ExitFailure, err
 	}
 	return ExitOK, nil

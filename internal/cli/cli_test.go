@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -38,6 +39,11 @@ func testProgram(ran *[]string) *Program {
 		{Name: "fail", Setup: func(s *config.Set) Action {
 			return Action{Run: func(context.Context, Env) error { return errors.New("it broke") }}
 		}},
+		{Name: "lookup", Setup: func(s *config.Set) Action {
+			return Action{Run: func(context.Context, Env) error {
+				return fmt.Errorf("looking up: %w", UsageError(errors.New("no thing with id 7")))
+			}}
+		}},
 		{Name: "show", Args: "ID", MinArgs: 1, MaxArgs: 1, Setup: func(s *config.Set) Action {
 			return Action{Quiet: true, Run: func(_ context.Context, env Env) error { *ran = append(*ran, "show "+env.Args[0]); return nil }}
 		}},
@@ -67,6 +73,7 @@ func TestExitStatusesAndDispatch(t *testing.T) {
 		{[]string{"run", "-test-cli-n", "x"}, ExitUsage, "", "test-cli-n"},
 		{[]string{"run", "-no-such-flag"}, ExitUsage, "", "no-such-flag"},
 		{[]string{"fail"}, ExitFailure, "", "it broke"},
+		{[]string{"lookup"}, ExitUsage, "", "no thing with id 7"},
 		{[]string{"show"}, ExitUsage, "", "want ID"},
 		{[]string{"show", "a", "b"}, ExitUsage, "", "want ID"},
 		{[]string{"show", "a"}, ExitOK, "show a", ""},

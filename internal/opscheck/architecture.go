@@ -28,10 +28,7 @@ func Table(path, name string) ([][]string, error) {
 		case line == end:
 			in = false
 		case in && strings.HasPrefix(line, "|"):
-			cells := strings.Split(strings.Trim(line, "|"), "|")
-			for i, c := range cells {
-				cells[i] = strings.Trim(strings.TrimSpace(c), "`")
-			}
+			cells := splitRow(line)
 			if len(rows) == 0 || !strings.HasPrefix(cells[0], "---") {
 				rows = append(rows, cells)
 			}
@@ -44,6 +41,31 @@ func Table(path, name string) ([][]string, error) {
 		return nil, fmt.Errorf("%s: no %q table", path, name)
 	}
 	return rows[1:], nil // without the header row
+}
+
+// splitRow splits a table row into its cells; `\|` is a pipe inside a
+// cell, as Markdown has it.
+func splitRow(line string) []string {
+	line = strings.TrimSuffix(strings.TrimPrefix(line, "|"), "|")
+	var cells []string
+	var cell strings.Builder
+	for i := 0; i < len(line); i++ {
+		switch {
+		case line[i] == '\\' && i+1 < len(line) && line[i+1] == '|':
+			cell.WriteByte('|')
+			i++
+		case line[i] == '|':
+			cells = append(cells, cell.String())
+			cell.Reset()
+		default:
+			cell.WriteByte(line[i])
+		}
+	}
+	cells = append(cells, cell.String())
+	for i, c := range cells {
+		cells[i] = strings.Trim(strings.TrimSpace(c), "`")
+	}
+	return cells
 }
 
 // Metric is one row of the metric table of docs/architecture.md.

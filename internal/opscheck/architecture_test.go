@@ -84,3 +84,10 @@ func TestTableReadsTheMetricContract(t *testing.T) {
 		t.Fatalf("only %d metrics read", len(m))
 	}
 }
+
+func TestSplitRowKeepsEscapedPipes(t *testing.T) {
+	got := splitRow("| `a` | b \\| c | d |")
+	if len(got) != 3 || got[0] != "a" || got[1] != "b | c" || got[2] != "d" {
+		t.Fatalf("splitRow = %q", got)
+	}
+}

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"cqrsflow/internal/backoff"
-	"cqrsflow/internal/envelope"
 )
 
 // publishLoop is worker w: one batch of its shards at a time, at once
@@ -19,7 +18,7 @@ func (r *Relay) publishLoop(ctx context.Context, w int) {
 	defer poll.Stop()
 	for ctx.Err() == nil {
 		r.applyReleases(ctx, w)
-		n, err := r.batch(ctx, w)
+		more, err := r.batch(ctx, w)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -30,8 +29,8 @@ func (r *Relay) publishLoop(ctx context.Context, w int) {
 			continue
 		}
 		bo.Reset()
-		if n >= r.cfg.BatchSize {
-			continue // backlog: next batch at once
+		if more {
+			continue // backlog, or rows to send again: next batch at once
 		}
 		poll.Reset(r.cfg.PollInterval)
 		select {
@@ -45,23 +44,31 @@ func (r *Relay) publishLoop(ctx context.Context, w int) {
 	}
 }
 
-// batch claims, publishes and deletes one batch of worker w's shards; it
-// returns the rows claimed.
-func (r *Relay) batch(ctx context.Context, w int) (int, error) {
+// batch claims, publishes and deletes one batch of worker w's shards. It
+// reports whether the next batch should start at once: the batch was
+// full or left rows to send again, and moved rows out of the outbox (a
+// batch that only waits for suspects does not spin).
+func (r *Relay) batch(ctx context.Context, w int) (more bool, err error) {
 	held, err := r.heldLeases(ctx, w)
 	if err != nil || len(held) == 0 {
-		return 0, err
+		return false, err
 	}
-	low := &r.low[w]
+	low, p := &r.low[w], &r.poison[w]
 	defer func() { r.lowGauge[w].Set(float64(low.floor)) }()
 	t0 := time.Now()
-	rows, snap, err := r.claim(ctx, low, held, t0)
+	excl := p.exclusions()
+	rows, snap, err := r.claim(ctx, low, held, excl, t0)
 	if err != nil {
-		return 0, err
+		return false, err
 	}
 	if len(rows) == 0 {
-		low.empty(snap)
-		return 0, nil
+		p.prune(nil) // a suspect not claimed has left the outbox
+		if len(excl) > 0 {
+			low.failed() // the claim skipped rows that are still there
+		} else {
+			low.empty(snap)
+		}
+		return false, nil
 	}
 	r.m.batches.Inc()
 	r.m.batchRecords.Observe(float64(len(rows)))
@@ -74,16 +81,18 @@ func (r *Relay) batch(ctx context.Context, w int) (int, error) {
 	defer stop()
 
 	t1 := time.Now()
-	ids, pubErr := r.publishRows(fctx, rows)
+	res := r.publishBatch(fctx, p, rows, t1)
 	t2 := time.Now()
-	if err := r.deleteAndAdvance(fctx, w, rows, ids, held, snap); err != nil {
-		return len(rows), err
+	left, err := r.finishAndAdvance(fctx, w, rows, res, held, snap, len(excl) > 0)
+	if err != nil {
+		return false, err
 	}
 	if r.log.Enabled(ctx, slog.LevelDebug) {
-		r.log.Debug("batch", "worker", w, "rows", len(rows), "deleted", len(ids), "claim_ms", t1.Sub(t0).Milliseconds(),
-			"publish_ms", t2.Sub(t1).Milliseconds(), "delete_ms", time.Since(t2).Milliseconds(), "low_water", low.floor, "pending_marks", len(low.pending))
+		r.log.Debug("batch", "worker", w, "rows", len(rows), "deleted", len(res.ids), "dead_lettered", len(res.dead),
+			"claim_ms", t1.Sub(t0).Milliseconds(), "publish_ms", t2.Sub(t1).Milliseconds(), "delete_ms", time.Since(t2).Milliseconds(),
+			"low_water", low.floor, "pending_marks", len(low.pending), "suspects", len(p.rows))
 	}
-	return len(rows), pubErr
+	return left > 0 && (len(rows) >= r.cfg.BatchSize || res.retryNow), res.err
 }
 
 // heldLeases returns the leases of worker w's shards that this relay
@@ -118,115 +127,89 @@ func (r *Relay) heldLeases(ctx context.Context, w int) (map[int16]int64, error) 
 }
 
 // claim reads the next rows of the held shards above the worker's
-// low-water mark low (from 0 after a change of PostgreSQL incarnation).
-func (r *Relay) claim(ctx context.Context, low *lowWater, held map[int16]int64, now time.Time) ([]row, snapshot, error) {
+// low-water mark low (from 0 after a change of PostgreSQL incarnation or
+// of the redrive generation), skipping the rows held behind dead letters
+// and behind the worker's suspects (excl).
+func (r *Relay) claim(ctx context.Context, low *lowWater, held map[int16]int64, excl []exclusion, now time.Time) ([]row, snapshot, error) {
 	shards, _ := split(held)
 	after := low.from(shards, now, r.cfg.RescanInterval)
-	rows, snap, err := r.store.claim(ctx, shards, after, r.cfg.BatchSize)
+	rows, snap, err := r.store.claim(ctx, shards, after, r.cfg.BatchSize, excl)
 	if err != nil {
 		return nil, snapshot{}, err
 	}
-	if low.sameServer(snap.server) {
+	if low.sameOrigin(snap) {
 		return rows, snap, nil
 	}
 	// PostgreSQL restarted, recovered from a crash or failed over since
 	// the mark and its pending claims were set: rows may have come back
 	// below the mark (a lost asynchronous delete) or the sequence may hand
-	// out ids below it. Start over from 0 before publishing anything (rows
-	// found now are not stragglers).
-	low.reset() // keeps the server sameServer just recorded
+	// out ids below it. Or dead letters were retried or discarded: they
+	// and the rows held behind them may lie below the mark. Start over
+	// from 0 before publishing anything (rows found now are not
+	// stragglers).
+	low.reset() // keeps the origin sameOrigin just recorded
 	if from := low.from(shards, now, r.cfg.RescanInterval); after > from {
-		return r.store.claim(ctx, shards, from, r.cfg.BatchSize)
+		return r.store.claim(ctx, shards, from, r.cfg.BatchSize, excl)
 	}
 	return rows, snap, nil
 }
 
-// publishRows publishes rows, counts every outcome, and returns the ids
-// that may leave the outbox (deletable) with an error naming the first
-// record Kafka did not acknowledge.
-func (r *Relay) publishRows(ctx context.Context, rows []row) ([]int64, error) {
-	recs, errs, ackedAt := publish(ctx, r.prod, r.cfg.TopicPrefix, rows)
-	var firstErr error
-	failed := 0
-	for i := range rows {
-		topic := envelope.Topic(r.cfg.TopicPrefix, rows[i].AggregateType)
-		if recs[i] != nil {
-			topic = recs[i].Topic
-		}
-		if errs[i] != nil {
-			failed++
-			r.m.errors.WithLabelValues(topic).Inc()
-			if firstErr == nil {
-				firstErr = fmt.Errorf("publishing event %s (outbox id %d): %w", rows[i].EventID, rows[i].ID, errs[i])
-			}
-			continue
-		}
-		r.m.published.WithLabelValues(topic).Inc()
-		r.m.publishLag.Observe(ackedAt[i].Sub(rows[i].RecordedAt).Seconds())
-		if r.cfg.OnAck != nil {
-			r.cfg.OnAck(rows[i].RecordedAt, ackedAt[i])
-		}
-	}
-	ids := deletable(rows, errs)
-	if firstErr != nil {
-		return ids, fmt.Errorf("%d of %d records not acked, they stay in the outbox: %w", failed, len(rows), firstErr)
-	}
-	return ids, nil
-}
-
-// deleteAndAdvance deletes the acked rows ids of the claimed rows (snapshot
-// snap) and moves worker w's low-water mark accordingly.
-func (r *Relay) deleteAndAdvance(ctx context.Context, w int, rows []row, ids []int64, held map[int16]int64, snap snapshot) error {
+// finishAndAdvance deletes the acked rows and dead-letters the rows of
+// res (claimed with snapshot snap; excluded says the claim skipped
+// suspects' later rows) and moves worker w's low-water mark accordingly.
+// It returns how many rows left the outbox.
+func (r *Relay) finishAndAdvance(ctx context.Context, w int, rows []row, res batchResult, held map[int16]int64, snap snapshot, excluded bool) (int, error) {
 	low := &r.low[w]
-	var lost []int16
-	var delXID uint64
-	if len(ids) > 0 {
+	var out finished
+	if len(res.ids) > 0 || len(res.dead) > 0 {
 		var err error
-		if lost, delXID, err = r.deleteWithRetry(ctx, ids, held); err != nil {
+		if out, err = r.finishWithRetry(ctx, res.ids, res.dead, held); err != nil {
 			low.failed()
-			return err
+			return 0, err
 		}
 	}
-	if n := low.stragglers(ids); n > 0 {
+	r.reportDead(w, res.dead, out.lost)
+	if n := low.stragglers(res.ids); n > 0 {
 		r.m.stragglers.Add(float64(n))
 		r.log.Warn("published outbox rows found below the low-water mark: they were inserted without the append protocol (transaction id taken before the outbox id)",
 			"worker", w, "rows", n, "mark", low.prev)
 	}
 	switch {
-	case len(lost) > 0:
+	case len(out.lost) > 0:
 		// Rows of the lost shards stay in the outbox (for the new owner),
 		// so the mark must not pass them, even if the lease comes back
 		// before this worker's next batch.
 		low.reset()
-	case len(ids) == len(rows):
-		low.done(rows[len(rows)-1].ID, len(rows) == r.cfg.BatchSize, delXID, snap)
+	case len(res.ids)+len(res.dead) == len(rows) && !excluded:
+		low.done(rows[len(rows)-1].ID, len(rows) == r.cfg.BatchSize, out.xid, snap)
 	default:
+		// Rows stay in the outbox, or the claim skipped rows of suspects
+		// that stay too: the mark must not pass them.
 		low.failed()
 	}
-	return nil
+	return int(out.deleted + out.moved), nil
 }
 
-// deleteWithRetry retries the conditional delete while Postgres is
-// unreachable: a row acked but not deleted would be published again.
-// It returns the shards whose lease was gone and the deleting
-// transaction's id.
-func (r *Relay) deleteWithRetry(ctx context.Context, ids []int64, held map[int16]int64) (lost []int16, xid uint64, err error) {
+// finishWithRetry retries the conditional delete and dead-lettering
+// while Postgres is unreachable: a row acked but not deleted would be
+// published again.
+func (r *Relay) finishWithRetry(ctx context.Context, ids []int64, dead []deadLetter, held map[int16]int64) (finished, error) {
 	bo := r.backoff()
 	for {
-		_, lost, xid, err := r.store.deleteAcked(ctx, ids, held)
+		out, err := r.store.finish(ctx, ids, dead, held)
 		if err == nil {
-			if len(lost) > 0 {
-				r.dropLost(lost, "taken over before delete; acked rows left for the new owner (duplicates)")
+			if len(out.lost) > 0 {
+				r.dropLost(out.lost, "taken over before delete; acked rows left for the new owner (duplicates)")
 			}
-			return lost, xid, nil
+			return out, nil
 		}
 		if ctx.Err() != nil {
-			return nil, 0, fmt.Errorf("%w (acked rows stay in the outbox and will be republished)", err)
+			return finished{}, fmt.Errorf("%w (acked rows stay in the outbox and will be republished)", err)
 		}
 		d := bo.Next()
 		r.log.Warn("deleting acked rows failed; retrying", "err", err, "backoff", d.String())
 		if !backoff.Sleep(ctx, d) {
-			return nil, 0, err
+			return finished{}, err
 		}
 	}
 }

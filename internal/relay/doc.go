@@ -53,13 +53,51 @@
 //
 // Partial failures: a batch's rows are deleted only up to the first failed
 // row of each aggregate; later rows of that aggregate stay and are
-// republished, in order, with the failed one. When Kafka is unreachable
-// (timeouts, retriable errors) franz-go fails every later buffered record
-// of the partition too, so nothing newer overtakes the failed record. A
-// non-retriable rejection of one produce batch (INVALID_RECORD,
-// MESSAGE_TOO_LARGE: a poison record) fails only that batch, so newer
-// versions of the key can land before the failed one is republished; the
-// projector sees that as a version gap and parks it, then gets the full
-// run again from the failed version. Such a record keeps failing and is
-// reported by cqrsflow_relay_publish_errors_total.
+// republished, in order, with the failed one. When a produce request
+// fails, franz-go fails every record buffered for that partition too, so
+// nothing newer of the key overtakes the failed record, except a record
+// sent in a later request after the failure was handled (a window of one
+// round trip while a batch is being produced): the consumer then sees
+// that newer version once before the full run from the failed one, a
+// gap the projector parks and closes.
+//
+// # Poison rows and dead letters
+//
+// A publish error is transient (Kafka unreachable or slow, a leader
+// moving, an error about the producer itself) or permanent: Kafka's
+// verdict on the record (MESSAGE_TOO_LARGE, INVALID_RECORD, …) or on its
+// topic (TOPIC_AUTHORIZATION_FAILED, UNKNOWN_TOPIC_OR_PARTITION after
+// franz-go's metadata retries, …), or an envelope that cannot be built
+// (classify). Transient failures are retried without limit and never
+// counted: the rows wait, the worker backs off.
+//
+// Kafka refuses a whole produce batch for one bad record, and franz-go
+// then fails every record buffered for the partition, so a permanent
+// error says little about the row that got it. The first failed row of
+// each aggregate with a permanent error is sent again alone, through a
+// producer of its own and one row at a time (confirm): acked, it is
+// published; refused again, the refusal is its own (a topic-scope
+// refusal, the same for every row of the topic, is confirmed once per
+// topic and batch). A row with a confirmed refusal is a suspect of its
+// worker: its aggregate's later rows are neither claimed nor sent, it is
+// sent alone again once PoisonInterval has passed, and after
+// PoisonAttempts consecutive confirmed refusals it moves to
+// outbox_dead_letters, in the statement that deletes the batch's acked
+// rows, under the same lease fencing: a relay that lost the shard moves
+// nothing, and the row is in exactly one of the two tables. A transient
+// failure of a suspect's attempt starts its count over; so does a restart
+// (the counts are in memory, at most one batch of suspects per worker).
+// Other aggregates are not held: the suspect's neighbours are sent alone
+// in the batch that met it (up to maxProbes; the rest, and their later
+// rows, go with the next batch, at once), and the suspect is never sent
+// with a batch again.
+//
+// A dead letter holds its aggregate: claims skip the aggregate's rows with
+// a higher id (an anti-join on outbox_dead_letters, skipped while the
+// worker's shards have none), so per-aggregate order holds while every
+// other aggregate flows. `outbox-relay dead retry` puts the row back
+// under its own id, below the held rows, and `dead discard` drops it; both
+// remove the dead letter, which bumps the redrive generation, and the
+// workers' low-water marks, which may have passed the held rows, start
+// over (lowWater).
 package relay

@@ -215,17 +215,40 @@ type runningRelay struct {
 // (or the test ends).
 func startRelay(t *testing.T, e *itEnv, id string, mut func(*Config), deliveryTimeout time.Duration) *runningRelay {
 	t.Helper()
-	kc, err := kgo.NewClient(ProducerOpts(e.brokers, deliveryTimeout)...)
+	return startRelayKafka(t, e, id, mut, ProducerOpts(e.brokers, deliveryTimeout))
+}
+
+// startRelayKafka is startRelay with the franz-go options of its two
+// producers (the publishing one and the probe, as the binary has).
+func startRelayKafka(t *testing.T, e *itEnv, id string, mut func(*Config), kopts []kgo.Opt) *runningRelay {
+	t.Helper()
+	return startRelayWith(t, e, id, mut, kopts, nil)
+}
+
+// startRelayWith is startRelayKafka with the publishing producer wrapped
+// by wrap (when not nil).
+func startRelayWith(t *testing.T, e *itEnv, id string, mut func(*Config), kopts []kgo.Opt, wrap func(Producer) Producer) *runningRelay {
+	t.Helper()
+	kc, err := kgo.NewClient(kopts...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{ID: id, TopicPrefix: e.prefix, BatchSize: 500, PollInterval: 100 * time.Millisecond, LeaseTTL: 3 * time.Second, StatsInterval: 200 * time.Millisecond}
+	var prod Producer = kc
+	if wrap != nil {
+		prod = wrap(kc)
+	}
+	probe, err := kgo.NewClient(kopts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{ID: id, TopicPrefix: e.prefix, BatchSize: 500, PollInterval: 100 * time.Millisecond, LeaseTTL: 3 * time.Second,
+		StatsInterval: 200 * time.Millisecond, Probe: probe}
 	if mut != nil {
 		mut(&cfg)
 	}
 	reg := prometheus.NewRegistry()
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	r, err := New(cfg, e.pg.Pool, kc, reg, log)
+	r, err := New(cfg, e.pg.Pool, prod, reg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,6 +268,7 @@ func startRelay(t *testing.T, e *itEnv, id string, mut func(*Config), deliveryTi
 				t.Errorf("relay %s did not stop within 60s", id)
 			}
 			kc.Close()
+			probe.Close()
 		})
 	}
 	t.Cleanup(stop)

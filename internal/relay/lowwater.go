@@ -37,8 +37,24 @@ import (
 // of that protocol (an xid taken after its id) could land below the mark:
 // every rescanInterval the mark drops to 0 for one claim, so such a row is
 // still published, late, and counted as a straggler.
+//
+// Dead letters. Claims skip the rows held behind a dead letter of their
+// aggregate (and the rows behind a worker's suspects, see poison), so the
+// mark may pass held rows: they are not pending for the relay while the
+// dead letter is there. They become claimable, together with a retried
+// dead letter put back under its old id (below the mark too), only when
+// the dead letter leaves outbox_dead_letters. Any such DELETE bumps the
+// redrive generation in the same transaction (a trigger), and every claim
+// reads the generation in its snapshot: a claim that sees the new
+// generation sees the released rows, and the worker then drops its mark
+// as for a new server incarnation and claims again from 0, at once, not
+// at the next rescan. A claim that still sees the old generation does
+// not see the release either. Rows behind a suspect are skipped only
+// while the suspect row itself is in the outbox below them, and a batch
+// that skipped any does not move the mark (finishAndAdvance).
 type lowWater struct {
 	server  string  // snapshot.server the mark was set under
+	redrive int64   // snapshot.redrive the mark was set under
 	shards  []int16 // the shard set the mark is for, sorted
 	floor   int64
 	pending []claimMark
@@ -70,17 +86,20 @@ type claimMark struct {
 //
 // Neither the mark nor its pending claims are used across a change: a
 // lost asynchronous delete brings rows back below the mark, a promoted
-// replica's sequence may be behind it, and xids may be reissued.
+// replica's sequence may be behind it, and xids may be reissued. The
+// same holds across a change of the redrive generation (rows released
+// from behind dead letters, see lowWater).
 type snapshot struct {
-	xmin   uint64
-	server string
+	xmin    uint64
+	server  string
+	redrive int64
 }
 
-// sameServer reports whether server is the one the mark was set under,
-// and remembers it.
-func (lw *lowWater) sameServer(server string) bool {
-	same := lw.server == server
-	lw.server = server
+// sameOrigin reports whether snap has the server incarnation and the
+// redrive generation the mark was set under, and remembers them.
+func (lw *lowWater) sameOrigin(snap snapshot) bool {
+	same := lw.server == snap.server && lw.redrive == snap.redrive
+	lw.server, lw.redrive = snap.server, snap.redrive
 	return same
 }
 
@@ -162,8 +181,8 @@ func (lw *lowWater) settle(snap snapshot, limit int64) {
 }
 
 // reset starts over at 0 with the next claim (rows below the mark were
-// left in the outbox).
-func (lw *lowWater) reset() { *lw = lowWater{server: lw.server} }
+// left in the outbox, or released from behind dead letters).
+func (lw *lowWater) reset() { *lw = lowWater{server: lw.server, redrive: lw.redrive} }
 
 // failed forgets the pending claims after a batch left rows in the outbox:
 // the mark stays below them (the batch read only ids above it).

@@ -20,17 +20,21 @@ type metrics struct {
 	liveRelays   prometheus.Gauge
 	stragglers   prometheus.Counter
 	lowWater     *prometheus.GaugeVec
+	deadLetters  prometheus.Gauge
+	heldRows     prometheus.Gauge
+	deadLettered *prometheus.CounterVec
+	discarded    prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: obs.Namespace, Name: "outbox_pending_events",
-			Help: "Rows in the outbox not yet acknowledged by Kafka (estimate above 100k rows, exact below).",
+			Help: "Rows in the outbox not yet acknowledged by Kafka, rows held behind dead letters excluded (estimate above 100k rows, exact below).",
 		}),
 		oldestAge: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: obs.Namespace, Name: "outbox_oldest_pending_age_seconds",
-			Help: "Age of the oldest outbox row (now - created_at); 0 when the outbox is empty.",
+			Help: "Age of the oldest outbox row not held behind a dead letter (now - created_at); 0 when there is none.",
 		}),
 		published: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: obs.Namespace, Name: "relay_published_total",
@@ -75,6 +79,26 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Outbox id at or below which nothing of the worker's shards is pending; claims read above it. Stuck while a writing transaction runs long.",
 		}, []string{"worker"}),
 	}
+	m.deadLetters = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: obs.Namespace, Name: "relay_dead_letters",
+		Help: "Rows in outbox_dead_letters: events Kafka refused for good (or whose envelope cannot be built), waiting for `outbox-relay dead retry|discard`.",
+	})
+	m.heldRows = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: obs.Namespace, Name: "relay_held_rows",
+		Help: "Outbox rows held behind a dead letter of their aggregate (published after it is retried or discarded).",
+	})
+	m.deadLettered = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: obs.Namespace, Name: "relay_dead_lettered_total",
+		Help: "Outbox rows this relay moved to outbox_dead_letters, by reason (a Kafka error name, envelope, or other).",
+	}, []string{"reason"})
+	for _, reason := range reasons() {
+		m.deadLettered.WithLabelValues(reason) // every series exists from the start, so increase() sees the first one
+	}
+	m.discarded = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: obs.Namespace, Name: "relay_discarded_events",
+		Help: "Rows in outbox_discarded: dead letters an operator dropped from publication (they stay in the events table).",
+	})
+	reg.MustRegister(m.deadLetters, m.heldRows, m.deadLettered, m.discarded)
 	reg.MustRegister(m.lowWater, m.stragglers, m.pending, m.oldestAge, m.published, m.publishLag, m.errors,
 		m.ownedShards, m.leasesLost, m.batches, m.batchRecords, m.liveRelays)
 	return m

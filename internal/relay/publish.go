@@ -68,13 +68,18 @@ func record(prefix string, r *row) (*kgo.Record, error) {
 
 // appendEnvelope writes the envelope.Envelope JSON of r by hand: the same
 // fields and formats as json.Marshal (RFC 3339 UTC times), without
-// reflection and without re-compacting the payload, which PostgreSQL's
-// jsonb output already made valid JSON. Metadata is decoded into
-// envelope.Metadata (goccy/go-json) and re-encoded by appendMetadata, so
-// only its known keys travel.
+// reflection and without re-compacting the payload. Metadata is decoded
+// into envelope.Metadata (goccy/go-json) and re-encoded by
+// appendMetadata, so only its known keys travel.
+//
+// The payload is PostgreSQL's jsonb output when the event store wrote the
+// row, but the outbox column is text, and a row written any other way
+// may hold anything: it is checked (json.Valid, one more scan of the
+// payload), because a record that is not JSON would be accepted by Kafka
+// and fail every consumer.
 func appendEnvelope(b []byte, r *row) ([]byte, error) {
 	payload := bytes.TrimSpace(r.Payload)
-	if len(payload) == 0 || payload[0] != '{' {
+	if len(payload) == 0 || payload[0] != '{' || !json.Valid(payload) {
 		return nil, fmt.Errorf("event %s: payload is not a JSON object", r.EventID)
 	}
 	var meta envelope.Metadata
@@ -148,17 +153,36 @@ func appendString(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
-// publish produces one record per row asynchronously and waits for every
-// acknowledgement. errs[i] is nil when rows[i] was acked.
-func publish(ctx context.Context, p Producer, prefix string, rows []row) (recs []*kgo.Record, errs []error, ackedAt []time.Time) {
+// envelopeErr marks err, from building a row's envelope, as errEnvelope.
+func envelopeErr(err error) error { return fmt.Errorf("%w: %w", errEnvelope, err) }
+
+// publish produces one record per row whose errs entry is nil,
+// asynchronously, and waits for every acknowledgement: errs[i] is then
+// nil when rows[i] was acked. Rows with an error already set are not sent
+// (they wait for something, errHeld). A row whose envelope cannot be
+// built is not sent, and neither are its aggregate's later rows: nothing
+// of an aggregate reaches Kafka ahead of an earlier row of it that this
+// relay knows failed.
+func publish(ctx context.Context, p Producer, prefix string, rows []row, errs []error) (recs []*kgo.Record, ackedAt []time.Time) {
 	recs = make([]*kgo.Record, len(rows))
-	errs = make([]error, len(rows))
 	ackedAt = make([]time.Time, len(rows))
+	var broken map[aggKey]bool
 	var wg sync.WaitGroup
 	for i := range rows {
+		if errs[i] != nil {
+			continue
+		}
+		if broken[keyOf(&rows[i])] {
+			errs[i] = errHeld
+			continue
+		}
 		rec, err := record(prefix, &rows[i])
 		if err != nil {
-			errs[i] = err
+			errs[i] = envelopeErr(err)
+			if broken == nil {
+				broken = map[aggKey]bool{}
+			}
+			broken[keyOf(&rows[i])] = true
 			continue
 		}
 		recs[i] = rec
@@ -170,7 +194,7 @@ func publish(ctx context.Context, p Producer, prefix string, rows []row) (recs [
 		})
 	}
 	wg.Wait()
-	return recs, errs, ackedAt
+	return recs, ackedAt
 }
 
 // deletable returns the ids of the rows that may leave the outbox: acked
@@ -182,11 +206,10 @@ func publish(ctx context.Context, p Producer, prefix string, rows []row) (recs [
 // (franz-go also fails every buffered record of a partition after a
 // failed one, "gapless ordering", so such rows are rare.)
 func deletable(rows []row, errs []error) []int64 {
-	type agg struct{ t, id string }
-	failed := map[agg]bool{}
+	failed := map[aggKey]bool{}
 	ids := make([]int64, 0, len(rows))
 	for i := range rows {
-		k := agg{rows[i].AggregateType, rows[i].AggregateID}
+		k := keyOf(&rows[i])
 		if errs[i] != nil {
 			failed[k] = true
 			continue

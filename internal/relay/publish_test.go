@@ -243,7 +243,8 @@ func TestPublishPartialFailureKeepsKeyOrder(t *testing.T) {
 	for v := int64(1); v <= 20; v++ {
 		rows = append(rows, mkRow(2*v-1, a, v), mkRow(2*v, b, v))
 	}
-	_, errs, _ := publish(ctx, cl, "p", rows)
+	errs := make([]error, len(rows))
+	publish(ctx, cl, "p", rows, errs)
 	nFailA := 0
 	for i := range rows {
 		if errs[i] != nil && rows[i].AggregateID == a {
@@ -277,7 +278,8 @@ func TestPublishPartialFailureKeepsKeyOrder(t *testing.T) {
 			rest = append(rest, r)
 		}
 	}
-	_, errs2, _ := publish(ctx, cl, "p", rest)
+	errs2 := make([]error, len(rest))
+	publish(ctx, cl, "p", rest, errs2)
 	for i, err := range errs2 {
 		if err != nil {
 			t.Fatalf("retry of %s v%d: %v", rest[i].AggregateID, rest[i].Version, err)
@@ -379,9 +381,14 @@ func TestAppendEnvelopeMatchesEncodingJSON(t *testing.T) {
 	if err := json.Unmarshal(env.Payload, &p); err != nil || p["s"] != "x y" {
 		t.Fatalf("payload %s: %v", env.Payload, err)
 	}
-	r.Payload = []byte(`[1]`)
-	if _, err := appendEnvelope(nil, &r); err == nil {
-		t.Fatal("array payload: want error")
+	for _, bad := range []string{`[1]`, `{"price": 1.5,`, `{"a":}`, `{"a":1}}`, `{"a":"\x"}`, `{} {}`, ``} {
+		r.Payload = []byte(bad)
+		if _, err := appendEnvelope(nil, &r); err == nil {
+			t.Errorf("payload %q: want error", bad)
+		}
+		if _, err := record("p", &r); err == nil {
+			t.Errorf("record with payload %q: want error", bad)
+		}
 	}
 }
 

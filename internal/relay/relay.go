@@ -49,6 +49,20 @@ type Config struct {
 	RescanInterval time.Duration
 	// OnAck, if set, is called for every acked record (benchmarks).
 	OnAck func(recordedAt, ackedAt time.Time)
+
+	// PoisonAttempts is how many consecutive confirmed refusals of a row
+	// (Kafka refused it when sent alone, or its envelope cannot be built)
+	// dead-letter it. The count is kept in memory: a restart starts over.
+	PoisonAttempts int
+	// PoisonInterval is the least time between two attempts of a refused
+	// row: a refusal may come from a misconfiguration being fixed.
+	PoisonInterval time.Duration
+	// Probe sends a refused row alone to confirm the refusal. It should
+	// be a producer of its own (the same ProducerOpts): through the
+	// publishing producer (the default), a record of another worker for
+	// the same partition can share the probe's produce request, so a
+	// refusal of that record could count against the probed row.
+	Probe Producer
 }
 
 // DefaultLinger is the outbox-relay binary's WAKE_LINGER. Measured with
@@ -73,6 +87,8 @@ func DefaultConfig() Config {
 		ShutdownGrace:  15 * time.Second,
 		MaxBackoff:     5 * time.Second,
 		RescanInterval: time.Minute,
+		PoisonAttempts: 3,
+		PoisonInterval: time.Second,
 	}
 }
 
@@ -108,6 +124,12 @@ func (c *Config) defaults() {
 	if c.RescanInterval <= 0 {
 		c.RescanInterval = d.RescanInterval
 	}
+	if c.PoisonAttempts <= 0 {
+		c.PoisonAttempts = d.PoisonAttempts
+	}
+	if c.PoisonInterval <= 0 {
+		c.PoisonInterval = d.PoisonInterval
+	}
 }
 
 // ErrConfig is returned by New for an invalid Config.
@@ -123,6 +145,11 @@ type Relay struct {
 	store *store
 	wake  []chan struct{} // one per worker
 	low   []lowWater      // one per worker, used only by that worker
+	// poison holds each worker's suspects, used only by that worker.
+	poison []poison
+	// probe sends refused rows alone, one at a time (probeMu).
+	probe   Producer
+	probeMu sync.Mutex
 	// lowGauge is cqrsflow_relay_low_water_mark of each worker.
 	lowGauge []prometheus.Gauge
 
@@ -162,6 +189,13 @@ func New(cfg Config, pool *pgxpool.Pool, prod Producer, reg prometheus.Registere
 		r.wake = append(r.wake, make(chan struct{}, 1))
 	}
 	r.low = make([]lowWater, cfg.Workers)
+	r.poison = make([]poison, cfg.Workers)
+	for w := range r.poison {
+		r.poison[w].rows = map[int64]*suspect{}
+	}
+	if r.probe = cfg.Probe; r.probe == nil {
+		r.probe = prod
+	}
 	for w := range cfg.Workers {
 		r.lowGauge = append(r.lowGauge, r.m.lowWater.WithLabelValues(strconv.Itoa(w)))
 	}

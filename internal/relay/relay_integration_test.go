@@ -318,7 +318,7 @@ func TestDeleteAfterTakeoverDeletesNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	rows, _, err := st.claim(ctx, []int16{shardOf(ctx, t, pg.Pool, aggs[0].id), shardOf(ctx, t, pg.Pool, aggs[1].id)}, 0, 100)
+	rows, _, err := st.claim(ctx, []int16{shardOf(ctx, t, pg.Pool, aggs[0].id), shardOf(ctx, t, pg.Pool, aggs[1].id)}, 0, 100, nil)
 	if err != nil || len(rows) < 2 {
 		t.Fatalf("claim: %v, %d rows", err, len(rows))
 	}
@@ -337,10 +337,11 @@ func TestDeleteAfterTakeoverDeletesNothing(t *testing.T) {
 	if taken, err := nw.acquire(ctx, 1); err != nil || taken[victim] != got[victim]+1 {
 		t.Fatalf("takeover: %v %v", taken, err)
 	}
-	n, lost, _, err := st.deleteAcked(ctx, ids, leases)
+	out, err := st.finish(ctx, ids, nil, leases)
 	if err != nil {
 		t.Fatal(err)
 	}
+	n, lost := out.deleted, out.lost
 	if len(lost) != 1 || lost[0] != victim {
 		t.Fatalf("lost = %v, want [%d]", lost, victim)
 	}
@@ -456,8 +457,8 @@ func TestLeaseLockingNeverDeadlocks(t *testing.T) {
 					}
 					sub[s] = e
 				}
-				if _, lost, _, err := st.deleteAcked(ctx, []int64{int64(i)}, sub); err != nil || len(lost) != 0 {
-					return fmt.Errorf("delete round %d: lost %v, %w", i, lost, err)
+				if out, err := st.finish(ctx, []int64{int64(i)}, nil, sub); err != nil || len(out.lost) != 0 {
+					return fmt.Errorf("delete round %d: lost %v, %w", i, out.lost, err)
 				}
 			}
 			return nil

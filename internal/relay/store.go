@@ -29,8 +29,7 @@ type row struct {
 	RecordedAt     time.Time
 }
 
-// store holds the relay's SQL. Every statement is a single round trip
-// except deleteAcked, which is one short transaction.
+// store holds the relay's SQL. Every statement is a single round trip.
 type store struct {
 	pool *pgxpool.Pool
 	id   string
@@ -75,7 +74,7 @@ func scanLeases(rows pgx.Rows) (map[int16]int64, error) {
 
 // lockOwnedInOrder selects, and row-locks in shard order, the unexpired
 // leases owned by $1. Every statement that locks several lease rows
-// (renew, adopt, release, deleteAcked's FOR SHARE) locks them in shard
+// (renew, adopt, release, finish's FOR SHARE) locks them in shard
 // order, so a renewal and a concurrent delete can wait for each other but
 // never deadlock (an UPDATE's own scan order is the heap order, which
 // changes with every update). acquire skips locked rows instead of waiting.
@@ -168,28 +167,61 @@ func (s *store) held(ctx context.Context, leases map[int16]int64) (map[int16]int
 	return m, nil
 }
 
-// claim reads the lowest-id outbox rows above id after of the given
-// shards (each row carries a copy of its event, so this reads one table),
-// with the xmin of the statement's snapshot (see lowWater). It reads
-// what is committed now: a row committed later with a lower id is still
-// there on a later claim, because rows leave the outbox only by
-// deleteAcked and the mark passes an id only once no transaction that
-// could still commit a row below it is running.
-func (s *store) claim(ctx context.Context, shards []int16, after int64, limit int) ([]row, snapshot, error) {
-	// The first row (id 0, ids start at 1) only carries the snapshot's
-	// xmin and the server's incarnation (in the aggregate_type column), so
-	// an empty claim reports them too.
-	rows, err := s.pool.Query(ctx, `WITH s AS MATERIALIZED (
+// claimSQL reads the lowest-id outbox rows of shards $1 above id $2
+// (each row carries a copy of its event, so this reads one table), with a
+// first row (id 0, ids start at 1) that carries only the statement
+// snapshot's xmin, the server's incarnation (in the aggregate_type
+// column) and the redrive generation (in global_position), so an empty
+// claim reports them too.
+//
+// Rows of an aggregate above one of its dead letters are held: the
+// aggregate's order demands that nothing of it overtakes the dead
+// letter. The InitPlan (one EXISTS over the dead letters of the shards)
+// keeps the per-row anti-join off the claim while there are none.
+const claimSQL = `WITH s AS MATERIALIZED (
 			SELECT pg_snapshot_xmin(x)::text::bigint AS xmin,
 				concat_ws('/', pg_postmaster_start_time(), pg_stat_get_bgwriter_stat_reset_time(),
-					left(pg_walfile_name(pg_current_wal_lsn()), 8)) AS server
+					left(pg_walfile_name(pg_current_wal_lsn()), 8)) AS server,
+				(SELECT generation FROM outbox_redrives) AS redrive
 			FROM pg_current_snapshot() x)
-		SELECT 0::bigint, 0::smallint, server, '', 0::bigint, '', '', 0, 0::bigint, '', '', now(), now(), xmin FROM s
+		SELECT 0::bigint, 0::smallint, server, '', redrive, '', '', 0, 0::bigint, '', '', now(), now(), xmin FROM s
 		UNION ALL
 		(SELECT id, shard, aggregate_type, aggregate_id, global_position,
 			event_id::text, event_type, schema_version, version, payload, metadata, occurred_at, recorded_at, 0
-		FROM outbox WHERE shard = ANY($1::smallint[]) AND id > $2
-		ORDER BY id LIMIT $3)`, shards, after, limit)
+		FROM outbox o WHERE shard = ANY($1::smallint[]) AND id > $2
+		AND (NOT EXISTS (SELECT 1 FROM outbox_dead_letters WHERE shard = ANY($1::smallint[]))
+			OR NOT EXISTS (SELECT 1 FROM outbox_dead_letters d
+				WHERE d.aggregate_id = o.aggregate_id AND d.aggregate_type = o.aggregate_type AND d.id < o.id))
+		%s
+		ORDER BY id LIMIT $3)`
+
+// excludeSQL adds the worker's suspects to claimSQL: their aggregates'
+// rows above the suspect row wait until it is published or dead-lettered.
+const excludeSQL = `AND NOT EXISTS (SELECT 1 FROM unnest($4::text[], $5::text[], $6::bigint[]) AS x(typ, id, above)
+			WHERE x.id = o.aggregate_id AND x.typ = o.aggregate_type AND o.id > x.above)`
+
+var (
+	claimPlain    = fmt.Sprintf(claimSQL, "")
+	claimExcluded = fmt.Sprintf(claimSQL, excludeSQL)
+)
+
+// claim reads the lowest-id claimable outbox rows above id after of the
+// given shards (claimSQL), skipping the rows excl names, with the
+// snapshot lowWater needs. It reads what is committed now: a row
+// committed later with a lower id is still there on a later claim,
+// because rows leave the outbox only by finish and the mark passes an id
+// only once no transaction that could still commit a row below it is
+// running.
+func (s *store) claim(ctx context.Context, shards []int16, after int64, limit int, excl []exclusion) ([]row, snapshot, error) {
+	q, args := claimPlain, []any{shards, after, limit}
+	if len(excl) > 0 {
+		typs, ids, above := make([]string, len(excl)), make([]string, len(excl)), make([]int64, len(excl))
+		for i, x := range excl {
+			typs[i], ids[i], above[i] = x.typ, x.id, x.above
+		}
+		q, args = claimExcluded, append(args, typs, ids, above)
+	}
+	rows, err := s.pool.Query(ctx, q, args...)
 	if err != nil {
 		return nil, snapshot{}, fmt.Errorf("claiming outbox rows: %w", err)
 	}
@@ -201,7 +233,7 @@ func (s *store) claim(ctx context.Context, shards []int16, after int64, limit in
 		&r.EventID, &r.EventType, &r.SchemaVersion, &r.Version, &r.Payload, &r.Metadata, &r.OccurredAt, &r.RecordedAt,
 		&xmin}, func() error {
 		if r.ID == 0 {
-			snap = snapshot{xmin: uint64(xmin), server: r.AggregateType}
+			snap = snapshot{xmin: uint64(xmin), server: r.AggregateType, redrive: r.GlobalPosition}
 			return nil
 		}
 		out = append(out, r)
@@ -221,58 +253,121 @@ func (s *store) claim(ctx context.Context, shards []int16, after int64, limit in
 	return out, snap, nil
 }
 
-// deleteAcked deletes acked rows of the shards whose lease this relay still
-// holds with the same epoch, in one statement: the lease rows are locked
-// FOR SHARE first, so a concurrent takeover (an UPDATE of the lease row)
-// waits for this delete to commit, or — if it committed first — makes the
-// lock's re-check fail and nothing of that shard is deleted. It returns the
-// number of rows deleted, the shards whose lease was gone, and the
-// deleting transaction's id (lowWater's bound for the batch's claim).
+// finished is what finish did.
+type finished struct {
+	deleted, moved int64
+	lost           []int16 // shards whose lease was gone: nothing of them changed
+	xid            uint64  // the transaction's id (lowWater's bound for the batch's claim)
+}
+
+// finish deletes the acked rows ids and moves the rows dead to
+// outbox_dead_letters, of the shards whose lease this relay still holds
+// with the same epoch, in one statement: the lease rows are locked FOR
+// SHARE first, so a concurrent takeover (an UPDATE of the lease row)
+// waits for this statement to commit, or, if it committed first, makes
+// the lock's re-check fail and nothing of that shard is deleted or
+// dead-lettered (the new owner republishes those rows, or dead-letters
+// them after its own attempts). A row moves with its whole outbox row:
+// the delete's RETURNING feeds the insert, so it is in exactly one of the
+// two tables at any time.
 //
-// The statement commits with synchronous_commit=off: if PostgreSQL crashes
-// before the WAL flush, the delete is lost and those rows are published
-// again (duplicates, never loss); it saves an fsync wait per batch.
-func (s *store) deleteAcked(ctx context.Context, ids []int64, leases map[int16]int64) (int64, []int16, uint64, error) {
+// The statement commits with synchronous_commit=off: if PostgreSQL
+// crashes before the WAL flush, the delete is lost and those rows are
+// published again, or tried again (duplicates, never loss); it saves an
+// fsync wait per batch.
+func (s *store) finish(ctx context.Context, ids []int64, dead []deadLetter, leases map[int16]int64) (finished, error) {
 	shards, epochs := split(leases)
-	var n, xid int64
+	dIDs, reasons, msgs := make([]int64, len(dead)), make([]string, len(dead)), make([]string, len(dead))
+	attempts, firsts, lasts := make([]int32, len(dead)), make([]time.Time, len(dead)), make([]time.Time, len(dead))
+	for i, d := range dead {
+		dIDs[i], reasons[i], msgs[i] = d.row.ID, d.reason, d.err
+		attempts[i], firsts[i], lasts[i] = int32(d.attempts), d.first, d.last
+	}
+	var out finished
+	var xid int64
 	var heldShards []int16
 	err := s.pool.QueryRow(ctx, `WITH async AS (SELECT set_config('synchronous_commit', 'off', true) AS v),
 		held AS (
 			SELECT l.shard FROM relay_leases l
 			JOIN unnest($2::smallint[], $3::bigint[]) AS h(shard, epoch) ON h.shard = l.shard AND h.epoch = l.epoch
 			WHERE l.owner = $1 AND l.expires_at > clock_timestamp() ORDER BY l.shard FOR SHARE OF l),
-		del AS (DELETE FROM outbox WHERE id = ANY($4::bigint[]) AND shard IN (SELECT shard FROM held) RETURNING 1)
-		SELECT (SELECT count(*) FROM del), ARRAY(SELECT shard FROM held)::smallint[], (SELECT v FROM async),
-			pg_current_xact_id()::text::bigint`,
-		s.id, shards, epochs, ids).Scan(&n, &heldShards, nil, &xid)
+		del AS (DELETE FROM outbox WHERE id = ANY($4::bigint[]) AND shard IN (SELECT shard FROM held) RETURNING 1),
+		gone AS (DELETE FROM outbox o
+			USING unnest($5::bigint[], $6::text[], $7::text[], $8::int[], $9::timestamptz[], $10::timestamptz[])
+				AS f(id, reason, error, attempts, first_failed_at, last_failed_at)
+			WHERE o.id = f.id AND o.shard IN (SELECT shard FROM held)
+			RETURNING o.*, f.reason, f.error, f.attempts, f.first_failed_at, f.last_failed_at),
+		moved AS (INSERT INTO outbox_dead_letters (id, shard, aggregate_type, aggregate_id, global_position, event_id,
+				event_type, schema_version, version, payload, metadata, occurred_at, recorded_at, created_at,
+				reason, error, attempts, first_failed_at, last_failed_at, relay_id)
+			SELECT id, shard, aggregate_type, aggregate_id, global_position, event_id,
+				event_type, schema_version, version, payload, metadata, occurred_at, recorded_at, created_at,
+				reason, error, attempts, first_failed_at, last_failed_at, $1 FROM gone
+			ON CONFLICT (id) DO NOTHING RETURNING 1) -- a dead letter with the row's id is that row already
+		SELECT (SELECT count(*) FROM del), (SELECT count(*) FROM moved), ARRAY(SELECT shard FROM held)::smallint[],
+			(SELECT v FROM async), pg_current_xact_id()::text::bigint`,
+		s.id, shards, epochs, ids, dIDs, reasons, msgs, attempts, firsts, lasts).Scan(&out.deleted, &out.moved, &heldShards, nil, &xid)
 	if err != nil {
-		return 0, nil, 0, fmt.Errorf("deleting acked rows: %w", err)
+		return finished{}, fmt.Errorf("deleting acked rows: %w", err)
 	}
+	out.xid = uint64(xid)
 	held := make(map[int16]bool, len(heldShards))
 	for _, sh := range heldShards {
 		held[sh] = true
 	}
-	var lost []int16
 	for sh := range leases {
 		if !held[sh] {
-			lost = append(lost, sh)
+			out.lost = append(out.lost, sh)
 		}
 	}
-	return n, lost, uint64(xid), nil
+	return out, nil
 }
 
-// stats returns the outbox size (planner estimate when above 100k rows,
-// exact count otherwise) and the age of the oldest row in seconds. The
-// oldest row is the lowest id: ids and created_at are both taken at insert.
-func (s *store) stats(ctx context.Context) (pending int64, oldestAge float64, err error) {
-	err = s.pool.QueryRow(ctx, `SELECT
+// outboxStats are the outbox gauges.
+type outboxStats struct {
+	pending   int64   // rows the relay publishes (held rows excluded)
+	oldestAge float64 // seconds since the oldest such row was inserted
+	dead      int64   // rows in outbox_dead_letters
+	held      int64   // outbox rows held behind dead letters
+	discarded int64   // rows in outbox_discarded
+}
+
+// heldSQL is the condition of an outbox row o held behind a dead letter.
+const heldSQL = `EXISTS (SELECT 1 FROM outbox_dead_letters d
+	WHERE d.aggregate_id = o.aggregate_id AND d.aggregate_type = o.aggregate_type AND d.id < o.id)`
+
+// heldCountSQL counts the held rows from the dead letters' side: per
+// dead-lettered aggregate, the rows of its shard above its first dead
+// letter (an index range of outbox_shard_id_idx), rather than an
+// anti-join over the whole outbox.
+const heldCountSQL = `SELECT COALESCE(sum((SELECT count(*) FROM outbox o
+		WHERE o.shard = d.shard AND o.id > d.id AND o.aggregate_id = d.aggregate_id AND o.aggregate_type = d.aggregate_type)), 0)::bigint
+	FROM (SELECT DISTINCT ON (aggregate_type, aggregate_id) shard, aggregate_type, aggregate_id, id
+		FROM outbox_dead_letters ORDER BY aggregate_type, aggregate_id, id) d`
+
+// stats returns the outbox gauges. The outbox size is the planner's
+// estimate when above 100k rows, an exact count otherwise; the oldest
+// row is the lowest id (ids and created_at are both taken at insert).
+// Held rows are counted (and skipped for the oldest row) only while there
+// are dead letters: they wait for an operator, not for the relay.
+func (s *store) stats(ctx context.Context) (outboxStats, error) {
+	var st outboxStats
+	var total int64
+	err := s.pool.QueryRow(ctx, `WITH d AS MATERIALIZED (SELECT count(*) AS n FROM outbox_dead_letters)
+		SELECT
 			CASE WHEN c.reltuples > 100000 THEN c.reltuples::bigint ELSE (SELECT count(*) FROM outbox) END,
-			COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - (SELECT created_at FROM outbox ORDER BY id LIMIT 1)), 0)::float8
-		FROM pg_class c WHERE c.oid = 'outbox'::regclass`).Scan(&pending, &oldestAge)
+			d.n,
+			CASE WHEN d.n = 0 THEN 0 ELSE (`+heldCountSQL+`) END,
+			COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - CASE WHEN d.n = 0
+				THEN (SELECT created_at FROM outbox ORDER BY id LIMIT 1)
+				ELSE (SELECT created_at FROM outbox o WHERE NOT `+heldSQL+` ORDER BY id LIMIT 1) END), 0)::float8,
+			(SELECT count(*) FROM outbox_discarded)
+		FROM pg_class c, d WHERE c.oid = 'outbox'::regclass`).Scan(&total, &st.dead, &st.held, &st.oldestAge, &st.discarded)
 	if err != nil {
-		return 0, 0, fmt.Errorf("reading outbox stats: %w", err)
+		return outboxStats{}, fmt.Errorf("reading outbox stats: %w", err)
 	}
-	return pending, oldestAge, nil
+	st.pending = max(total-st.held, 0)
+	return st, nil
 }
 
 func split(leases map[int16]int64) ([]int16, []int64) {
