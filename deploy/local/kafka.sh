@@ -9,6 +9,9 @@
 # Log:     $CQRSFLOW_STATE_DIR/kafka/kafka.log
 # Pid:     $CQRSFLOW_STATE_DIR/kafka/kafka.pid
 # Listens on 127.0.0.1:$KAFKA_PORT (default 19092), controller 127.0.0.1:$KAFKA_CONTROLLER_PORT (19093).
+# KAFKA_EXTRA_PROPERTIES=<file>: appended to the config on every start (a
+# later key overrides an earlier one), e.g. extra listeners advertised
+# through proxies (make chaos).
 set -euo pipefail
 COMPONENT=kafka
 # shellcheck source=lib.sh
@@ -58,6 +61,10 @@ group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 delete.topic.enable=true
 EOF
+  if [[ -n "${KAFKA_EXTRA_PROPERTIES:-}" ]]; then
+    [[ -r "$KAFKA_EXTRA_PROPERTIES" ]] || die "KAFKA_EXTRA_PROPERTIES=$KAFKA_EXTRA_PROPERTIES is not a readable file"
+    { echo "# From KAFKA_EXTRA_PROPERTIES=$KAFKA_EXTRA_PROPERTIES"; cat "$KAFKA_EXTRA_PROPERTIES"; } >>"$KAFKA_CONF"
+  fi
 }
 
 # The broker runs from its own copy (hard links) of the jars in the state
