@@ -78,6 +78,9 @@ type Exit struct {
 	Status   string // "exit status 1", "signal: killed"…
 	Expected bool   // the nemesis or the harness ended it
 	Graceful bool   // ended by SIGTERM: must exit 0
+	// DuringStartup: the process had not answered /healthz since it was
+	// started (a dependency down at start-up); reported, not a violation.
+	DuringStartup bool
 }
 
 // Input is everything the checks read.

@@ -1,0 +1,274 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+
+	"cqrsflow/chaos/checker"
+)
+
+// binary is one process of the pipeline (api, relay-N, projector-N). The
+// harness starts it, the nemesis kills, stops or pauses it; an exit the
+// harness did not cause is recorded and the process is started again, as
+// a process supervisor would.
+type binary struct {
+	name    string
+	path    string
+	env     []string
+	addr    string // its HTTP server (health, metrics)
+	logPath string
+	log     *slog.Logger
+
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	done    chan struct{}
+	expect  string // "kill" | "term" | "stop": the next exit is the harness's doing
+	healthy bool   // answered /healthz since its last start
+	retired bool   // stopped for good: do not restart
+	exits   []checker.Exit
+	starts  int
+}
+
+// start starts the process (appending to its log) and watches it.
+func (b *binary) start() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cmd != nil {
+		return fmt.Errorf("%s is already running (pid %d)", b.name, b.cmd.Process.Pid)
+	}
+	f, err := os.OpenFile(b.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return fmt.Errorf("opening %s log: %w", b.name, err)
+	}
+	b.starts++
+	fmt.Fprintf(f, "=== chaos: start #%d of %s at %s\n", b.starts, b.name, time.Now().UTC().Format(time.RFC3339Nano))
+	cmd := exec.Command(b.path)
+	cmd.Env = b.env
+	cmd.Stdout, cmd.Stderr = f, f
+	// Pdeathsig: the binaries die with the harness, whatever kills it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return fmt.Errorf("starting %s: %w", b.name, err)
+	}
+	done := make(chan struct{})
+	b.cmd, b.done, b.expect, b.healthy, b.retired = cmd, done, "", false, false
+	go b.wait(cmd, f, done)
+	return nil
+}
+
+func (b *binary) wait(cmd *exec.Cmd, f *os.File, done chan struct{}) {
+	err := cmd.Wait()
+	f.Close()
+	status := "exit status 0"
+	if err != nil {
+		status = err.Error()
+	}
+	b.mu.Lock()
+	startup := !b.healthy
+	e := checker.Exit{Process: b.name, At: time.Now(), Status: status, Expected: b.expect != "", Graceful: b.expect == "term",
+		DuringStartup: startup}
+	b.exits = append(b.exits, e)
+	b.cmd = nil
+	restart := b.expect == "" && !b.retired
+	b.mu.Unlock()
+	close(done)
+	if !restart {
+		return
+	}
+	// Not the harness's doing: keep the pipeline running and let the
+	// checker report it (an exit before the process ever answered is a
+	// start-up failure, e.g. a dependency down at start).
+	b.log.Warn("process exited by itself; restarting", "process", b.name, "status", status, "during_startup", startup)
+	time.Sleep(time.Second)
+	b.mu.Lock()
+	retired := b.retired || b.cmd != nil
+	b.mu.Unlock()
+	if !retired {
+		if err := b.start(); err != nil {
+			b.log.Error("restart failed", "process", b.name, "err", err)
+			return
+		}
+		_ = b.waitHTTP(context.Background(), "/healthz", 2*time.Minute)
+	}
+}
+
+func (b *binary) pid() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cmd == nil {
+		return 0
+	}
+	return b.cmd.Process.Pid
+}
+
+// signal sends sig to the running process, marking its coming exit as
+// expected (expect "kill"/"term"/"stop") or not (""), and returns the pid
+// and the channel closed at exit.
+func (b *binary) signal(sig syscall.Signal, expect string) (int, chan struct{}, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cmd == nil {
+		return 0, nil, fmt.Errorf("%s is not running", b.name)
+	}
+	if expect != "" {
+		b.expect = expect
+	}
+	pid := b.cmd.Process.Pid
+	if err := syscall.Kill(pid, sig); err != nil {
+		return pid, b.done, fmt.Errorf("%s to %s (pid %d): %w", sig, b.name, pid, err)
+	}
+	return pid, b.done, nil
+}
+
+// kill SIGKILLs the process and waits until it is gone.
+func (b *binary) kill() (string, error) {
+	pid, done, err := b.signal(syscall.SIGKILL, "kill")
+	if err != nil {
+		return "", err
+	}
+	_ = syscall.Kill(pid, syscall.SIGCONT) // a paused process dies at once either way
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		return "", fmt.Errorf("%s (pid %d) still there 10s after SIGKILL", b.name, pid)
+	}
+	if procState(pid) != 0 {
+		return "", fmt.Errorf("%s: /proc/%d still exists after SIGKILL", b.name, pid)
+	}
+	return fmt.Sprintf("%s pid %d gone after SIGKILL", b.name, pid), nil
+}
+
+// term SIGTERMs the process and waits for it to exit, SIGKILLing it after
+// grace (the checker then sees a non-zero status).
+func (b *binary) term(grace time.Duration) (string, error) {
+	pid, done, err := b.signal(syscall.SIGTERM, "term")
+	if err != nil {
+		return "", err
+	}
+	select {
+	case <-done:
+	case <-time.After(grace):
+		_, _, _ = b.signal(syscall.SIGKILL, "")
+		<-done
+		return "", fmt.Errorf("%s (pid %d) did not exit within %s of SIGTERM; killed", b.name, pid, grace)
+	}
+	b.mu.Lock()
+	last := b.exits[len(b.exits)-1]
+	b.mu.Unlock()
+	return fmt.Sprintf("%s pid %d exited after SIGTERM (%s)", b.name, pid, last.Status), nil
+}
+
+// retire stops the process for good (SIGTERM, then SIGKILL after grace).
+func (b *binary) retire(grace time.Duration) error {
+	b.mu.Lock()
+	b.retired = true
+	running := b.cmd != nil
+	b.mu.Unlock()
+	if !running {
+		return nil
+	}
+	_, _ = b.resume()
+	_, err := b.term(grace)
+	return err
+}
+
+// pause stops the process with SIGSTOP and checks the kernel says so.
+func (b *binary) pause() (string, error) {
+	pid, _, err := b.signal(syscall.SIGSTOP, "")
+	if err != nil {
+		return "", err
+	}
+	if err := waitState(pid, func(s byte) bool { return s == 'T' }, 5*time.Second); err != nil {
+		return "", fmt.Errorf("%s: %w", b.name, err)
+	}
+	return fmt.Sprintf("%s pid %d in state T (stopped)", b.name, pid), nil
+}
+
+// resume sends SIGCONT and checks the process runs again.
+func (b *binary) resume() (string, error) {
+	pid, _, err := b.signal(syscall.SIGCONT, "")
+	if err != nil {
+		return "", err
+	}
+	if err := waitState(pid, func(s byte) bool { return s != 'T' && s != 't' }, 5*time.Second); err != nil {
+		return "", fmt.Errorf("%s: %w", b.name, err)
+	}
+	return fmt.Sprintf("%s pid %d running again", b.name, pid), nil
+}
+
+func waitState(pid int, ok func(byte) bool, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		s := procState(pid)
+		if s != 0 && ok(s) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("pid %d in state %q after %s", pid, s, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitHTTP polls http://addr<path> until it answers 200, bounded; it
+// gives up early if the process exits. /healthz marks the process healthy.
+func (b *binary) waitHTTP(ctx context.Context, path string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	client := &http.Client{Timeout: 2 * time.Second}
+	last := "no answer"
+	for {
+		b.mu.Lock()
+		running := b.cmd != nil
+		b.mu.Unlock()
+		if running {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+b.addr+path, nil)
+			res, err := client.Do(req)
+			if err == nil {
+				body, _ := io.ReadAll(io.LimitReader(res.Body, 512))
+				res.Body.Close()
+				if res.StatusCode == http.StatusOK {
+					b.mu.Lock()
+					b.healthy = true
+					b.mu.Unlock()
+					return nil
+				}
+				last = fmt.Sprintf("%s %s", res.Status, body)
+			} else {
+				last = err.Error()
+			}
+		} else {
+			last = "not running"
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %s not 200 after %s (last: %s); log %s:\n%s", b.name, path, timeout, last, b.logPath, tailFile(b.logPath, 10))
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func tailFile(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "(" + err.Error() + ")"
+	}
+	return tailLines(string(b), n)
+}
+
+// Exits returns the process's recorded exits; startupFailures counts
+// unexpected exits before the process ever answered /healthz.
+func (b *binary) Exits() []checker.Exit {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]checker.Exit(nil), b.exits...)
+}
