@@ -73,11 +73,12 @@ func (p *pipeline) pgCrash(ctx context.Context, verified func(string, ...any)) (
 	if err != nil {
 		return nil, fmt.Errorf("pg_ctl stop -m immediate: %w: %s", err, out)
 	}
-	if procState(pids[0]) != 0 || !refused(stk.addr(offPostgres)) {
-		return nil, fmt.Errorf("postmaster %d still there or port %d still accepting after the immediate shutdown", pids[0], stk.port(offPostgres))
+	heal := func(ctx context.Context) error { return p.startService(ctx, "postgres", verified) }
+	if err := waitGone(pids[0], stk.addr(offPostgres), 15*time.Second); err != nil {
+		return heal, fmt.Errorf("postgres after the immediate shutdown: %w", err)
 	}
 	verified("postmaster %d and its %d backends gone (immediate shutdown), port %d refuses", pids[0], len(pids)-1, stk.port(offPostgres))
-	return func(ctx context.Context) error { return p.startService(ctx, "postgres", verified) }, nil
+	return heal, nil
 }
 
 func pgBin() (string, error) {
@@ -189,15 +190,30 @@ func (p *pipeline) restartService(ctx context.Context, s nemesis.Step, verified 
 	if err := syscall.Kill(pids[0], sig); err != nil {
 		return nil, fmt.Errorf("%s to %s (pid %d): %w", sig, service, pids[0], err)
 	}
-	deadline := time.Now().Add(90 * time.Second)
-	for procState(pids[0]) != 0 && procState(pids[0]) != 'Z' || !refused(stk.addr(serviceOff[service])) {
+	heal := func(ctx context.Context) error { return p.startService(ctx, service, verified) }
+	if err := waitGone(pids[0], stk.addr(serviceOff[service]), 90*time.Second); err != nil {
+		_ = syscall.Kill(pids[0], syscall.SIGKILL) // the script must find it gone
+		return heal, fmt.Errorf("%s after %s: %w", service, sig, err)
+	}
+	verified("%s pid %d gone after %s, port %d refuses", service, pids[0], sig, stk.port(serviceOff[service]))
+	return heal, nil
+}
+
+// waitGone waits until pid is gone (or a zombie) and addr refuses
+// connections.
+func waitGone(pid int, addr string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		st := procState(pid)
+		gone := st == 0 || st == 'Z'
+		if gone && refused(addr) {
+			return nil
+		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("%s (pid %d) still there 90s after %s", service, pids[0], sig)
+			return fmt.Errorf("pid %d gone %v, %s refuses %v after %s", pid, gone, addr, refused(addr), timeout)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	verified("%s pid %d gone after %s, port %d refuses", service, pids[0], sig, stk.port(serviceOff[service]))
-	return func(ctx context.Context) error { return p.startService(ctx, service, verified) }, nil
 }
 
 // startService starts a stopped service with its script (bounded by the

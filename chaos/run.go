@@ -125,6 +125,13 @@ func (h *harness) runOne(ctx context.Context, seed uint64) (*report.Run, error) 
 	log.Info("workload done", "ops", counts.Ops.Load(), "acked", counts.Acked.Load(), "refused", counts.Refused.Load(),
 		"open", counts.Ambiguous.Load(), "faults", len(faults))
 
+	var notes []string
+	if started, err := h.stk.ensureUp(ctx); err != nil {
+		return nil, fmt.Errorf("the chaos stack is not up after the faults: %w", err)
+	} else if len(started) > 0 {
+		notes = append(notes, fmt.Sprintf("harness: %v were down after every fault was healed and had to be started", started))
+		log.Warn("services down after the heal; started", "services", started)
+	}
 	drainTook, last := p.drain(ctx, cfg.DrainTimeout)
 	log.Info("drained", "took", drainTook.Round(time.Second).String(), "state", last.String())
 	in, err := p.collect(ctx, last)
@@ -152,6 +159,7 @@ func (h *harness) runOne(ctx context.Context, seed uint64) (*report.Run, error) 
 			fmt.Sprintf("drained in %s", drainTook.Round(time.Second))},
 		Schedule: steps, Faults: faults, Attempts: attempts, Duplicates: checker.DuplicateRecords(in)}
 	r.Results = checker.Check(in)
+	r.Notes = notes
 	for _, e := range in.Exits {
 		if !e.Expected && e.DuringStartup {
 			r.Notes = append(r.Notes, fmt.Sprintf("%s exited during start-up at +%s (%s); restarted", e.Process, e.At.Sub(start).Round(time.Second), e.Status))

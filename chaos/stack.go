@@ -141,6 +141,22 @@ func (s *stack) startAll(ctx context.Context) error {
 	return nil
 }
 
+// ensureUp starts every service that is not running (the scripts reuse
+// a running one) and names the ones it had to start: after the faults
+// are healed that list must be empty.
+func (s *stack) ensureUp(ctx context.Context) ([]string, error) {
+	var started []string
+	var errs []error
+	for _, svc := range services {
+		if len(s.pids(svc.name)) > 0 {
+			continue
+		}
+		started = append(started, svc.name)
+		errs = append(errs, s.script(ctx, 6*time.Minute, svc.script, "start"))
+	}
+	return started, errors.Join(errs...)
+}
+
 // stopAll stops the services (each bounded by its script), also after ctx
 // ended.
 func (s *stack) stopAll() error {

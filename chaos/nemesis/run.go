@@ -72,10 +72,10 @@ func Run(ctx context.Context, start time.Time, steps []Step, inj Injector, recor
 			heal, err := inj.Inject(healCtx, s, &rec)
 			if err != nil {
 				rec.Err = fmt.Sprintf("inject: %v", err)
-				rec.Healed = time.Now()
 				log.Warn("fault injection failed", "seq", rec.Seq, "kind", s.Kind, "target", s.Target, "err", err)
 			}
-			if heal == nil {
+			if heal == nil { // an instant fault (poison), or one that changed nothing
+				rec.Healed = time.Now()
 				return
 			}
 			t := time.NewTimer(s.Hold)
