@@ -182,20 +182,20 @@ func (p *pipeline) restartService(ctx context.Context, s nemesis.Step, verified 
 	if len(pids) == 0 {
 		return nil, fmt.Errorf("%s is not running", service)
 	}
-	sig := syscall.SIGKILL
+	sig, signame := syscall.SIGKILL, "SIGKILL"
 	if s.Param == "TERM" {
-		sig = syscall.SIGTERM
+		sig, signame = syscall.SIGTERM, "SIGTERM"
 	}
 	_ = syscall.Kill(pids[0], syscall.SIGCONT)
 	if err := syscall.Kill(pids[0], sig); err != nil {
-		return nil, fmt.Errorf("%s to %s (pid %d): %w", sig, service, pids[0], err)
+		return nil, fmt.Errorf("%s to %s (pid %d): %w", signame, service, pids[0], err)
 	}
 	heal := func(ctx context.Context) error { return p.startService(ctx, service, verified) }
 	if err := waitGone(pids[0], stk.addr(serviceOff[service]), 90*time.Second); err != nil {
 		_ = syscall.Kill(pids[0], syscall.SIGKILL) // the script must find it gone
-		return heal, fmt.Errorf("%s after %s: %w", service, sig, err)
+		return heal, fmt.Errorf("%s after %s: %w", service, signame, err)
 	}
-	verified("%s pid %d gone after %s, port %d refuses", service, pids[0], sig, stk.port(serviceOff[service]))
+	verified("%s pid %d gone after %s, port %d refuses", service, pids[0], signame, stk.port(serviceOff[service]))
 	return heal, nil
 }
 

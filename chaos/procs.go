@@ -124,7 +124,7 @@ func (b *binary) signal(sig syscall.Signal, expect string) (int, chan struct{}, 
 	}
 	pid := b.cmd.Process.Pid
 	if err := syscall.Kill(pid, sig); err != nil {
-		return pid, b.done, fmt.Errorf("%s to %s (pid %d): %w", sig, b.name, pid, err)
+		return pid, b.done, fmt.Errorf("signal %d to %s (pid %d): %w", int(sig), b.name, pid, err)
 	}
 	return pid, b.done, nil
 }

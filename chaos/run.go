@@ -151,7 +151,7 @@ func (h *harness) runOne(ctx context.Context, seed uint64) (*report.Run, error) 
 	}
 	in.Principal, in.Attempts, in.Faults, in.HealedAt, in.Grace = "chaos", attempts, faults, healedAt, 15*time.Second
 
-	r := &report.Run{Seed: seed, RunID: p.runID, Window: window, Quiet: workEnd.Sub(healedAt).Round(time.Second),
+	r := &report.Run{Seed: seed, RunID: p.runID, Window: window, HealedAt: healedAt, WorkloadEnd: workEnd,
 		Started: start, Ended: time.Now(), OutDir: p.outDir, HistoryPath: filepath.Join(p.outDir, "history.jsonl"),
 		Reproduce: fmt.Sprintf("make chaos CHAOS_SEED=%d CHAOS_DURATION=%s", seed, cfg.Duration),
 		Settings: []string{fmt.Sprintf("%d clients at ~%g ops/s, up to %d faults at once, kinds %s", cfg.Clients, cfg.Rate, cfg.MaxFaults, strings.Join(cfg.Kinds, ",")),

@@ -14,7 +14,7 @@
 # $(CHAOS_STATE_DIR)/runs (or CHAOS_OUT).
 CHAOS_DURATION       ?= 10m
 CHAOS_SEED           ?= random
-CHAOS_SHORT_DURATION ?= 40s
+CHAOS_SHORT_DURATION ?= 30s
 CHAOS_SHORT_SEED     ?= 1
 CHAOS_STATE_DIR      ?= /var/tmp/cqrsflow-chaos
 CHAOS_FLAGS          ?=

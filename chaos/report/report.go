@@ -20,8 +20,9 @@ import (
 type Run struct {
 	Seed        uint64
 	RunID       string
-	Window      time.Duration // faults are injected in this window
-	Quiet       time.Duration // then the workload runs on without faults
+	Window      time.Duration // faults start in this window
+	HealedAt    time.Time     // the last fault was healed (restarts can outlast the window)
+	WorkloadEnd time.Time
 	Started     time.Time
 	Ended       time.Time
 	OutDir      string
@@ -120,7 +121,8 @@ func Render(w io.Writer, r *Run) {
 	fmt.Fprintf(w, "cqrsflow chaos run %s — %s\n\n", r.RunID, verdict)
 	fmt.Fprintf(w, "seed        %d\n", r.Seed)
 	fmt.Fprintf(w, "reproduce   %s\n", r.Reproduce)
-	fmt.Fprintf(w, "window      %s of faults, then %s without (workload %s in all)\n", r.Window, r.Quiet, r.Window+r.Quiet)
+	fmt.Fprintf(w, "workload    %s: faults planned in the first %s, the last healed at +%s, then %s without faults\n",
+		r.WorkloadEnd.Sub(r.Started).Round(time.Second), r.Window, r.HealedAt.Sub(r.Started).Round(time.Second), r.WorkloadEnd.Sub(r.HealedAt).Round(time.Second))
 	fmt.Fprintf(w, "started     %s, ended %s (%s)\n", r.Started.Format(time.RFC3339), r.Ended.Format(time.RFC3339), r.Ended.Sub(r.Started).Round(time.Second))
 	fmt.Fprintf(w, "output      %s (history %s)\n", r.OutDir, r.HistoryPath)
 	for _, s := range r.Settings {

@@ -32,7 +32,8 @@ func TestOpOutcome(t *testing.T) {
 // first violation with its key's history and logs.
 func TestRenderFailedRun(t *testing.T) {
 	t0 := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
-	r := &Run{Seed: 99, RunID: "abc", Window: time.Minute, Quiet: 10 * time.Second, Started: t0, Ended: t0.Add(2 * time.Minute),
+	r := &Run{Seed: 99, RunID: "abc", Window: time.Minute, HealedAt: t0.Add(70 * time.Second), WorkloadEnd: t0.Add(80 * time.Second),
+		Started: t0, Ended: t0.Add(2 * time.Minute),
 		Reproduce: "make chaos CHAOS_SEED=99", Schedule: []nemesis.Step{{Kind: nemesis.Kill, Target: "api"}},
 		Faults: []history.Fault{{Seq: 1, Kind: nemesis.Kill, Target: "api", Start: t0.Add(5 * time.Second), Healed: t0.Add(7 * time.Second),
 			Verified: []string{"api pid 1 gone after SIGKILL"}}},
@@ -50,7 +51,7 @@ func TestRenderFailedRun(t *testing.T) {
 	var b strings.Builder
 	Render(&b, r)
 	out := b.String()
-	for _, want := range []string{"— FAIL", "seed        99", "make chaos CHAOS_SEED=99", "+     5s  kill            api",
+	for _, want := range []string{"— FAIL", "seed        99", "workload    1m20s: faults planned in the first 1m0s, the last healed at +1m10s, then 10s without faults", "make chaos CHAOS_SEED=99", "+     5s  kill            api",
 		"api pid 1 gone after SIGKILL", "update_product", "ack-durable                1 checked  FAILED (1 violations)",
 		"p1 at +6s: version 2 missing", "kafka-order                3 checked  ok", "First violation: ack-durable on p1",
 		"op 1/1 PUT /v1/products/p1", "p1 v1 ProductCreated", "Log of api", `"path":"/v1/products/p1"`, "by kind: kill 1"} {
