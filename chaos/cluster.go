@@ -139,11 +139,12 @@ type pipeline struct {
 	outDir      string
 	pgURL       string // direct, with search_path
 	bins        map[string]*binary
+	log         *slog.Logger
 }
 
 func (h *harness) newPipeline(seed uint64) (*pipeline, error) {
 	id := randomHex(3)
-	p := &pipeline{h: h, runID: id, schema: "chaos_" + id, topicPrefix: "chaos-" + id, indexPrefix: "chaos-" + id + "-",
+	p := &pipeline{h: h, log: h.log, runID: id, schema: "chaos_" + id, topicPrefix: "chaos-" + id, indexPrefix: "chaos-" + id + "-",
 		groupPrefix: "chaos-" + id + "-projector", apiKey: randomHex(20), bins: map[string]*binary{}}
 	p.outDir = filepath.Join(h.cfg.OutDir, fmt.Sprintf("%s-seed%d-%s", time.Now().Format("20060102-150405"), seed, id))
 	if err := os.MkdirAll(filepath.Join(p.outDir, "logs"), 0o755); err != nil {

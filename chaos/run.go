@@ -38,15 +38,14 @@ func topology(kinds []string) nemesis.Topology {
 // (the stack gone, a binary that never starts); violations are in the
 // report.
 func (h *harness) runOne(ctx context.Context, seed uint64) (*report.Run, error) {
-	cfg := h.cfg
 	p, err := h.newPipeline(seed)
 	if err != nil {
 		return nil, err
 	}
-	log := h.log.With("run", p.runID)
-	log.Info("run starting", "seed", seed, "out", p.outDir, "schema", p.schema, "topic_prefix", p.topicPrefix)
+	p.log = h.log.With("run", p.runID)
+	p.log.Info("run starting", "seed", seed, "out", p.outDir, "schema", p.schema, "topic_prefix", p.topicPrefix)
 	if err := h.cleanLeftovers(ctx); err != nil {
-		log.Warn("cleaning what earlier runs left", "err", err)
+		p.log.Warn("cleaning what earlier runs left", "err", err)
 	}
 	if err := p.prepare(ctx); err != nil {
 		return nil, err
@@ -60,25 +59,44 @@ func (h *harness) runOne(ctx context.Context, seed uint64) (*report.Run, error) 
 	if err := p.start(ctx); err != nil {
 		return nil, err
 	}
-	hist, err := history.Create(filepath.Join(p.outDir, "history.jsonl"))
+	ex, err := p.exercise(ctx, seed)
 	if err != nil {
 		return nil, err
 	}
-	var (
-		mu       sync.Mutex
-		attempts []history.Attempt
-		faults   []history.Fault
-	)
-	window := cfg.Duration - cfg.Quiet
-	steps := nemesis.Plan(seed, window, topology(cfg.Kinds), cfg.MaxFaults)
+	stopped = true
+	return p.judge(ctx, seed, ex)
+}
+
+// exercised is what happened while the workload and the nemesis ran.
+type exercised struct {
+	window          time.Duration
+	steps           []nemesis.Step
+	attempts        []history.Attempt
+	faults          []history.Fault
+	start, healedAt time.Time
+	workEnd         time.Time
+	historyPath     string
+}
+
+// exercise runs the workload and the seed's fault schedule; the workload
+// goes on for the quiet time after the last fault is healed.
+func (p *pipeline) exercise(ctx context.Context, seed uint64) (*exercised, error) {
+	cfg, log := p.h.cfg, p.log
+	ex := &exercised{window: cfg.Duration - cfg.Quiet, historyPath: filepath.Join(p.outDir, "history.jsonl")}
+	hist, err := history.Create(ex.historyPath)
+	if err != nil {
+		return nil, err
+	}
+	var mu sync.Mutex
+	ex.steps = nemesis.Plan(seed, ex.window, topology(cfg.Kinds), cfg.MaxFaults)
 	var sched strings.Builder
-	for _, s := range steps {
+	for _, s := range ex.steps {
 		fmt.Fprintln(&sched, s)
 	}
 	_ = os.WriteFile(filepath.Join(p.outDir, "schedule.txt"), []byte(sched.String()), 0o644)
-	log.Info("fault schedule", "faults", len(steps), "file", filepath.Join(p.outDir, "schedule.txt"))
+	log.Info("fault schedule", "faults", len(ex.steps), "file", filepath.Join(p.outDir, "schedule.txt"))
 
-	start := time.Now()
+	ex.start = time.Now()
 	counts := &workload.Counts{}
 	wctx, stopWorkload := context.WithCancel(ctx)
 	defer stopWorkload()
@@ -93,40 +111,47 @@ func (h *harness) runOne(ctx context.Context, seed uint64) (*report.Run, error) 
 			Record: func(a history.Attempt) {
 				hist.Add(a)
 				mu.Lock()
-				attempts = append(attempts, a)
+				ex.attempts = append(ex.attempts, a)
 				mu.Unlock()
 			},
 		}, counts)
 	}()
 	progressDone := make(chan struct{})
-	go progress(wctx, log, start, counts, progressDone)
-	nctx, endFaults := context.WithTimeout(ctx, window)
-	nemesis.Run(nctx, start, steps, p, func(f history.Fault) {
+	go progress(wctx, log, ex.start, counts, progressDone)
+	nctx, endFaults := context.WithTimeout(ctx, ex.window)
+	nemesis.Run(nctx, ex.start, ex.steps, p, func(f history.Fault) {
 		hist.Add(f)
 		mu.Lock()
-		faults = append(faults, f)
+		ex.faults = append(ex.faults, f)
 		mu.Unlock()
 	}, log)
 	endFaults()
-	healedAt := time.Now()
-	// The workload runs on without faults for the quiet time after the
-	// last heal: the pipeline must take writes again.
+	ex.healedAt = time.Now()
+	// The pipeline must take writes again once the faults are healed.
 	select {
 	case <-ctx.Done():
-	case <-time.After(max(cfg.Quiet, time.Until(start.Add(cfg.Duration)))):
+	case <-time.After(max(cfg.Quiet, time.Until(ex.start.Add(cfg.Duration)))):
 	}
 	stopWorkload()
 	wg.Wait()
 	<-progressDone
-	workEnd := time.Now()
+	ex.workEnd = time.Now()
 	if err := hist.Close(); err != nil {
 		return nil, err
 	}
 	log.Info("workload done", "ops", counts.Ops.Load(), "acked", counts.Acked.Load(), "refused", counts.Refused.Load(),
-		"open", counts.Ambiguous.Load(), "faults", len(faults))
+		"open", counts.Ambiguous.Load(), "faults", len(ex.faults))
+	return ex, ctx.Err()
+}
 
+// judge makes sure every service and binary is up, lets the pipeline
+// drain, reads the final state, stops the binaries and checks the
+// invariants. The run's names are deleted if every invariant held.
+func (p *pipeline) judge(ctx context.Context, seed uint64, ex *exercised) (*report.Run, error) {
+	h, cfg, log := p.h, p.h.cfg, p.log
 	var notes []string
 	if started, err := h.stk.ensureUp(ctx); err != nil {
+		_ = p.stop()
 		return nil, fmt.Errorf("the chaos stack is not up after the faults: %w", err)
 	} else if len(started) > 0 {
 		notes = append(notes, fmt.Sprintf("harness: %v were down after every fault was healed and had to be started", started))
@@ -135,12 +160,11 @@ func (h *harness) runOne(ctx context.Context, seed uint64) (*report.Run, error) 
 	drainTook, last := p.drain(ctx, cfg.DrainTimeout)
 	log.Info("drained", "took", drainTook.Round(time.Second).String(), "state", last.String())
 	in, err := p.collect(ctx, last)
+	if stopErr := p.stop(); stopErr != nil {
+		log.Warn("stopping the binaries", "err", stopErr)
+	}
 	if err != nil {
 		return nil, err
-	}
-	stopped = true
-	if err := p.stop(); err != nil {
-		log.Warn("stopping the binaries", "err", err)
 	}
 	for _, c := range allComponents {
 		in.Exits = append(in.Exits, p.bins[c].Exits()...)
@@ -149,31 +173,29 @@ func (h *harness) runOne(ctx context.Context, seed uint64) (*report.Run, error) 
 	if in.LogHits, in.LogLines, err = p.scanLogs(); err != nil {
 		return nil, err
 	}
-	in.Principal, in.Attempts, in.Faults, in.HealedAt, in.Grace = "chaos", attempts, faults, healedAt, 15*time.Second
+	in.Principal, in.Attempts, in.Faults, in.HealedAt, in.Grace = "chaos", ex.attempts, ex.faults, ex.healedAt, 15*time.Second
 
-	r := &report.Run{Seed: seed, RunID: p.runID, Window: window, HealedAt: healedAt, WorkloadEnd: workEnd,
-		Started: start, Ended: time.Now(), OutDir: p.outDir, HistoryPath: filepath.Join(p.outDir, "history.jsonl"),
+	r := &report.Run{Seed: seed, RunID: p.runID, Window: ex.window, HealedAt: ex.healedAt, WorkloadEnd: ex.workEnd,
+		Started: ex.start, Ended: time.Now(), OutDir: p.outDir, HistoryPath: ex.historyPath,
 		Reproduce: fmt.Sprintf("make chaos CHAOS_SEED=%d CHAOS_DURATION=%s", seed, cfg.Duration),
 		Settings: []string{fmt.Sprintf("%d clients at ~%g ops/s, up to %d faults at once, kinds %s", cfg.Clients, cfg.Rate, cfg.MaxFaults, strings.Join(cfg.Kinds, ",")),
 			fmt.Sprintf("schema %s, topic prefix %s, index prefix %s, stack %s (ports from %d)", p.schema, p.topicPrefix, p.indexPrefix, h.stk.dir, cfg.PortBase),
 			fmt.Sprintf("drained in %s", drainTook.Round(time.Second))},
-		Schedule: steps, Faults: faults, Attempts: attempts, Duplicates: checker.DuplicateRecords(in)}
+		Schedule: ex.steps, Faults: ex.faults, Attempts: ex.attempts, Duplicates: checker.DuplicateRecords(in), Notes: notes}
 	r.Results = checker.Check(in)
-	r.Notes = notes
 	for _, e := range in.Exits {
 		if !e.Expected && e.DuringStartup {
-			r.Notes = append(r.Notes, fmt.Sprintf("%s exited during start-up at +%s (%s); restarted", e.Process, e.At.Sub(start).Round(time.Second), e.Status))
+			r.Notes = append(r.Notes, fmt.Sprintf("%s exited during start-up at +%s (%s); restarted", e.Process, e.At.Sub(ex.start).Round(time.Second), e.Status))
 		}
 	}
 	if inv, v, ok := r.First(); ok {
 		r.Failure = p.failure(in, inv, v)
+		return r, nil
 	}
-	if !r.Failed() {
-		cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := errors.Join(h.deleteKafka(cctx, p.topicPrefix), h.deleteIndices(cctx, p.indexPrefix), p.dropSchema(cctx)); err != nil {
-			log.Warn("cleaning up the run's names", "err", err)
-		}
+	cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := errors.Join(h.deleteKafka(cctx, p.topicPrefix), h.deleteIndices(cctx, p.indexPrefix), p.dropSchema(cctx)); err != nil {
+		log.Warn("cleaning up the run's names", "err", err)
 	}
 	return r, nil
 }
