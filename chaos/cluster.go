@@ -140,11 +140,12 @@ type pipeline struct {
 	pgURL       string // direct, with search_path
 	bins        map[string]*binary
 	log         *slog.Logger
+	stopWatch   context.CancelFunc // ends the hang watchdog before the binaries are stopped
 }
 
 func (h *harness) newPipeline(seed uint64) (*pipeline, error) {
 	id := randomHex(3)
-	p := &pipeline{h: h, log: h.log, runID: id, schema: "chaos_" + id, topicPrefix: "chaos-" + id, indexPrefix: "chaos-" + id + "-",
+	p := &pipeline{h: h, log: h.log, stopWatch: func() {}, runID: id, schema: "chaos_" + id, topicPrefix: "chaos-" + id, indexPrefix: "chaos-" + id + "-",
 		groupPrefix: "chaos-" + id + "-projector", apiKey: randomHex(20), bins: map[string]*binary{}}
 	p.outDir = filepath.Join(h.cfg.OutDir, fmt.Sprintf("%s-seed%d-%s", time.Now().Format("20060102-150405"), seed, id))
 	if err := os.MkdirAll(filepath.Join(p.outDir, "logs"), 0o755); err != nil {
@@ -234,7 +235,7 @@ func (p *pipeline) start(ctx context.Context) error {
 func (p *pipeline) stop() error {
 	var errs []error
 	for _, c := range []string{"api", "relay-1", "relay-2", "projector-1", "projector-2", "projector-3"} {
-		if err := p.bins[c].retire(30 * time.Second); err != nil {
+		if err := p.bins[c].retire(termGrace); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -252,10 +252,19 @@ func (p *pipeline) scanLogs() ([]checker.LogHit, int, error) {
 		}
 		sc := bufio.NewScanner(f)
 		sc.Buffer(make([]byte, 1<<20), 4<<20)
-		n := 0
+		n, dump := 0, false
 		for sc.Scan() {
 			n++
 			t := sc.Text()
+			// A goroutine dump the harness asked for is not a crash.
+			if strings.HasPrefix(t, dumpMarker) {
+				dump = true
+			} else if strings.HasPrefix(t, "=== chaos: start") {
+				dump = false
+			}
+			if dump {
+				continue
+			}
 			for _, bad := range badLog {
 				if strings.Contains(t, bad) && len(hits) < 200 {
 					if len(t) > 300 {

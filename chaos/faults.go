@@ -21,6 +21,7 @@ func (p *pipeline) Inject(ctx context.Context, s nemesis.Step, rec *history.Faul
 		return p.stopBinary(ctx, s, verified)
 	case nemesis.Pause:
 		if b, ok := p.bins[s.Target]; ok {
+			b.waitRunning(20 * time.Second)
 			v, err := b.pause()
 			if err != nil {
 				return nil, err
@@ -57,6 +58,7 @@ func (p *pipeline) Inject(ctx context.Context, s nemesis.Step, rec *history.Faul
 // it again and waits for /healthz.
 func (p *pipeline) stopBinary(ctx context.Context, s nemesis.Step, verified func(string, ...any)) (func(context.Context) error, error) {
 	b := p.bins[s.Target]
+	b.waitRunning(20 * time.Second)
 	var (
 		v   string
 		err error
@@ -64,14 +66,23 @@ func (p *pipeline) stopBinary(ctx context.Context, s nemesis.Step, verified func
 	if s.Kind == nemesis.Kill {
 		v, err = b.kill()
 	} else {
-		v, err = b.term(30 * time.Second)
+		v, err = b.term(termGrace)
 	}
+	heal := func(ctx context.Context) error { return p.restart(ctx, b, verified) }
 	if err != nil {
+		if b.pid() == 0 {
+			return heal, err // it ended, if not as it should: start it again
+		}
 		return nil, err
 	}
 	verified("%s", v)
-	return func(ctx context.Context) error { return p.restart(ctx, b, verified) }, nil
+	return heal, nil
 }
+
+// termGrace bounds a binary's exit after SIGTERM: the relay's
+// SHUTDOWN_GRACE (15 s) plus its DELIVERY_TIMEOUT (10 s) plus the release
+// of its leases and the HTTP server's shutdown (5 s each), with slack.
+const termGrace = 45 * time.Second
 
 // restart starts a stopped binary and waits for /healthz. A binary that
 // cannot become healthy because another fault holds a dependency down is
@@ -148,9 +159,10 @@ func (p *pipeline) join(ctx context.Context, s nemesis.Step, verified func(strin
 		return nil, err
 	}
 	if err := b.waitHTTP(ctx, "/healthz", 90*time.Second); err != nil {
-		return func(context.Context) error { return b.retire(30 * time.Second) }, err
-	}
-	if err := b.waitHTTP(ctx, "/readyz", 10*time.Second); err != nil {
+		// Not this fault's failure: another fault may hold a dependency
+		// down; the watchdog reports a process that hangs.
+		verified("%s joined (pid %d), /healthz not answering yet: %s", b.name, b.pid(), firstLine(err.Error()))
+	} else if err := b.waitHTTP(ctx, "/readyz", 10*time.Second); err != nil {
 		verified("%s joined (pid %d), not ready yet: %s", b.name, b.pid(), firstLine(err.Error()))
 	} else {
 		verified("%s joined (pid %d), ready", b.name, b.pid())
@@ -163,7 +175,7 @@ func (p *pipeline) join(ctx context.Context, s nemesis.Step, verified func(strin
 		if s.Param == "leave=KILL" {
 			v, err = b.kill()
 		} else {
-			v, err = b.term(30 * time.Second)
+			v, err = b.term(termGrace)
 		}
 		b.mu.Lock()
 		b.retired = true

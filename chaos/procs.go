@@ -30,11 +30,17 @@ type binary struct {
 	mu      sync.Mutex
 	cmd     *exec.Cmd
 	done    chan struct{}
-	expect  string // "kill" | "term" | "stop": the next exit is the harness's doing
+	expect  string // "kill" | "term" | "quit": the next exit is the harness's doing
 	healthy bool   // answered /healthz since its last start
 	retired bool   // stopped for good: do not restart
 	exits   []checker.Exit
 	starts  int
+	// The watchdog's view: when the process last answered /healthz (or
+	// was started or resumed), and whether the nemesis holds it stopped.
+	lastAlive time.Time
+	paused    bool
+	hangs     []checker.Hang
+	failures  int // exits in a row during start-up (restart backoff)
 }
 
 // start starts the process (appending to its log) and watches it.
@@ -60,7 +66,7 @@ func (b *binary) start() error {
 		return fmt.Errorf("starting %s: %w", b.name, err)
 	}
 	done := make(chan struct{})
-	b.cmd, b.done, b.expect, b.healthy, b.retired = cmd, done, "", false, false
+	b.cmd, b.done, b.expect, b.healthy, b.retired, b.paused, b.lastAlive = cmd, done, "", false, false, false, time.Now()
 	go b.wait(cmd, f, done)
 	return nil
 }
@@ -73,22 +79,34 @@ func (b *binary) wait(cmd *exec.Cmd, f *os.File, done chan struct{}) {
 		status = err.Error()
 	}
 	b.mu.Lock()
-	startup := !b.healthy
-	e := checker.Exit{Process: b.name, At: time.Now(), Status: status, Expected: b.expect != "", Graceful: b.expect == "term",
-		DuringStartup: startup}
+	startup, expect := !b.healthy, b.expect
+	e := checker.Exit{Process: b.name, At: time.Now(), Status: status, Expected: expect != "" && expect != "quit",
+		Graceful: expect == "term", DuringStartup: startup}
+	if expect == "" {
+		e.Reason = lastLine(b.logPath)
+	}
 	b.exits = append(b.exits, e)
 	b.cmd = nil
-	restart := b.expect == "" && !b.retired
+	restart := (expect == "" || expect == "quit") && !b.retired
+	if startup {
+		b.failures++
+	} else {
+		b.failures = 0
+	}
+	wait := time.Duration(min(1<<min(b.failures, 4), 10)) * time.Second
 	b.mu.Unlock()
 	close(done)
 	if !restart {
 		return
 	}
-	// Not the harness's doing: keep the pipeline running and let the
-	// checker report it (an exit before the process ever answered is a
-	// start-up failure, e.g. a dependency down at start).
-	b.log.Warn("process exited by itself; restarting", "process", b.name, "status", status, "during_startup", startup)
-	time.Sleep(time.Second)
+	// Not the harness's doing (or a hung process it dumped): keep the
+	// pipeline running, as a supervisor would, and let the checker report
+	// it. An exit before the process ever answered is a start-up failure
+	// (a dependency down at start), retried with a growing pause.
+	if expect == "" {
+		b.log.Warn("process exited by itself; restarting", "process", b.name, "status", status, "during_startup", startup, "after", wait.String())
+	}
+	time.Sleep(wait)
 	b.mu.Lock()
 	retired := b.retired || b.cmd != nil
 	b.mu.Unlock()
@@ -98,6 +116,15 @@ func (b *binary) wait(cmd *exec.Cmd, f *os.File, done chan struct{}) {
 			return
 		}
 		_ = b.waitHTTP(context.Background(), "/healthz", 2*time.Minute)
+	}
+}
+
+// waitRunning waits (bounded) until the process runs: one that exited
+// during start-up is between restarts for a few seconds.
+func (b *binary) waitRunning(timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for b.pid() == 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
@@ -157,9 +184,14 @@ func (b *binary) term(grace time.Duration) (string, error) {
 	select {
 	case <-done:
 	case <-time.After(grace):
-		_, _, _ = b.signal(syscall.SIGKILL, "")
-		<-done
-		return "", fmt.Errorf("%s (pid %d) did not exit within %s of SIGTERM; killed", b.name, pid, grace)
+		b.dump(pid, fmt.Sprintf("still running %s after SIGTERM", grace))
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_, _, _ = b.signal(syscall.SIGKILL, "")
+			<-done
+		}
+		return "", fmt.Errorf("%s (pid %d) did not exit within %s of SIGTERM; its goroutines are dumped in %s", b.name, pid, grace, b.logPath)
 	}
 	b.mu.Lock()
 	last := b.exits[len(b.exits)-1]
@@ -183,6 +215,9 @@ func (b *binary) retire(grace time.Duration) error {
 
 // pause stops the process with SIGSTOP and checks the kernel says so.
 func (b *binary) pause() (string, error) {
+	b.mu.Lock()
+	b.paused = true
+	b.mu.Unlock()
 	pid, _, err := b.signal(syscall.SIGSTOP, "")
 	if err != nil {
 		return "", err
@@ -202,6 +237,9 @@ func (b *binary) resume() (string, error) {
 	if err := waitState(pid, func(s byte) bool { return s != 'T' && s != 't' }, 5*time.Second); err != nil {
 		return "", fmt.Errorf("%s: %w", b.name, err)
 	}
+	b.mu.Lock()
+	b.paused, b.lastAlive = false, time.Now()
+	b.mu.Unlock()
 	return fmt.Sprintf("%s pid %d running again", b.name, pid), nil
 }
 
@@ -257,6 +295,15 @@ func (b *binary) waitHTTP(ctx context.Context, path string, timeout time.Duratio
 	}
 }
 
+// lastLine is the last line of a log (a binary's exit error), cut short.
+func lastLine(path string) string {
+	l := tailFile(path, 1)
+	if len(l) > 300 {
+		l = l[:300] + "…"
+	}
+	return l
+}
+
 func tailFile(path string, n int) string {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -265,10 +312,83 @@ func tailFile(path string, n int) string {
 	return tailLines(string(b), n)
 }
 
-// Exits returns the process's recorded exits; startupFailures counts
-// unexpected exits before the process ever answered /healthz.
-func (b *binary) Exits() []checker.Exit {
+// Exits returns the process's recorded exits and hangs.
+func (b *binary) Exits() ([]checker.Exit, []checker.Hang) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return append([]checker.Exit(nil), b.exits...)
+	return append([]checker.Exit(nil), b.exits...), append([]checker.Hang(nil), b.hangs...)
+}
+
+// dump makes a Go process print every goroutine's stack into its log
+// (SIGQUIT; it exits with status 2), after a marker line the log scan
+// uses to tell the dump from a panic.
+func (b *binary) dump(pid int, why string) {
+	if f, err := os.OpenFile(b.logPath, os.O_APPEND|os.O_WRONLY, 0o644); err == nil {
+		fmt.Fprintf(f, "%s %s pid %d at %s: %s\n", dumpMarker, b.name, pid, time.Now().UTC().Format(time.RFC3339Nano), why)
+		f.Close()
+	}
+	_ = syscall.Kill(pid, syscall.SIGCONT)
+	_ = syscall.Kill(pid, syscall.SIGQUIT)
+}
+
+const dumpMarker = "=== chaos: SIGQUIT (goroutine dump follows) of"
+
+// hangAfter is how long a running, not paused process may go without
+// answering /healthz. The slowest legitimate start (a projector waiting for
+// Elasticsearch, 30 s per read model) stays under it.
+const hangAfter = 90 * time.Second
+
+// watch probes /healthz of every running binary every 2 s until ctx
+// ends. A process alive but silent for hangAfter is hung: the watchdog
+// records it, dumps its goroutines (SIGQUIT) and lets the supervisor start
+// it again, so the run goes on.
+func watch(ctx context.Context, bins map[string]*binary) {
+	client := &http.Client{Timeout: time.Second}
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, b := range bins {
+			b.mu.Lock()
+			pid, paused, since := 0, b.paused, b.lastAlive
+			if b.cmd != nil && b.expect == "" {
+				pid = b.cmd.Process.Pid
+			}
+			b.mu.Unlock()
+			if pid == 0 || paused {
+				continue
+			}
+			res, err := client.Get("http://" + b.addr + "/healthz")
+			if err == nil {
+				res.Body.Close()
+			}
+			b.mu.Lock()
+			switch {
+			case b.cmd == nil || b.cmd.Process.Pid != pid || b.paused:
+			case err == nil && res.StatusCode == http.StatusOK:
+				b.lastAlive, b.healthy = time.Now(), true
+			case time.Since(since) > hangAfter:
+				msg := fmt.Sprintf("pid %d alive but /healthz unanswered for %s (last: %v); goroutines dumped in %s", pid,
+					time.Since(since).Round(time.Second), errOrStatus(err, res), b.logPath)
+				b.hangs = append(b.hangs, checker.Hang{Process: b.name, At: time.Now(), Msg: msg})
+				b.expect = "quit"
+				b.mu.Unlock()
+				b.log.Warn("process hung; dumping its goroutines and restarting it", "process", b.name, "detail", msg)
+				b.dump(pid, "hung: /healthz unanswered")
+				continue
+			}
+			b.mu.Unlock()
+		}
+	}
+}
+
+func errOrStatus(err error, res *http.Response) string {
+	if err != nil {
+		return err.Error()
+	}
+	return res.Status
 }

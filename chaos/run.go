@@ -59,6 +59,10 @@ func (h *harness) runOne(ctx context.Context, seed uint64) (*report.Run, error) 
 	if err := p.start(ctx); err != nil {
 		return nil, err
 	}
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go watch(wctx, p.bins)
+	p.stopWatch = stopWatch
 	ex, err := p.exercise(ctx, seed)
 	if err != nil {
 		return nil, err
@@ -160,6 +164,7 @@ func (p *pipeline) judge(ctx context.Context, seed uint64, ex *exercised) (*repo
 	drainTook, last := p.drain(ctx, cfg.DrainTimeout)
 	log.Info("drained", "took", drainTook.Round(time.Second).String(), "state", last.String())
 	in, err := p.collect(ctx, last)
+	p.stopWatch()
 	if stopErr := p.stop(); stopErr != nil {
 		log.Warn("stopping the binaries", "err", stopErr)
 	}
@@ -167,7 +172,8 @@ func (p *pipeline) judge(ctx context.Context, seed uint64, ex *exercised) (*repo
 		return nil, err
 	}
 	for _, c := range allComponents {
-		in.Exits = append(in.Exits, p.bins[c].Exits()...)
+		exits, hangs := p.bins[c].Exits()
+		in.Exits, in.Hangs = append(in.Exits, exits...), append(in.Hangs, hangs...)
 		in.Starts += p.bins[c].starts
 	}
 	if in.LogHits, in.LogLines, err = p.scanLogs(); err != nil {
@@ -183,11 +189,7 @@ func (p *pipeline) judge(ctx context.Context, seed uint64, ex *exercised) (*repo
 			fmt.Sprintf("drained in %s", drainTook.Round(time.Second))},
 		Schedule: ex.steps, Faults: ex.faults, Attempts: ex.attempts, Duplicates: checker.DuplicateRecords(in), Notes: notes}
 	r.Results = checker.Check(in)
-	for _, e := range in.Exits {
-		if !e.Expected && e.DuringStartup {
-			r.Notes = append(r.Notes, fmt.Sprintf("%s exited during start-up at +%s (%s); restarted", e.Process, e.At.Sub(ex.start).Round(time.Second), e.Status))
-		}
-	}
+	r.Notes = append(r.Notes, startupNotes(in.Exits, ex.start)...)
 	if inv, v, ok := r.First(); ok {
 		r.Failure = p.failure(in, inv, v)
 		return r, nil
@@ -198,6 +200,38 @@ func (p *pipeline) judge(ctx context.Context, seed uint64, ex *exercised) (*repo
 		log.Warn("cleaning up the run's names", "err", err)
 	}
 	return r, nil
+}
+
+// startupNotes summarizes, per process, the exits during start-up (a
+// dependency down at start): how many, when, and the last reason logged.
+func startupNotes(exits []checker.Exit, start time.Time) []string {
+	type agg struct {
+		n           int
+		first, last time.Time
+		reason      string
+	}
+	byProc := map[string]*agg{}
+	var order []string
+	for _, e := range exits {
+		if e.Expected || !e.DuringStartup {
+			continue
+		}
+		a := byProc[e.Process]
+		if a == nil {
+			a = &agg{first: e.At}
+			byProc[e.Process] = a
+			order = append(order, e.Process)
+		}
+		a.n++
+		a.last, a.reason = e.At, e.Reason
+	}
+	var notes []string
+	for _, p := range order {
+		a := byProc[p]
+		notes = append(notes, fmt.Sprintf("%s exited %d times during start-up between +%s and +%s and was restarted; last words: %s",
+			p, a.n, a.first.Sub(start).Round(time.Second), a.last.Sub(start).Round(time.Second), a.reason))
+	}
+	return notes
 }
 
 // progress logs the workload's totals every 15 s.

@@ -385,6 +385,15 @@ func TestPanicExitsFaultsRecovery(t *testing.T) {
 		t.Fatalf("processes: %+v", r.Violations)
 	}
 	w = newWorld()
+	w.in.Hangs = []Hang{{Process: "projector-2", Msg: "alive but /healthz unanswered for 1m31s"}}
+	wantOnly(t, &w.in, "projector-2", "hung: alive but /healthz unanswered", "processes")
+	w = newWorld()
+	// A process that exits while it starts (a dependency down) is not a
+	// violation, nor its SIGTERM then.
+	w.in.Exits = []Exit{{Process: "projector-1", Status: "exit status 1", DuringStartup: true},
+		{Process: "projector-1", Status: "exit status 1", Expected: true, Graceful: true, DuringStartup: true}}
+	wantOnly(t, &w.in, "", "")
+	w = newWorld()
 	w.in.Faults[0].Verified = nil
 	wantOnly(t, &w.in, "pg-crash postgres", "nothing verified", "faults-verified")
 	w = newWorld()

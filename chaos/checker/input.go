@@ -81,6 +81,14 @@ type Exit struct {
 	// DuringStartup: the process had not answered /healthz since it was
 	// started (a dependency down at start-up); reported, not a violation.
 	DuringStartup bool
+	Reason        string // the last log line of an unexpected exit
+}
+
+// Hang is a process that stayed alive without answering /healthz.
+type Hang struct {
+	Process string
+	At      time.Time
+	Msg     string
 }
 
 // Input is everything the checks read.
@@ -105,6 +113,7 @@ type Input struct {
 	LogHits     []LogHit
 	LogLines    int // lines scanned
 	Exits       []Exit
+	Hangs       []Hang
 	Starts      int // binary starts
 	// HealedAt is when the last fault ended; writes after it show the
 	// pipeline recovered.

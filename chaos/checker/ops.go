@@ -137,10 +137,17 @@ func (x *index) noPanic() Result {
 }
 
 func (x *index) processes() Result {
-	r := Result{ID: "processes", Desc: "no binary exited by itself once running; every SIGTERM ended in exit status 0", Checked: x.in.Starts}
+	r := Result{ID: "processes", Desc: "no binary exited by itself once running or hung (alive without answering /healthz); every SIGTERM of a running binary ended in exit status 0", Checked: x.in.Starts}
+	for _, h := range x.in.Hangs {
+		r.fail(h.Process, h.At, "%s hung: %s", h.Process, h.Msg)
+	}
 	for _, e := range x.in.Exits {
 		switch {
-		case !e.Expected && !e.DuringStartup:
+		case e.DuringStartup:
+			// A start-up failure (a dependency down at start): the report
+			// lists them; a process that never gets past it hangs or never
+			// becomes ready, which is checked.
+		case !e.Expected:
 			r.fail(e.Process, e.At, "%s exited by itself (%s)", e.Process, e.Status)
 		case e.Graceful && e.Status != "exit status 0":
 			r.fail(e.Process, e.At, "%s ended with %s after SIGTERM (want exit status 0)", e.Process, e.Status)
