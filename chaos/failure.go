@@ -55,12 +55,93 @@ func (p *pipeline) failure(in *checker.Input, invariant string, v checker.Violat
 	if at.IsZero() && len(f.History) > 0 {
 		at = f.History[len(f.History)-1].End
 	}
+	if b, ok := p.bins[key]; ok {
+		// A process's own violation (a hang, an exit): its log before the
+		// moment, and the harness's goroutine dump if there is one.
+		f.Logs = append(f.Logs, report.Excerpt{Process: key, File: b.logPath, Lines: processExcerpt(b.logPath, at, 40)})
+		return f
+	}
 	for _, c := range allComponents {
 		if lines := logExcerpt(p.bins[c].logPath, key, at, 40); len(lines) > 0 {
 			f.Logs = append(f.Logs, report.Excerpt{Process: c, File: p.bins[c].logPath, Lines: lines})
 		}
 	}
 	return f
+}
+
+// processExcerpt returns a process's log lines up to at (+5 s) that are
+// not routine (warnings, errors, the harness's markers, exit messages),
+// the last max of them, then the frames of the cqrsflow code in the
+// goroutine dump that follows a dump marker near at.
+func processExcerpt(path string, at time.Time, max int) []string {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var before, frames []string
+	var header string
+	inDump, wantFile := false, false
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 4<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, dumpMarker) {
+			inDump, frames = true, frames[:0]
+		} else if strings.HasPrefix(line, "=== chaos: start") {
+			if inDump && len(frames) > 0 && !at.IsZero() && markerTime(line).After(at.Add(-5*time.Second)) {
+				break // the dump that belongs to the violation
+			}
+			inDump = false
+		}
+		if inDump {
+			// Keep the project's frames (function and file:line) under
+			// their goroutine's header.
+			switch {
+			case strings.HasPrefix(line, "goroutine "):
+				header, wantFile = line, false
+			case strings.HasPrefix(line, "main.") || strings.HasPrefix(line, "cqrsflow/"):
+				if header != "" {
+					frames, header = append(frames, "  "+header), ""
+				}
+				frames, wantFile = append(frames, "    "+line), true
+			case wantFile:
+				frames, wantFile = append(frames, "    "+strings.TrimSpace(line)), false
+			}
+			if len(frames) > 60 {
+				frames = frames[:60]
+			}
+			continue
+		}
+		var rec struct {
+			Time  time.Time `json:"time"`
+			Level string    `json:"level"`
+		}
+		isJSON := json.Unmarshal([]byte(line), &rec) == nil
+		if isJSON && !at.IsZero() && rec.Time.After(at.Add(5*time.Second)) {
+			continue
+		}
+		if !isJSON || rec.Level == "WARN" || rec.Level == "ERROR" {
+			if len(line) > 300 {
+				line = line[:300] + "…"
+			}
+			before = append(before, line)
+		}
+	}
+	if len(before) > max {
+		before = before[len(before)-max:]
+	}
+	return append(before, frames...)
+}
+
+// markerTime reads the time of a "=== chaos: start #n of X at <time>" line.
+func markerTime(line string) time.Time {
+	i := strings.LastIndex(line, " at ")
+	if i < 0 {
+		return time.Time{}
+	}
+	t, _ := time.Parse(time.RFC3339Nano, strings.TrimSpace(line[i+4:]))
+	return t
 }
 
 // logExcerpt returns the log lines naming key, or if none, those within

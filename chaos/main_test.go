@@ -140,3 +140,43 @@ func readFileString(path string) (string, error) {
 	b, err := os.ReadFile(path)
 	return string(b), err
 }
+
+// The excerpt of a hung process: its warnings before the moment and the
+// project's frames of the goroutine dump the harness asked for, not the
+// runtime's.
+func TestProcessExcerpt(t *testing.T) {
+	path := t.TempDir() + "/p.log"
+	log := `=== chaos: start #1 of projector-1 at 2026-03-01T10:00:00Z
+{"time":"2026-03-01T10:00:01Z","level":"INFO","msg":"starting"}
+{"time":"2026-03-01T10:00:02Z","level":"ERROR","msg":"unable to request api versions"}
+projector: ensuring the DLQ topic: broker closed the connection
+` + dumpMarker + ` projector-1 pid 7 at 2026-03-01T10:01:32Z: hung
+SIGQUIT: quit
+goroutine 1 gp=0x1 m=nil [sync.WaitGroup.Wait]:
+runtime.gopark(0x0)
+	/usr/local/go/src/runtime/proc.go:462 +0xce
+main.consume({0x1})
+	/src/projector/main.go:236 +0x9e5
+goroutine 9 gp=0x2 m=nil [select]:
+runtime.gopark(0x0)
+	/usr/local/go/src/runtime/proc.go:462 +0xce
+=== chaos: start #2 of projector-1 at 2026-03-01T10:01:34Z
+{"time":"2026-03-01T10:02:00Z","level":"ERROR","msg":"later"}
+`
+	if err := os.WriteFile(path, []byte(log), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 3, 1, 10, 1, 32, 0, time.UTC)
+	got := strings.Join(processExcerpt(path, at, 40), "\n")
+	for _, want := range []string{"unable to request api versions", "projector: ensuring the DLQ topic", "goroutine 1 gp=0x1",
+		"main.consume({0x1})", "/src/projector/main.go:236"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("excerpt lacks %q:\n%s", want, got)
+		}
+	}
+	for _, not := range []string{"starting", "runtime.gopark", "goroutine 9", "later"} {
+		if strings.Contains(got, not) {
+			t.Errorf("excerpt has %q:\n%s", not, got)
+		}
+	}
+}

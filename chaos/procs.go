@@ -80,7 +80,7 @@ func (b *binary) wait(cmd *exec.Cmd, f *os.File, done chan struct{}) {
 	}
 	b.mu.Lock()
 	startup, expect := !b.healthy, b.expect
-	e := checker.Exit{Process: b.name, At: time.Now(), Status: status, Expected: expect != "" && expect != "quit",
+	e := checker.Exit{Process: b.name, At: time.Now(), Status: status, Expected: expect != "",
 		Graceful: expect == "term", DuringStartup: startup}
 	if expect == "" {
 		e.Reason = lastLine(b.logPath)
