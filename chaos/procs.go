@@ -22,6 +22,7 @@ import (
 type binary struct {
 	name    string
 	path    string
+	args    []string
 	env     []string
 	addr    string // its HTTP server (health, metrics)
 	logPath string
@@ -56,7 +57,7 @@ func (b *binary) start() error {
 	}
 	b.starts++
 	fmt.Fprintf(f, "=== chaos: start #%d of %s at %s\n", b.starts, b.name, time.Now().UTC().Format(time.RFC3339Nano))
-	cmd := exec.Command(b.path)
+	cmd := exec.Command(b.path, b.args...)
 	cmd.Env = b.env
 	cmd.Stdout, cmd.Stderr = f, f
 	// Pdeathsig: the binaries die with the harness, whatever kills it.
@@ -336,7 +337,7 @@ const dumpMarker = "=== chaos: SIGQUIT (goroutine dump follows) of"
 // hangAfter is how long a running, not paused process may go without
 // answering /healthz. The slowest legitimate start (a projector waiting for
 // Elasticsearch, 30 s per read model) stays under it.
-const hangAfter = 90 * time.Second
+var hangAfter = 90 * time.Second
 
 // watch probes /healthz of every running binary every 2 s until ctx
 // ends. A process alive but silent for hangAfter is hung: the watchdog
@@ -344,7 +345,7 @@ const hangAfter = 90 * time.Second
 // it again, so the run goes on.
 func watch(ctx context.Context, bins map[string]*binary) {
 	client := &http.Client{Timeout: time.Second}
-	t := time.NewTicker(2 * time.Second)
+	t := time.NewTicker(min(2*time.Second, hangAfter/4))
 	defer t.Stop()
 	for {
 		select {
