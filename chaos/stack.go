@@ -63,7 +63,8 @@ func (s *stack) ESURL() string     { return "http://" + s.addr(offES) }
 // replaced by the chaos stack's, so nothing can point them at the shared
 // stack.
 func (s *stack) env() []string {
-	drop := []string{"CQRSFLOW_STATE_DIR=", "PG_PORT=", "KAFKA_PORT=", "KAFKA_CONTROLLER_PORT=", "ES_PORT=", "ES_TRANSPORT_PORT=", "KAFKA_EXTRA_PROPERTIES="}
+	drop := []string{"CQRSFLOW_STATE_DIR=", "PG_PORT=", "KAFKA_PORT=", "KAFKA_CONTROLLER_PORT=", "ES_PORT=", "ES_TRANSPORT_PORT=",
+		"KAFKA_EXTRA_PROPERTIES=", "PG_WAIT=", "KAFKA_WAIT=", "ES_WAIT="}
 	var env []string
 outer:
 	for _, kv := range os.Environ() {
@@ -78,7 +79,11 @@ outer:
 		"PG_PORT="+strconv.Itoa(s.port(offPostgres)),
 		"KAFKA_PORT="+strconv.Itoa(s.port(offKafka)), "KAFKA_CONTROLLER_PORT="+strconv.Itoa(s.port(offController)),
 		"ES_PORT="+strconv.Itoa(s.port(offES)), "ES_TRANSPORT_PORT="+strconv.Itoa(s.port(offTransport)),
-		"KAFKA_EXTRA_PROPERTIES="+s.kafkaExtra)
+		"KAFKA_EXTRA_PROPERTIES="+s.kafkaExtra,
+		// A JVM restarted while the other one restarts too, on a busy
+		// machine, can take minutes: the scripts' waits stay bounded, but
+		// longer than for `make up`.
+		"PG_WAIT=120", "KAFKA_WAIT=240", "ES_WAIT=300")
 }
 
 // script runs deploy/local/<name> with args, its output appended to the
