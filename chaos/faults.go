@@ -196,11 +196,6 @@ func (p *pipeline) poison(ctx context.Context, s nemesis.Step, seq int, verified
 	if _, err := fmt.Sscanf(s.Param, "records=%d", &n); err != nil || n < 1 {
 		return nil, fmt.Errorf("poison %q: want records=N", s.Param)
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(p.h.stk.KafkaAddr()), kgo.RecordDeliveryTimeout(2*time.Minute))
-	if err != nil {
-		return nil, err
-	}
-	defer cl.Close()
 	topic := p.topic(s.Target)
 	cont := map[string]string{"product": "ProductUpdated", "order": "OrderPaid"}[s.Target]
 	var (
@@ -218,10 +213,8 @@ func (p *pipeline) poison(ctx context.Context, s nemesis.Step, seq int, verified
 		keys = append(keys, key)
 		recs = append(recs, &kgo.Record{Topic: topic, Key: []byte(key), Value: []byte(value)})
 	}
-	pctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	res := cl.ProduceSync(pctx, recs...)
-	if err := res.FirstErr(); err != nil {
+	res, err := produceRetrying(ctx, p.h.stk.KafkaAddr(), recs, 3*time.Minute)
+	if err != nil {
 		return keys, fmt.Errorf("producing poison records: %w", err)
 	}
 	var at []string
@@ -230,4 +223,30 @@ func (p *pipeline) poison(ctx context.Context, s nemesis.Step, seq int, verified
 	}
 	verified("%d records acknowledged by Kafka in %s: %s", n, topic, strings.Join(at, ", "))
 	return keys, nil
+}
+
+// produceRetrying produces recs until Kafka acknowledges them all, with a
+// fresh client per attempt (the broker may be restarting for another
+// fault: a client gives up on a broker that closes connections at once),
+// bounded by timeout.
+func produceRetrying(ctx context.Context, addr string, recs []*kgo.Record, timeout time.Duration) (kgo.ProduceResults, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.RecordDeliveryTimeout(30*time.Second))
+		if err != nil {
+			return nil, err
+		}
+		pctx, cancel := context.WithTimeout(ctx, 40*time.Second)
+		for _, r := range recs {
+			r.Partition, r.Offset = 0, 0
+		}
+		res := cl.ProduceSync(pctx, recs...)
+		cancel()
+		cl.Close()
+		err = res.FirstErr()
+		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+			return res, err
+		}
+		time.Sleep(2 * time.Second)
+	}
 }
