@@ -215,6 +215,8 @@ func (p *pipeline) poison(ctx context.Context, s nemesis.Step, seq int, verified
 	}
 	res, err := produceRetrying(ctx, p.h.stk.KafkaAddr(), recs, 3*time.Minute)
 	if err != nil {
+		// Records Kafka did not acknowledge may still have been written:
+		// the checker looks for every key in the dead-letter topic.
 		return keys, fmt.Errorf("producing poison records: %w", err)
 	}
 	var at []string
