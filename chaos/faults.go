@@ -168,6 +168,13 @@ func (p *pipeline) join(ctx context.Context, s nemesis.Step, verified func(strin
 		verified("%s joined (pid %d), ready", b.name, b.pid())
 	}
 	return func(context.Context) error {
+		b.mu.Lock()
+		b.retired = true // no restart by the supervisor from here on
+		b.mu.Unlock()
+		if b.pid() == 0 {
+			verified("left: it was not running (between restarts after exiting during start-up)")
+			return nil
+		}
 		var (
 			v   string
 			err error
@@ -177,9 +184,6 @@ func (p *pipeline) join(ctx context.Context, s nemesis.Step, verified func(strin
 		} else {
 			v, err = b.term(termGrace)
 		}
-		b.mu.Lock()
-		b.retired = true
-		b.mu.Unlock()
 		if err == nil {
 			verified("left: %s", v)
 		}
