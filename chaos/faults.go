@@ -155,6 +155,9 @@ func (p *pipeline) degradeLink(s nemesis.Step, verified func(string, ...any)) (f
 // or SIGKILL.
 func (p *pipeline) join(ctx context.Context, s nemesis.Step, verified func(string, ...any)) (func(context.Context) error, error) {
 	b := p.bins[s.Target]
+	b.mu.Lock()
+	b.retired = false // it left after an earlier join
+	b.mu.Unlock()
 	if err := b.start(); err != nil {
 		return nil, err
 	}

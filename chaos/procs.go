@@ -67,7 +67,7 @@ func (b *binary) start() error {
 		return fmt.Errorf("starting %s: %w", b.name, err)
 	}
 	done := make(chan struct{})
-	b.cmd, b.done, b.expect, b.healthy, b.retired, b.paused, b.lastAlive = cmd, done, "", false, false, false, time.Now()
+	b.cmd, b.done, b.expect, b.healthy, b.paused, b.lastAlive = cmd, done, "", false, false, time.Now()
 	go b.wait(cmd, f, done)
 	return nil
 }
