@@ -39,6 +39,7 @@ type binary struct {
 	// The watchdog's view: when the process last answered /healthz (or
 	// was started or resumed), and whether the nemesis holds it stopped.
 	lastAlive time.Time
+	started   time.Time
 	paused    bool
 	hangs     []checker.Hang
 	failures  int // exits in a row during start-up (restart backoff)
@@ -67,7 +68,7 @@ func (b *binary) start() error {
 		return fmt.Errorf("starting %s: %w", b.name, err)
 	}
 	done := make(chan struct{})
-	b.cmd, b.done, b.expect, b.healthy, b.paused, b.lastAlive = cmd, done, "", false, false, time.Now()
+	b.cmd, b.done, b.expect, b.healthy, b.paused, b.lastAlive, b.started = cmd, done, "", false, false, time.Now(), time.Now()
 	go b.wait(cmd, f, done)
 	return nil
 }
@@ -80,7 +81,10 @@ func (b *binary) wait(cmd *exec.Cmd, f *os.File, done chan struct{}) {
 		status = err.Error()
 	}
 	b.mu.Lock()
-	startup, expect := !b.healthy, b.expect
+	// A start-up failure: the process never answered /healthz, or ended
+	// within startupWindow of its start (a binary may serve /healthz
+	// before its workers have connected).
+	startup, expect := !b.healthy || time.Since(b.started) < startupWindow, b.expect
 	e := checker.Exit{Process: b.name, At: time.Now(), Status: status, Expected: expect != "",
 		Graceful: expect == "term", DuringStartup: startup}
 	if expect == "" {
@@ -338,6 +342,10 @@ const dumpMarker = "=== chaos: SIGQUIT (goroutine dump follows) of"
 // answering /healthz. The slowest legitimate start (a projector waiting for
 // Elasticsearch, 30 s per read model) stays under it.
 var hangAfter = 90 * time.Second
+
+// startupWindow is how long after a start an exit still counts as a
+// start-up failure.
+const startupWindow = 30 * time.Second
 
 // watch probes /healthz of every running binary every 2 s until ctx
 // ends. A process alive but silent for hangAfter is hung: the watchdog
