@@ -14,6 +14,9 @@
 # PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 for user cqrsflow, whose password is in
 # $CQRSFLOW_STATE_DIR/kafka/sasl-password (random, mode 0600). A broker started by
 # an older version of this script keeps running without that listener until restarted.
+# KAFKA_EXTRA_PROPERTIES=<file>: appended to the config on every start (a
+# later key overrides an earlier one), e.g. extra listeners advertised
+# through proxies (make chaos).
 set -euo pipefail
 COMPONENT=kafka
 # shellcheck source=lib.sh
@@ -79,6 +82,10 @@ auto.create.topics.enable=false
 delete.topic.enable=true
 EOF
   )
+  if [[ -n "${KAFKA_EXTRA_PROPERTIES:-}" ]]; then
+    [[ -r "$KAFKA_EXTRA_PROPERTIES" ]] || die "KAFKA_EXTRA_PROPERTIES=$KAFKA_EXTRA_PROPERTIES is not a readable file"
+    { echo "# From KAFKA_EXTRA_PROPERTIES=$KAFKA_EXTRA_PROPERTIES"; cat "$KAFKA_EXTRA_PROPERTIES"; } >>"$KAFKA_CONF"
+  fi
   chmod 0600 "$KAFKA_CONF" "$KAFKA_TLS_DIR/broker.pem"
 }
 

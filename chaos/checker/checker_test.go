@@ -1,0 +1,422 @@
+package checker
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"cqrsflow/chaos/history"
+)
+
+var t0 = time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+
+func at(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+
+const (
+	productTopic = "c.product.events"
+	orderTopic   = "c.order.events"
+	// Known murmur2 vectors (Kafka's UtilsTest): with 12 partitions the
+	// key "foobar" goes to partition 6 and "21" to partition 0.
+	productID = "foobar"
+	orderID   = "21"
+)
+
+// world is a small clean run, built by hand: a product created (keyed,
+// first attempt timed out, the retry replayed) and updated with If-Match,
+// an order created and paid, one read; every event in the store, in Kafka
+// and folded into its document; metrics at 0.
+type world struct {
+	in Input
+}
+
+func attempt(op int64, n int, typ, agg, id, method, path string, ifMatch int64, key, body string, start, end int, status int, resp string) history.Attempt {
+	return history.Attempt{Record: "attempt", Op: op, N: n, Type: typ, Aggregate: agg, ID: id, Method: method, Path: path,
+		IfMatch: ifMatch, IdemKey: key, RequestID: fmt.Sprintf("r-o%d-a%d", op, n), Body: json.RawMessage(body),
+		Start: at(start), End: at(end), Status: status, Resp: json.RawMessage(resp)}
+}
+
+func event(pos int64, agg, id string, version int64, typ, payload, reqID, key string, ms int) Event {
+	return Event{GlobalPosition: pos, EventID: fmt.Sprintf("e%d", pos), AggregateType: agg, AggregateID: id, Version: version,
+		Type: typ, SchemaVersion: 1, Payload: json.RawMessage(payload),
+		Metadata:   Metadata{CorrelationID: reqID, IdempotencyKey: key, RequestID: reqID, Principal: "chaos"},
+		OccurredAt: at(ms), RecordedAt: at(ms + 1)}
+}
+
+func recordOf(e Event, partition int32, offset int64) Record {
+	topic := productTopic
+	if e.AggregateType == "order" {
+		topic = orderTopic
+	}
+	v, err := json.Marshal(envelope{EventID: e.EventID, EventType: e.Type, SchemaVersion: e.SchemaVersion, AggregateType: e.AggregateType,
+		AggregateID: e.AggregateID, Version: e.Version, OccurredAt: e.OccurredAt, RecordedAt: e.RecordedAt,
+		GlobalPosition: e.GlobalPosition, Payload: e.Payload, Metadata: e.Metadata})
+	if err != nil {
+		panic(err)
+	}
+	return Record{Topic: topic, Partition: partition, Offset: offset, Key: e.AggregateID, Value: v,
+		Headers: map[string]string{"event_id": e.EventID, "event_type": e.Type}}
+}
+
+func newWorld() *world {
+	const (
+		create = `{"name":"lamp 1","description":"desk","price":9.50,"stock":3}`
+		update = `{"name":"lamp 1","description":"desk lamp","price":12,"stock":2}`
+		order  = `{"user_id":"u1","product_id":"foobar","quantity":2,"total_price":24.00}`
+	)
+	w := &world{}
+	w.in = Input{
+		Principal: "chaos",
+		Attempts: []history.Attempt{
+			attempt(1, 1, history.CreateProduct, "product", "", "POST", "/v1/products", 0, "k1", create, 0, 50, 0, ""),
+			attempt(1, 2, history.CreateProduct, "product", "", "POST", "/v1/products", 0, "k1", create, 200, 210, 201, `{"id":"foobar","version":1}`),
+			attempt(2, 1, history.UpdateProduct, "product", productID, "PUT", "/v1/products/foobar", 1, "", `{"name":"lamp 1","description":"desk lamp","price":12,"stock":2,"expected_version":1}`, 300, 320, 200, `{"id":"foobar","version":2}`),
+			attempt(3, 1, history.CreateOrder, "order", "", "POST", "/v1/orders", 0, "", order, 400, 420, 201, `{"id":"21","version":1}`),
+			attempt(4, 1, history.PayOrder, "order", orderID, "POST", "/v1/orders/21/pay", 0, "", `{}`, 500, 520, 200, `{"id":"21","version":2}`),
+			attempt(5, 1, history.ShipOrder, "order", orderID, "POST", "/v1/orders/21/ship", 1, "", `{}`, 600, 610, 409, `{"error":{"code":"version_conflict","details":{"current_version":2,"expected_version":1}}}`),
+			attempt(6, 1, history.CancelOrder, "order", orderID, "POST", "/v1/orders/21/cancel", 0, "", `{}`, 5000, 5010, 200, `{"id":"21","version":3}`),
+			attempt(7, 1, history.PayOrder, "order", orderID, "POST", "/v1/orders/21/pay", 0, "", `{}`, 5100, 5110, 422, `{"error":{"code":"illegal_transition","message":"cannot pay an order that is cancelled"}}`),
+		},
+		Events: []Event{
+			// attempt 1 of op 1 committed before its client gave up
+			event(1, "product", productID, 1, "ProductCreated", create, "r-o1-a1", "k1", 10),
+			event(2, "product", productID, 2, "ProductUpdated", `{"name":"lamp 1","description":"desk lamp","price":12,"stock":2}`, "r-o2-a1", "", 310),
+			event(3, "order", orderID, 1, "OrderCreated", order, "r-o3-a1", "", 410),
+			event(4, "order", orderID, 2, "OrderPaid", `{}`, "r-o4-a1", "", 510),
+			event(5, "order", orderID, 3, "OrderCancelled", `{}`, "r-o6-a1", "", 5005),
+		},
+		Topics:      map[string]string{"product": productTopic, "order": orderTopic},
+		Partitions:  map[string]int32{productTopic: 12, orderTopic: 12},
+		GroupLag:    map[string]int64{"g-products": 0, "g-orders": 0},
+		MetricProcs: []string{"relay-1", "projector-1"},
+		Starts:      3,
+		LogLines:    100,
+		HealedAt:    at(4000),
+		Grace:       time.Second,
+		Faults: []history.Fault{{Record: "fault", Seq: 1, Kind: "pg-crash", Target: "postgres", Start: at(1000), Healed: at(2000),
+			Verified: []string{"postmaster gone"}},
+			{Record: "fault", Seq: 2, Kind: "poison", Target: "product", Start: at(2100), Healed: at(2100), Keys: []string{"poison-1"},
+				Verified: []string{"produced"}}},
+		DLQ: []Record{{Topic: productTopic + ".dlq", Key: "poison-1", Headers: map[string]string{"x-dlq-reason": "bad json"}}},
+	}
+	w.in.Records = []Record{
+		recordOf(w.in.Events[0], 6, 0), recordOf(w.in.Events[1], 6, 1),
+		recordOf(w.in.Events[2], 0, 0), recordOf(w.in.Events[3], 0, 1), recordOf(w.in.Events[4], 0, 2),
+	}
+	w.in.Docs = map[string][]Doc{
+		"product": {{ID: productID, ESVersion: 2, Source: json.RawMessage(`{"id":"foobar","version":2,"deleted":false,
+			"created_at":"2026-03-01T10:00:00.01Z","updated_at":"2026-03-01T10:00:00.31Z","last_event_id":"e2","recorded_at":"2026-03-01T10:00:00.311Z",
+			"name":"lamp 1","description":"desk lamp","price":12,"stock":2}`)}},
+		"order": {{ID: orderID, ESVersion: 3, Source: json.RawMessage(`{"id":"21","version":3,"deleted":false,
+			"created_at":"2026-03-01T10:00:00.41Z","updated_at":"2026-03-01T10:00:05.005Z","last_event_id":"e5","recorded_at":"2026-03-01T10:00:05.006Z",
+			"user_id":"u1","product_id":"foobar","quantity":2,"total_price":24,"status":"cancelled"}`)}},
+	}
+	for _, s := range []struct{ p, n string }{
+		{"relay-1", "cqrsflow_outbox_pending_events"}, {"relay-1", "cqrsflow_outbox_oldest_pending_age_seconds"},
+		{"projector-1", "cqrsflow_projector_consumer_lag_records"}, {"projector-1", "cqrsflow_projector_sync_lag_seconds"},
+		{"projector-1", "cqrsflow_projector_parked_events"},
+	} {
+		w.in.Metrics = append(w.in.Metrics, Sample{Process: s.p, Name: s.n, Labels: map[string]string{"projection": "products"}})
+	}
+	read := attempt(8, 1, history.ReadProduct, "product", productID, "GET", "/v1/products/foobar?min_version=2&wait=1s", 0, "", "", 700, 710, 200,
+		`{"id":"foobar","name":"lamp 1","description":"desk lamp","price":12,"stock":2,"version":2,"created_at":"2026-03-01T10:00:00.01Z","updated_at":"2026-03-01T10:00:00.31Z"}`)
+	read.MinVersion, read.Body = 2, nil
+	// A write refused with 503 while PostgreSQL was down (its outcome is
+	// open: nothing was appended).
+	down := attempt(10, 1, history.UpdateProduct, "product", productID, "PUT", "/v1/products/foobar", 0, "", `{}`, 1500, 1600, 503, `{"error":{"code":"unavailable"}}`)
+	w.in.Attempts = append(w.in.Attempts, down, read)
+	return w
+}
+
+// results runs the checks and indexes them by id.
+func results(t *testing.T, in *Input) map[string]Result {
+	t.Helper()
+	out := map[string]Result{}
+	for _, r := range Check(in) {
+		out[r.ID] = r
+	}
+	return out
+}
+
+// wantOnly asserts that exactly the named invariants fail, each with a
+// violation on key whose message contains msg.
+func wantOnly(t *testing.T, in *Input, key, msg string, ids ...string) {
+	t.Helper()
+	res := results(t, in)
+	want := map[string]bool{}
+	for _, id := range ids {
+		want[id] = true
+		r, ok := res[id]
+		if !ok {
+			t.Fatalf("no invariant %q", id)
+		}
+		if r.OK() {
+			t.Errorf("%s passed, want a violation on %s", id, key)
+			continue
+		}
+		found := false
+		for _, v := range r.Violations {
+			if v.Key == key && strings.Contains(v.Msg, msg) {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("%s: no violation on %q containing %q: %+v", id, key, msg, r.Violations)
+		}
+	}
+	for id, r := range res {
+		if !want[id] && !r.OK() {
+			t.Errorf("%s failed too: %+v", id, r.Violations)
+		}
+	}
+}
+
+func TestCleanRunPasses(t *testing.T) {
+	w := newWorld()
+	res := Check(&w.in)
+	for _, r := range res {
+		if !r.OK() {
+			t.Errorf("%s: %+v", r.ID, r.Violations)
+		}
+		if r.Checked == 0 {
+			t.Errorf("%s checked nothing: the world does not exercise it", r.ID)
+		}
+	}
+}
+
+func TestLostAck(t *testing.T) {
+	w := newWorld()
+	// The update's 200 was sent, but version 2 is not in the store (nor
+	// downstream: the read model still shows version 1).
+	w.in.Events = append(w.in.Events[:1:1], w.in.Events[2:]...)
+	res := results(t, &w.in)
+	if r := res["ack-durable"]; r.OK() || r.Violations[0].Key != productID || !strings.Contains(r.Violations[0].Msg, "does not have") {
+		t.Fatalf("ack-durable: %+v", r.Violations)
+	}
+}
+
+func TestIdempotentRetryAppendedTwice(t *testing.T) {
+	w := newWorld()
+	// The retry appended again instead of replaying: a second product
+	// carries the same key.
+	w.in.Events = append(w.in.Events, event(6, "product", "p-dup", 1, "ProductCreated", `{"name":"lamp 1","description":"desk","price":9.5,"stock":3}`, "r-o1-a2", "k1", 205))
+	res := results(t, &w.in)
+	r := res["idempotent-once"]
+	if r.OK() || r.Violations[0].Key != "k1" || !strings.Contains(r.Violations[0].Msg, "appended 2 events") {
+		t.Fatalf("idempotent-once: %+v", r.Violations)
+	}
+}
+
+func TestRefusedKeyedWriteAppended(t *testing.T) {
+	w := newWorld()
+	w.in.Attempts[1].Status, w.in.Attempts[1].Resp = 409, json.RawMessage(`{"error":{"code":"version_conflict"}}`)
+	res := results(t, &w.in)
+	if r := res["idempotent-once"]; r.OK() || !strings.Contains(r.Violations[0].Msg, "refused with 409") {
+		t.Fatalf("idempotent-once: %+v", r.Violations)
+	}
+}
+
+func TestRetryAnsweredDifferently(t *testing.T) {
+	w := newWorld()
+	a := w.in.Attempts[1]
+	a.N, a.RequestID, a.Resp = 3, "r-o1-a3", json.RawMessage(`{"id":"other","version":1}`)
+	w.in.Attempts = append(w.in.Attempts, a)
+	res := results(t, &w.in)
+	if r := res["idempotent-once"]; r.OK() || !strings.Contains(r.Violations[0].Msg, "answered differently") {
+		t.Fatalf("idempotent-once: %+v", r.Violations)
+	}
+}
+
+func TestKeyMisuseAccepted(t *testing.T) {
+	w := newWorld()
+	a := attempt(9, 1, history.CreateProduct, "product", "", "POST", "/v1/products", 0, "k1", `{"name":"x","price":1,"stock":1}`, 800, 810, 201, `{"id":"foobar","version":1}`)
+	a.Misuse = true
+	w.in.Attempts = append(w.in.Attempts, a)
+	wantOnly(t, &w.in, "k1", "different request", "idempotent-once")
+}
+
+func TestPhantomWrite(t *testing.T) {
+	w := newWorld()
+	e := event(6, "order", orderID, 4, "OrderShipped", `{}`, "r-unknown", "", 5200)
+	w.in.Events = append(w.in.Events, e)
+	w.in.Records = append(w.in.Records, recordOf(e, 0, 3))
+	res := results(t, &w.in)
+	if r := res["no-phantom-write"]; r.OK() || !strings.Contains(r.Violations[0].Msg, "never sent") {
+		t.Fatalf("no-phantom-write: %+v", r.Violations)
+	}
+	if r := res["domain-sequence"]; r.OK() || !strings.Contains(r.Violations[0].Msg, "OrderShipped in status cancelled") {
+		t.Fatalf("domain-sequence: %+v", r.Violations)
+	}
+}
+
+func TestIfMatchWrongVersion(t *testing.T) {
+	w := newWorld()
+	w.in.Attempts[5].Status, w.in.Attempts[5].Resp = 409, json.RawMessage(`{"error":{"code":"version_conflict","details":{"current_version":1}}}`)
+	wantOnly(t, &w.in, orderID, "is the current one", "if-match")
+}
+
+func TestIllegalTransitionRefusedWrongly(t *testing.T) {
+	w := newWorld()
+	w.in.Attempts[7].Resp = json.RawMessage(`{"error":{"code":"illegal_transition","message":"cannot pay an order that is created"}}`)
+	wantOnly(t, &w.in, orderID, "where it is legal", "refusals-justified")
+}
+
+func TestKafkaOrderViolation(t *testing.T) {
+	w := newWorld()
+	w.in.Records[0].Offset, w.in.Records[1].Offset = 1, 0
+	wantOnly(t, &w.in, productID, "v2 before any v1", "kafka-order")
+}
+
+func TestKafkaDuplicatesAllowed(t *testing.T) {
+	w := newWorld()
+	// v1 and v2 again after v2 (a relay republished its batch): allowed.
+	w.in.Records = append(w.in.Records, recordOf(w.in.Events[0], 6, 2), recordOf(w.in.Events[1], 6, 3))
+	wantOnly(t, &w.in, "", "")
+	if n := DuplicateRecords(&w.in); n != 2 {
+		t.Fatalf("DuplicateRecords = %d, want 2", n)
+	}
+}
+
+func TestWrongPartition(t *testing.T) {
+	w := newWorld()
+	w.in.Records[0].Partition = 5
+	wantOnly(t, &w.in, productID, "murmur2 puts the key in 6 of 12", "kafka-partition")
+}
+
+func TestEventMissingFromKafka(t *testing.T) {
+	w := newWorld()
+	w.in.Records = w.in.Records[:4]
+	wantOnly(t, &w.in, orderID, "not in Kafka", "kafka-complete")
+}
+
+func TestRecordDiffersFromStore(t *testing.T) {
+	w := newWorld()
+	e := w.in.Events[1]
+	e.Payload = json.RawMessage(`{"name":"lamp 1","description":"desk lamp","price":13,"stock":2}`)
+	w.in.Records[1] = recordOf(e, 6, 1)
+	wantOnly(t, &w.in, productID, "payload", "kafka-faithful")
+}
+
+func TestPoisonNotInDLQ(t *testing.T) {
+	w := newWorld()
+	w.in.Faults[1].Keys = append(w.in.Faults[1].Keys, "poison-2")
+	wantOnly(t, &w.in, "poison-2", "not in the dead-letter topic", "dlq")
+	w.in.DLQ = append(w.in.DLQ, Record{Topic: productTopic + ".dlq", Key: productID, Headers: map[string]string{"x-dlq-reason": "x"}},
+		Record{Topic: productTopic + ".dlq", Key: "poison-2", Headers: map[string]string{"x-dlq-reason": "x"}})
+	wantOnly(t, &w.in, productID, "not poison", "dlq")
+}
+
+func TestDocDiffersFromFold(t *testing.T) {
+	w := newWorld()
+	w.in.Docs["product"][0].Source = json.RawMessage(strings.Replace(string(w.in.Docs["product"][0].Source), `"price":12`, `"price":9.5`, 1))
+	wantOnly(t, &w.in, productID, "price: document 9.5, events 12", "read-model")
+}
+
+func TestDocMissing(t *testing.T) {
+	w := newWorld()
+	w.in.Docs["order"] = nil
+	wantOnly(t, &w.in, orderID, "no order document", "read-model")
+}
+
+func TestDocWrongExternalVersion(t *testing.T) {
+	w := newWorld()
+	w.in.Docs["order"][0].ESVersion = 2
+	wantOnly(t, &w.in, orderID, "_version 2", "read-model")
+}
+
+func TestOrphanDoc(t *testing.T) {
+	w := newWorld()
+	w.in.Docs["product"] = append(w.in.Docs["product"], Doc{ID: "ghost", ESVersion: 1, Source: json.RawMessage(`{"id":"ghost","version":1}`)})
+	wantOnly(t, &w.in, "ghost", "without events", "no-orphan-doc")
+}
+
+func TestStaleReadWithoutHeader(t *testing.T) {
+	w := newWorld()
+	w.in.Attempts[len(w.in.Attempts)-1].MinVersion = 3
+	wantOnly(t, &w.in, productID, "asked min_version 3, got v2", "reads")
+}
+
+func TestReadDiffersFromStore(t *testing.T) {
+	w := newWorld()
+	r := &w.in.Attempts[len(w.in.Attempts)-1]
+	r.Resp = json.RawMessage(strings.Replace(string(r.Resp), `"stock":2`, `"stock":7`, 1))
+	wantOnly(t, &w.in, productID, "stock: document 7, events 2", "reads")
+}
+
+func TestNonzeroLag(t *testing.T) {
+	w := newWorld()
+	w.in.GroupLag["g-orders"] = 5
+	w.in.OutboxRows = 2
+	wantOnly(t, &w.in, "g-orders", "5 records behind", "drained")
+	w = newWorld()
+	w.in.Metrics[2].Value = 3 // consumer lag
+	wantOnly(t, &w.in, "projector-1", "consumer_lag_records = 3", "metrics-truthful")
+	w = newWorld()
+	w.in.Metrics = w.in.Metrics[:4] // parked gauge missing
+	wantOnly(t, &w.in, "projector-1", "does not report cqrsflow_projector_parked_events", "metrics-truthful")
+}
+
+func TestHTTP5xx(t *testing.T) {
+	w := newWorld()
+	// A 503 inside the PostgreSQL crash window (plus grace) is fine.
+	a := attempt(20, 1, history.UpdateProduct, "product", productID, "PUT", "/v1/products/foobar", 0, "", `{}`, 2500, 2600, 503, `{"error":{"code":"unavailable"}}`)
+	w.in.Attempts = append(w.in.Attempts, a)
+	wantOnly(t, &w.in, "", "")
+	// Outside it, it is not; a 500 never is.
+	a.Op, a.RequestID, a.Start, a.End = 21, "r-o21-a1", at(3500), at(3600)
+	w.in.Attempts = append(w.in.Attempts, a)
+	wantOnly(t, &w.in, productID, "no fault made PostgreSQL unavailable", "http-5xx")
+	w = newWorld()
+	a.Status, a.Start, a.End = 500, at(1500), at(1600)
+	w.in.Attempts = append(w.in.Attempts, a)
+	wantOnly(t, &w.in, productID, "answered 500", "http-5xx")
+}
+
+func TestPanicExitsFaultsRecovery(t *testing.T) {
+	w := newWorld()
+	w.in.LogHits = []LogHit{{Process: "api", File: "api.log", Line: 7, Text: "panic: runtime error"}}
+	wantOnly(t, &w.in, "api", "panic: runtime error", "no-panic")
+	w = newWorld()
+	w.in.Exits = []Exit{{Process: "relay-1", Status: "exit status 1"}, {Process: "projector-1", Status: "signal: killed", Expected: true},
+		{Process: "projector-2", Status: "exit status 1", Expected: true, Graceful: true}}
+	res := results(t, &w.in)
+	if r := res["processes"]; len(r.Violations) != 2 {
+		t.Fatalf("processes: %+v", r.Violations)
+	}
+	w = newWorld()
+	w.in.Hangs = []Hang{{Process: "projector-2", Msg: "alive but /healthz unanswered for 1m31s"}}
+	wantOnly(t, &w.in, "projector-2", "hung: alive but /healthz unanswered", "processes")
+	w = newWorld()
+	// A process that exits while it starts (a dependency down) is not a
+	// violation, nor its SIGTERM then.
+	w.in.Exits = []Exit{{Process: "projector-1", Status: "exit status 1", DuringStartup: true},
+		{Process: "projector-1", Status: "exit status 1", Expected: true, Graceful: true, DuringStartup: true}}
+	wantOnly(t, &w.in, "", "")
+	w = newWorld()
+	w.in.Faults[0].Verified = nil
+	wantOnly(t, &w.in, "pg-crash postgres", "nothing verified", "faults-verified")
+	w = newWorld()
+	w.in.HealedAt = at(6000)
+	wantOnly(t, &w.in, "api", "none of 0 writes", "recovered")
+}
+
+func TestDomainSequenceGap(t *testing.T) {
+	w := newWorld()
+	w.in.Events[4].Version = 4
+	res := results(t, &w.in)
+	if r := res["domain-sequence"]; r.OK() || !strings.Contains(r.Violations[0].Msg, "version 4 at position 3") {
+		t.Fatalf("domain-sequence: %+v", r.Violations)
+	}
+}
+
+func TestMurmur2KnownVectors(t *testing.T) {
+	for in, want := range map[string]int32{
+		"21": -973932308, "foobar": -790332482, "a-little-bit-long-string": -985981536,
+		"a-little-bit-longer-string": -1486304829, "lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971, "abc": 479470107,
+	} {
+		if got := murmur2([]byte(in)); got != want {
+			t.Errorf("murmur2(%q) = %d, want %d", in, got, want)
+		}
+	}
+}

@@ -1,0 +1,138 @@
+package checker
+
+import (
+	"encoding/json"
+	"strconv"
+	"time"
+
+	"cqrsflow/chaos/history"
+)
+
+func (x *index) docs(aggType string) map[string]*Doc {
+	m := map[string]*Doc{}
+	for i := range x.in.Docs[aggType] {
+		d := &x.in.Docs[aggType][i]
+		m[d.ID] = d
+	}
+	return m
+}
+
+func fieldsFor(aggType string, stored bool) []string {
+	switch {
+	case aggType == "product" && stored:
+		return productDocFields
+	case aggType == "product":
+		return productReadFields
+	case stored:
+		return orderDocFields
+	}
+	return orderReadFields
+}
+
+func (x *index) readModel() Result {
+	r := Result{ID: "read-model", Desc: "every aggregate of the store has an Elasticsearch document equal to the fold of its events (fields, version, deleted, timestamps), written with its version as the external version"}
+	docs := map[string]map[string]*Doc{"product": x.docs("product"), "order": x.docs("order")}
+	for id, evs := range x.byAgg {
+		r.Checked++
+		typ := evs[0].AggregateType
+		want, err := fold(evs)
+		if err != nil {
+			r.fail(id, evs[len(evs)-1].RecordedAt, "cannot fold the events: %v", err)
+			continue
+		}
+		d := docs[typ][id]
+		if d == nil {
+			r.fail(id, evs[len(evs)-1].RecordedAt, "no %s document (the store has %d events)", typ, len(evs))
+			continue
+		}
+		var got doc
+		if err := json.Unmarshal(d.Source, &got); err != nil {
+			r.fail(id, evs[len(evs)-1].RecordedAt, "document does not decode: %v: %s", err, d.Source)
+			continue
+		}
+		if df := diff(&want, &got, fieldsFor(typ, true)); df != "" {
+			r.fail(id, evs[len(evs)-1].RecordedAt, "document differs from the fold of its %d events: %s", len(evs), df)
+			continue
+		}
+		if d.ESVersion != got.Version {
+			r.fail(id, evs[len(evs)-1].RecordedAt, "_version %d, document version %d", d.ESVersion, got.Version)
+		}
+	}
+	return r
+}
+
+func (x *index) noOrphanDoc() Result {
+	r := Result{ID: "no-orphan-doc", Desc: "no Elasticsearch document without events in the store"}
+	for typ, docs := range x.in.Docs {
+		for _, d := range docs {
+			r.Checked++
+			evs := x.byAgg[d.ID]
+			if len(evs) == 0 {
+				r.fail(d.ID, time.Time{}, "%s document without events: %s", typ, d.Source)
+			} else if evs[0].AggregateType != typ {
+				r.fail(d.ID, time.Time{}, "%s document for a %s aggregate", typ, evs[0].AggregateType)
+			}
+		}
+	}
+	return r
+}
+
+// reads checks every answered query against the store: a document read
+// at version V equals the fold of versions 1..V; a read that did not say
+// stale reached the requested min_version; a deleted product reads 404.
+func (x *index) reads() Result {
+	r := Result{ID: "reads", Desc: "every document the read API returned equals the fold of the store's events up to its version; min_version was honoured unless the answer said stale"}
+	for i := range x.in.Attempts {
+		a := &x.in.Attempts[i]
+		if !history.IsRead(a.Type) {
+			continue
+		}
+		stale := a.Headers[history.HeaderStale] == "true"
+		switch a.Status {
+		case 200:
+			r.Checked++
+			var got doc
+			if err := json.Unmarshal(a.Resp, &got); err != nil {
+				r.fail(a.ID, a.End, "read op %d: answer does not decode: %v", a.Op, err)
+				continue
+			}
+			evs := x.byAgg[a.ID]
+			if got.Version < 1 || got.Version > int64(len(evs)) {
+				r.fail(a.ID, a.End, "read op %d returned version %d, the store has %d", a.Op, got.Version, len(evs))
+				continue
+			}
+			want, err := fold(evs[:got.Version])
+			if err != nil {
+				continue // read-model reports it
+			}
+			if want.Deleted {
+				r.fail(a.ID, a.End, "read op %d returned v%d of a product deleted at or before it", a.Op, got.Version)
+			}
+			if df := diff(&want, &got, fieldsFor(a.Aggregate, false)); df != "" {
+				r.fail(a.ID, a.End, "read op %d (v%d) differs from the fold of the store: %s", a.Op, got.Version, df)
+			}
+			if a.MinVersion > 0 && !stale && got.Version < a.MinVersion {
+				r.fail(a.ID, a.End, "read op %d asked min_version %d, got v%d without %s", a.Op, a.MinVersion, got.Version, history.HeaderStale)
+			}
+		case 404:
+			if a.Type != history.ReadProduct || stale {
+				continue
+			}
+			r.Checked++
+			v, err := strconv.ParseInt(a.Headers[history.HeaderModelVersion], 10, 64)
+			if err != nil {
+				r.fail(a.ID, a.End, "read op %d: 404 for min_version %d without %s and without a read-model version", a.Op, a.MinVersion, history.HeaderStale)
+				continue
+			}
+			evs := x.byAgg[a.ID]
+			if v > int64(len(evs)) {
+				r.fail(a.ID, a.End, "read op %d: 404 at read-model version %d, the store has %d", a.Op, v, len(evs))
+				continue
+			}
+			if want, err := fold(evs[:v]); err == nil && !want.Deleted {
+				r.fail(a.ID, a.End, "read op %d: 404 at read-model version %d, but the product is not deleted at that version", a.Op, v)
+			}
+		}
+	}
+	return r
+}

@@ -1,0 +1,190 @@
+package checker
+
+import (
+	"sort"
+	"strings"
+	"time"
+
+	"cqrsflow/chaos/history"
+)
+
+func (x *index) drained() Result {
+	r := Result{ID: "drained", Desc: "at the end the outbox is empty and every consumer group committed up to the end of its topic"}
+	r.Checked++
+	if x.in.OutboxRows != 0 {
+		r.fail("outbox", time.Time{}, "%d outbox rows left", x.in.OutboxRows)
+	}
+	groups := make([]string, 0, len(x.in.GroupLag))
+	for g := range x.in.GroupLag {
+		groups = append(groups, g)
+	}
+	sort.Strings(groups)
+	for _, g := range groups {
+		r.Checked++
+		if lag := x.in.GroupLag[g]; lag != 0 {
+			r.fail(g, time.Time{}, "consumer group %s is %d records behind the end of its topic", g, lag)
+		}
+	}
+	return r
+}
+
+// zeroMetrics are the gauges that must read 0 once the pipeline drained,
+// by the process kind that exports them (summed over label values).
+var zeroMetrics = map[string][]string{
+	"relay":     {"cqrsflow_outbox_pending_events", "cqrsflow_outbox_oldest_pending_age_seconds"},
+	"projector": {"cqrsflow_projector_consumer_lag_records", "cqrsflow_projector_sync_lag_seconds", "cqrsflow_projector_parked_events"},
+}
+
+func procKind(p string) string {
+	if strings.HasPrefix(p, "relay") {
+		return "relay"
+	}
+	if strings.HasPrefix(p, "projector") {
+		return "projector"
+	}
+	return ""
+}
+
+func (x *index) metricsTruthful() Result {
+	r := Result{ID: "metrics-truthful", Desc: "at the end every relay reports 0 pending outbox rows and every projector 0 consumer lag, 0 sync lag and 0 parked events"}
+	for _, p := range x.in.MetricProcs {
+		for _, name := range zeroMetrics[procKind(p)] {
+			r.Checked++
+			n, sum := 0, 0.0
+			var nonzero []string
+			for _, s := range x.in.Metrics {
+				if s.Process == p && s.Name == name {
+					n++
+					sum += s.Value
+					if s.Value != 0 {
+						nonzero = append(nonzero, sprintf("%v=%g", s.Labels, s.Value))
+					}
+				}
+			}
+			switch {
+			case n == 0:
+				r.fail(p, time.Time{}, "%s does not report %s", p, name)
+			case len(nonzero) > 0:
+				r.fail(p, time.Time{}, "%s reports %s = %g after the pipeline drained: %s", p, name, sum, strings.Join(nonzero, ", "))
+			}
+		}
+	}
+	return r
+}
+
+// unavailable lists the fault windows in which a 503 is the right answer
+// for writes (PostgreSQL unreachable for the api) and for reads
+// (Elasticsearch unreachable for the api).
+func (x *index) unavailable(read bool) [][2]time.Time {
+	var out [][2]time.Time
+	for _, f := range x.in.Faults {
+		var hit bool
+		if read {
+			hit = f.Kind == "es-restart" || (f.Kind == "pause" && f.Target == "elasticsearch") ||
+				((f.Kind == "cut" || f.Kind == "delay") && f.Target == "api->elasticsearch")
+		} else {
+			hit = f.Kind == "pg-crash" || f.Kind == "pg-backend-kill" || (f.Kind == "pause" && f.Target == "postgres") ||
+				((f.Kind == "cut" || f.Kind == "delay") && f.Target == "api->postgres")
+		}
+		if hit {
+			end := f.Healed
+			if end.IsZero() {
+				end = f.Start
+			}
+			out = append(out, [2]time.Time{f.Start, end.Add(x.in.Grace)})
+		}
+	}
+	return out
+}
+
+func (x *index) http5xx() Result {
+	r := Result{ID: "http-5xx", Desc: "no 5xx answer other than 503, and 503 only while PostgreSQL (writes) or Elasticsearch (reads) was unavailable to the api"}
+	writes, reads := x.unavailable(false), x.unavailable(true)
+	for i := range x.in.Attempts {
+		a := &x.in.Attempts[i]
+		if a.Status < 500 {
+			continue
+		}
+		r.Checked++
+		if a.Status != 503 {
+			r.fail(a.ID, a.End, "op %d (%s %s) was answered %d %s", a.Op, a.Method, a.Path, a.Status, a.Resp)
+			continue
+		}
+		windows, what := writes, "PostgreSQL"
+		if history.IsRead(a.Type) {
+			windows, what = reads, "Elasticsearch"
+		}
+		in := false
+		for _, w := range windows {
+			if !a.End.Before(w[0]) && !a.Start.After(w[1]) {
+				in = true
+				break
+			}
+		}
+		if !in {
+			r.fail(a.ID, a.End, "op %d (%s %s) was answered 503 at %s while no fault made %s unavailable: %s", a.Op, a.Method, a.Path, a.End.Format("15:04:05.000"), what, a.Resp)
+		}
+	}
+	return r
+}
+
+func (x *index) noPanic() Result {
+	r := Result{ID: "no-panic", Desc: "no panic, fatal error or data race in any log", Checked: x.in.LogLines}
+	for _, h := range x.in.LogHits {
+		r.fail(h.Process, time.Time{}, "%s:%d: %s", h.File, h.Line, h.Text)
+	}
+	return r
+}
+
+func (x *index) processes() Result {
+	r := Result{ID: "processes", Desc: "no binary exited by itself once running or hung (alive without answering /healthz); every SIGTERM of a running binary ended in exit status 0", Checked: x.in.Starts}
+	for _, h := range x.in.Hangs {
+		r.fail(h.Process, h.At, "%s hung: %s", h.Process, h.Msg)
+	}
+	for _, e := range x.in.Exits {
+		switch {
+		case e.DuringStartup:
+			// A start-up failure (a dependency down at start): the report
+			// lists them; a process that never gets past it hangs or never
+			// becomes ready, which is checked.
+		case !e.Expected:
+			r.fail(e.Process, e.At, "%s exited by itself (%s)", e.Process, e.Status)
+		case e.Graceful && e.Status != "exit status 0":
+			r.fail(e.Process, e.At, "%s ended with %s after SIGTERM (want exit status 0)", e.Process, e.Status)
+		}
+	}
+	return r
+}
+
+func (x *index) faultsVerified() Result {
+	r := Result{ID: "faults-verified", Desc: "every fault was injected and verified (the process gone or stopped, the service down, the link cut or slow) and healed"}
+	for _, f := range x.in.Faults {
+		r.Checked++
+		switch {
+		case f.Err != "":
+			r.fail(f.Kind+" "+f.Target, f.Start, "fault #%d %s %s: %s", f.Seq, f.Kind, f.Target, f.Err)
+		case len(f.Verified) == 0:
+			r.fail(f.Kind+" "+f.Target, f.Start, "fault #%d %s %s: nothing verified it", f.Seq, f.Kind, f.Target)
+		}
+	}
+	return r
+}
+
+func (x *index) recovered() Result {
+	r := Result{ID: "recovered", Desc: "writes were acknowledged after the last fault was healed"}
+	acked := 0
+	for i := range x.in.Attempts {
+		a := &x.in.Attempts[i]
+		if history.IsRead(a.Type) || a.Start.Before(x.in.HealedAt) {
+			continue
+		}
+		r.Checked++
+		if a.Status >= 200 && a.Status < 300 {
+			acked++
+		}
+	}
+	if acked == 0 {
+		r.fail("api", x.in.HealedAt, "none of %d writes sent after the last heal (%s) was acknowledged", r.Checked, x.in.HealedAt.Format("15:04:05"))
+	}
+	return r
+}
