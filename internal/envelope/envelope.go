@@ -142,11 +142,13 @@ type Identity struct {
 }
 
 // Identify reads aggregate_type, aggregate_id and version from a value
-// that may not be a valid envelope (malformed JSON that a lenient parser
-// still reads, other fields missing or of the wrong type). ok is false
-// unless it found a usable aggregate id (1 to MaxAggregateIDBytes bytes)
-// and a version >= 1. It is for routing a bad record to its aggregate,
-// never for projecting it.
+// that may not be a valid envelope: malformed JSON (goccy/go-json is
+// lenient and keeps the fields it read before it stopped, so a truncated
+// record or a trailing comma still yields them), other fields missing or
+// of the wrong type. ok is false unless it found a usable aggregate id
+// (1 to MaxAggregateIDBytes bytes) and a version >= 1. It is for routing
+// a bad record to its aggregate (callers should also check the record key
+// agrees), never for projecting it.
 func Identify(b []byte) (id Identity, ok bool) {
 	// Raw fields first (field names matched as Decode matches them), then
 	// each on its own, so one field of the wrong type spoils only itself.
@@ -155,9 +157,7 @@ func Identify(b []byte) (id Identity, ok bool) {
 		AggregateID   fastjson.RawMessage `json:"aggregate_id"`
 		Version       fastjson.RawMessage `json:"version"`
 	}
-	if fastjson.Unmarshal(b, &raw) != nil {
-		return Identity{}, false
-	}
+	_ = fastjson.Unmarshal(b, &raw)
 	_ = fastjson.Unmarshal(raw.AggregateType, &id.AggregateType)
 	if fastjson.Unmarshal(raw.AggregateID, &id.AggregateID) != nil ||
 		fastjson.Unmarshal(raw.Version, &id.Version) != nil {

@@ -87,6 +87,8 @@ func TestIdentify(t *testing.T) {
 	}{
 		{"valid", good, true, Identity{"product", "p-1", 3}},
 		{"trailing comma", strings.Replace(good, `"price":1.5}`, `"price":1.5,}`, 1), true, Identity{"product", "p-1", 3}},
+		{"trailing comma at the top", strings.Replace(good, `"idempotency_key":"k"}`, `"idempotency_key":"k"},`, 1) + "}", true, Identity{"product", "p-1", 3}},
+		{"truncated", good[:strings.Index(good, `"occurred_at"`)], true, Identity{"product", "p-1", 3}},
 		{"bad payload type", strings.Replace(good, `{"name":"x","price":1.5}`, `"text"`, 1), true, Identity{"product", "p-1", 3}},
 		{"no version", strings.Replace(good, `"version":3,`, ``, 1), false, Identity{}},
 		{"version 0", strings.Replace(good, `"version":3`, `"version":0`, 1), false, Identity{}},

@@ -192,7 +192,9 @@ func (p *processor) decode(rec *kgo.Record) pending {
 	}
 	bad := &poisonRec{rec: rec, code: classifyDecode(err), reason: err.Error()}
 	if bad.code == ReasonInvalidEnvelope {
-		if id, ok := envelope.Identify(rec.Value); ok && id.AggregateType == p.proj.AggregateType() {
+		// The key is the aggregate id: a record whose content claims
+		// another aggregate is not trusted to block it.
+		if id, ok := envelope.Identify(rec.Value); ok && id.AggregateType == p.proj.AggregateType() && id.AggregateID == string(rec.Key) {
 			return pending{env: &envelope.Envelope{AggregateType: id.AggregateType, AggregateID: id.AggregateID, Version: id.Version},
 				rec: rec, bad: bad}
 		}
