@@ -41,6 +41,9 @@ const dlqHeaderPrefix = "x-dlq-"
 // payload, and the reason only needs to say what went wrong.
 const maxReasonBytes = 1000
 
+// clipReason is the reason as the x-dlq-reason header carries it.
+func clipReason(s string) string { return s[:min(len(s), maxReasonBytes)] }
+
 // kafkaDLQ produces dead letters to <topic>.dlq with the consumer's own
 // client (acks=all), so a dead letter is acknowledged before the offset of
 // its source record is committed. The original key is kept, so one
@@ -72,10 +75,7 @@ func (d *kafkaDLQ) Send(ctx context.Context, letters []*DeadLetter) error {
 // dlqRecord is the dead letter of l: the original key, value and headers
 // plus the x-dlq-* headers.
 func dlqRecord(l *DeadLetter, projection, at string) *kgo.Record {
-	rec, reason := l.Rec, l.Reason
-	if len(reason) > maxReasonBytes {
-		reason = reason[:maxReasonBytes]
-	}
+	rec, reason := l.Rec, clipReason(l.Reason)
 	out := &kgo.Record{Topic: envelope.DLQTopic(rec.Topic), Key: rec.Key, Value: rec.Value}
 	for _, h := range rec.Headers {
 		if !strings.HasPrefix(h.Key, dlqHeaderPrefix) {
