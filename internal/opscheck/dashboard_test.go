@@ -28,6 +28,10 @@ var contractMetrics = map[string]string{
 	"cqrsflow_projector_end_to_end_seconds":      "histogram",
 	"cqrsflow_projector_events_total":            "counter",
 	"cqrsflow_projector_version_gaps_total":      "counter",
+	"cqrsflow_projector_quarantined_aggregates":  "gauge",
+	"cqrsflow_projector_held_events_total":       "counter",
+	"cqrsflow_projector_dead_letters_total":      "counter",
+	"cqrsflow_projector_skipped_events_total":    "counter",
 	"cqrsflow_build_info":                        "gauge",
 }
 
