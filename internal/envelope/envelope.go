@@ -144,25 +144,45 @@ type Identity struct {
 }
 
 // Identify reads aggregate_type, aggregate_id and version from a value
-// that may not be a valid envelope: malformed JSON (goccy/go-json is
-// lenient and keeps the fields it read before it stopped, so a truncated
-// record or a trailing comma still yields them), other fields missing or
-// of the wrong type. ok is false unless it found a usable aggregate id
-// (1 to MaxAggregateIDBytes bytes) and a version >= 1. It is for routing
-// a bad record to its aggregate (callers should also check the record key
-// agrees), never for projecting it.
+// that may not be a valid envelope: other fields missing or of the wrong
+// type, or malformed JSON — a trailing comma, a truncated record, garbage
+// after the identity fields. ok is false unless it found a usable
+// aggregate id (1 to MaxAggregateIDBytes bytes) and a version >= 1. It is
+// for routing a bad record to its aggregate (callers should also check the
+// record key agrees), never for projecting it.
+//
+// Valid JSON is read as Decode reads it. Malformed JSON is never handed
+// to goccy/go-json, which can read past the end of such input: the
+// top-level members are scanned (valid.go) up to the first one that does
+// not parse, with exact key names.
 func Identify(b []byte) (id Identity, ok bool) {
-	// Raw fields first (field names matched as Decode matches them), then
-	// each on its own, so one field of the wrong type spoils only itself.
-	var raw struct {
-		AggregateType fastjson.RawMessage `json:"aggregate_type"`
-		AggregateID   fastjson.RawMessage `json:"aggregate_id"`
-		Version       fastjson.RawMessage `json:"version"`
+	var rawType, rawID, rawVersion []byte
+	if valid(b) {
+		var raw struct {
+			AggregateType fastjson.RawMessage `json:"aggregate_type"`
+			AggregateID   fastjson.RawMessage `json:"aggregate_id"`
+			Version       fastjson.RawMessage `json:"version"`
+		}
+		if fastjson.Unmarshal(b, &raw) != nil {
+			return Identity{}, false
+		}
+		rawType, rawID, rawVersion = raw.AggregateType, raw.AggregateID, raw.Version
+	} else {
+		members(b, func(key string, v []byte) {
+			switch key {
+			case "aggregate_type":
+				rawType = v
+			case "aggregate_id":
+				rawID = v
+			case "version":
+				rawVersion = v
+			}
+		})
 	}
-	_ = fastjson.Unmarshal(b, &raw)
-	_ = fastjson.Unmarshal(raw.AggregateType, &id.AggregateType)
-	if fastjson.Unmarshal(raw.AggregateID, &id.AggregateID) != nil ||
-		fastjson.Unmarshal(raw.Version, &id.Version) != nil {
+	// Each field on its own (valid JSON values by now), so one of the
+	// wrong type spoils only itself.
+	_ = fastjson.Unmarshal(rawType, &id.AggregateType)
+	if fastjson.Unmarshal(rawID, &id.AggregateID) != nil || fastjson.Unmarshal(rawVersion, &id.Version) != nil {
 		return Identity{}, false
 	}
 	if id.AggregateID == "" || len(id.AggregateID) > MaxAggregateIDBytes || id.Version < 1 {

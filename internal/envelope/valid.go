@@ -208,3 +208,39 @@ func number(b []byte, i int) (int, bool) {
 	}
 	return i, true
 }
+
+// members calls fn with the key (as written, escapes not decoded) and
+// the raw value of each top-level member of the object in b, in order,
+// until the first one that does not parse: a prefix of a malformed
+// object still yields its well-formed members.
+func members(b []byte, fn func(key string, v []byte)) {
+	i := skipSpace(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return
+	}
+	i++
+	for {
+		i = skipSpace(b, i)
+		if i >= len(b) || b[i] != '"' {
+			return
+		}
+		end, ok := str(b, i+1)
+		if !ok {
+			return
+		}
+		key := b[i+1 : end-1]
+		if i = skipSpace(b, end); i >= len(b) || b[i] != ':' {
+			return
+		}
+		vs := skipSpace(b, i+1)
+		ve, ok := value(b, vs, 1)
+		if !ok {
+			return
+		}
+		fn(string(key), b[vs:ve])
+		if i = skipSpace(b, ve); i >= len(b) || b[i] != ',' {
+			return
+		}
+		i++
+	}
+}
