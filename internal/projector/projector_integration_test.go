@@ -234,7 +234,11 @@ func TestProjectorApplyPoisonGapIdempotency(t *testing.T) {
 	recs = append(recs, record(topic, gap1), record(topic, gap3))
 	produce(t, prod, recs...)
 
-	run := startRunner(t, es, topic, index, group)
+	// This test watches a gap stay parked across a restart; on a slow
+	// machine that can take longer than PARK_TIMEOUT, after which the gap
+	// would be quarantined (TestProcessorParkTimeout covers that).
+	longPark := func(c *projector.Config) { c.ParkTimeout = time.Hour }
+	run := startRunner(t, es, topic, index, group, longPark)
 	m := run.metrics
 	events := func(outcome string) float64 { return testutil.ToFloat64(m.Events.WithLabelValues("products", outcome)) }
 	waitFor(t, 30*time.Second, "events applied and parked", func() bool {
@@ -304,7 +308,7 @@ func TestProjectorApplyPoisonGapIdempotency(t *testing.T) {
 	if behind < 1 {
 		t.Fatalf("committed lag %d after stopping with a parked record, want >= 1 (commit must not pass it)", behind)
 	}
-	run = startRunner(t, es, topic, index, group)
+	run = startRunner(t, es, topic, index, group, longPark)
 	m = run.metrics
 	waitFor(t, 30*time.Second, "gap re-detected after restart", func() bool {
 		return testutil.ToFloat64(m.Parked.WithLabelValues("products")) == 1
