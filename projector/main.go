@@ -4,6 +4,7 @@
 //	projector [run] [flags]                       consume (default)
 //	projector replay --projection P (--to earliest|latest|<RFC3339> | --offsets t:p=o,…) [--wait 30s]
 //	projector rebuild --projection P --version N [--drop-old]
+//	projector dlq list|show|redrive|skip --projection P [...]   dead letters and quarantined aggregates
 package main
 
 import (
@@ -45,6 +46,7 @@ var program = &cli.Program{
 		}},
 		{Name: "replay", Summary: "reset a projection's consumer group offsets (stop its projectors first)", Setup: setupReplay},
 		{Name: "rebuild", Summary: "build a new index version from the earliest offsets and swap the alias", Setup: setupRebuild},
+		dlqCommand,
 	},
 }
 
@@ -67,6 +69,7 @@ type cfg struct {
 	LagInterval     time.Duration
 	SessionTimeout  time.Duration
 	MaxParked       int
+	ParkTimeout     time.Duration
 }
 
 func (c *cfg) register(s *config.Set) {
@@ -81,7 +84,8 @@ func (c *cfg) register(s *config.Set) {
 	s.Duration(&c.FlushInterval, "FLUSH_INTERVAL", projector.DefaultFlushInterval, "how long a non-full batch waits for more records")
 	s.Duration(&c.LagInterval, "LAG_INTERVAL", projector.DefaultLagInterval, "how often consumer and sync lag are computed")
 	s.Duration(&c.SessionTimeout, "SESSION_TIMEOUT", projector.DefaultSessionTimeout, "consumer group session timeout (failover time after a crash)")
-	s.Int(&c.MaxParked, "MAX_PARKED_EVENTS", projector.DefaultMaxParked, "events held behind version gaps before fetching pauses")
+	s.Int(&c.MaxParked, "MAX_PARKED_EVENTS", projector.DefaultMaxParked, "events held in memory behind version gaps; at the bound the oldest gaps are quarantined")
+	s.Duration(&c.ParkTimeout, "PARK_TIMEOUT", projector.DefaultParkTimeout, "how long a version gap may hold an aggregate before it is quarantined")
 }
 
 func (c *cfg) validate() ([]projector.Projection, error) {
@@ -113,6 +117,9 @@ func (c *cfg) validate() ([]projector.Projection, error) {
 	}
 	if c.LagInterval <= 0 {
 		errs = append(errs, errors.New("LAG_INTERVAL: must be > 0"))
+	}
+	if c.ParkTimeout <= 0 {
+		errs = append(errs, errors.New("PARK_TIMEOUT: must be > 0"))
 	}
 	return projs, errors.Join(errs...)
 }
@@ -151,6 +158,7 @@ func (c *cfg) runnerConfig(p projector.Projection) (projector.Config, error) {
 		LagInterval:     c.LagInterval,
 		SessionTimeout:  c.SessionTimeout,
 		MaxParked:       c.MaxParked,
+		ParkTimeout:     c.ParkTimeout,
 	}, err
 }
 

@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -85,6 +86,11 @@ func newStack(t *testing.T, partitions int32) *stack {
 	s.topic = envelope.Topic(s.topicPrefix, "product")
 	testenv.CreateTopic(t, s.adm, s.topic, partitions)
 	testenv.CreateTopic(t, s.adm, envelope.DLQTopic(s.topic), 1)
+	t.Cleanup(func() { // created by the projector
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, _ = s.adm.DeleteTopics(ctx, projector.QuarantineTopic(s.topic))
+	})
 	cl, err := kgo.NewClient(kgo.SeedBrokers(testenv.KafkaBrokers()...), kgo.RequiredAcks(kgo.AllISRAcks()))
 	if err != nil {
 		t.Fatal(err)
@@ -672,6 +678,122 @@ func TestRebuildUnderReader(t *testing.T) {
 	if hits, err := esindex.MGet(ctx, s.es, v3, []string{id}); err != nil || hits[id].Version != next {
 		t.Errorf("v3 lacks the live update: %+v %v", hits[id], err)
 	}
+}
+
+// cli runs a projector admin command against the test's stack and
+// returns its stdout; a failure fails the test with its output.
+func (s *stack) cli(t *testing.T, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(binary(t), args...)
+	cmd.Env = s.env()
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("projector %v: %v\n%s%s", args, err, stdout.String(), stderr.String())
+	}
+	return stdout.String()
+}
+
+// A projector is SIGKILLed while an aggregate is quarantined (an event
+// type it does not know, mid-stream) and events keep coming while it is
+// down. After a restart nothing is lost: the new process reads the
+// quarantine from its topic and holds the aggregate's new event at once
+// (nothing parks), applies everything else, and `projector dlq list`
+// shows the quarantine and the held events. `projector dlq skip` then
+// drops the unknown event: the document ends at the latest version, equal
+// to the fold of the other events, and the worker counts the skip.
+func TestKillWhileQuarantined(t *testing.T) {
+	s := newStack(t, 3)
+	h := newHistory(t, 100, 4)
+	x := uuid.NewString()
+	xs := []envelope.Envelope{
+		event(x, products.Created, 1, `{"name":"x1","description":"d","price":1,"stock":1}`),
+		event(x, "ProductRenamed", 2, `{"name":"renamed"}`),
+		event(x, products.Updated, 3, `{"name":"x3","description":"d","price":3,"stock":3}`),
+		event(x, products.Updated, 4, `{"name":"x4","description":"d","price":4,"stock":4}`),
+	}
+	p := s.start(t, "projector")
+	half := len(h.events) / 2
+	s.produce(t, h.events[:half]...)
+	s.produce(t, xs...)
+	poisoned := time.Now()
+	s.produce(t, h.events[half:]...)
+	s.waitConverged(t, h, 60*time.Second)
+	t.Logf("poison → %d events of %d other aggregates produced after it all applied: %s",
+		len(h.events)-half, len(h.ids), time.Since(poisoned).Round(time.Millisecond))
+	waitFor(t, 30*time.Second, "x quarantined, v3 and v4 held, committed lag 0", func() bool {
+		q, _ := p.metric(t, "cqrsflow_projector_quarantined_aggregates", "")
+		held, _ := p.metric(t, "cqrsflow_projector_held_events_total", "")
+		return q == 1 && held == 2 && s.committedLag(t) == 0
+	})
+
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-p.done
+	p.done <- nil
+	x5 := event(x, products.Updated, 5, `{"name":"x5","description":"d","price":5,"stock":5}`)
+	h2 := newHistory(t, 50, 3)
+	s.produce(t, append([]envelope.Envelope{x5}, h2.events...)...)
+
+	p2 := s.start(t, "projector-restarted")
+	s.waitConverged(t, h2, 60*time.Second)
+	waitFor(t, 30*time.Second, "the restarted worker knows the quarantine and holds v5", func() bool {
+		q, _ := p2.metric(t, "cqrsflow_projector_quarantined_aggregates", "")
+		held, _ := p2.metric(t, "cqrsflow_projector_held_events_total", "")
+		return q == 1 && held == 1 && s.committedLag(t) == 0
+	})
+	if parked, _ := p2.metric(t, "cqrsflow_projector_parked_events", ""); parked != 0 {
+		t.Errorf("%v events parked after the restart, want 0 (held, not parked)", parked)
+	}
+	var l projector.DLQListing
+	if err := json.Unmarshal([]byte(s.cli(t, "dlq", "list", "--projection", "products", "--aggregate", x, "--json")), &l); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range l.Records {
+		got = append(got, fmt.Sprintf("%s:%s@%d", r.Status, r.ReasonCode, r.Version))
+	}
+	want := []string{"pending:unprojectable@2", "pending:quarantined_after@3", "pending:quarantined_after@4", "pending:quarantined_after@5"}
+	if !slices.Equal(got, want) || len(l.Quarantined) != 1 || l.Quarantined[0].BlockedVersion != 2 {
+		t.Fatalf("dlq list: records %v, quarantined %+v; want %v and x blocked at v2", got, l.Quarantined, want)
+	}
+	t.Logf("dlq list (table):\n%s", s.cli(t, "dlq", "list", "--projection", "products"))
+
+	out := s.cli(t, "dlq", "skip", "--projection", "products", "--aggregate", x, "--version", "2")
+	t.Logf("dlq skip:\n%s", out)
+	d, err := products.Apply(nil, &xs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Version, d.LastEventID = 2, xs[1].EventID // what skip writes: v2, content unchanged
+	for _, e := range []envelope.Envelope{xs[2], xs[3], x5} {
+		if d, err = products.Apply(d, &e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	hits, err := esindex.MGet(ctx, s.es, s.alias(), []string{x})
+	var doc products.Doc
+	if err == nil {
+		err = json.Unmarshal(hits[x].Source, &doc)
+	}
+	if err != nil || hits[x].Version != 5 || doc != *d {
+		t.Fatalf("x after skip: %+v (v%d, %v), want %+v", doc, hits[x].Version, err, *d)
+	}
+	waitFor(t, 30*time.Second, "the worker saw the release and counted the skip", func() bool {
+		q, _ := p2.metric(t, "cqrsflow_projector_quarantined_aggregates", "")
+		skipped, _ := p2.metric(t, "cqrsflow_projector_skipped_events_total", "")
+		return q == 0 && skipped == 1
+	})
+	if err := json.Unmarshal([]byte(s.cli(t, "dlq", "list", "--projection", "products", "--json")), &l); err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Records) != 0 || len(l.Quarantined) != 0 {
+		t.Errorf("after the skip: %d pending dead letters, %d quarantined; want none", len(l.Records), len(l.Quarantined))
+	}
+	s.waitConverged(t, h, 10*time.Second) // nothing of the first history lost either
 }
 
 func logLevel() string {

@@ -35,6 +35,28 @@ func TestCommandLine(t *testing.T) {
 		{[]string{"replay", "--projection", "products", "--to", "earliest", "-kafka-sasl-mechanism", "OAUTHBEARER"}, cli.ExitUsage, "KAFKA_SASL_MECHANISM"},
 		{[]string{"rebuild", "--projection", "products", "--version", "2", "-elasticsearch-ca-fingerprint", "12:34"}, cli.ExitUsage, "ELASTICSEARCH_CA_FINGERPRINT"},
 		{[]string{"-elasticsearch-username", "elastic"}, cli.ExitUsage, "ELASTICSEARCH_USERNAME and ELASTICSEARCH_PASSWORD go together"},
+		{[]string{"run", "--park-timeout", "0s"}, cli.ExitUsage, "PARK_TIMEOUT: must be > 0"},
+		// dlq: nested commands, strict flags, hostile values.
+		{[]string{"dlq"}, cli.ExitUsage, "name a command (list, show, redrive, skip)"},
+		{[]string{"dlq", "-h"}, cli.ExitOK, "redrive"},
+		{[]string{"dlq", "list", "-h"}, cli.ExitOK, "-reason"},
+		{[]string{"dlq", "lists"}, cli.ExitUsage, `unknown command "dlq lists"`},
+		{[]string{"dlq", "list"}, cli.ExitUsage, `--projection: "" is not one of`},
+		{[]string{"dlq", "list", "--projection", "products", "--reason", "bogus"}, cli.ExitUsage, `--reason: "bogus" is not one of invalid_envelope`},
+		{[]string{"dlq", "list", "--projection", "products", "--aggregate", ""}, cli.ExitUsage, "--aggregate: empty"},
+		{[]string{"dlq", "list", "--projection", "products", "--aggregate", strings.Repeat("a", 513)}, cli.ExitUsage, "--aggregate: 513 bytes, longer than the 512"},
+		{[]string{"dlq", "list", "--projection", "products", "--limit", "-1"}, cli.ExitUsage, "--limit: must be >= 0"},
+		{[]string{"dlq", "list", "--projection", "products", "--timeout", "0s"}, cli.ExitUsage, "--timeout: must be > 0"},
+		{[]string{"dlq", "show", "--projection", "products"}, cli.ExitUsage, "exactly one of --aggregate and --dlq-offset"},
+		{[]string{"dlq", "show", "--projection", "products", "--dlq-offset", "x:1"}, cli.ExitUsage, `--dlq-offset: "x:1" is not partition:offset`},
+		{[]string{"dlq", "show", "--projection", "products", "--dlq-offset", "0:1", "--version", "2"}, cli.ExitUsage, "--version: must be >= 1, with --aggregate"},
+		{[]string{"dlq", "redrive", "--projection", "products", "now"}, cli.ExitUsage, "unexpected arguments"},
+		{[]string{"dlq", "redrive", "--projection", "orders", "--reason", "ES_REJECTED"}, cli.ExitUsage, `--reason: "ES_REJECTED"`},
+		{[]string{"dlq", "skip", "--projection", "products", "--aggregate", "a", "--version", "abc"}, cli.ExitUsage, `invalid value "abc" for flag -version`},
+		{[]string{"dlq", "skip", "--projection", "products", "--aggregate", "a", "--version", "0"}, cli.ExitUsage, "--version: required, >= 1"},
+		{[]string{"dlq", "skip", "--projection", "products", "--aggregate", "a", "--version", "-3"}, cli.ExitUsage, "--version: required, >= 1"},
+		{[]string{"dlq", "skip", "--projection", "products", "--version", "3"}, cli.ExitUsage, "--aggregate: required"},
+		{[]string{"dlq", "skip", "--projection", "products", "--aggregate", "a", "--version", "99999999999999999999"}, cli.ExitUsage, "value out of range"},
 	} {
 		var stdout, stderr bytes.Buffer
 		code := program.Run(context.Background(), tc.args, &stdout, &stderr)

@@ -31,6 +31,30 @@ var ErrUnavailable = errors.New("elasticsearch unavailable")
 // ErrNotFound is returned when an index or alias does not exist.
 var ErrNotFound = errors.New("not found")
 
+// ErrRejected marks a request Elasticsearch refused for what it carries
+// (400 bad request, 413 too large, any other 4xx but 404, 408, 409 and
+// 429): sending it again cannot succeed.
+var ErrRejected = errors.New("elasticsearch rejected the request")
+
+// MaxIDBytes is the longest document id Elasticsearch accepts.
+const MaxIDBytes = 512
+
+// MaxDocBytes bounds one document the projector writes. Elasticsearch has
+// no per-document limit below http.max_content_length, but a document near
+// its indexing-pressure limit (10% of the heap) is refused with 429 for
+// ever, which looks transient; far below that, a read-model document this
+// large is a bug or hostile data, so it is refused before it is sent.
+const MaxDocBytes = 4 << 20
+
+// Permanent reports whether an HTTP status of an Elasticsearch answer (a
+// whole request's or one bulk item's) says retrying cannot help: a 4xx
+// other than 408 (timeout) and 429 (back-pressure). 409 (version
+// conflict) is permanent too; the projector reads it as "stale", not as
+// an error.
+func Permanent(status int) bool {
+	return status >= 400 && status < 500 && status != http.StatusRequestTimeout && status != http.StatusTooManyRequests
+}
+
 // AliasName is the alias queries read: <prefix><projection>.
 func AliasName(prefix, projection string) string { return prefix + projection }
 
@@ -78,12 +102,12 @@ func check(res *esapi.Response, err error, what string) error {
 	body, _ := io.ReadAll(io.LimitReader(res.Body, 2048))
 	e := fmt.Errorf("%s: %s: %s", what, res.Status(), strings.TrimSpace(string(body)))
 	switch {
-	case res.StatusCode == http.StatusTooManyRequests || res.StatusCode >= 500:
-		return fmt.Errorf("%w: %w", ErrUnavailable, e)
 	case res.StatusCode == http.StatusNotFound:
 		return fmt.Errorf("%w: %w", ErrNotFound, e)
+	case Permanent(res.StatusCode):
+		return fmt.Errorf("%w: %w", ErrRejected, e)
 	}
-	return e
+	return fmt.Errorf("%w: %w", ErrUnavailable, e)
 }
 
 // EnsureIndex creates index with body (settings + mappings) unless it exists.
@@ -267,6 +291,13 @@ type Result struct {
 	// Conflict: Elasticsearch holds this version or a newer one already.
 	Conflict bool
 	Err      string
+}
+
+// Rejected reports whether the item failed for good: Elasticsearch refused
+// this document (a mapping rejection, an id or a term too long, …), so
+// writing it again fails again. A conflict is not a rejection.
+func (r Result) Rejected() bool {
+	return r.Err != "" && !r.Conflict && Permanent(r.Status)
 }
 
 // MaxBulkBytes bounds one _bulk request body. Elasticsearch rejects

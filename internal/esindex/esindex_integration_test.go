@@ -59,6 +59,19 @@ func TestIndexAliasBulkMGet(t *testing.T) {
 	if !res[0].Conflict || !res[1].Conflict || res[2].Conflict || res[2].Err == "" || res[2].Status != 400 {
 		t.Errorf("bulk results %+v, want conflict, conflict, 400 item error", res)
 	}
+	if res[0].Rejected() || !res[2].Rejected() {
+		t.Errorf("Rejected() = %v, %v for a conflict and a mapping rejection; want false, true", res[0].Rejected(), res[2].Rejected())
+	}
+	// An id over Elasticsearch's limit fails the whole request (400
+	// action_request_validation_exception, not an item error): rejected,
+	// not unavailable, so nobody retries it.
+	_, err = esindex.Bulk(ctx, es, []esindex.Op{
+		{Index: alias, ID: "fine", Version: 1, Doc: doc("1")},
+		{Index: alias, ID: strings.Repeat("i", esindex.MaxIDBytes+1), Version: 1, Doc: doc("1")},
+	}, "")
+	if !errors.Is(err, esindex.ErrRejected) || errors.Is(err, esindex.ErrUnavailable) {
+		t.Errorf("bulk with a %d-byte id: err %v, want ErrRejected only", esindex.MaxIDBytes+1, err)
+	}
 	hits, err := esindex.MGet(ctx, es, alias, []string{"p1", "nope"})
 	if err != nil || len(hits) != 1 || hits["p1"].Version != 3 {
 		t.Fatalf("mget: %+v %v", hits, err)

@@ -27,3 +27,29 @@ func TestUnavailable(t *testing.T) {
 		t.Errorf("bulk: %v", err)
 	}
 }
+
+// Which answers are worth retrying: only timeouts, back-pressure and
+// server errors; a conflict is a result, not a rejection.
+func TestPermanentAndRejected(t *testing.T) {
+	for status, want := range map[int]bool{400: true, 401: true, 403: true, 404: true, 409: true, 413: true,
+		408: false, 429: false, 500: false, 503: false, 200: false, 201: false} {
+		if got := esindex.Permanent(status); got != want {
+			t.Errorf("Permanent(%d) = %v, want %v", status, got, want)
+		}
+	}
+	for _, tc := range []struct {
+		r    esindex.Result
+		want bool
+	}{
+		{esindex.Result{Status: 400, Err: `{"type":"mapper_parsing_exception"}`}, true},
+		{esindex.Result{Status: 413, Err: "too large"}, true},
+		{esindex.Result{Status: 409, Conflict: true}, false},
+		{esindex.Result{Status: 429, Err: "es_rejected_execution_exception"}, false},
+		{esindex.Result{Status: 503, Err: "unavailable_shards_exception"}, false},
+		{esindex.Result{Status: 201}, false},
+	} {
+		if got := tc.r.Rejected(); got != tc.want {
+			t.Errorf("%+v.Rejected() = %v, want %v", tc.r, got, tc.want)
+		}
+	}
+}

@@ -43,6 +43,9 @@ func (c *docCache) update(plans []*keyPlan) {
 		clear(c.m)
 	}
 	for _, kp := range plans {
+		if kp.foldless {
+			continue
+		}
 		if kp.evict || kp.final.doc == nil {
 			delete(c.m, kp.id)
 		} else {
@@ -55,4 +58,12 @@ func (c *docCache) clear() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	clear(c.m)
+}
+
+// evict forgets one aggregate's document (its quarantine was released:
+// a redrive or a skip wrote it behind the worker's back).
+func (c *docCache) evict(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, id)
 }

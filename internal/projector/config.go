@@ -19,6 +19,7 @@ const (
 	DefaultLagInterval     = 5 * time.Second
 	DefaultSessionTimeout  = 10 * time.Second
 	DefaultMaxParked       = 100000
+	DefaultParkTimeout     = 30 * time.Second
 	DefaultParkedRecheck   = 2 * time.Second
 	DefaultShutdownGrace   = 15 * time.Second
 	DefaultBackoffMin      = 100 * time.Millisecond
@@ -49,13 +50,19 @@ type Config struct {
 	// SessionTimeout: how long the group waits for a silent (crashed)
 	// member before handing its partitions to the others.
 	SessionTimeout time.Duration
+	// ParkTimeout bounds how long a version gap may hold an aggregate's
+	// events (and its partition's commit): a relay retry re-publishes a
+	// missing event within seconds. After it the aggregate is quarantined
+	// at the missing version and its parked events go to the DLQ
+	// (reason version_gap), so the commit moves on.
+	ParkTimeout time.Duration
 	// MaxParked bounds the events held in memory behind version gaps. At
-	// the bound the worker stops fetching new records (the topic is
-	// paused; sync lag grows and alerts fire) and only re-checks the
-	// parked keys against Elasticsearch every ParkedRecheck, until gaps
-	// close or an operator acts; memory stays bounded by MaxParked plus
-	// one poll of already-fetched records.
-	MaxParked     int
+	// the bound the aggregates parked longest are quarantined (as after
+	// ParkTimeout) until fewer remain; fetching never stops.
+	MaxParked int
+	// ParkedRecheck is how often a worker with parked events re-checks
+	// them (gap closed by another writer, ParkTimeout reached) when no new
+	// records arrive.
 	ParkedRecheck time.Duration
 
 	// ClientOpts are appended to the Kafka client's options: the
@@ -90,5 +97,8 @@ func (c *Config) defaults() {
 	}
 	if c.ParkedRecheck <= 0 {
 		c.ParkedRecheck = DefaultParkedRecheck
+	}
+	if c.ParkTimeout <= 0 {
+		c.ParkTimeout = DefaultParkTimeout
 	}
 }

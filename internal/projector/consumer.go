@@ -13,8 +13,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
-
-	"cqrsflow/internal/backoff"
 )
 
 // Runner consumes one projection: it owns the Kafka client, polls batches
@@ -27,10 +25,15 @@ type Runner struct {
 	adm   *kadm.Client
 	proc  *processor
 	parts *partitions
+	quar  *kafkaQuarantine
 	m     *Metrics
 	log   *slog.Logger
 
 	behindSince atomic.Int64 // unix nanos when lag was first seen > 0 (lag.go)
+	// assigned is set when partitions were assigned: before handling
+	// their records the worker reads the quarantine topic to its end, so
+	// a new owner knows the aggregates the previous one quarantined.
+	assigned atomic.Bool
 }
 
 // New builds a Runner writing to cfg.Index on es; Run starts consuming.
@@ -55,6 +58,7 @@ func newRunner(cfg Config, proj Projection, store Store, m *Metrics, log *slog.L
 		// committed, so a revoked partition never has records in flight.
 		kgo.BlockRebalanceOnPoll(),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.OnPartitionsAssigned(func(context.Context, *kgo.Client, map[string][]int32) { r.assigned.Store(true) }),
 		kgo.OnPartitionsRevoked(r.onRevoked),
 		kgo.OnPartitionsLost(r.onLost),
 		// The same client produces dead letters (dlq_kafka.go).
@@ -75,8 +79,21 @@ func newRunner(cfg Config, proj Projection, store Store, m *Metrics, log *slog.L
 	r.cl = cl
 	r.adm = kadm.NewClient(cl)
 	r.parts = newPartitions(m.Parked.WithLabelValues(proj.Name()))
+	m.initProjection(proj.Name())
+	r.quar, err = newKafkaQuarantine(cl, cfg.conn(), QuarantineTopic(cfg.Topic), proj.Name(), m.Quarantined.WithLabelValues(proj.Name()), log)
+	if err != nil {
+		cl.Close()
+		return nil, err
+	}
 	dlq := &kafkaDLQ{cl: cl, projection: proj.Name()}
-	r.proc = newProcessor(proj, store, dlq, r.parts, m, log, backoff.Policy{Min: cfg.BackoffMin, Max: cfg.BackoffMax})
+	r.proc = newProcessor(proj, store, dlq, r.quar, r.parts, m, log, cfg)
+	r.quar.onRelease = r.proc.cache.evict
+	r.quar.onSkip = func(e QuarantineEntry) {
+		if r.parts.has(tp{e.Topic, e.Partition}) {
+			m.SkippedEvents.WithLabelValues(proj.Name()).Inc()
+			log.Warn("event skipped by an operator (projector dlq skip)", "aggregate_id", e.AggregateID, "version", e.SkippedVersion)
+		}
+	}
 	return r, nil
 }
 
@@ -84,6 +101,12 @@ func newRunner(cfg Config, proj Projection, store Store, m *Metrics, log *slog.L
 // appended to the consumer's own.
 func newClient(conn []kgo.Opt, opts ...kgo.Opt) (*kgo.Client, error) {
 	return kgo.NewClient(append(opts, conn...)...)
+}
+
+// conn is how the runtime's own clients reach Kafka: the seed brokers and
+// the connection options.
+func (c Config) conn() []kgo.Opt {
+	return append([]kgo.Opt{kgo.SeedBrokers(c.Brokers...)}, c.ClientOpts...)
 }
 
 // Ping checks Kafka answers (for /readyz).
@@ -100,10 +123,18 @@ func (r *Runner) Run(ctx context.Context) error {
 	defer r.cl.Close()
 	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	err := ensureDLQTopic(setupCtx, r.adm, r.cfg.Topic, r.cfg.DLQPartitions, r.log)
+	if err == nil {
+		err = ensureQuarantineTopic(setupCtx, r.adm, QuarantineTopic(r.cfg.Topic), r.log)
+	}
 	cancel()
 	if err != nil {
+		r.quar.tail.Close()
 		return err
 	}
+	quarCtx, quarStop := context.WithCancel(context.WithoutCancel(ctx))
+	quarDone := make(chan struct{})
+	go func() { defer close(quarDone); r.quar.run(quarCtx) }()
+	defer func() { quarStop(); <-quarDone }()
 	// Processing outlives ctx by at most ShutdownGrace so SIGTERM flushes.
 	procCtx, procCancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer procCancel()
@@ -117,20 +148,26 @@ func (r *Runner) Run(ctx context.Context) error {
 	defer func() { <-lagDone }()
 
 	r.log.Info("projector consuming", "topic", r.cfg.Topic, "index", r.cfg.Index)
-	paused := false
 	for ctx.Err() == nil {
-		paused = r.pauseAtParkedCap(paused)
 		var recs []*kgo.Record
-		if paused {
-			// Fetching is paused: take what was already fetched, and
-			// re-check the parked keys (handle with no new records).
+		recheck := r.parts.parkedEvents() > 0
+		if recheck {
+			// Parked events are re-checked (gap closed elsewhere, or
+			// ParkTimeout reached) even when no new records arrive.
 			pctx, cancel := context.WithTimeout(ctx, r.cfg.ParkedRecheck)
 			recs = r.poll(pctx)
 			cancel()
 		} else {
 			recs = r.poll(ctx)
 		}
-		if len(recs) > 0 || (paused && ctx.Err() == nil) {
+		if r.assigned.Swap(false) {
+			if err := r.proc.retry(procCtx, "reading the quarantine topic", func() error { return r.quar.caughtUp(procCtx) }); err != nil {
+				r.log.Warn("batch abandoned; it will be redelivered", "records", len(recs), "err", err)
+				r.cl.AllowRebalance()
+				break
+			}
+		}
+		if len(recs) > 0 || (recheck && ctx.Err() == nil) {
 			if err := r.proc.handle(procCtx, recs); err != nil {
 				// Only a cancelled processing context ends handle with an
 				// error: nothing of this batch is committed.
@@ -151,27 +188,6 @@ func (r *Runner) Run(ctx context.Context) error {
 	r.cl.CloseAllowingRebalance()
 	r.log.Info("projector stopped")
 	return nil
-}
-
-// pauseAtParkedCap pauses fetching the topic while MaxParked or more
-// events are parked and resumes it below; it returns whether fetching is
-// paused now.
-func (r *Runner) pauseAtParkedCap(paused bool) bool {
-	n := r.parts.parkedEvents()
-	switch {
-	case !paused && n >= r.cfg.MaxParked:
-		r.cl.PauseFetchTopics(r.cfg.Topic)
-		r.m.FetchPaused.WithLabelValues(r.proj.Name()).Set(1)
-		r.log.Error("parked events reached MAX_PARKED_EVENTS: fetching paused until version gaps close (see docs/operations.md)",
-			"parked", n, "max", r.cfg.MaxParked)
-		return true
-	case paused && n < r.cfg.MaxParked:
-		r.cl.ResumeFetchTopics(r.cfg.Topic)
-		r.m.FetchPaused.WithLabelValues(r.proj.Name()).Set(0)
-		r.log.Info("parked events below MAX_PARKED_EVENTS: fetching resumed", "parked", n, "max", r.cfg.MaxParked)
-		return false
-	}
-	return paused
 }
 
 // poll returns up to BatchMaxRecords records, waiting up to FlushInterval

@@ -39,11 +39,17 @@ type docState struct {
 type pending struct {
 	env *envelope.Envelope
 	rec *kgo.Record
+	// bad is set for a record that failed to decode but whose aggregate
+	// and version could be read (envelope.Identify): env then holds only
+	// those. The fold dead-letters it and, if it is ahead of the
+	// document, blocks the aggregate there.
+	bad *poisonRec
 }
 
 // poisonRec is a record that cannot be projected, with the reason.
 type poisonRec struct {
 	rec    *kgo.Record
+	code   string // one of Reasons
 	reason string
 }
 
@@ -56,7 +62,19 @@ type folded struct {
 	duplicate []pending // the document's own last event again
 	stale     []pending // older than the document
 	parked    []pending // more than one version ahead: waiting for the gap to close
-	poison    []poisonRec
+	poison    []pendingPoison
+	// blockedAt is the version of a poison event ahead of the document
+	// that nothing else filled: the aggregate is blocked there and held
+	// holds its events after it, in version order.
+	blockedAt int64
+	blocker   *kgo.Record // the record of the blocking event
+	held      []pending
+}
+
+// pendingPoison is a poison event with its version (0 if unknown).
+type pendingPoison struct {
+	poisonRec
+	version int64
 }
 
 // fold applies evs, sorted by version, in memory to the document st of
@@ -64,11 +82,33 @@ type folded struct {
 // aggregate's events and its stored document can reproduce what the
 // projector writes. An event the projection rejects as unprojectable is
 // poison; any other error from the projection aborts the fold.
+//
+// Poison at the document's next version blocks the aggregate: the events
+// after it are held, never applied over the hole (order per aggregate is
+// kept), unless another event of the same version fills it. Poison that
+// is not ahead of the document (a bad redelivery of an applied version)
+// blocks nothing.
 func fold(proj Projection, id string, st docState, evs []pending) (folded, error) {
 	var f folded
 	cur, curVersion, lastEventID := st.doc, st.version, st.lastEventID
+	block := func(e pending, code, reason string) {
+		v := e.env.Version
+		f.poison = append(f.poison, pendingPoison{poisonRec{rec: e.rec, code: code, reason: reason}, v})
+		if v > curVersion && f.blockedAt == 0 {
+			f.blockedAt, f.blocker = v, e.rec
+		}
+	}
 	for _, e := range evs {
-		switch v := e.env.Version; {
+		v := e.env.Version
+		if f.blockedAt > 0 && v > f.blockedAt {
+			f.held = append(f.held, e)
+			continue
+		}
+		if e.bad != nil {
+			block(e, e.bad.code, e.bad.reason)
+			continue
+		}
+		switch {
 		case v <= curVersion:
 			if v == curVersion && e.env.EventID == lastEventID {
 				f.duplicate = append(f.duplicate, e)
@@ -81,11 +121,14 @@ func fold(proj Projection, id string, st docState, evs []pending) (folded, error
 				if !errors.Is(err, projection.ErrUnprojectable) {
 					return folded{}, fmt.Errorf("applying %s v%d to %s: %w", e.env.EventType, v, id, err)
 				}
-				f.poison = append(f.poison, poisonRec{rec: e.rec, reason: err.Error()})
+				block(e, ReasonUnprojectable, err.Error())
 				continue
 			}
 			cur, curVersion, lastEventID, f.changed = next, v, e.env.EventID, true
 			f.applied = append(f.applied, e)
+			if f.blockedAt != 0 && curVersion >= f.blockedAt { // another event of that version filled the hole
+				f.blockedAt, f.blocker = 0, nil
+			}
 		default:
 			f.parked = append(f.parked, e)
 		}

@@ -24,7 +24,13 @@ type Metrics struct {
 	Events      *prometheus.CounterVec   // {projection,outcome}
 	VersionGaps prometheus.Counter
 	Parked      *prometheus.GaugeVec // {projection}: events currently parked
-	FetchPaused *prometheus.GaugeVec // {projection}: 1 while fetching is paused at MaxParked
+	// Quarantined is the number of quarantined aggregates of the
+	// projection as this worker knows them (every worker follows the
+	// whole quarantine topic, so every worker reports the same number).
+	Quarantined   *prometheus.GaugeVec   // {projection}
+	HeldEvents    *prometheus.CounterVec // {projection}: events held behind a blocked version
+	DeadLetters   *prometheus.CounterVec // {projection,reason}: reason is one of Reasons
+	SkippedEvents *prometheus.CounterVec // {projection}: events an operator dropped with `dlq skip`
 }
 
 // NewMetrics builds and registers the projector metrics on reg.
@@ -55,11 +61,36 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: obs.Namespace, Subsystem: "projector", Name: "parked_events",
 			Help: "Events currently parked behind a version gap.",
 		}, []string{"projection"}),
-		FetchPaused: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: obs.Namespace, Subsystem: "projector", Name: "fetch_paused",
-			Help: "1 while the worker stopped fetching because MAX_PARKED_EVENTS events are parked behind version gaps.",
+		Quarantined: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: obs.Namespace, Subsystem: "projector", Name: "quarantined_aggregates",
+			Help: "Aggregates whose events stop at a dead-lettered (or missing) version; their later events are held in the DLQ until redriven or skipped.",
+		}, []string{"projection"}),
+		HeldEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: obs.Namespace, Subsystem: "projector", Name: "held_events_total",
+			Help: "Events written to the DLQ because an earlier version of their aggregate is blocked (reasons quarantined_after and version_gap).",
+		}, []string{"projection"}),
+		DeadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: obs.Namespace, Subsystem: "projector", Name: "dead_letters_total",
+			Help: "Records written to the DLQ, by reason code (x-dlq-reason-code).",
+		}, []string{"projection", "reason"}),
+		SkippedEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: obs.Namespace, Subsystem: "projector", Name: "skipped_events_total",
+			Help: "Events an operator dropped with `projector dlq skip`, counted by the worker owning the aggregate's partition.",
 		}, []string{"projection"}),
 	}
-	reg.MustRegister(m.ConsumerLag, m.SyncLag, m.EndToEnd, m.Events, m.VersionGaps, m.Parked, m.FetchPaused)
+	reg.MustRegister(m.ConsumerLag, m.SyncLag, m.EndToEnd, m.Events, m.VersionGaps, m.Parked,
+		m.Quarantined, m.HeldEvents, m.DeadLetters, m.SkippedEvents)
 	return m
+}
+
+// initProjection creates the projection's series of the counters with a
+// fixed label set at 0, so dashboards and alerts see them before the first
+// dead letter.
+func (m *Metrics) initProjection(name string) {
+	for _, r := range Reasons {
+		m.DeadLetters.WithLabelValues(name, r)
+	}
+	m.HeldEvents.WithLabelValues(name)
+	m.SkippedEvents.WithLabelValues(name)
+	m.Quarantined.WithLabelValues(name)
 }

@@ -5,6 +5,7 @@ package projector_test
 import (
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -18,13 +19,14 @@ import (
 	"cqrsflow/internal/testenv"
 )
 
-// At MaxParked parked events the worker stops fetching (memory stays
-// bounded): a record produced afterwards is not indexed and the committed
-// offset stays at the first parked record. Once the gaps are closed
-// elsewhere (an operator writing the missing versions), the periodic
-// re-check applies the parked events, fetching resumes and the later
-// record is indexed.
-func TestProjectorPausesAtParkedCap(t *testing.T) {
+// At MaxParked parked events the aggregates parked longest are quarantined
+// (their parked events go to the DLQ as version_gap) until fewer remain:
+// memory stays bounded and fetching never stops, so a record produced
+// afterwards is indexed. Once the gaps are closed elsewhere (an operator
+// writing the missing versions), the still-parked events apply by the
+// periodic re-check, and a redrive applies the quarantined ones; every
+// key ends at its last version and the committed lag is 0.
+func TestProjectorQuarantinesAtParkedCap(t *testing.T) {
 	es := testenv.Elasticsearch(t)
 	topic := testenv.Topic(t, 1)
 	adm := testenv.KafkaAdmin(t)
@@ -33,11 +35,11 @@ func TestProjectorPausesAtParkedCap(t *testing.T) {
 	group := "g-" + topic
 	prod := producer(t)
 	run := startRunner(t, es, topic, index, group, func(c *projector.Config) {
-		c.MaxParked, c.ParkedRecheck = 5, 200*time.Millisecond
+		c.MaxParked, c.ParkedRecheck, c.ParkTimeout = 5, 200*time.Millisecond, time.Hour
 	})
 	m := run.metrics
-	paused := func() float64 { return testutil.ToFloat64(m.FetchPaused.WithLabelValues("products")) }
 	parked := func() float64 { return testutil.ToFloat64(m.Parked.WithLabelValues("products")) }
+	quarantined := func() float64 { return testutil.ToFloat64(m.Quarantined.WithLabelValues("products")) }
 
 	const keys = 8
 	payload := func(i int) string { return fmt.Sprintf(`{"name":"G%d","description":"d","price":1,"stock":1}`, i) }
@@ -52,20 +54,18 @@ func TestProjectorPausesAtParkedCap(t *testing.T) {
 		recs = append(recs, record(topic, productEvent(fmt.Sprintf("g%d", i), products.Updated, 3, payload(i))))
 	}
 	produce(t, prod, recs...)
-	waitFor(t, 30*time.Second, "fetching paused at the cap", func() bool { return paused() == 1 && parked() == keys })
+	waitFor(t, 30*time.Second, "the oldest gaps quarantined at the cap", func() bool {
+		return parked() < 5 && parked()+quarantined() == keys
+	})
+	if got := testutil.ToFloat64(m.DeadLetters.WithLabelValues("products", projector.ReasonVersionGap)); got != quarantined() {
+		t.Errorf("version_gap dead letters %v, want one per quarantined aggregate (%v)", got, quarantined())
+	}
 
 	produce(t, prod, record(topic, productEvent("late", products.Created, 1, payload(99))))
-	time.Sleep(1500 * time.Millisecond)
-	if hits, err := esindex.MGet(t.Context(), es, index, []string{"late"}); err != nil || len(hits) != 0 {
-		t.Fatalf("a record produced after the pause was indexed (%d hits, %v): fetching was not paused", len(hits), err)
-	}
-	lags, err := projector.Lag(t.Context(), adm, group, topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if lag := lags[0]; lag != keys+1 {
-		t.Errorf("committed lag %d while paused, want %d (commit stops at the first parked record)", lag, keys+1)
-	}
+	waitFor(t, 10*time.Second, "a record produced after the cap indexed (fetching never stops)", func() bool {
+		hits, err := esindex.MGet(t.Context(), es, index, []string{"late"})
+		return err == nil && len(hits) == 1
+	})
 
 	// An operator closes the gaps: v2 of every key written to the index.
 	var ops []esindex.Op
@@ -84,12 +84,32 @@ func TestProjectorPausesAtParkedCap(t *testing.T) {
 	if res, err := esindex.Bulk(t.Context(), es, ops, "true"); err != nil || res[0].Err != "" {
 		t.Fatalf("closing the gaps: %v %+v", err, res)
 	}
-	waitFor(t, 30*time.Second, "gaps closed, fetching resumed, the later record indexed", func() bool {
-		hits, err := esindex.MGet(t.Context(), es, index, []string{"late", "g0", "g7"})
-		return err == nil && paused() == 0 && parked() == 0 && len(hits) == 3 && hits["g0"].Version == 3 && hits["g7"].Version == 3
-	})
-	waitFor(t, 10*time.Second, "everything committed", func() bool {
+	waitFor(t, 30*time.Second, "parked events applied by the re-check", func() bool { return parked() == 0 })
+	a, err := projector.NewDLQAdmin(products.Projection, topic, []kgo.Opt{kgo.SeedBrokers(testenv.KafkaBrokers()...)}, es, index, slog.New(slog.NewTextHandler(testWriter(t), nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	rep, err := a.Redrive(t.Context(), projector.DLQFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("redrive: %+v", rep)
+	ids := []string{"late"}
+	for i := range keys {
+		ids = append(ids, fmt.Sprintf("g%d", i))
+	}
+	waitFor(t, 30*time.Second, "every key at its last version, nothing quarantined, committed lag 0", func() bool {
+		hits, err := esindex.MGet(t.Context(), es, index, ids)
+		if err != nil || len(hits) != keys+1 {
+			return false
+		}
+		for i := range keys {
+			if hits[fmt.Sprintf("g%d", i)].Version != 3 {
+				return false
+			}
+		}
 		lags, err := projector.Lag(t.Context(), adm, group, topic)
-		return err == nil && lags[0] == 0
+		return err == nil && lags[0] == 0 && quarantined() == 0
 	})
 }

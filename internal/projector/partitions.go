@@ -2,6 +2,7 @@ package projector
 
 import (
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -19,15 +20,17 @@ type partState struct {
 	// DLQ'd or parked); Offset -1 until a record was handled.
 	next kgo.EpochOffset
 	// parked holds, per aggregate id, the events waiting behind a version
-	// gap, sorted by version.
-	parked map[string][]pending
+	// gap, sorted by version, and since when the aggregate waits.
+	parked      map[string][]pending
+	parkedSince map[string]time.Time
 	// committed is the last offset committed for the partition (-1: none).
 	committed int64
 }
 
 // committable is the offset the group may commit for the partition: the
 // offset of the oldest parked record if any (so a restart or a new owner
-// re-reads it), else the offset after the last handled record.
+// re-reads it), else the offset after the last handled record. Parking is
+// bounded in time (ParkTimeout) and count (MaxParked), so this pin is too.
 func (s *partState) committable() (kgo.EpochOffset, bool) {
 	best := s.next
 	for _, evs := range s.parked {
@@ -44,7 +47,8 @@ func (s *partState) committable() (kgo.EpochOffset, bool) {
 // settles handled batches into it) and the consumer (which commits from it
 // and drops partitions it no longer owns): handled offsets, parked events
 // and committed offsets. Parking pins a partition's commit to its oldest
-// parked record; this is the only place that knows.
+// parked record (until the gap closes or is given up); this is the only
+// place that knows.
 type partitions struct {
 	mu      sync.Mutex
 	m       map[tp]*partState
@@ -60,7 +64,8 @@ func newPartitions(parkedGauge prometheus.Gauge) *partitions {
 func (ps *partitions) part(t tp) *partState {
 	s := ps.m[t]
 	if s == nil {
-		s = &partState{next: kgo.EpochOffset{Epoch: -1, Offset: -1}, parked: map[string][]pending{}, committed: -1}
+		s = &partState{next: kgo.EpochOffset{Epoch: -1, Offset: -1}, parked: map[string][]pending{},
+			parkedSince: map[string]time.Time{}, committed: -1}
 		ps.m[t] = s
 	}
 	return s
@@ -106,11 +111,31 @@ func (ps *partitions) parkedFor(ids []string, idTP map[string]tp) map[string][]p
 	return out
 }
 
+// parkedSince is when aggregate id of partition t was parked (zero if it
+// is not).
+func (ps *partitions) parkedSince(t tp, id string) time.Time {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if s := ps.m[t]; s != nil {
+		return s.parkedSince[id]
+	}
+	return time.Time{}
+}
+
+// has reports whether the worker handled records of t since it was
+// assigned.
+func (ps *partitions) has(t tp) bool {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	return ps.m[t] != nil
+}
+
 // settle records a handled batch: each aggregate's events still waiting
-// behind a gap replace its parked set, and every partition's handled
-// offset moves past the batch's records. It returns the events parked for
-// the first time and the aggregates whose gap closed.
-func (ps *partitions) settle(recs []*kgo.Record, plans []*keyPlan) (newlyParked []pending, unparked []string) {
+// behind a gap replace its parked set (an aggregate parked for the first
+// time waits from now), and every partition's handled offset moves past
+// the batch's records. It returns the events parked for the first time
+// and the aggregates whose gap closed (or was given up).
+func (ps *partitions) settle(recs []*kgo.Record, plans []*keyPlan, now time.Time) (newlyParked []pending, unparked []string) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	for _, kp := range plans {
@@ -125,12 +150,16 @@ func (ps *partitions) settle(recs []*kgo.Record, plans []*keyPlan) (newlyParked 
 			}
 		}
 		if len(kp.parked) > 0 {
+			if len(s.parked[kp.id]) == 0 {
+				s.parkedSince[kp.id] = now
+			}
 			s.parked[kp.id] = kp.parked
 		} else {
-			if len(s.parked[kp.id]) > 0 {
+			if len(s.parked[kp.id]) > 0 && len(kp.gapHeld) == 0 && len(kp.preHeld) == 0 {
 				unparked = append(unparked, kp.id)
 			}
 			delete(s.parked, kp.id)
+			delete(s.parkedSince, kp.id)
 		}
 	}
 	for _, rec := range recs {

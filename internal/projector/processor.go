@@ -28,33 +28,40 @@ type Store interface {
 	Bulk(ctx context.Context, ops []esindex.Op) ([]esindex.Result, error)
 }
 
-// DLQ sends a record to its dead-letter topic and returns once Kafka has
-// acknowledged it. The Kafka adapter is in dlq_kafka.go.
+// DLQ sends records to their dead-letter topic and returns once Kafka has
+// acknowledged them all, with each letter's DLQ partition and offset set.
+// The Kafka adapter is in dlq_kafka.go.
 type DLQ interface {
-	Send(ctx context.Context, rec *kgo.Record, reason string) error
+	Send(ctx context.Context, letters []*DeadLetter) error
 }
 
 // processor applies batches of records to the read model. It uses Kafka
 // records as data only: polling, committing and rebalances belong to the
-// consumer (consumer.go), so the processor is tested with fakes of Store
-// and DLQ.
+// consumer (consumer.go), so the processor is tested with fakes of Store,
+// DLQ and Quarantine.
 type processor struct {
 	proj        Projection
 	store       Store
 	dlq         DLQ
+	quar        Quarantine
 	parts       *partitions
 	cache       *docCache
 	m           *Metrics
 	log         *slog.Logger
 	retryPolicy backoff.Policy
+	parkTimeout time.Duration // how long a version gap may hold an aggregate's events
+	maxParked   int           // parked events at which the oldest gaps are quarantined
+	now         func() time.Time
 
 	lastApplied    atomic.Int64 // recorded_at (unix nanos) of the newest applied event
 	inflightOldest atomic.Int64 // recorded_at of the oldest record of the batch in progress, 0 if none
 }
 
-func newProcessor(proj Projection, store Store, dlq DLQ, parts *partitions, m *Metrics, log *slog.Logger, b backoff.Policy) *processor {
-	return &processor{proj: proj, store: store, dlq: dlq, parts: parts, cache: newDocCache(defaultCacheMax),
-		m: m, log: log, retryPolicy: b}
+func newProcessor(proj Projection, store Store, dlq DLQ, quar Quarantine, parts *partitions, m *Metrics, log *slog.Logger, cfg Config) *processor {
+	cfg.defaults()
+	return &processor{proj: proj, store: store, dlq: dlq, quar: quar, parts: parts, cache: newDocCache(defaultCacheMax),
+		m: m, log: log, retryPolicy: backoff.Policy{Min: cfg.BackoffMin, Max: cfg.BackoffMax},
+		parkTimeout: cfg.ParkTimeout, maxParked: cfg.MaxParked, now: time.Now}
 }
 
 // batch is one poll's records, decoded and grouped by aggregate.
@@ -62,24 +69,45 @@ type batch struct {
 	ids    []string             // aggregates in order of first appearance, then the parked ones
 	idTP   map[string]tp        // the partition of each aggregate
 	byID   map[string][]pending // the batch's events per aggregate (nil for a parked aggregate without new events)
-	poison []poisonRec          // undecodable records, envelopes of another aggregate type
+	poison []*DeadLetter        // records that cannot be routed to an aggregate of this projection
 	oldest int64                // recorded_at (unix nanos) of the oldest decoded event, 0 if none
 }
 
-// keyPlan is one aggregate's share of a batch: its fold and its write.
+// keyPlan is one aggregate's share of a batch: its fold, its write, and
+// what goes to the DLQ and the quarantine topic.
 type keyPlan struct {
 	folded
 	id    string
 	tp    tp
+	base  docState    // the document before the batch
 	op    *esindex.Op // nil when the document does not change
 	evict bool        // Elasticsearch holds a newer version: forget the cached state
+	// foldless: every event of the aggregate was held by its quarantine,
+	// so its document was neither read nor folded.
+	foldless bool
+	// quarantined is the aggregate's quarantine before the batch (nil if
+	// none); preHeld are the events it held (version above its blocked
+	// one); gapHeld the parked events given up on (PARK_TIMEOUT or
+	// MAX_PARKED_EVENTS), gapAt the missing version they wait for.
+	quarantined *QuarantineEntry
+	preHeld     []pending
+	gapHeld     []pending
+	gapAt       int64
+	gapDetail   string
+	// letters and entry are what settle writes: the dead letters, and the
+	// quarantine entry when the aggregate is newly (or lower) blocked.
+	letters []*DeadLetter
+	entry   *QuarantineEntry
 }
 
-// handle processes one batch: poison records go to the DLQ, the rest are
-// folded onto the current documents and written with one _bulk request.
-// It retries Elasticsearch and DLQ failures with capped backoff until they
-// succeed or ctx ends; only then does it advance the partitions' handled
-// offsets. An error means the batch was not (fully) handled.
+// handle processes one batch: records that cannot be routed to an
+// aggregate go to the DLQ, the rest are folded onto the current documents
+// and written with one _bulk request; poison events are dead-lettered and
+// block their aggregate (its later events are held in the DLQ), never the
+// partition. It retries transient failures (Elasticsearch or Kafka
+// unavailable) with capped backoff until they succeed or ctx ends; only
+// then does it advance the partitions' handled offsets. An error means the
+// batch was not (fully) handled.
 func (p *processor) handle(ctx context.Context, recs []*kgo.Record) error {
 	if len(recs) == 0 && p.parts.parkedEvents() == 0 {
 		return nil
@@ -88,7 +116,7 @@ func (p *processor) handle(ctx context.Context, recs []*kgo.Record) error {
 	p.inflightOldest.Store(b.oldest)
 	defer p.inflightOldest.Store(0)
 
-	if err := p.sendPoison(ctx, b.poison); err != nil {
+	if err := p.retry(ctx, "sending unreadable records to the DLQ", func() error { return p.dlq.Send(ctx, b.poison) }); err != nil {
 		return err
 	}
 	var plans []*keyPlan
@@ -100,33 +128,34 @@ func (p *processor) handle(ctx context.Context, recs []*kgo.Record) error {
 	if err != nil {
 		return err
 	}
-	p.finish(recs, plans)
+	p.finish(recs, b.poison, plans)
 	return nil
 }
 
 // group decodes recs and groups the events by aggregate.
 func (p *processor) group(recs []*kgo.Record) *batch {
 	b := &batch{idTP: map[string]tp{}, byID: map[string][]pending{}}
-	envs, errs := p.decodeAll(recs)
+	evs := p.decodeAll(recs)
 	for i, rec := range recs {
-		env, err := envs[i], errs[i]
-		if err != nil {
-			b.poison = append(b.poison, poisonRec{rec: rec, reason: err.Error()})
+		e := evs[i]
+		if e.env == nil {
+			b.poison = append(b.poison, &DeadLetter{Rec: rec, Code: e.bad.code, Reason: e.bad.reason})
 			continue
 		}
-		if ts := env.RecordedAt.UnixNano(); b.oldest == 0 || ts < b.oldest {
+		if ts := e.env.RecordedAt.UnixNano(); e.bad == nil && (b.oldest == 0 || ts < b.oldest) {
 			b.oldest = ts
 		}
-		if _, ok := b.byID[env.AggregateID]; !ok {
-			b.ids = append(b.ids, env.AggregateID)
-			b.idTP[env.AggregateID] = tp{rec.Topic, rec.Partition}
+		id := e.env.AggregateID
+		if _, ok := b.byID[id]; !ok {
+			b.ids = append(b.ids, id)
+			b.idTP[id] = tp{rec.Topic, rec.Partition}
 		}
-		b.byID[env.AggregateID] = append(b.byID[env.AggregateID], pending{env: env, rec: rec})
+		b.byID[id] = append(b.byID[id], e)
 	}
 	// Parked aggregates are re-checked with every batch even without new
 	// events: their gap may have been closed by another writer (e.g. a
 	// rebuild writing through the alias), which turns the parked events
-	// into no-ops or makes them applicable.
+	// into no-ops or makes them applicable, or it may have timed out.
 	for id, t := range p.parts.parkedKeys() {
 		if _, ok := b.byID[id]; !ok {
 			b.ids = append(b.ids, id)
@@ -138,42 +167,49 @@ func (p *processor) group(recs []*kgo.Record) *batch {
 }
 
 // decodeAll decodes the envelopes of recs, in parallel for large batches
-// (decoding is most of the projector's CPU). errs[i] says why recs[i] is
-// poison: undecodable, or an envelope of another aggregate type.
-func (p *processor) decodeAll(recs []*kgo.Record) ([]*envelope.Envelope, []error) {
-	envs := make([]*envelope.Envelope, len(recs))
-	errs := make([]error, len(recs))
+// (decoding is most of the projector's CPU). A record that does not
+// decode is routed to its aggregate when its aggregate and version can
+// still be read (it blocks that aggregate); otherwise env is nil and bad
+// says why.
+func (p *processor) decodeAll(recs []*kgo.Record) []pending {
+	out := make([]pending, len(recs))
 	_ = parallel(len(recs), func(lo, hi int) error {
 		for i := lo; i < hi; i++ {
-			env, err := envelope.Decode(recs[i].Value)
-			if err == nil && env.AggregateType != p.proj.AggregateType() {
-				err = fmt.Errorf("aggregate_type %q on the topic of %q", env.AggregateType, p.proj.AggregateType())
-			}
-			envs[i], errs[i] = env, err
+			out[i] = p.decode(recs[i])
 		}
 		return nil
 	})
-	return envs, errs
+	return out
 }
 
-// sendPoison dead-letters the records that did not decode.
-func (p *processor) sendPoison(ctx context.Context, poison []poisonRec) error {
-	for _, pr := range poison {
-		if err := p.retry(ctx, "sending poison record to the DLQ", func() error { return p.dlq.Send(ctx, pr.rec, pr.reason) }); err != nil {
-			return err
-		}
-		p.log.Warn("record sent to the DLQ", "topic", pr.rec.Topic, "partition", pr.rec.Partition, "offset", pr.rec.Offset, "reason", pr.reason)
-		p.m.Events.WithLabelValues(p.proj.Name(), OutcomeDLQ).Inc()
+func (p *processor) decode(rec *kgo.Record) pending {
+	env, err := envelope.Decode(rec.Value)
+	if err == nil && env.AggregateType != p.proj.AggregateType() {
+		err = wrongAggregate(env.AggregateType, p.proj.AggregateType())
 	}
-	return nil
+	if err == nil {
+		return pending{env: env, rec: rec}
+	}
+	bad := &poisonRec{rec: rec, code: classifyDecode(err), reason: err.Error()}
+	if bad.code == ReasonInvalidEnvelope {
+		// The key is the aggregate id: a record whose content claims
+		// another aggregate is not trusted to block it.
+		if id, ok := envelope.Identify(rec.Value); ok && id.AggregateType == p.proj.AggregateType() && id.AggregateID == string(rec.Key) {
+			return pending{env: &envelope.Envelope{AggregateType: id.AggregateType, AggregateID: id.AggregateID, Version: id.Version},
+				rec: rec, bad: bad}
+		}
+	}
+	return pending{rec: rec, bad: bad}
 }
 
 // apply reads the current documents, folds the batch onto them, writes
-// the changed ones and sends unprojectable events to the DLQ. It changes
-// nothing but the store and the DLQ, and every write is versioned, so
-// handle can repeat it after a failure.
+// the changed ones, then sends the dead letters and the new quarantine
+// entries (settle). It changes nothing but the store, the DLQ and the
+// quarantine topic, and every write is versioned or idempotent, so handle
+// can repeat it after a failure (a repeat may dead-letter a record twice;
+// redrive treats duplicates as one).
 func (p *processor) apply(ctx context.Context, b *batch) ([]*keyPlan, error) {
-	events, states, missing := p.gather(b)
+	events, held, states, missing := p.gather(b)
 	if err := p.readCurrent(ctx, missing, states); err != nil {
 		return nil, err
 	}
@@ -181,45 +217,67 @@ func (p *processor) apply(ctx context.Context, b *batch) ([]*keyPlan, error) {
 	if err != nil {
 		return nil, err
 	}
+	for _, kp := range plans {
+		if q, ok := held[kp.id]; ok {
+			kp.quarantined, kp.preHeld = &q.entry, q.evs
+		}
+	}
+	p.bound(plans)
 	if err := p.write(ctx, plans); err != nil {
 		return nil, err
 	}
-	for _, kp := range plans {
-		for _, pr := range kp.poison {
-			if err := p.dlq.Send(ctx, pr.rec, pr.reason); err != nil {
-				return nil, fmt.Errorf("sending unprojectable record to the DLQ: %w", err)
-			}
-		}
+	if err := p.settle(ctx, plans); err != nil {
+		return nil, err
 	}
 	return plans, nil
 }
 
-// gather returns each aggregate's events (its parked ones and the batch's,
-// sorted by version), the documents the cache holds, and the aggregates
-// whose documents must be read. Parked aggregates always read the store:
+// heldByQuarantine is a quarantined aggregate's entry and the batch's
+// events it holds.
+type heldByQuarantine struct {
+	entry QuarantineEntry
+	evs   []pending
+}
+
+// gather returns each aggregate's events to fold (its parked ones and the
+// batch's, sorted by version, without those its quarantine holds), the
+// held ones, the documents the cache holds, and the aggregates whose
+// documents must be read. Parked aggregates always read the store:
 // someone else may have written the missing version.
-func (p *processor) gather(b *batch) (map[string][]pending, map[string]docState, []string) {
+func (p *processor) gather(b *batch) (map[string][]pending, map[string]heldByQuarantine, map[string]docState, []string) {
 	parked := p.parts.parkedFor(b.ids, b.idTP)
+	quarantined := p.quar.Lookup(b.ids)
 	events := make(map[string][]pending, len(b.ids))
+	held := map[string]heldByQuarantine{}
 	var cacheable, missing []string
 	for _, id := range b.ids {
 		evs := make([]pending, 0, len(parked[id])+len(b.byID[id]))
 		evs = append(append(evs, parked[id]...), b.byID[id]...)
 		sort.SliceStable(evs, func(i, j int) bool { return evs[i].env.Version < evs[j].env.Version })
+		if q, ok := quarantined[id]; ok {
+			cut := sort.Search(len(evs), func(i int) bool { return evs[i].env.Version > q.BlockedVersion })
+			held[id] = heldByQuarantine{entry: q, evs: evs[cut:]}
+			evs = evs[:cut]
+		}
 		events[id] = evs
-		if len(parked[id]) > 0 {
+		switch {
+		case len(evs) == 0:
+		case len(parked[id]) > 0:
 			missing = append(missing, id)
-		} else {
+		default:
 			cacheable = append(cacheable, id)
 		}
 	}
 	states := make(map[string]docState, len(b.ids))
 	missing = append(missing, p.cache.lookup(cacheable, states)...)
-	return events, states, missing
+	return events, held, states, missing
 }
 
 // readCurrent reads the stored documents of ids into states.
 func (p *processor) readCurrent(ctx context.Context, ids []string, states map[string]docState) error {
+	if len(ids) == 0 {
+		return nil
+	}
 	hits, err := p.store.MGet(ctx, ids)
 	if err != nil {
 		return fmt.Errorf("fetching current documents: %w", err)
@@ -241,11 +299,15 @@ func (p *processor) foldAll(b *batch, events map[string][]pending, states map[st
 	err := parallel(len(b.ids), func(lo, hi int) error {
 		for i := lo; i < hi; i++ {
 			id := b.ids[i]
+			if len(events[id]) == 0 {
+				plans[i] = &keyPlan{id: id, tp: b.idTP[id], foldless: true}
+				continue
+			}
 			f, err := fold(p.proj, id, states[id], events[id])
 			if err != nil {
 				return err
 			}
-			kp := &keyPlan{folded: f, id: id, tp: b.idTP[id]}
+			kp := &keyPlan{folded: f, id: id, tp: b.idTP[id], base: states[id]}
 			if f.changed {
 				doc, err := json.Marshal(f.final.doc)
 				if err != nil {
@@ -263,42 +325,11 @@ func (p *processor) foldAll(b *batch, events map[string][]pending, states map[st
 	return plans, nil
 }
 
-// write stores the changed documents with one bulk request. Any item
-// error other than a version conflict fails the batch (and so retries it).
-func (p *processor) write(ctx context.Context, plans []*keyPlan) error {
-	var ops []esindex.Op
-	var opPlan []*keyPlan
-	for _, kp := range plans {
-		if kp.op != nil {
-			ops = append(ops, *kp.op)
-			opPlan = append(opPlan, kp)
-		}
-	}
-	results, err := p.store.Bulk(ctx, ops)
-	if err != nil {
-		return fmt.Errorf("writing documents: %w", err)
-	}
-	for i, r := range results {
-		kp := opPlan[i]
-		switch {
-		case r.Conflict:
-			// Elasticsearch holds this version or a newer one: a newer
-			// writer won, our events were stale.
-			kp.stale = append(kp.stale, kp.applied...)
-			kp.applied = nil
-			kp.evict = true
-		case r.Err != "":
-			return fmt.Errorf("%w: bulk item %s: status %d: %s", esindex.ErrUnavailable, kp.id, r.Status, r.Err)
-		}
-	}
-	return nil
-}
-
 // finish records a handled batch: the cache, the parked sets and handled
 // offsets (partitions.go), metrics and logs.
-func (p *processor) finish(recs []*kgo.Record, plans []*keyPlan) {
+func (p *processor) finish(recs []*kgo.Record, unread []*DeadLetter, plans []*keyPlan) {
 	p.cache.update(plans)
-	newlyParked, unparked := p.parts.settle(recs, plans)
+	newlyParked, unparked := p.parts.settle(recs, plans, p.now())
 	name := p.proj.Name()
 	for _, e := range newlyParked {
 		p.m.Events.WithLabelValues(name, OutcomeParked).Inc()
@@ -309,16 +340,14 @@ func (p *processor) finish(recs []*kgo.Record, plans []*keyPlan) {
 	for _, id := range unparked {
 		p.log.Info("version gap closed: key unparked", "aggregate_id", id)
 	}
+	p.countLetters(unread)
 	now := time.Now()
 	for _, kp := range plans {
 		p.m.Events.WithLabelValues(name, OutcomeApplied).Add(float64(len(kp.applied)))
 		p.m.Events.WithLabelValues(name, OutcomeDuplicate).Add(float64(len(kp.duplicate)))
 		p.m.Events.WithLabelValues(name, OutcomeStale).Add(float64(len(kp.stale)))
-		p.m.Events.WithLabelValues(name, OutcomeDLQ).Add(float64(len(kp.poison)))
-		for _, pr := range kp.poison {
-			p.log.Warn("unprojectable event sent to the DLQ", "aggregate_id", kp.id,
-				"offset", pr.rec.Offset, "reason", pr.reason)
-		}
+		p.countLetters(kp.letters)
+		p.logQuarantine(kp)
 		for _, e := range kp.applied {
 			ts := e.env.RecordedAt
 			p.m.EndToEnd.WithLabelValues(name).Observe(now.Sub(ts).Seconds())

@@ -16,7 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"cqrsflow/internal/backoff"
 	"cqrsflow/internal/envelope"
 	"cqrsflow/internal/esindex"
 	"cqrsflow/internal/projection/products"
@@ -70,15 +69,36 @@ func (s *memStore) Bulk(_ context.Context, ops []esindex.Op) ([]esindex.Result, 
 }
 
 type memDLQ struct {
-	mu      sync.Mutex
-	reasons []string
+	mu       sync.Mutex
+	reasons  []string
+	letters  []DeadLetter
+	failNext int // sends to fail (Kafka unavailable) before succeeding
 }
 
-func (d *memDLQ) Send(_ context.Context, _ *kgo.Record, reason string) error {
+func (d *memDLQ) Send(_ context.Context, letters []*DeadLetter) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.reasons = append(d.reasons, reason)
+	if len(letters) > 0 && d.failNext > 0 {
+		d.failNext--
+		return errors.New("kafka: broker not available")
+	}
+	for _, l := range letters {
+		d.reasons = append(d.reasons, l.Reason)
+		l.DLQPartition, l.DLQOffset = 0, int64(len(d.letters))
+		d.letters = append(d.letters, *l)
+	}
 	return nil
+}
+
+// codes returns the reason codes of the dead letters, by aggregate id.
+func (d *memDLQ) codes() map[string][]string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := map[string][]string{}
+	for _, l := range d.letters {
+		out[l.AggregateID] = append(out[l.AggregateID], fmt.Sprintf("%s@%d", l.Code, l.Version))
+	}
+	return out
 }
 
 func newTestProcessor() (*processor, *memStore, *memDLQ, *Metrics) {
@@ -86,7 +106,9 @@ func newTestProcessor() (*processor, *memStore, *memDLQ, *Metrics) {
 	dlq := &memDLQ{}
 	m := NewMetrics(prometheus.NewRegistry())
 	parts := newPartitions(m.Parked.WithLabelValues("products"))
-	p := newProcessor(products.Projection, st, dlq, parts, m, slog.New(slog.NewTextHandler(io.Discard, nil)), backoff.Policy{Min: time.Millisecond, Max: 5 * time.Millisecond})
+	quar := newQuarantineSet(m.Quarantined.WithLabelValues("products"))
+	p := newProcessor(products.Projection, st, dlq, quar, parts, m, slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Config{BackoffMin: time.Millisecond, BackoffMax: 5 * time.Millisecond})
 	return p, st, dlq, m
 }
 

@@ -68,6 +68,14 @@ type running struct {
 
 func startRunner(t *testing.T, es *elasticsearch.Client, topic, index, group string, opts ...func(*projector.Config)) *running {
 	t.Helper()
+	return startRunnerWith(t, products.Projection, es, topic, index, group, opts...)
+}
+
+// startRunnerWith runs proj's Runner until the test ends; the quarantine
+// topic it creates is deleted afterwards.
+func startRunnerWith(t *testing.T, proj projector.Projection, es *elasticsearch.Client, topic, index, group string, opts ...func(*projector.Config)) *running {
+	t.Helper()
+	t.Cleanup(func() { deleteTopic(projector.QuarantineTopic(topic)) })
 	reg := prometheus.NewRegistry()
 	m := projector.NewMetrics(reg)
 	cfg := projector.Config{
@@ -78,7 +86,7 @@ func startRunner(t *testing.T, es *elasticsearch.Client, topic, index, group str
 	for _, o := range opts {
 		o(&cfg)
 	}
-	r, err := projector.New(cfg, products.Projection, es, m, slog.New(slog.NewTextHandler(testWriter(t), nil)))
+	r, err := projector.New(cfg, proj, es, m, slog.New(slog.NewTextHandler(testWriter(t), nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,6 +123,17 @@ func deleteGroup(group string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_, _ = kadmClient(cl).DeleteGroups(ctx, group)
+}
+
+func deleteTopic(topic string) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(testenv.KafkaBrokers()...))
+	if err != nil {
+		return
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, _ = kadmClient(cl).DeleteTopics(ctx, topic)
 }
 
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
@@ -215,7 +234,11 @@ func TestProjectorApplyPoisonGapIdempotency(t *testing.T) {
 	recs = append(recs, record(topic, gap1), record(topic, gap3))
 	produce(t, prod, recs...)
 
-	run := startRunner(t, es, topic, index, group)
+	// This test watches a gap stay parked across a restart; on a slow
+	// machine that can take longer than PARK_TIMEOUT, after which the gap
+	// would be quarantined (TestProcessorParkTimeout covers that).
+	longPark := func(c *projector.Config) { c.ParkTimeout = time.Hour }
+	run := startRunner(t, es, topic, index, group, longPark)
 	m := run.metrics
 	events := func(outcome string) float64 { return testutil.ToFloat64(m.Events.WithLabelValues("products", outcome)) }
 	waitFor(t, 30*time.Second, "events applied and parked", func() bool {
@@ -285,7 +308,7 @@ func TestProjectorApplyPoisonGapIdempotency(t *testing.T) {
 	if behind < 1 {
 		t.Fatalf("committed lag %d after stopping with a parked record, want >= 1 (commit must not pass it)", behind)
 	}
-	run = startRunner(t, es, topic, index, group)
+	run = startRunner(t, es, topic, index, group, longPark)
 	m = run.metrics
 	waitFor(t, 30*time.Second, "gap re-detected after restart", func() bool {
 		return testutil.ToFloat64(m.Parked.WithLabelValues("products")) == 1
