@@ -343,8 +343,10 @@ func TestVerifierJWKSURLRotation(t *testing.T) {
 func TestVerifierJWKSURLUnavailable(t *testing.T) {
 	s := newSigner(t)
 	for name, setup := range map[string]func(*jwksServer){
-		"slow":     func(j *jwksServer) { j.set(s.jwks(), 10*time.Second) },
-		"huge":     func(j *jwksServer) { j.set(append(append([]byte(`{"keys":[],"x":"`), bytes.Repeat([]byte("x"), 2<<20)...), `"}`...), 0) },
+		"slow": func(j *jwksServer) { j.set(s.jwks(), 10*time.Second) },
+		"huge": func(j *jwksServer) {
+			j.set(append(append([]byte(`{"keys":[],"x":"`), bytes.Repeat([]byte("x"), 2<<20)...), `"}`...), 0)
+		},
 		"not json": func(j *jwksServer) { j.set([]byte("<html>"), 0) },
 	} {
 		t.Run(name, func(t *testing.T) {
