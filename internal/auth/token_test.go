@@ -345,7 +345,10 @@ func TestVerifierJWKSURLUnavailable(t *testing.T) {
 	for name, setup := range map[string]func(*jwksServer){
 		"slow": func(j *jwksServer) { j.set(s.jwks(), 10*time.Second) },
 		"huge": func(j *jwksServer) {
-			j.set(append(append([]byte(`{"keys":[],"x":"`), bytes.Repeat([]byte("x"), 2<<20)...), `"}`...), 0)
+			// Valid keys, then 2 MiB more: refused as a whole.
+			valid := s.jwks()
+			b := append(valid[:len(valid)-1:len(valid)-1], `,"x":"`...)
+			j.set(append(append(b, bytes.Repeat([]byte("x"), 2<<20)...), `"}`...), 0)
 		},
 		"not json": func(j *jwksServer) { j.set([]byte("<html>"), 0) },
 	} {
