@@ -97,7 +97,9 @@ var (
 )
 
 // actsFor reports whether a principal restricted to users may act for user.
-func actsFor(users []string, user string) bool { return len(users) == 0 || slices.Contains(users, user) }
+func actsFor(users []string, user string) bool {
+	return len(users) == 0 || slices.Contains(users, user)
+}
 
 // Fingerprint is the request as the client sent it. Its hash is stored
 // with the idempotency key; the same key with another fingerprint is
