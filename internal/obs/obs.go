@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"maps"
@@ -20,6 +21,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"cqrsflow/internal/config"
 )
 
 // Namespace is the Prometheus namespace of every cqrsflow metric.
@@ -28,7 +31,10 @@ const Namespace = "cqrsflow"
 // Version is the build version, set with -ldflags "-X cqrsflow/internal/obs.Version=…".
 var Version = "dev"
 
-// NewLogger returns a JSON slog logger at the given level ("debug", "info", "warn", "error").
+// NewLogger returns a JSON slog logger at the given level ("debug",
+// "info", "warn", "error"). Logged errors are masked (config.MaskURL):
+// the error of a failed connection often quotes its connection string, and
+// no password may reach a log.
 func NewLogger(w io.Writer, level string) *slog.Logger {
 	var l slog.Level
 	switch strings.ToLower(level) {
@@ -41,7 +47,56 @@ func NewLogger(w io.Writer, level string) *slog.Logger {
 	default:
 		l = slog.LevelInfo
 	}
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))
+	return slog.New(maskErrors{slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})})
+}
+
+// maskErrors masks error values, and any attribute named err, of every
+// record. Other attributes pass untouched: masking costs a regular
+// expression, and the access log of every request carries no error.
+type maskErrors struct{ slog.Handler }
+
+func (h maskErrors) Handle(ctx context.Context, r slog.Record) error {
+	out := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+	r.Attrs(func(a slog.Attr) bool {
+		out.AddAttrs(maskAttr(a))
+		return true
+	})
+	return h.Handler.Handle(ctx, out)
+}
+
+func (h maskErrors) WithAttrs(as []slog.Attr) slog.Handler {
+	masked := make([]slog.Attr, len(as))
+	for i, a := range as {
+		masked[i] = maskAttr(a)
+	}
+	return maskErrors{h.Handler.WithAttrs(masked)}
+}
+
+func (h maskErrors) WithGroup(name string) slog.Handler { return maskErrors{h.Handler.WithGroup(name)} }
+
+func maskAttr(a slog.Attr) slog.Attr {
+	v := a.Value.Resolve()
+	switch v.Kind() {
+	case slog.KindAny:
+		if err, ok := v.Any().(error); ok {
+			return slog.String(a.Key, config.MaskURL(err.Error()))
+		}
+		if a.Key == "err" {
+			return slog.String(a.Key, config.MaskURL(fmt.Sprint(v.Any())))
+		}
+	case slog.KindString:
+		if a.Key == "err" {
+			return slog.String(a.Key, config.MaskURL(v.String()))
+		}
+	case slog.KindGroup:
+		g := v.Group()
+		masked := make([]any, len(g))
+		for i, ga := range g {
+			masked[i] = maskAttr(ga)
+		}
+		return slog.Group(a.Key, masked...)
+	}
+	return a
 }
 
 // NewRegistry returns a registry with Go/process collectors and

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -149,5 +150,24 @@ func TestNewServerBoundsEveryPhase(t *testing.T) {
 	if s.ReadHeaderTimeout <= 0 || s.ReadTimeout <= 0 || s.WriteTimeout <= 0 || s.IdleTimeout <= 0 ||
 		s.MaxHeaderBytes <= 0 || s.MaxHeaderBytes > 1<<20 {
 		t.Errorf("server limits %+v", s)
+	}
+}
+
+// Errors reach the log masked: a failed connection often quotes its
+// connection string.
+func TestLoggerMasksErrors(t *testing.T) {
+	var out syncBuffer
+	log := NewLogger(&out, "info").With("err", "dial postgres://u:withpw@h/db")
+	_, perr := url.Parse("postgres://u:hunter2@h:x/db")
+	log.Error("opening", "err", perr, "cause", errors.New("host=h password=kv-secret dbname=d"),
+		slog.Group("g", "err", "token=grp-secret"), "route", "/v1/products")
+	logged := out.String()
+	for _, secret := range []string{"withpw", "hunter2", "kv-secret", "grp-secret"} {
+		if strings.Contains(logged, secret) {
+			t.Errorf("log reveals %q: %s", secret, logged)
+		}
+	}
+	if !strings.Contains(logged, `invalid port`) || !strings.Contains(logged, `"route":"/v1/products"`) {
+		t.Errorf("log lost its content: %s", logged)
 	}
 }

@@ -33,8 +33,10 @@ const (
 	DefaultLimit = 20
 	MaxLimit     = 100
 	MaxWait      = 10 * time.Second
-	maxWindow    = 10000 // Elasticsearch's default index.max_result_window
-	maxQueryLen  = 500
+	// RequestTimeout bounds each Elasticsearch call of a read.
+	RequestTimeout = 5 * time.Second
+	maxWindow      = 10000 // Elasticsearch's default index.max_result_window
+	maxQueryLen    = 500
 )
 
 // Response headers of the gets by id.
@@ -51,6 +53,22 @@ type Handler struct {
 	log       *slog.Logger
 	pollEvery time.Duration
 	timeout   time.Duration
+	waits     WaitGate
+}
+
+// WaitGate bounds the read-your-writes waits in progress: each one holds
+// a request and polls Elasticsearch for up to MaxWait. Enter returns
+// false when the caller may not start another; otherwise leave must be
+// called when the wait is over.
+type WaitGate interface {
+	Enter(c *gin.Context) (leave func(), ok bool)
+}
+
+// LimitWaits makes every get by id that waits (min_version with wait)
+// pass gate first; over it the answer is 429.
+func (h *Handler) LimitWaits(gate WaitGate) *Handler {
+	h.waits = gate
+	return h
 }
 
 // New returns a Handler reading the aliases <indexPrefix>products and
@@ -61,15 +79,28 @@ func New(es *elasticsearch.Client, indexPrefix string, log *slog.Logger) *Handle
 		products:  esindex.AliasName(indexPrefix, "products"),
 		orders:    esindex.AliasName(indexPrefix, "orders"),
 		pollEvery: 50 * time.Millisecond,
-		timeout:   5 * time.Second,
+		timeout:   RequestTimeout,
 	}
 }
 
-// Register mounts the read routes on r.
+// Register mounts every read route on r.
 func Register(r gin.IRouter, h *Handler) {
+	RegisterProducts(r, h)
+	RegisterOrders(r, h)
+}
+
+// RegisterProducts mounts the product routes on r. They do not look at
+// the caller: whoever passes r's middleware may read the catalogue.
+func RegisterProducts(r gin.IRouter, h *Handler) {
 	r.GET("/v1/products/search", h.searchProducts)
 	r.GET("/v1/products/:id", h.getProduct)
 	r.GET("/v1/products", h.listProducts)
+}
+
+// RegisterOrders mounts the order routes on r, whose middleware must
+// authenticate (auth.Set): an anonymous request gets 401, and a principal
+// bound to users sees only their orders.
+func RegisterOrders(r gin.IRouter, h *Handler) {
 	r.GET("/v1/orders/:id", h.getOrder)
 	r.GET("/v1/orders", h.listOrders)
 }
@@ -116,6 +147,13 @@ type fieldError struct {
 }
 
 func (e *fieldError) Error() string { return e.field + ": " + e.reason }
+
+// unauthenticated answers an order route reached without a principal
+// (mounted without authentication): fail closed.
+func unauthenticated(c *gin.Context) {
+	c.Header("WWW-Authenticate", `Bearer realm="cqrsflow"`)
+	apierr.Abort(c, http.StatusUnauthorized, "unauthenticated", "missing Authorization: Bearer <API key or token>", nil)
+}
 
 func badParam(c *gin.Context, err error) {
 	var fe *fieldError
