@@ -11,8 +11,12 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -530,4 +534,72 @@ func TestHostileClientsLimits(t *testing.T) {
 		t.Errorf("429 %v %s", a.hdr, a.body)
 	}
 	h.expect(h.call(base, "GET", "/readyz", "", ""), 429, "anonymous readyz from the same address")
+}
+
+// The three binaries, built and run as an operator would, never print a
+// secret given to them — in -h, flag errors, validation errors, the
+// start-up log or the error of a failed start — whether the connection
+// strings are URLs or key=value strings.
+func TestBinariesShowNoSecrets(t *testing.T) {
+	bin := t.TempDir()
+	build := exec.Command("go", "build", "-o", bin+"/", "cqrsflow/api", "cqrsflow/outbox-relay", "cqrsflow/projector")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	secrets := []string{"supersecretkey", "pgSecret", "qpSecret", "kvSecret", "esSecret", "jwksSecret"}
+	urlEnv := []string{
+		"POSTGRES_URL=postgres://u:pgSecret1@127.0.0.1:1/db?sslmode=disable&password=qpSecret1&connect_timeout=1",
+	}
+	kvEnv := []string{"POSTGRES_URL=host=127.0.0.1 port=1 user=u password=kvSecret1 dbname=d connect_timeout=1"}
+	badEnv := []string{"POSTGRES_URL=postgres://u:pgSecret1@127.0.0.1:1:x/db?password=qpSecret1"}
+	common := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "CQRSFLOW_STATE_DIR=" + t.TempDir(),
+		"API_KEYS=ops:supersecretkey-123456", "ELASTICSEARCH_URL=http://elastic:esSecret1@127.0.0.1:1",
+		"KAFKA_BROKERS=127.0.0.1:1", "OIDC_ISSUER=https://id.example", "OIDC_AUDIENCE=api",
+		"OIDC_JWKS_URL=https://u:jwksSecret1@127.0.0.1:1/jwks", "HTTP_ADDR=127.0.0.1:0", "METRICS_ADDR=127.0.0.1:0"}
+	type run struct {
+		args []string
+		env  []string
+		code int // -1: any non-zero; -2: any (a retrying start stopped by SIGTERM exits 0)
+	}
+	runs := map[string][]run{
+		"api": {
+			{[]string{"-h"}, urlEnv, 0}, {[]string{"serve", "-h"}, kvEnv, 0}, {[]string{"migrate", "-h"}, urlEnv, 0},
+			{[]string{"-bad-flag"}, urlEnv, 2}, {[]string{"-max-body-bytes", "x"}, kvEnv, 2},
+			{[]string{"-log-level", "loud"}, urlEnv, 2}, {[]string{"-api-keys", "ops:supersecretkey-123456:root"}, urlEnv, 2},
+			{nil, urlEnv, 1}, {nil, kvEnv, 1}, {nil, badEnv, 1}, {[]string{"migrate"}, badEnv, 1},
+		},
+		"outbox-relay": {
+			{[]string{"-h"}, urlEnv, 0}, {[]string{"run", "-h"}, kvEnv, 0}, {[]string{"-bad-flag"}, urlEnv, 2},
+			{[]string{"-batch-size", "x"}, kvEnv, 2}, {nil, badEnv, -1}, {nil, kvEnv, -2},
+		},
+		"projector": {
+			{[]string{"-h"}, urlEnv, 0}, {[]string{"run", "-h"}, urlEnv, 0}, {[]string{"replay", "-h"}, urlEnv, 0},
+			{[]string{"-bad-flag"}, urlEnv, 2}, {[]string{"-batch-max-records", "x"}, urlEnv, 2}, {nil, urlEnv, -2},
+		},
+	}
+	for name, rs := range runs {
+		for _, r := range rs {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			cmd := exec.CommandContext(ctx, filepath.Join(bin, name), r.args...)
+			cmd.Env = append(append([]string{}, common...), r.env...)
+			// A start that retries is asked to stop after a few seconds:
+			// what it logged until then is checked too.
+			cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+			cmd.WaitDelay = 20 * time.Second
+			stop := time.AfterFunc(5*time.Second, func() { _ = cmd.Process.Signal(syscall.SIGTERM) })
+			out, _ := cmd.CombinedOutput()
+			stop.Stop()
+			cancel()
+			code := cmd.ProcessState.ExitCode()
+			what := fmt.Sprintf("%s %v (%s)", name, r.args, strings.SplitN(r.env[0], "=", 2)[1][:8])
+			if (r.code >= 0 && code != r.code) || (r.code == -1 && code == 0) {
+				t.Errorf("%s: exit %d, want %d\n%s", what, code, r.code, out)
+			}
+			for _, s := range secrets {
+				if strings.Contains(string(out), s) {
+					t.Errorf("%s reveals %q:\n%s", what, s, out)
+				}
+			}
+		}
+	}
 }
