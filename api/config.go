@@ -150,18 +150,16 @@ func (c *Config) validateAuth() error {
 		}
 	}
 	o := c.oidc()
-	if err := o.Validate(); err != nil {
-		return err
-	}
+	errs := []error{o.Validate()}
 	if o.Enabled() && c.OIDCJWKSRefresh < time.Minute {
-		return errors.New("OIDC_JWKS_REFRESH must be at least 1m")
+		errs = append(errs, errors.New("OIDC_JWKS_REFRESH must be at least 1m"))
 	}
-	if c.APIKeys == "" && c.APIKeysFile == "" && o.Enabled() {
-		return nil // tokens only
+	if c.APIKeys != "" || c.APIKeysFile != "" || !o.Enabled() { // else tokens only
+		keys, err := auth.ParseKeys(c.APIKeys, c.APIKeysFile)
+		c.keys = keys
+		errs = append(errs, err)
 	}
-	keys, err := auth.ParseKeys(c.APIKeys, c.APIKeysFile)
-	c.keys = keys
-	return err
+	return errors.Join(errs...)
 }
 
 func (c *Config) validateEdge() error {
