@@ -10,8 +10,15 @@
 // Both gets by id offer read-your-writes (get.go): a write answers the
 // aggregate's version, and a read with min_version waits, bounded, until
 // the read model has caught up. Soft-deleted documents are hidden (404 /
-// filtered out). User text is only ever a value inside a query DSL struct
-// marshalled with encoding/json.
+// filtered out).
+//
+// Every parameter is validated before Elasticsearch is called, and a bad
+// one is a 400 naming it: ids are the UUIDs the api issues (and are
+// path-escaped all the same), text is bounded valid UTF-8, user text is
+// only ever a value inside a query DSL struct marshalled with
+// encoding/json. Who may read is decided by the routes' middleware
+// (internal/httpapi); the order routes then restrict a principal bound to
+// users (internal/auth) to those users' orders.
 package query
 
 import (
