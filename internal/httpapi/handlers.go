@@ -104,7 +104,8 @@ func productInput(o *object) product.Input {
 	return in
 }
 
-// request is what every command carries from the HTTP request.
+// request is what every command carries from the HTTP request. Write
+// routes authenticate first, so the principal is never nil here.
 func request(c *gin.Context, body []byte, status int) command.Request {
 	return command.Request{
 		Principal:      principalID(c),
