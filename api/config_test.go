@@ -61,11 +61,12 @@ func TestHelpShowsNoSecrets(t *testing.T) {
 	t.Setenv("API_KEYS", "ops:supersecretkey-123456")
 	t.Setenv("POSTGRES_URL", "host=127.0.0.1 user=u password=hunter2 dbname=d")
 	t.Setenv("ELASTICSEARCH_URL", "http://elastic:esPassw0rd@127.0.0.1:9200")
+	t.Setenv("OIDC_JWKS_URL", "https://u:jwksPassw0rd@id.example/jwks")
 	for _, args := range [][]string{{"-h"}, {"--help"}, {"serve", "-h"}, {"migrate", "-h"}, {"-bad-flag"}, {"serve", "-max-body-bytes", "x"}} {
 		var stdout, stderr bytes.Buffer
 		code := program.Run(context.Background(), args, &stdout, &stderr)
 		out := stdout.String() + stderr.String()
-		for _, secret := range []string{"supersecretkey", "hunter2", "esPassw0rd"} {
+		for _, secret := range []string{"supersecretkey", "hunter2", "esPassw0rd", "jwksPassw0rd"} {
 			if strings.Contains(out, secret) {
 				t.Errorf("api %v reveals %q:\n%s", args, secret, out)
 			}
@@ -140,5 +141,30 @@ func TestKeyFilePermissions(t *testing.T) {
 	// An explicit API_KEYS needs no file: the state dir is not consulted.
 	if _, _, err := parseConfig([]string{"-api-keys", "ops:supersecretkey-123456"}); err != nil {
 		t.Errorf("API_KEYS with a world-writable state dir: %v", err)
+	}
+}
+
+// The edge settings are validated with the rest, every problem named.
+func TestEdgeAndAuthSettings(t *testing.T) {
+	err := run(context.Background(), []string{"-api-keys", "svc:supersecretkey-123456:reed", "-trusted-proxies", "10.0.0.0/8,nonsense",
+		"-http-write-timeout", "12s", "-http-max-header-bytes", "1024", "-client-rate-limit-rps", "-1",
+		"-oidc-issuer", "https://id.example", "-oidc-jwks-url", "http://id.example/jwks"})
+	for _, want := range []string{"exit 2", "API_KEYS item 1: scope 1 of 1", `"nonsense"`, "HTTP_WRITE_TIMEOUT must be above 15s",
+		"HTTP_MAX_HEADER_BYTES", "CLIENT_RATE_LIMIT_RPS", "OIDC_AUDIENCE", "OIDC_JWKS_URL must use https"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not mention %s", err, want)
+		}
+	}
+	if err != nil && strings.Contains(err.Error(), "supersecretkey") {
+		t.Errorf("error quotes the key: %v", err)
+	}
+	c, _, err := parseConfig([]string{"-api-keys", "", "-api-keys-file", "", "-oidc-issuer", "https://id.example",
+		"-oidc-audience", "api", "-oidc-jwks-file", "/jwks.json", "-trusted-proxies", "10.0.0.1, 192.168.0.0/16"})
+	if err != nil || c.keys != nil || len(c.TrustedProxies) != 2 {
+		t.Errorf("tokens only: keys %v, proxies %v, err %v", c.keys, c.TrustedProxies, err)
+	}
+	t.Setenv("CQRSFLOW_STATE_DIR", t.TempDir())
+	if _, _, err := parseConfig([]string{"-api-keys", "", "-api-keys-file", ""}); err == nil || !strings.Contains(err.Error(), "no API keys") {
+		t.Errorf("neither keys nor tokens: %v", err)
 	}
 }

@@ -9,11 +9,13 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"net/http"
 	"time"
 
-	"github.com/gin-gonic/gin"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"cqrsflow/internal/auth"
 	"cqrsflow/internal/cli"
 	"cqrsflow/internal/config"
 	"cqrsflow/internal/eventschema"
@@ -70,11 +72,10 @@ func openPool(ctx context.Context, c Config) (*pgxpool.Pool, error) {
 
 func serve(ctx context.Context, c Config, env cli.Env) error {
 	log := env.Log
-	keys, err := httpapi.ParseKeys(c.APIKeys, c.APIKeysFile)
+	authn, err := authenticator(ctx, c, log)
 	if err != nil {
 		return err
 	}
-	log.Info("api keys loaded", "principals", keys.IDs())
 	schemas, err := eventschema.Load()
 	if err != nil {
 		return err
@@ -97,20 +98,27 @@ func serve(ctx context.Context, c Config, env cli.Env) error {
 	if err != nil {
 		return err
 	}
-	reads := query.New(es, c.IndexPrefix, log)
+	reads := query.New(es, c.IndexPrefix, log).LimitWaits(httpapi.NewClientWaits(c.MaxWaitsPerClient))
 
 	reg := obs.NewRegistry()
 	health := obs.NewHealth(map[string]obs.CheckFunc{"postgres": store.Ping, "elasticsearch": reads.Ping})
 	engine, err := httpapi.NewEngine(httpapi.Config{
-		MaxBodyBytes:   int64(c.MaxBodyBytes),
-		RateLimitRPS:   float64(c.RateLimitRPS),
-		RateLimitBurst: c.RateLimitBurst,
-		CommandTimeout: c.CommandTimeout,
-		BodyTimeout:    c.BodyTimeout,
+		MaxBodyBytes:         int64(c.MaxBodyBytes),
+		RateLimitRPS:         float64(c.RateLimitRPS),
+		RateLimitBurst:       c.RateLimitBurst,
+		CommandTimeout:       c.CommandTimeout,
+		BodyTimeout:          c.BodyTimeout,
+		ClientRateLimitRPS:   float64(c.ClientRateLimitRPS),
+		ClientRateLimitBurst: c.ClientRateLimitBurst,
+		TrustedProxies:       c.TrustedProxies,
+		PublicProductReads:   c.PublicProductReads,
 	}, httpapi.Deps{
-		Store: store, Schemas: schemas, Keys: keys, Health: health,
+		Store: store, Schemas: schemas, Auth: authn, Health: health,
 		Registerer: reg, Gatherer: reg, Log: log,
-		Mount: func(r gin.IRouter) { query.Register(r, reads) },
+		Mount: func(r httpapi.Routers) {
+			query.RegisterProducts(r.Products, reads)
+			query.RegisterOrders(r.Orders, reads)
+		},
 	})
 	if err != nil {
 		return err
@@ -128,7 +136,30 @@ func serve(ctx context.Context, c Config, env cli.Env) error {
 			return nil
 		})
 	}
-	err = obs.Service{Addr: c.HTTPAddr, Handler: engine, Health: health, Grace: c.ShutdownTimeout, Log: log}.Run(ctx, workers...)
+	err = obs.Service{Addr: c.HTTPAddr, Handler: engine, Health: health, Grace: c.ShutdownTimeout, Log: log,
+		Server: func(s *http.Server) {
+			s.ReadTimeout, s.WriteTimeout, s.IdleTimeout = c.HTTPReadTimeout, c.HTTPWriteTimeout, c.HTTPIdleTimeout
+			s.MaxHeaderBytes = c.HTTPMaxHeaderBytes
+		}}.Run(ctx, workers...)
 	log.Info("stopped", "err", err)
 	return err
+}
+
+// authenticator accepts the keys validate parsed and, with OIDC settings,
+// the identity provider's tokens; it logs who may call (never a key).
+func authenticator(ctx context.Context, c Config, log *slog.Logger) (*auth.Authenticator, error) {
+	a := &auth.Authenticator{Keys: c.keys}
+	if c.keys != nil {
+		log.Info("api keys loaded", "principals", c.keys.Describe())
+	}
+	if o := c.oidc(); o.Enabled() {
+		v, err := auth.NewVerifier(ctx, o, log)
+		if err != nil {
+			return nil, err
+		}
+		a.Tokens = v
+		log.Info("oidc tokens accepted", "issuer", o.Issuer, "audience", o.Audience, "algorithms", auth.AllowedAlgorithms)
+	}
+	log.Info("read access", "public_product_reads", c.PublicProductReads)
+	return a, nil
 }

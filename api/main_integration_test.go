@@ -85,7 +85,7 @@ AND table_name IN ('events','outbox','aggregates','idempotency_keys')`, schema).
 	metrics, _ := io.ReadAll(res.Body)
 	res.Body.Close()
 	for _, name := range []string{
-		`cqrsflow_http_request_duration_seconds_bucket{code="201",method="POST",route="/v1/products"`,
+		`cqrsflow_http_request_duration_seconds_bucket{code="2xx",method="POST",route="/v1/products"`,
 		`cqrsflow_events_appended_total{aggregate_type="product",event_type="ProductCreated"} 1`,
 		`cqrsflow_build_info{`,
 	} {

@@ -98,7 +98,9 @@ func (p *Program) Main() {
 func (p *Program) Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	code, err := p.run(ctx, args, stdout, stderr)
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", p.Name, err)
+		// A failed run's error may quote a connection string (url.Parse
+		// errors quote the URL whole): masked like the settings.
+		fmt.Fprintf(stderr, "%s: %s\n", p.Name, config.MaskURL(err.Error()))
 		var ue *usageError
 		if errors.As(err, &ue) {
 			fmt.Fprintf(stderr, "Run '%s -h' for usage.\n", p.Name)

@@ -40,6 +40,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -77,6 +78,27 @@ type Request struct {
 	// or 202). It is stored with the idempotency key, so a replay answers
 	// with the status the first request got.
 	Status int
+	// Users, when not empty, are the only users the principal acts for:
+	// it may create orders only for them (else ErrUserNotAllowed) and
+	// change only their orders (else ErrNotOwner). Empty: any user (a
+	// service or an admin).
+	Users []string
+}
+
+// Errors of principals bound to users (Request.Users).
+var (
+	// ErrUserNotAllowed: an order for a user the principal does not act
+	// for (HTTP 403).
+	ErrUserNotAllowed = errors.New("the principal may not act for this user")
+	// ErrNotOwner: the order belongs to a user the principal does not act
+	// for. Ports answer it like a missing order (HTTP 404), so ids of
+	// other users' orders reveal nothing, not even that they exist.
+	ErrNotOwner = errors.New("the order belongs to another user")
+)
+
+// actsFor reports whether a principal restricted to users may act for user.
+func actsFor(users []string, user string) bool {
+	return len(users) == 0 || slices.Contains(users, user)
 }
 
 // Fingerprint is the request as the client sent it. Its hash is stored

@@ -20,8 +20,12 @@ type CreateOrder struct {
 // CreateOrderHandler handles CreateOrder.
 type CreateOrderHandler struct{ x *executor }
 
-// Handle creates the order; Result.ID is its new id.
+// Handle creates the order; Result.ID is its new id. A principal bound
+// to users gets ErrUserNotAllowed for an order of another user.
 func (h CreateOrderHandler) Handle(ctx context.Context, cmd CreateOrder) (Result, error) {
+	if !actsFor(cmd.Request.Users, cmd.Order.UserID) {
+		return Result{}, ErrUserNotAllowed
+	}
 	return h.x.run(ctx, cmd.Request, plan{aggType: order.AggregateType, id: uuid.NewString(), expected: eventstore.NoAggregate,
 		decide: func([]eventstore.Event) ([]domain.Event, error) { return order.Create(cmd.Order), nil }})
 }
@@ -84,17 +88,40 @@ func (h CancelOrderHandler) Handle(ctx context.Context, cmd CancelOrder) (Result
 }
 
 // transition runs one lifecycle step of the order id: fold, then step.
+//
+// For a principal bound to users the store checks no expected version:
+// its answer (a 409 with the current version) would come before the fold
+// and tell who does not own the order that it exists. The order is
+// locked and folded all the same, then ownership is checked first and
+// the expected version second, so the answer to someone else's order is
+// always ErrNotOwner.
 func (x *executor) transition(ctx context.Context, id string, expected int64, req Request,
 	step func(*order.Order) ([]domain.Event, error)) (Result, error) {
 	exp, err := expect(expected)
 	if err != nil {
 		return Result{}, err
 	}
-	return x.run(ctx, req, plan{aggType: order.AggregateType, id: id, expected: exp,
+	bound := len(req.Users) > 0
+	storeExp := exp
+	if bound {
+		storeExp = eventstore.AnyVersion
+	}
+	return x.run(ctx, req, plan{aggType: order.AggregateType, id: id, expected: storeExp,
 		decide: func(history []eventstore.Event) ([]domain.Event, error) {
 			o, err := foldOrder(history)
 			if err != nil {
 				return nil, err
+			}
+			if bound {
+				switch {
+				case !o.Exists():
+					return nil, domain.ErrNotFound
+				case !actsFor(req.Users, o.UserID):
+					return nil, ErrNotOwner
+				case exp != eventstore.AnyVersion && o.Version != exp:
+					return nil, &eventstore.ConflictError{AggregateType: order.AggregateType, AggregateID: id,
+						Expected: exp, Current: o.Version}
+				}
 			}
 			return step(o)
 		}})

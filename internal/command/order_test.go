@@ -158,3 +158,72 @@ func TestOrderSchemaFailure(t *testing.T) {
 		}
 	}
 }
+
+// A principal bound to users creates orders only for them and changes
+// only their orders; another user's order answers ErrNotOwner whatever
+// the expected version, so neither its existence nor its version leaks.
+func TestOrdersOfBoundPrincipals(t *testing.T) {
+	ctx := context.Background()
+	own := req
+	own.Users = []string{"u0", "u1"} // validOrder belongs to u1
+	other := req
+	other.Users = []string{"u2"}
+
+	var appended []eventstore.NewEvent
+	repo := storeLike(nil, &appended)
+	f := newFixture(t, repo)
+	if _, err := f.h.CreateOrder.Handle(ctx, CreateOrder{Order: validOrder, Request: other}); !errors.Is(err, ErrUserNotAllowed) {
+		t.Errorf("create for another user: %v", err)
+	}
+	if len(repo.calls) != 0 || appended != nil {
+		t.Errorf("a refused create reached the store: %+v", repo.calls)
+	}
+	if _, err := f.h.CreateOrder.Handle(ctx, CreateOrder{Order: validOrder, Request: own}); err != nil {
+		t.Errorf("create for an own user: %v", err)
+	}
+
+	hist := orderHistory(t, paid) // version 2
+	for _, tc := range []struct {
+		name string
+		r    Request
+		exp  int64
+		want error
+		conf bool
+	}{
+		{"other user, no version", other, 0, ErrNotOwner, false},
+		{"other user, right version", other, 2, ErrNotOwner, false},
+		{"other user, stale version", other, 1, ErrNotOwner, false},
+		{"other user, future version", other, 9, ErrNotOwner, false},
+		{"owner, stale version", own, 1, eventstore.ErrVersionConflict, true},
+		{"owner, right version", own, 2, nil, false},
+		{"owner, no version", own, 0, nil, false},
+		{"unbound, right version", req, 2, nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var appended []eventstore.NewEvent
+			repo := storeLike(hist, &appended)
+			f := newFixture(t, repo)
+			res, err := f.h.ShipOrder.Handle(ctx, ShipOrder{ID: "o1", ExpectedVersion: tc.exp, Request: tc.r})
+			if !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
+				t.Fatalf("got %+v, %v; want %v", res, err, tc.want)
+			}
+			var ce *eventstore.ConflictError
+			if tc.conf && (!errors.As(err, &ce) || ce.Current != 2 || ce.Expected != 1) {
+				t.Errorf("conflict %v", err)
+			}
+			if tc.want != nil && appended != nil {
+				t.Errorf("appended %+v", appended)
+			}
+			if tc.want == nil && (res.Version != 3 || len(appended) != 1) {
+				t.Errorf("result %+v appended %+v", res, appended)
+			}
+			if n := f.counter(t, "cqrsflow_command_conflicts_total", "order"); (n == 1) != tc.conf {
+				t.Errorf("conflict metric %v", n)
+			}
+		})
+	}
+	f = newFixture(t, storeLike(nil, nil))
+	if _, err := f.h.CancelOrder.Handle(ctx, CancelOrder{ID: "o9", ExpectedVersion: 3, Request: other}); !errors.Is(err, domain.ErrNotFound) {
+		t.Errorf("bound principal, unknown order: %v", err)
+	}
+}

@@ -1,167 +1,104 @@
 package httpapi
 
 import (
-	"bufio"
-	"crypto/sha256"
-	"crypto/subtle"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"math"
 	"net/http"
-	"os"
-	"strconv"
 	"strings"
-	"time"
 
 	"github.com/gin-gonic/gin"
-	"golang.org/x/time/rate"
 
 	"cqrsflow/internal/apierr"
-	"cqrsflow/internal/config"
+	"cqrsflow/internal/auth"
 )
 
-// Keys holds the accepted API keys as SHA-256 hashes with the id of their
-// principal. Keys themselves are never kept nor logged.
-type Keys struct {
-	entries []keyEntry
+// maxAuthorization bounds the Authorization header: a key is at most
+// auth.MaxKeyLen, and an identity provider's tokens are a few KiB.
+const maxAuthorization = 8 << 10
+
+func unauthenticated(c *gin.Context, errCode, message string) {
+	h := `Bearer realm="cqrsflow"`
+	if errCode != "" {
+		h += `, error="` + errCode + `"`
+	}
+	c.Header("WWW-Authenticate", h)
+	apierr.Abort(c, http.StatusUnauthorized, "unauthenticated", message, nil)
 }
 
-type keyEntry struct {
-	id   string
-	hash [sha256.Size]byte
-}
-
-// ParseKeys reads keys from a comma list ("id:key" or "key") and from a
-// file with one key (or "id:key") per line; blank lines and lines
-// starting with # are ignored. A key without id gets the principal
-// "key-" + the first 8 hex digits of its SHA-256.
-func ParseKeys(list, file string) (*Keys, error) {
-	k := &Keys{}
-	var errs []error
-	add := func(item, where string) {
-		id, key, found := strings.Cut(item, ":")
-		if !found {
-			key, id = item, ""
-		}
-		id, key = strings.TrimSpace(id), strings.TrimSpace(key)
-		if len(key) < 16 {
-			errs = append(errs, fmt.Errorf("%s: an API key must be at least 16 characters", where))
-			return
-		}
-		h := sha256.Sum256([]byte(key))
-		if id == "" {
-			id = "key-" + hex.EncodeToString(h[:4])
-		}
-		k.entries = append(k.entries, keyEntry{id: id, hash: h})
-	}
-	for i, item := range config.SplitList(list) {
-		add(item, fmt.Sprintf("API_KEYS item %d", i+1))
-	}
-	if file != "" {
-		f, err := os.Open(file)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("API_KEYS_FILE: %w", err))
-		} else {
-			sc := bufio.NewScanner(f)
-			for n := 1; sc.Scan(); n++ {
-				line := strings.TrimSpace(sc.Text())
-				if line == "" || strings.HasPrefix(line, "#") {
-					continue
-				}
-				add(line, fmt.Sprintf("%s line %d", file, n))
-			}
-			if err := sc.Err(); err != nil {
-				errs = append(errs, fmt.Errorf("reading %s: %w", file, err))
-			}
-			f.Close()
-		}
-	}
-	if len(errs) == 0 && len(k.entries) == 0 {
-		errs = append(errs, errors.New("no API keys configured (API_KEYS or API_KEYS_FILE)"))
-	}
-	return k, errors.Join(errs...)
-}
-
-// IDs lists the principals (safe to log).
-func (k *Keys) IDs() []string {
-	out := make([]string, len(k.entries))
-	for i, e := range k.entries {
-		out[i] = e.id
-	}
-	return out
-}
-
-// Authenticate returns the principal of a presented key. Every stored
-// hash is compared in constant time, whatever matches.
-func (k *Keys) Authenticate(presented string) (string, bool) {
-	h := sha256.Sum256([]byte(presented))
-	id := ""
-	for _, e := range k.entries {
-		if subtle.ConstantTimeCompare(h[:], e.hash[:]) == 1 {
-			id = e.id
-		}
-	}
-	return id, id != ""
-}
-
-const principalKey = "cqrsflow.principal"
-
-// authenticate requires Authorization: Bearer <key>.
-func authenticate(keys *Keys) gin.HandlerFunc {
+// authenticate reads Authorization: Bearer <API key or token> and records
+// the principal. Without the header the request is refused, unless
+// optional (public routes), where it goes on anonymous; a credential that
+// is sent must be valid either way.
+func authenticate(a *auth.Authenticator, optional bool) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		h := c.GetHeader("Authorization")
-		scheme, token, _ := strings.Cut(h, " ")
 		if h == "" {
-			c.Header("WWW-Authenticate", `Bearer realm="cqrsflow"`)
-			apierr.Abort(c, http.StatusUnauthorized, "unauthenticated", "missing Authorization: Bearer <api key>", nil)
+			if optional {
+				c.Next()
+				return
+			}
+			unauthenticated(c, "", "missing Authorization: Bearer <API key or token>")
 			return
 		}
-		id, ok := "", false
-		if strings.EqualFold(scheme, "Bearer") {
-			id, ok = keys.Authenticate(strings.TrimSpace(token))
-		}
-		if !ok {
-			c.Header("WWW-Authenticate", `Bearer realm="cqrsflow", error="invalid_token"`)
-			apierr.Abort(c, http.StatusUnauthorized, "unauthenticated", "invalid API key", nil)
+		if len(h) > maxAuthorization {
+			unauthenticated(c, "invalid_request", fmt.Sprintf("the Authorization header is longer than %d bytes", maxAuthorization))
 			return
 		}
-		c.Set(principalKey, id)
+		scheme, credential, _ := strings.Cut(h, " ")
+		credential = strings.TrimSpace(credential)
+		if !strings.EqualFold(scheme, "Bearer") || credential == "" {
+			unauthenticated(c, "invalid_request", "the Authorization header must be: Bearer <API key or token>")
+			return
+		}
+		p, err := a.Authenticate(c.Request.Context(), credential)
+		if err != nil {
+			var te *auth.TokenError
+			if errors.As(err, &te) {
+				unauthenticated(c, "invalid_token", "invalid token: "+te.Reason)
+			} else {
+				unauthenticated(c, "invalid_token", "invalid API key")
+			}
+			return
+		}
+		auth.Set(c, p)
 		c.Next()
 	}
 }
 
-// rateLimit applies a token bucket per principal (rps <= 0 disables it).
-func rateLimit(keys *Keys, rps float64, burst int) gin.HandlerFunc {
-	if rps <= 0 {
-		return func(c *gin.Context) { c.Next() }
-	}
-	if burst < 1 {
-		burst = 1
-	}
-	// One limiter per known principal, built up front: the map is read-only.
-	limiters := map[string]*rate.Limiter{}
-	for _, id := range keys.IDs() {
-		limiters[id] = rate.NewLimiter(rate.Limit(rps), burst)
-	}
+// requireScope answers 403 when the principal lacks scope (after
+// authenticate; an anonymous request on such a route is a 401).
+func requireScope(scope auth.Scopes) gin.HandlerFunc {
 	return func(c *gin.Context) {
-		l := limiters[c.GetString(principalKey)]
-		if l == nil {
-			c.Next()
+		p := auth.FromContext(c)
+		if p == nil {
+			unauthenticated(c, "", "missing Authorization: Bearer <API key or token>")
 			return
 		}
-		r := l.Reserve()
-		if d := r.Delay(); d > 0 {
-			r.Cancel()
-			secs := int(math.Ceil(d.Seconds()))
-			if secs < 1 {
-				secs = 1
-			}
-			c.Header("Retry-After", strconv.Itoa(secs))
-			apierr.Abort(c, http.StatusTooManyRequests, "rate_limited",
-				fmt.Sprintf("rate limit of %g requests/s exceeded; retry after %s", rps, d.Round(time.Millisecond)), nil)
+		if !p.Scopes.Has(scope) {
+			c.Header("WWW-Authenticate", `Bearer realm="cqrsflow", error="insufficient_scope", scope="`+scope.String()+`"`)
+			apierr.Abort(c, http.StatusForbidden, "forbidden", fmt.Sprintf("this credential lacks the %s scope", scope), nil)
 			return
 		}
 		c.Next()
 	}
+}
+
+// requireUnbound refuses principals bound to users: they act for their
+// users' orders and have no business changing the catalogue.
+func requireUnbound() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if p := auth.FromContext(c); p != nil && p.Bound() {
+			apierr.Abort(c, http.StatusForbidden, "forbidden", "a credential bound to users cannot change products", nil)
+			return
+		}
+		c.Next()
+	}
+}
+
+// principalID is the principal's id for logs and metadata ("" when anonymous).
+func principalID(c *gin.Context) string {
+	if p := auth.FromContext(c); p != nil {
+		return p.ID
+	}
+	return ""
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/google/uuid"
 
 	"cqrsflow/internal/apierr"
+	"cqrsflow/internal/auth"
 	"cqrsflow/internal/command"
 	"cqrsflow/internal/domain"
 	"cqrsflow/internal/domain/order"
@@ -103,16 +104,18 @@ func productInput(o *object) product.Input {
 	return in
 }
 
-// request is what every command carries from the HTTP request.
+// request is what every command carries from the HTTP request. Write
+// routes authenticate first, so the principal is never nil here.
 func request(c *gin.Context, body []byte, status int) command.Request {
 	return command.Request{
-		Principal:      c.GetString(principalKey),
+		Principal:      principalID(c),
 		RequestID:      c.GetString(requestIDKey),
 		CorrelationID:  c.GetHeader("X-Correlation-ID"),
 		IdempotencyKey: c.GetHeader("Idempotency-Key"),
 		Fingerprint: command.Fingerprint{Method: c.Request.Method, Route: c.FullPath(), ID: c.Param("id"),
 			IfMatch: c.GetHeader("If-Match"), Body: body},
 		Status: status,
+		Users:  auth.FromContext(c).ActsFor(),
 	}
 }
 
@@ -256,7 +259,10 @@ func (h *handlers) fail(c *gin.Context, aggType string, err error) {
 		apierr.Abort(c, http.StatusConflict, "version_conflict",
 			fmt.Sprintf("%s %s is at version %d, not %d", aggType, ce.AggregateID, ce.Current, ce.Expected),
 			gin.H{"current_version": ce.Current, "expected_version": ce.Expected})
-	case errors.Is(err, eventstore.ErrNotFound), errors.Is(err, domain.ErrNotFound):
+	case errors.Is(err, command.ErrUserNotAllowed):
+		apierr.Abort(c, http.StatusForbidden, "forbidden", "this credential may not act for this user_id",
+			[]domain.FieldError{{Field: "user_id", Reason: "is not a user this credential acts for"}})
+	case errors.Is(err, eventstore.ErrNotFound), errors.Is(err, domain.ErrNotFound), errors.Is(err, command.ErrNotOwner):
 		apierr.Abort(c, http.StatusNotFound, "not_found", aggType+" not found", gin.H{"id": c.Param("id")})
 	case errors.As(err, &re):
 		apierr.Abort(c, http.StatusUnprocessableEntity, re.Code, re.Message, nil)

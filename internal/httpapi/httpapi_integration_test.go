@@ -50,18 +50,15 @@ func newEnvWithPool(t *testing.T, pg *testenv.PG, pool *pgxpool.Pool, mod func(*
 	if mod != nil {
 		mod(&cfg)
 	}
-	keys, err := ParseKeys("tester:"+testKey, "")
-	if err != nil {
-		t.Fatal(err)
-	}
 	schemas, err := eventschema.Load()
 	if err != nil {
 		t.Fatal(err)
 	}
 	store := eventstore.New(pool)
 	reg := prometheus.NewRegistry()
-	e, err := NewEngine(cfg, Deps{Store: store, Schemas: schemas, Keys: keys, Registerer: reg, Gatherer: reg,
-		Health: obs.NewHealth(map[string]obs.CheckFunc{"postgres": store.Ping})})
+	e, err := NewEngine(cfg, Deps{Store: store, Schemas: schemas, Auth: unitAuth(t, "tester:"+testKey), Registerer: reg, Gatherer: reg,
+		// Uncached: the outage tests expect /readyz to follow PostgreSQL at once.
+		Health: obs.NewHealth(map[string]obs.CheckFunc{"postgres": store.Ping}).CacheFor(0)})
 	if err != nil {
 		t.Fatal(err)
 	}

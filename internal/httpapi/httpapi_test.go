@@ -9,8 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +16,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"cqrsflow/internal/auth"
 	"cqrsflow/internal/command"
 	"cqrsflow/internal/eventschema"
 	"cqrsflow/internal/eventstore"
@@ -63,19 +62,24 @@ func foldingStore() storeFunc {
 
 const unitKey = "unit-key-0123456789abcdef"
 
-func unitEngine(t testing.TB, store command.Repository, mount func(gin.IRouter)) *gin.Engine {
+func unitAuth(t testing.TB, list string) *auth.Authenticator {
 	t.Helper()
-	keys, err := ParseKeys("unit:"+unitKey, "")
+	keys, err := auth.ParseKeys(list, "")
 	if err != nil {
 		t.Fatal(err)
 	}
+	return &auth.Authenticator{Keys: keys}
+}
+
+func unitEngine(t testing.TB, store command.Repository, mount func(Routers)) *gin.Engine {
+	t.Helper()
 	schemas, err := eventschema.Load()
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := DefaultConfig()
 	cfg.RateLimitRPS = 0
-	e, err := NewEngine(cfg, Deps{Store: store, Schemas: schemas, Keys: keys,
+	e, err := NewEngine(cfg, Deps{Store: store, Schemas: schemas, Auth: unitAuth(t, "unit:"+unitKey),
 		Registerer: prometheus.NewRegistry(), Mount: mount})
 	if err != nil {
 		t.Fatal(err)
@@ -169,8 +173,8 @@ func FuzzDecodeOrderCommand(f *testing.F) {
 }
 
 func TestPanicIsJSON500WithoutStack(t *testing.T) {
-	e := unitEngine(t, foldingStore(), func(r gin.IRouter) {
-		r.GET("/v1/boom", func(*gin.Context) { panic("kaboom") })
+	e := unitEngine(t, foldingStore(), func(r Routers) {
+		r.Orders.GET("/v1/boom", func(*gin.Context) { panic("kaboom") })
 	})
 	w := serve(e, "GET", "/v1/boom", "", nil)
 	if w.Code != 500 || !strings.Contains(w.Body.String(), `"code":"internal"`) ||
@@ -191,48 +195,6 @@ func TestUnexpectedStoreErrorIs500AndUnavailableIs503(t *testing.T) {
 	}), nil)
 	if w := serve(e, "POST", "/v1/products", `{"name":"a","price":1,"stock":1}`, nil); w.Code != 503 {
 		t.Fatalf("deadline: %d %s", w.Code, w.Body)
-	}
-}
-
-func TestParseKeys(t *testing.T) {
-	dir := t.TempDir()
-	file := filepath.Join(dir, "keys")
-	if err := os.WriteFile(file, []byte("# local\n\nfilekey-0123456789abcdef\nops:opskey-0123456789abcdef\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	k, err := ParseKeys("alice:alicekey-0123456789, anonkey-0123456789abcdef", file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(k.IDs()) != 4 {
-		t.Fatalf("ids %v", k.IDs())
-	}
-	for key, want := range map[string]string{"alicekey-0123456789": "alice", "opskey-0123456789abcdef": "ops"} {
-		if id, ok := k.Authenticate(key); !ok || id != want {
-			t.Errorf("%s → %q %v", key, id, ok)
-		}
-	}
-	if id, ok := k.Authenticate("filekey-0123456789abcdef"); !ok || !strings.HasPrefix(id, "key-") {
-		t.Errorf("anonymous key id %q", id)
-	}
-	for _, bad := range []string{"alicekey-012345678", "", "alice:alicekey-0123456789"} {
-		if _, ok := k.Authenticate(bad); ok {
-			t.Errorf("%q accepted", bad)
-		}
-	}
-	for _, s := range k.IDs() {
-		if strings.Contains(s, "0123456789") {
-			t.Errorf("principal %q reveals a key", s)
-		}
-	}
-	if _, err := ParseKeys("", ""); err == nil {
-		t.Error("no keys accepted")
-	}
-	if _, err := ParseKeys("short", ""); err == nil {
-		t.Error("short key accepted")
-	}
-	if _, err := ParseKeys("", filepath.Join(dir, "missing")); err == nil {
-		t.Error("missing file accepted")
 	}
 }
 
@@ -284,14 +246,13 @@ func BenchmarkUpdateProduct(b *testing.B) {
 }
 
 func TestSlowBodyGets408(t *testing.T) {
-	keys, _ := ParseKeys("unit:"+unitKey, "")
 	schemas, err := eventschema.Load()
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := DefaultConfig()
 	cfg.BodyTimeout = 200 * time.Millisecond
-	e, err := NewEngine(cfg, Deps{Store: foldingStore(), Schemas: schemas, Keys: keys, Registerer: prometheus.NewRegistry()})
+	e, err := NewEngine(cfg, Deps{Store: foldingStore(), Schemas: schemas, Auth: unitAuth(t, "unit:"+unitKey), Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,8 +28,25 @@ type Service struct {
 	Grace   time.Duration
 	Log     *slog.Logger
 	// Server, when set, configures the http.Server before it starts
-	// (timeouts, header limits); Addr and Handler are set already.
+	// (timeouts, header limits); it starts from NewServer's.
 	Server func(*http.Server)
+}
+
+// Limits of NewServer: every phase of a connection is bounded, so a slow
+// or idle client cannot hold a connection (and its goroutine) forever.
+const (
+	DefaultReadHeaderTimeout = 5 * time.Second
+	DefaultReadTimeout       = 30 * time.Second
+	DefaultWriteTimeout      = 30 * time.Second
+	DefaultIdleTimeout       = 2 * time.Minute
+	DefaultMaxHeaderBytes    = 64 << 10
+)
+
+// NewServer returns an http.Server for addr with the default limits.
+func NewServer(addr string, h http.Handler) *http.Server {
+	return &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: DefaultReadHeaderTimeout,
+		ReadTimeout: DefaultReadTimeout, WriteTimeout: DefaultWriteTimeout, IdleTimeout: DefaultIdleTimeout,
+		MaxHeaderBytes: DefaultMaxHeaderBytes}
 }
 
 // Run runs the server and the workers; see Service.
@@ -39,6 +56,9 @@ func (s Service) Run(ctx context.Context, workers ...func(context.Context) error
 	served := make(chan error, 1)
 	go func() { served <- s.serve(srvCtx) }()
 
+	if s.Log != nil {
+		s.Health.logDefault(s.Log)
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	stopDrain := context.AfterFunc(gctx, s.Health.SetDraining)
 	defer stopDrain()
@@ -76,7 +96,7 @@ func (s Service) Run(ctx context.Context, workers ...func(context.Context) error
 }
 
 func (s Service) serve(ctx context.Context) error {
-	srv := &http.Server{Addr: s.Addr, Handler: s.Handler, ReadHeaderTimeout: 5 * time.Second}
+	srv := NewServer(s.Addr, s.Handler)
 	if s.Server != nil {
 		s.Server(srv)
 	}

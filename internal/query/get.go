@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
 	"github.com/gin-gonic/gin"
 
 	"cqrsflow/internal/apierr"
+	"cqrsflow/internal/auth"
 	"cqrsflow/internal/esindex"
 )
 
@@ -21,9 +23,21 @@ type document interface {
 	deleted() bool
 }
 
-func (h *Handler) getProduct(c *gin.Context) { getByID[Product](h, c, h.products, "product") }
+func (h *Handler) getProduct(c *gin.Context) {
+	getByID(h, c, h.products, "product", func(*Product) bool { return true })
+}
 
-func (h *Handler) getOrder(c *gin.Context) { getByID[Order](h, c, h.orders, "order") }
+// getOrder serves an order to a principal that may act for its user; to
+// any other the order does not exist (404 after the same wait), so order
+// ids of other users reveal nothing.
+func (h *Handler) getOrder(c *gin.Context) {
+	p := auth.FromContext(c)
+	if p == nil {
+		unauthenticated(c)
+		return
+	}
+	getByID(h, c, h.orders, "order", func(o *Order) bool { return p.MayActFor(o.UserID) })
+}
 
 // getByID answers GET /v1/<kind>s/{id}[?min_version=N&wait=D] with the
 // document of index. The projector applies events asynchronously, so a
@@ -34,15 +48,31 @@ func (h *Handler) getOrder(c *gin.Context) { getByID[Order](h, c, h.orders, "ord
 // write did succeed. X-Read-Model-Version is the version served whenever a
 // document exists. Polling (a realtime GET, every pollEvery) keeps the
 // read side free of any subscription to the projector.
+//
+// visible hides documents the caller may not see: they answer as if absent.
 func getByID[T any, P interface {
 	*T
 	document
-}](h *Handler, c *gin.Context, index, kind string) {
-	id := c.Param("id")
+}](h *Handler, c *gin.Context, index, kind string, visible func(P) bool) {
+	id, err := ParseID(c.Param("id"))
+	if err != nil {
+		badParam(c, err)
+		return
+	}
 	want, err := ParseFreshness(c)
 	if err != nil {
 		badParam(c, err)
 		return
+	}
+	if want.MinVersion > 0 && want.Wait > 0 && h.waits != nil {
+		leave, ok := h.waits.Enter(c)
+		if !ok {
+			c.Header("Retry-After", "1")
+			apierr.Abort(c, http.StatusTooManyRequests, "too_many_waits",
+				"too many read-your-writes waits in progress from this client; retry later or without wait", nil)
+			return
+		}
+		defer leave()
 	}
 	deadline := time.Now().Add(want.Wait)
 	for {
@@ -55,6 +85,7 @@ func getByID[T any, P interface {
 			return
 		}
 		d := P(&doc)
+		found = found && visible(d)
 		reached := found && d.version() >= want.MinVersion
 		if reached || want.MinVersion == 0 || !time.Now().Before(deadline) || c.Request.Context().Err() != nil {
 			if found {
@@ -77,9 +108,11 @@ func getByID[T any, P interface {
 	}
 }
 
-// getDoc reads one document by id (realtime GET through the alias).
+// getDoc reads one document by id (realtime GET through the alias). The
+// id is path-escaped although ParseID admits only UUIDs: whatever reaches
+// this function stays one path segment of one GET.
 func (h *Handler) getDoc(ctx context.Context, index, id string, v any) (found bool, err error) {
-	res, err := h.es.Get(index, id, h.es.Get.WithContext(ctx))
+	res, err := h.es.Get(url.PathEscape(index), url.PathEscape(id), h.es.Get.WithContext(ctx))
 	if err != nil {
 		return false, fmt.Errorf("%w: get %s/%s: %w", esindex.ErrUnavailable, index, id, err)
 	}

@@ -10,8 +10,15 @@
 // Both gets by id offer read-your-writes (get.go): a write answers the
 // aggregate's version, and a read with min_version waits, bounded, until
 // the read model has caught up. Soft-deleted documents are hidden (404 /
-// filtered out). User text is only ever a value inside a query DSL struct
-// marshalled with encoding/json.
+// filtered out).
+//
+// Every parameter is validated before Elasticsearch is called, and a bad
+// one is a 400 naming it: ids are the UUIDs the api issues (and are
+// path-escaped all the same), text is bounded valid UTF-8, user text is
+// only ever a value inside a query DSL struct marshalled with
+// encoding/json. Who may read is decided by the routes' middleware
+// (internal/httpapi); the order routes then restrict a principal bound to
+// users (internal/auth) to those users' orders.
 package query
 
 import (
@@ -33,8 +40,10 @@ const (
 	DefaultLimit = 20
 	MaxLimit     = 100
 	MaxWait      = 10 * time.Second
-	maxWindow    = 10000 // Elasticsearch's default index.max_result_window
-	maxQueryLen  = 500
+	// RequestTimeout bounds each Elasticsearch call of a read.
+	RequestTimeout = 5 * time.Second
+	maxWindow      = 10000 // Elasticsearch's default index.max_result_window
+	maxQueryLen    = 500
 )
 
 // Response headers of the gets by id.
@@ -51,6 +60,22 @@ type Handler struct {
 	log       *slog.Logger
 	pollEvery time.Duration
 	timeout   time.Duration
+	waits     WaitGate
+}
+
+// WaitGate bounds the read-your-writes waits in progress: each one holds
+// a request and polls Elasticsearch for up to MaxWait. Enter returns
+// false when the caller may not start another; otherwise leave must be
+// called when the wait is over.
+type WaitGate interface {
+	Enter(c *gin.Context) (leave func(), ok bool)
+}
+
+// LimitWaits makes every get by id that waits (min_version with wait)
+// pass gate first; over it the answer is 429.
+func (h *Handler) LimitWaits(gate WaitGate) *Handler {
+	h.waits = gate
+	return h
 }
 
 // New returns a Handler reading the aliases <indexPrefix>products and
@@ -61,15 +86,28 @@ func New(es *elasticsearch.Client, indexPrefix string, log *slog.Logger) *Handle
 		products:  esindex.AliasName(indexPrefix, "products"),
 		orders:    esindex.AliasName(indexPrefix, "orders"),
 		pollEvery: 50 * time.Millisecond,
-		timeout:   5 * time.Second,
+		timeout:   RequestTimeout,
 	}
 }
 
-// Register mounts the read routes on r.
+// Register mounts every read route on r.
 func Register(r gin.IRouter, h *Handler) {
+	RegisterProducts(r, h)
+	RegisterOrders(r, h)
+}
+
+// RegisterProducts mounts the product routes on r. They do not look at
+// the caller: whoever passes r's middleware may read the catalogue.
+func RegisterProducts(r gin.IRouter, h *Handler) {
 	r.GET("/v1/products/search", h.searchProducts)
 	r.GET("/v1/products/:id", h.getProduct)
 	r.GET("/v1/products", h.listProducts)
+}
+
+// RegisterOrders mounts the order routes on r, whose middleware must
+// authenticate (auth.Set): an anonymous request gets 401, and a principal
+// bound to users sees only their orders.
+func RegisterOrders(r gin.IRouter, h *Handler) {
 	r.GET("/v1/orders/:id", h.getOrder)
 	r.GET("/v1/orders", h.listOrders)
 }
@@ -116,6 +154,13 @@ type fieldError struct {
 }
 
 func (e *fieldError) Error() string { return e.field + ": " + e.reason }
+
+// unauthenticated answers an order route reached without a principal
+// (mounted without authentication): fail closed.
+func unauthenticated(c *gin.Context) {
+	c.Header("WWW-Authenticate", `Bearer realm="cqrsflow"`)
+	apierr.Abort(c, http.StatusUnauthorized, "unauthenticated", "missing Authorization: Bearer <API key or token>", nil)
+}
 
 func badParam(c *gin.Context, err error) {
 	var fe *fieldError

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"cqrsflow/internal/auth"
 	"cqrsflow/internal/esindex"
 )
 
@@ -23,9 +24,25 @@ func router(t *testing.T, url string) *gin.Engine {
 		t.Fatal(err)
 	}
 	r := gin.New()
+	r.Use(asPrincipal(&auth.Principal{ID: "svc", Scopes: auth.DefaultScopes}))
 	Register(r, New(es, "t-", slog.New(slog.NewTextHandler(io.Discard, nil))))
 	return r
 }
+
+// asPrincipal stands in for the api's authentication.
+func asPrincipal(p *auth.Principal) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if p != nil {
+			auth.Set(c, p)
+		}
+		c.Next()
+	}
+}
+
+const (
+	pid = "0193a3f0-1c2d-7e4f-8a9b-0c1d2e3f4a5b" // a product id
+	oid = "0193a3f0-1c2d-7e4f-8a9b-0c1d2e3f4a5c" // an order id
+)
 
 type errBody struct {
 	Error struct {
@@ -65,18 +82,18 @@ func TestParamValidation(t *testing.T) {
 		{"/v1/products/search?q=lamp&min_price=10&max_price=5", "max_price"},
 		{"/v1/products/search?q=lamp&in_stock=maybe", "in_stock"},
 		{"/v1/products/search?q=lamp&sort=colour", "sort"},
-		{"/v1/products/abc?min_version=0", "min_version"},
-		{"/v1/products/abc?min_version=x", "min_version"},
-		{"/v1/products/abc?min_version=2&wait=11s", "wait"},
-		{"/v1/products/abc?min_version=2&wait=soon", "wait"},
-		{"/v1/products/abc?wait=-1s", "wait"},
-		{"/v1/orders/abc?min_version=0", "min_version"},
-		{"/v1/orders/abc?min_version=-3", "min_version"},
-		{"/v1/orders/abc?min_version=2.5", "min_version"},
-		{"/v1/orders/abc?min_version=99999999999999999999", "min_version"},
-		{"/v1/orders/abc?min_version=2&wait=11s", "wait"},
-		{"/v1/orders/abc?min_version=2&wait=2", "wait"},
-		{"/v1/orders/abc?wait=soon", "wait"},
+		{"/v1/products/" + pid + "?min_version=0", "min_version"},
+		{"/v1/products/" + pid + "?min_version=x", "min_version"},
+		{"/v1/products/" + pid + "?min_version=2&wait=11s", "wait"},
+		{"/v1/products/" + pid + "?min_version=2&wait=soon", "wait"},
+		{"/v1/products/" + pid + "?wait=-1s", "wait"},
+		{"/v1/orders/" + oid + "?min_version=0", "min_version"},
+		{"/v1/orders/" + oid + "?min_version=-3", "min_version"},
+		{"/v1/orders/" + oid + "?min_version=2.5", "min_version"},
+		{"/v1/orders/" + oid + "?min_version=99999999999999999999", "min_version"},
+		{"/v1/orders/" + oid + "?min_version=2&wait=11s", "wait"},
+		{"/v1/orders/" + oid + "?min_version=2&wait=2", "wait"},
+		{"/v1/orders/" + oid + "?wait=soon", "wait"},
 		{"/v1/orders", "user_id"},
 		{"/v1/orders?user_id=u1&status=lost", "status"},
 		{"/v1/orders?user_id=u1&limit=1000", "limit"},
@@ -99,8 +116,8 @@ func TestParamValidation(t *testing.T) {
 func TestElasticsearchDownIs503(t *testing.T) {
 	r := router(t, "http://127.0.0.1:1")
 	for _, path := range []string{
-		"/v1/products/p1", "/v1/products/p1?min_version=3&wait=100ms", "/v1/products?page=2&limit=100",
-		"/v1/products/search?q=lamp&sort=-price&in_stock=true&min_price=1", "/v1/orders/o1", "/v1/orders/o1?min_version=2&wait=100ms",
+		"/v1/products/" + pid, "/v1/products/" + pid + "?min_version=3&wait=100ms", "/v1/products?page=2&limit=100",
+		"/v1/products/search?q=lamp&sort=-price&in_stock=true&min_price=1", "/v1/orders/" + oid, "/v1/orders/" + oid + "?min_version=2&wait=100ms",
 		"/v1/orders?user_id=u1&status=paid",
 	} {
 		w, b := get(t, r, path)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,6 +12,8 @@ import (
 	"github.com/elastic/go-elasticsearch/v8"
 	"github.com/gin-gonic/gin"
 
+	"cqrsflow/internal/apierr"
+	"cqrsflow/internal/auth"
 	"cqrsflow/internal/esindex"
 )
 
@@ -137,21 +140,58 @@ func (h *Handler) searchProducts(c *gin.Context) {
 
 var orderStatuses = map[string]bool{"created": true, "paid": true, "shipped": true, "cancelled": true}
 
+// orderUser resolves user_id of an order list for principal p: a
+// principal bound to one user lists that user's orders without naming it;
+// one bound to several must name one of them (403 for any other); admin
+// may leave it out to list every order ("" returned).
+func orderUser(c *gin.Context, p *auth.Principal) (string, error) {
+	user, err := textParam(c, "user_id", MaxUserID)
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case user != "" && !p.MayActFor(user):
+		return "", errForbiddenUser
+	case user != "":
+		return user, nil
+	case p.Bound() && len(p.Users) == 1:
+		return p.Users[0], nil
+	case p.Scopes.Has(auth.Admin):
+		return "", nil
+	}
+	return "", &fieldError{"user_id", fmt.Sprintf("is required (1..%d characters)", MaxUserID)}
+}
+
+var errForbiddenUser = errors.New("user_id is not a user this credential acts for")
+
 func (h *Handler) listOrders(c *gin.Context) {
+	p := auth.FromContext(c)
+	if p == nil {
+		unauthenticated(c)
+		return
+	}
 	pg, err := ParsePaging(c)
 	if err != nil {
 		badParam(c, err)
 		return
 	}
-	user := c.Query("user_id")
-	if user == "" || len(user) > 100 {
-		badParam(c, &fieldError{"user_id", "is required (1..100 characters)"})
+	user, err := orderUser(c, p)
+	if errors.Is(err, errForbiddenUser) {
+		apierr.Abort(c, http.StatusForbidden, "forbidden", "this credential may not read the orders of this user_id",
+			map[string]string{"field": "user_id", "reason": err.Error()})
 		return
 	}
-	filter := []any{obj{"term": obj{"user_id": user}}}
+	if err != nil {
+		badParam(c, err)
+		return
+	}
+	filter := []any{}
+	if user != "" {
+		filter = append(filter, obj{"term": obj{"user_id": user}})
+	}
 	if s := c.Query("status"); s != "" {
 		if !orderStatuses[s] {
-			badParam(c, &fieldError{"status", fmt.Sprintf("%q is not one of created, paid, shipped, cancelled", s)})
+			badParam(c, &fieldError{"status", fmt.Sprintf("%s is not one of created, paid, shipped, cancelled", quote(s))})
 			return
 		}
 		filter = append(filter, obj{"term": obj{"status": s}})
