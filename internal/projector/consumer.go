@@ -120,7 +120,7 @@ func (r *Runner) Ping(ctx context.Context) error {
 // Run consumes until ctx ends, then finishes the in-flight batch (within
 // ShutdownGrace), commits what is done and leaves the group.
 func (r *Runner) Run(ctx context.Context) error {
-	defer r.cl.Close()
+	defer r.close(ctx)
 	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	err := ensureDLQTopic(setupCtx, r.adm, r.cfg.Topic, r.cfg.DLQPartitions, r.log)
 	if err == nil {
@@ -185,9 +185,33 @@ func (r *Runner) Run(ctx context.Context) error {
 	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	r.commit(cctx, nil)
 	ccancel()
-	r.cl.CloseAllowingRebalance()
 	r.log.Info("projector stopped")
 	return nil
+}
+
+// closeWait bounds Close after the leave: it only closes connections.
+const closeWait = 5 * time.Second
+
+// close leaves the group and closes the client within ShutdownGrace. A
+// leave can hang while the group is rejoining against a broker that does
+// not answer; then the client is abandoned (the process is on its way
+// out) and the partitions move to the other workers after the session
+// timeout, as after a crash: nothing is lost, everything uncommitted is
+// redelivered.
+func (r *Runner) close(ctx context.Context) {
+	r.cl.AllowRebalance()
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.ShutdownGrace)
+	defer cancel()
+	if err := r.cl.LeaveGroupContext(lctx); err != nil {
+		r.log.Warn("leaving the consumer group timed out; its partitions move after the session timeout", "err", err)
+	}
+	closed := make(chan struct{})
+	go func() { r.cl.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(closeWait):
+		r.log.Warn("closing the Kafka client timed out; abandoning it")
+	}
 }
 
 // poll returns up to BatchMaxRecords records, waiting up to FlushInterval

@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"cqrsflow/internal/envelope"
 	"cqrsflow/internal/esindex"
@@ -124,4 +125,64 @@ func TestRunnerRebalanceCommitsRevoked(t *testing.T) {
 			t.Errorf("partition %d: committed lag %d after shutdown, want 0", p, l)
 		}
 	}
+}
+
+// A worker asked to stop while the broker no longer answers the group's
+// requests (a paused or restarting Kafka) still stops within its
+// ShutdownGrace plus the close bound: leaving the group must not hang
+// forever. Fails when the close is unbounded (CloseAllowingRebalance).
+func TestRunnerStopsWhenLeavingTheGroupHangs(t *testing.T) {
+	const topic = "cf.product.events"
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	brokers := c.ListenAddrs()
+	store := &memStore{docs: map[string]esindex.Hit{}}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	m := NewMetrics(prometheus.NewRegistry())
+	cfg := Config{Brokers: brokers, Group: "g", Topic: topic, Index: "i", BatchMaxRecords: 50, LagInterval: time.Hour,
+		BackoffMin: time.Millisecond, BackoffMax: 10 * time.Millisecond, DLQPartitions: 1, SessionTimeout: 6 * time.Second,
+		ShutdownGrace: time.Second}
+	r, err := newRunner(cfg, products.Projection, store, m, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, gen := r.cl.GroupMetadata(); gen > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the worker never joined the group")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// From now on the broker swallows every group request.
+	release := make(chan struct{})
+	defer close(release)
+	for _, key := range []kmsg.Key{kmsg.LeaveGroup, kmsg.JoinGroup, kmsg.SyncGroup, kmsg.Heartbeat, kmsg.OffsetCommit} {
+		c.ControlKey(int16(key), func(kmsg.Request) (kmsg.Response, error, bool) {
+			c.KeepControl()
+			c.SleepControl(func() { <-release })
+			return nil, nil, false
+		})
+	}
+	stopAt := time.Now()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+		if d := time.Since(stopAt); d > cfg.ShutdownGrace+closeWait+15*time.Second {
+			t.Fatalf("stopping took %s", d)
+		}
+	case <-time.After(cfg.ShutdownGrace + closeWait + 20*time.Second):
+		t.Fatal("the worker did not stop while the broker swallowed its group requests")
+	}
+	go c.Close() // wakes the sleeping control functions
 }

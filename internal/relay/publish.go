@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -163,11 +164,22 @@ func envelopeErr(err error) error { return fmt.Errorf("%w: %w", errEnvelope, err
 // built is not sent, and neither are its aggregate's later rows: nothing
 // of an aggregate reaches Kafka ahead of an earlier row of it that this
 // relay knows failed.
+//
+// The wait ends early when ctx ends (the batch's shutdown grace ran out):
+// a record a restarting broker holds in franz-go's buffer does not heed
+// the context, and a relay must still stop. Every record not yet acked
+// then counts as failed (errAbandoned), so its row stays in the outbox and
+// is published again: at least once, never skipped.
 func publish(ctx context.Context, p Producer, prefix string, rows []row, errs []error) (recs []*kgo.Record, ackedAt []time.Time) {
 	recs = make([]*kgo.Record, len(rows))
 	ackedAt = make([]time.Time, len(rows))
 	var broken map[aggKey]bool
-	var wg sync.WaitGroup
+	var (
+		wg        sync.WaitGroup
+		mu        sync.Mutex // guards errs, ackedAt and waiting against late promises
+		waiting   = make([]bool, len(rows))
+		abandoned bool
+	)
 	for i := range rows {
 		if errs[i] != nil {
 			continue
@@ -187,15 +199,37 @@ func publish(ctx context.Context, p Producer, prefix string, rows []row, errs []
 		}
 		recs[i] = rec
 		wg.Add(1)
+		mu.Lock()
+		waiting[i] = true
+		mu.Unlock()
 		p.Produce(ctx, rec, func(_ *kgo.Record, err error) {
-			errs[i] = err
-			ackedAt[i] = time.Now()
-			wg.Done()
+			defer wg.Done()
+			mu.Lock()
+			defer mu.Unlock()
+			if !abandoned {
+				errs[i], ackedAt[i], waiting[i] = err, time.Now(), false
+			}
 		})
 	}
-	wg.Wait()
+	acked := make(chan struct{})
+	go func() { wg.Wait(); close(acked) }()
+	select {
+	case <-acked:
+	case <-ctx.Done():
+		mu.Lock()
+		abandoned = true
+		for i, w := range waiting {
+			if w {
+				errs[i] = fmt.Errorf("%w: %w", errAbandoned, ctx.Err())
+			}
+		}
+		mu.Unlock()
+	}
 	return recs, ackedAt
 }
+
+// errAbandoned: the relay stopped waiting for the record's acknowledgement.
+var errAbandoned = errors.New("stopped waiting for the acknowledgement")
 
 // deletable returns the ids of the rows that may leave the outbox: acked
 // rows that precede the first failed row of their aggregate in this batch

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -440,5 +441,53 @@ func BenchmarkRecordEncodingJSON(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		marshalEnvelope(b, &r)
+	}
+}
+
+// heldProducer keeps every promise until released: a broker that holds
+// buffered records (restarting) and never answers.
+type heldProducer struct {
+	mu       sync.Mutex
+	promises []func()
+}
+
+func (h *heldProducer) Produce(_ context.Context, r *kgo.Record, promise func(*kgo.Record, error)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.promises = append(h.promises, func() { promise(r, nil) })
+}
+
+// When the batch's context ends (the shutdown grace ran out), publish stops
+// waiting for acknowledgements a silent broker holds: every unacked record
+// counts as failed (its row stays in the outbox), and promises that arrive
+// later change nothing (run with -race).
+func TestPublishStopsWaitingWhenTheContextEnds(t *testing.T) {
+	rows := []row{mkRow(1, "A", 1), mkRow(2, "B", 1), mkRow(3, "A", 2)}
+	errs := make([]error, len(rows))
+	p := &heldProducer{}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, ackedAt := publish(ctx, p, "p", rows, errs)
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("publish returned after %s", d)
+	}
+	for i, err := range errs {
+		if !errors.Is(err, errAbandoned) || !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("row %d: %v, want errAbandoned wrapping the context's error", i, err)
+		}
+	}
+	if ids := deletable(rows, errs); len(ids) != 0 {
+		t.Errorf("rows %v deletable after an abandoned wait", ids)
+	}
+	p.mu.Lock()
+	for _, ack := range p.promises {
+		ack() // late acknowledgements
+	}
+	p.mu.Unlock()
+	for i := range rows {
+		if !errors.Is(errs[i], errAbandoned) || !ackedAt[i].IsZero() {
+			t.Errorf("row %d changed by a late promise: %v, %v", i, errs[i], ackedAt[i])
+		}
 	}
 }
