@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"cqrsflow/internal/auth"
+	"cqrsflow/internal/catalog"
 	"cqrsflow/internal/cli"
 	"cqrsflow/internal/config"
 	"cqrsflow/internal/eventschema"
@@ -115,10 +116,7 @@ func serve(ctx context.Context, c Config, env cli.Env) error {
 	}, httpapi.Deps{
 		Store: store, Schemas: schemas, Auth: authn, Health: health,
 		Registerer: reg, Gatherer: reg, Log: log,
-		Mount: func(r httpapi.Routers) {
-			query.RegisterProducts(r.Products, reads)
-			query.RegisterOrders(r.Orders, reads)
-		},
+		Modules: catalog.Modules(reads),
 	})
 	if err != nil {
 		return err
