@@ -180,11 +180,8 @@ func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
 // aggregate, load and fold its history (if Decide is set), decide, append
 // events + outbox rows, store the idempotent response, notify, commit.
 func (s *Store) Execute(ctx context.Context, cmd Command) (Result, error) {
-	if cmd.AggregateType == "" || cmd.AggregateID == "" {
-		return Result{}, errors.New("eventstore: aggregate type and id are required")
-	}
-	if cmd.Decide == nil && len(cmd.Events) == 0 {
-		return Result{}, errors.New("eventstore: no events to append")
+	if err := checkCommand(cmd); err != nil {
+		return Result{}, err
 	}
 	if cmd.OccurredAt.IsZero() {
 		cmd.OccurredAt = time.Now()
@@ -290,7 +287,8 @@ func IsUnavailable(err error) bool {
 	if err == nil {
 		return false
 	}
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) ||
+	if errors.Is(err, ErrCommitUnknown) || errors.Is(err, ErrClosed) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) ||
 		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		pgconn.Timeout(err) {
 		return true
