@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"cqrsflow/internal/config"
+	"cqrsflow/internal/eventstore"
 )
 
 // Config is the api's configuration: env vars with flags of the same
@@ -28,6 +29,12 @@ type Config struct {
 	IdempotencyTTL   time.Duration
 	ElasticsearchURL string // read routes (internal/query)
 	IndexPrefix      string
+	// Group commit (eventstore.Batcher): concurrent commands share one
+	// transaction. Off: one transaction per command.
+	GroupCommit           bool
+	GroupCommitMaxBatch   int
+	GroupCommitCommitters int
+	GroupCommitLinger     time.Duration
 }
 
 // registerDB registers what `api migrate` needs too.
@@ -52,6 +59,18 @@ func (c *Config) register(s *config.Set) {
 	s.Bool(&c.MigrateOnStart, "MIGRATE_ON_START", true, "apply migrations when the server starts")
 	s.URL(&c.ElasticsearchURL, "ELASTICSEARCH_URL", config.DefaultElasticsearchURL, "Elasticsearch URL of the read models")
 	s.String(&c.IndexPrefix, "INDEX_PREFIX", "", "Elasticsearch index/alias name prefix of the read models")
+	gc := eventstore.DefaultBatchConfig()
+	s.Bool(&c.GroupCommit, "GROUP_COMMIT", true, "run concurrent commands in one PostgreSQL transaction (false: one transaction per command)")
+	s.Int(&c.GroupCommitMaxBatch, "GROUP_COMMIT_MAX_BATCH", gc.MaxBatch, "most commands in one group-commit transaction")
+	s.Int(&c.GroupCommitCommitters, "GROUP_COMMIT_COMMITTERS", gc.Committers, "group-commit transactions in flight at once")
+	s.Duration(&c.GroupCommitLinger, "GROUP_COMMIT_LINGER", gc.Linger, "after a full batch, wait this long for more commands (0: never wait)")
+}
+
+// batchConfig is the group-commit configuration; a batch's database work
+// is bounded like one command's.
+func (c *Config) batchConfig() eventstore.BatchConfig {
+	return eventstore.BatchConfig{MaxBatch: c.GroupCommitMaxBatch, Committers: c.GroupCommitCommitters,
+		Linger: c.GroupCommitLinger, Timeout: c.CommandTimeout}
 }
 
 func (c *Config) validateDB() error {
@@ -79,6 +98,11 @@ func (c *Config) validate() error {
 	}
 	if c.CommandTimeout <= 0 || c.ShutdownTimeout <= 0 || c.BodyTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("COMMAND_TIMEOUT, BODY_TIMEOUT and SHUTDOWN_TIMEOUT must be > 0"))
+	}
+	if c.GroupCommit {
+		if err := c.batchConfig().Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("GROUP_COMMIT_MAX_BATCH, GROUP_COMMIT_COMMITTERS, GROUP_COMMIT_LINGER: %w", err))
+		}
 	}
 	if c.ElasticsearchURL == "" {
 		errs = append(errs, errors.New("ELASTICSEARCH_URL is required"))

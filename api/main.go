@@ -101,17 +101,26 @@ func serve(ctx context.Context, c Config, env cli.Env) error {
 
 	reg := obs.NewRegistry()
 	health := obs.NewHealth(map[string]obs.CheckFunc{"postgres": store.Ping, "elasticsearch": reads.Ping})
+	deps := httpapi.Deps{
+		Store: store, Schemas: schemas, Keys: keys, Health: health,
+		Registerer: reg, Gatherer: reg, Log: log,
+		Mount: func(r gin.IRouter) { query.Register(r, reads) },
+	}
+	if c.GroupCommit {
+		b, err := eventstore.NewBatcher(store, c.batchConfig())
+		if err != nil {
+			return err
+		}
+		defer b.Close() // before store.Close: the last batches still notify
+		deps.Store = b
+	}
 	engine, err := httpapi.NewEngine(httpapi.Config{
 		MaxBodyBytes:   int64(c.MaxBodyBytes),
 		RateLimitRPS:   float64(c.RateLimitRPS),
 		RateLimitBurst: c.RateLimitBurst,
 		CommandTimeout: c.CommandTimeout,
 		BodyTimeout:    c.BodyTimeout,
-	}, httpapi.Deps{
-		Store: store, Schemas: schemas, Keys: keys, Health: health,
-		Registerer: reg, Gatherer: reg, Log: log,
-		Mount: func(r gin.IRouter) { query.Register(r, reads) },
-	})
+	}, deps)
 	if err != nil {
 		return err
 	}

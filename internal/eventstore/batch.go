@@ -161,7 +161,7 @@ func (b *Batcher) oneByOne(batch []*pending) {
 
 // run sends the batch: claim keys, lock heads and load histories; decide
 // in Go; write everything and commit.
-func (tx *batchTx) run(ctx context.Context, beforeCommit func(context.Context) error) error {
+func (tx *batchTx) run(ctx context.Context, beforeCommit func(context.Context, uint32) error) error {
 	if tx.needsLock() {
 		tx.queueLock()
 		if err := tx.send(ctx, "locking"); err != nil {
@@ -176,7 +176,7 @@ func (tx *batchTx) run(ctx context.Context, beforeCommit func(context.Context) e
 		if err := tx.send(ctx, "appending"); err != nil {
 			return err
 		}
-		if err := beforeCommit(ctx); err != nil {
+		if err := beforeCommit(ctx, tx.conn.PgConn().PID()); err != nil {
 			return err
 		}
 	}

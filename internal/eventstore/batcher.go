@@ -93,8 +93,9 @@ type Batcher struct {
 	// exec runs one batch; tests replace it with a fake.
 	exec func(batch []*pending)
 	// beforeCommit, when set (tests), runs after a batch's writes were
-	// sent and before its COMMIT is; an error aborts the transaction.
-	beforeCommit func(ctx context.Context) error
+	// sent and before its COMMIT is, with the backend's pid; an error
+	// aborts the transaction.
+	beforeCommit func(ctx context.Context, pid uint32) error
 	stats        struct{ batches, commands, fallbacks, unknown atomic.Int64 }
 }
 
@@ -114,12 +115,22 @@ func (p *pending) answer(res Result, err error) { p.done <- outcome{res, err} }
 
 // NewBatcher starts cfg.Committers committers over s. Close stops them.
 func NewBatcher(s *Store, cfg BatchConfig) (*Batcher, error) {
+	b, err := newBatcher(s, cfg)
+	if err != nil {
+		return nil, err
+	}
+	b.start()
+	return b, nil
+}
+
+// newBatcher returns a Batcher whose committers are not started yet, so
+// tests can set exec and beforeCommit first.
+func newBatcher(s *Store, cfg BatchConfig) (*Batcher, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("eventstore: %w", err)
 	}
 	b := &Batcher{s: s, cfg: cfg, reqs: make(chan *pending, cfg.MaxBatch*cfg.Committers)}
 	b.exec = b.runBatch
-	b.start()
 	return b, nil
 }
 
