@@ -79,7 +79,7 @@ type fakeBatcher struct {
 	once    sync.Once
 }
 
-func (f *fakeBatcher) letGo() { f.once.Do(func() { f.letGo() }) }
+func (f *fakeBatcher) letGo() { f.once.Do(func() { close(f.release) }) }
 
 func newFake(t *testing.T, cfg BatchConfig) *fakeBatcher {
 	t.Helper()
