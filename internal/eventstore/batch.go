@@ -126,6 +126,7 @@ func (b *Batcher) runBatch(batch []*pending) {
 		b.answerBatch(tx)
 	case errors.Is(err, ErrCommitUnknown):
 		b.stats.unknown.Add(1)
+		b.log.Warn("group commit: COMMIT cut off, outcome unknown", "commands", len(batch), "err", err)
 		answerAll(batch, err)
 	case errors.As(err, &pe) || errors.Is(err, errRolledBack):
 		// PostgreSQL refused the transaction as a whole (a deadlock, a
@@ -133,6 +134,7 @@ func (b *Batcher) runBatch(batch []*pending) {
 		// nothing committed. Each command runs again alone, once, and
 		// gets its own answer.
 		b.stats.fallbacks.Add(1)
+		b.log.Warn("group commit: batch refused, running its commands one by one", "commands", len(batch), "err", err)
 		b.oneByOne(batch)
 	default:
 		answerAll(batch, err) // nothing was committed: no COMMIT was sent
@@ -416,8 +418,9 @@ func (tx *batchTx) scanAppended(rows pgx.Rows) error {
 }
 
 // commit sends COMMIT (with the writes unless beforeCommit sent them). A
-// statement PostgreSQL refused means nothing committed; a connection that
-// broke on the way leaves the outcome unknown.
+// statement PostgreSQL refused (severity ERROR) means nothing committed;
+// a connection or backend that ended on the way leaves the outcome
+// unknown.
 func (tx *batchTx) commit(ctx context.Context) error {
 	var committed bool
 	tx.b.Queue("COMMIT").Exec(func(ct pgconn.CommandTag) error {
@@ -429,9 +432,15 @@ func (tx *batchTx) commit(ctx context.Context) error {
 	switch {
 	case err == nil && !committed:
 		return errRolledBack
-	case err == nil, errors.As(err, &pe):
+	case err == nil:
+		return nil
+	case errors.As(err, &pe) && pe.Severity == "ERROR":
+		// A statement failed: the transaction is aborted and the
+		// COMMIT behind it was skipped.
 		return err
 	}
+	// The connection broke, or the backend ended (FATAL, e.g. terminated
+	// or shut down): PostgreSQL may have committed before it went.
 	return fmt.Errorf("%w: %w", ErrCommitUnknown, err)
 }
 

@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"math/rand/v2"
 	"net/url"
 	"sync"
 	"testing"
@@ -43,7 +45,7 @@ func runOne(t *testing.T, b *Batcher, cmds ...Command) []outcome {
 
 func unstarted(t *testing.T, s *Store) *Batcher {
 	t.Helper()
-	b, err := newBatcher(s, DefaultBatchConfig())
+	b, err := newBatcher(s, DefaultBatchConfig(), testLog(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,9 +210,14 @@ WHERE e.aggregate_id = $1 ORDER BY o.id`, id)
 	}
 }
 
+// testLog logs to the test's output.
+func testLog(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
 func startBatcher(t *testing.T, s *Store, cfg BatchConfig, hook func(context.Context, uint32) error) *Batcher {
 	t.Helper()
-	b, err := newBatcher(s, cfg)
+	b, err := newBatcher(s, cfg, testLog(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -360,7 +367,12 @@ func TestBatchCrash(t *testing.T) {
 			defer mu.Unlock()
 			switch mode {
 			case "terminate":
-				_, err := pg.Pool.Exec(context.Background(), `SELECT pg_terminate_backend($1)`, int(pid))
+				// Wait until the backend is gone, so the COMMIT finds it dead.
+				var gone bool
+				err := pg.Pool.QueryRow(context.Background(), `SELECT pg_terminate_backend($1, 5000)`, int(pid)).Scan(&gone)
+				if err == nil && !gone {
+					err = fmt.Errorf("backend %d not terminated", pid)
+				}
 				killed = append(killed, mode)
 				return err
 			case "cut":
@@ -399,7 +411,7 @@ func TestBatchCrash(t *testing.T) {
 			select {
 			case <-stop:
 				return
-			case <-time.After(time.Duration(5+len(killed)%7) * time.Millisecond):
+			case <-time.After(time.Duration(50+rand.IntN(100)) * time.Millisecond):
 				proxy.Cut()
 				time.Sleep(time.Millisecond)
 				proxy.Restore()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -86,6 +87,7 @@ type BatchStats struct {
 type Batcher struct {
 	s    *Store
 	cfg  BatchConfig
+	log  *slog.Logger
 	reqs chan *pending
 	mu   sync.RWMutex // held for reading while a request is being queued
 	shut bool
@@ -114,8 +116,10 @@ type outcome struct {
 func (p *pending) answer(res Result, err error) { p.done <- outcome{res, err} }
 
 // NewBatcher starts cfg.Committers committers over s. Close stops them.
-func NewBatcher(s *Store, cfg BatchConfig) (*Batcher, error) {
-	b, err := newBatcher(s, cfg)
+// log gets a warning for each batch PostgreSQL refused as a whole or whose
+// COMMIT was cut off.
+func NewBatcher(s *Store, cfg BatchConfig, log *slog.Logger) (*Batcher, error) {
+	b, err := newBatcher(s, cfg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -125,11 +129,14 @@ func NewBatcher(s *Store, cfg BatchConfig) (*Batcher, error) {
 
 // newBatcher returns a Batcher whose committers are not started yet, so
 // tests can set exec and beforeCommit first.
-func newBatcher(s *Store, cfg BatchConfig) (*Batcher, error) {
+func newBatcher(s *Store, cfg BatchConfig, log *slog.Logger) (*Batcher, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("eventstore: %w", err)
 	}
-	b := &Batcher{s: s, cfg: cfg, reqs: make(chan *pending, cfg.MaxBatch*cfg.Committers)}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	b := &Batcher{s: s, cfg: cfg, log: log, reqs: make(chan *pending, cfg.MaxBatch*cfg.Committers)}
 	b.exec = b.runBatch
 	return b, nil
 }

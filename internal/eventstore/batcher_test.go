@@ -63,7 +63,7 @@ func TestBatchConfigValidate(t *testing.T) {
 			t.Errorf("Validate(%+v) = %v, want it to name %s", bad, err, want)
 		}
 	}
-	if _, err := NewBatcher(nil, BatchConfig{MaxBatch: maxBatchLimit + 1, Committers: 1, Timeout: time.Second}); err == nil {
+	if _, err := NewBatcher(nil, BatchConfig{MaxBatch: maxBatchLimit + 1, Committers: 1, Timeout: time.Second}, nil); err == nil {
 		t.Error("a batch above the limit was accepted")
 	}
 }
@@ -83,7 +83,7 @@ func (f *fakeBatcher) letGo() { f.once.Do(func() { close(f.release) }) }
 
 func newFake(t *testing.T, cfg BatchConfig) *fakeBatcher {
 	t.Helper()
-	b, err := newBatcher(nil, cfg)
+	b, err := newBatcher(nil, cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,7 +42,7 @@ func openRaw(ctx context.Context, url string, maxConns int) (*rawStore, error) {
 		return nil, err
 	}
 	r := &rawStore{pool: pool, store: eventstore.New(pool)}
-	if r.batcher, err = eventstore.NewBatcher(r.store, eventstore.DefaultBatchConfig()); err != nil {
+	if r.batcher, err = eventstore.NewBatcher(r.store, eventstore.DefaultBatchConfig(), nil); err != nil {
 		r.close()
 		return nil, err
 	}
