@@ -32,7 +32,7 @@ type BatchConfig struct {
 
 // DefaultBatchConfig is what the api uses unless configured otherwise.
 func DefaultBatchConfig() BatchConfig {
-	return BatchConfig{MaxBatch: 64, Committers: 2, Timeout: 5 * time.Second}
+	return BatchConfig{MaxBatch: 64, Committers: 4, Timeout: 5 * time.Second}
 }
 
 // Validate reports every out-of-range field at once.
