@@ -107,7 +107,7 @@ func serve(ctx context.Context, c Config, env cli.Env) error {
 		Mount: func(r gin.IRouter) { query.Register(r, reads) },
 	}
 	if c.GroupCommit {
-		b, err := eventstore.NewBatcher(store, c.batchConfig(), log)
+		b, err := eventstore.NewBatcher(store, c.batchConfig(), log, reg)
 		if err != nil {
 			return err
 		}

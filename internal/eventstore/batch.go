@@ -126,6 +126,7 @@ func (b *Batcher) runBatch(batch []*pending) {
 		b.answerBatch(tx)
 	case errors.Is(err, ErrCommitUnknown):
 		b.stats.unknown.Add(1)
+		b.m.unknown.Inc()
 		b.log.Warn("group commit: COMMIT cut off, outcome unknown", "commands", len(batch), "err", err)
 		answerAll(batch, err)
 	case errors.As(err, &pe) || errors.Is(err, errRolledBack):
@@ -134,6 +135,7 @@ func (b *Batcher) runBatch(batch []*pending) {
 		// nothing committed. Each command runs again alone, once, and
 		// gets its own answer.
 		b.stats.fallbacks.Add(1)
+		b.m.fallbacks.Inc()
 		b.log.Warn("group commit: batch refused, running its commands one by one", "commands", len(batch), "err", err)
 		b.oneByOne(batch)
 	default:
@@ -206,11 +208,21 @@ func (tx *batchTx) needsLock() bool {
 	return false
 }
 
+// queueBegin starts the transaction. The batch statements take arrays
+// whose length PostgreSQL only knows when it plans them with the values
+// (a custom plan); it would plan each statement again on every batch,
+// for plans that do not change: index lookups per array element. The
+// generic plans are kept for the transaction only (SET LOCAL).
+func (tx *batchTx) queueBegin() {
+	tx.b.Queue("BEGIN")
+	tx.b.Queue("SET LOCAL plan_cache_mode = force_generic_plan")
+	tx.begun = true
+}
+
 // queueLock queues BEGIN, the key claims, the head row locks and the
 // histories the commands fold.
 func (tx *batchTx) queueLock() {
-	tx.b.Queue("BEGIN")
-	tx.begun = true
+	tx.queueBegin()
 	var kp, kk []string
 	var kh [][]byte
 	var lt, li, ht, hi []string
@@ -357,7 +369,7 @@ func (tx *batchTx) events(cmd Command, a *aggState) (evs []NewEvent, err error) 
 func (tx *batchTx) queueWrites() {
 	w := &tx.writes
 	if !tx.begun {
-		tx.b.Queue("BEGIN")
+		tx.queueBegin()
 	}
 	if len(w.release[0]) > 0 {
 		tx.b.Queue(releaseKeysSQL, w.release[0], w.release[1])

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // ErrClosed: the Batcher was closed before the command was queued. Nothing
@@ -88,12 +90,18 @@ type Batcher struct {
 	s    *Store
 	cfg  BatchConfig
 	log  *slog.Logger
+	m    *batchMetrics
 	reqs chan *pending
 	mu   sync.RWMutex // held for reading while a request is being queued
 	shut bool
 	wg   sync.WaitGroup
-	// exec runs one batch; tests replace it with a fake.
-	exec func(batch []*pending)
+	// slots holds one token per transaction in flight (Committers).
+	slots chan struct{}
+	// exec runs one batch; direct runs one command alone, on its caller's
+	// goroutine, when a slot is free and nothing waits (nil: never). Tests
+	// replace them.
+	exec   func(batch []*pending)
+	direct func(ctx context.Context, cmd Command) (Result, error)
 	// beforeCommit, when set (tests), runs after a batch's writes were
 	// sent and before its COMMIT is, with the backend's pid; an error
 	// aborts the transaction.
@@ -113,15 +121,27 @@ type outcome struct {
 	err error
 }
 
-func (p *pending) answer(res Result, err error) { p.done <- outcome{res, err} }
+// answer delivers the command's outcome; only the first answer counts.
+func (p *pending) answer(res Result, err error) {
+	select {
+	case p.done <- outcome{res, err}:
+	default:
+	}
+}
 
-// NewBatcher starts cfg.Committers committers over s. Close stops them.
-// log gets a warning for each batch PostgreSQL refused as a whole or whose
-// COMMIT was cut off.
-func NewBatcher(s *Store, cfg BatchConfig, log *slog.Logger) (*Batcher, error) {
+// NewBatcher starts cfg.Committers committers over s and registers the
+// group-commit metrics on reg. Close stops them. log gets a warning for
+// each batch PostgreSQL refused as a whole or whose COMMIT was cut off.
+func NewBatcher(s *Store, cfg BatchConfig, log *slog.Logger, reg prometheus.Registerer) (*Batcher, error) {
+	if reg == nil {
+		return nil, errors.New("eventstore: a prometheus.Registerer is required")
+	}
 	b, err := newBatcher(s, cfg, log)
 	if err != nil {
 		return nil, err
+	}
+	if b.m, err = newBatchMetrics(reg); err != nil {
+		return nil, fmt.Errorf("eventstore: group commit metrics: %w", err)
 	}
 	b.start()
 	return b, nil
@@ -136,8 +156,13 @@ func newBatcher(s *Store, cfg BatchConfig, log *slog.Logger) (*Batcher, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	b := &Batcher{s: s, cfg: cfg, log: log, reqs: make(chan *pending, cfg.MaxBatch*cfg.Committers)}
+	b := &Batcher{s: s, cfg: cfg, log: log, reqs: make(chan *pending, cfg.MaxBatch*cfg.Committers),
+		slots: make(chan struct{}, cfg.Committers)}
 	b.exec = b.runBatch
+	if s != nil {
+		b.direct = s.Execute
+	}
+	b.m, _ = newBatchMetrics(prometheus.NewRegistry()) // tests: registered nowhere
 	return b, nil
 }
 
@@ -161,6 +186,14 @@ func (b *Batcher) Execute(ctx context.Context, cmd Command) (Result, error) {
 		b.mu.RUnlock()
 		return Result{}, ErrClosed
 	}
+	if b.takeIdleSlot() {
+		b.wg.Add(1) // Close waits for it like for a batch
+		b.mu.RUnlock()
+		defer b.wg.Done()
+		defer func() { <-b.slots }()
+		b.count(1)
+		return b.direct(ctx, cmd)
+	}
 	select {
 	case b.reqs <- p:
 		b.mu.RUnlock()
@@ -177,6 +210,29 @@ func (b *Batcher) Execute(ctx context.Context, cmd Command) (Result, error) {
 		// key gets the stored answer.
 		return Result{}, fmt.Errorf("waiting for %s %s: %w", cmd.AggregateType, cmd.AggregateID, ctx.Err())
 	}
+}
+
+// takeIdleSlot takes a transaction slot if one is free and no command is
+// waiting: the command then runs alone, at once, on its caller's
+// goroutine, in the Store's own transaction (a batch of one without the
+// hand-over to a committer). Under load every slot is busy, and commands
+// queue into batches.
+func (b *Batcher) takeIdleSlot() bool {
+	if b.direct == nil || len(b.reqs) > 0 {
+		return false
+	}
+	select {
+	case b.slots <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (b *Batcher) count(n int) {
+	b.stats.batches.Add(1)
+	b.stats.commands.Add(int64(n))
+	b.m.commands.Observe(float64(n))
 }
 
 // Close stops taking commands, lets the committers finish what is queued
@@ -214,16 +270,32 @@ func (b *Batcher) committer() {
 		batch = dropCancelled(batch)
 		full = len(reqs) >= b.cfg.MaxBatch
 		if len(batch) > 0 {
-			b.stats.batches.Add(1)
-			b.stats.commands.Add(int64(len(batch)))
-			b.exec(batch)
+			b.count(len(batch))
+			b.safeExec(batch)
 		}
+		<-b.slots
 	}
 }
 
-// collect returns carry plus what is queued now, up to MaxBatch: it blocks
-// only while it has nothing at all. After a full batch it lingers up to
-// Linger for more. open is false once the queue is closed.
+// safeExec runs one batch; a panic (in a caller's Decide or Response
+// hook, or a bug) answers the batch's unanswered commands instead of
+// taking the process down. The batch may have committed by then, so the
+// answer is ErrCommitUnknown.
+func (b *Batcher) safeExec(batch []*pending) {
+	defer func() {
+		if r := recover(); r != nil {
+			b.log.Error("group commit: panic in a batch", "commands", len(batch), "err", fmt.Errorf("%v", r))
+			answerAll(batch, fmt.Errorf("%w: panic: %v", ErrCommitUnknown, r))
+		}
+	}()
+	b.exec(batch)
+}
+
+// collect returns carry plus what is queued by the time a transaction
+// slot is free, up to MaxBatch: it blocks while it has nothing at all,
+// then for a slot, during which more commands queue. After a full batch it
+// lingers up to Linger for more. open is false once the queue is closed.
+// Unless it returns nothing, the caller holds a slot.
 func (b *Batcher) collect(carry []*pending, lastFull bool) (reqs []*pending, open bool) {
 	reqs = carry
 	if len(reqs) == 0 {
@@ -233,6 +305,7 @@ func (b *Batcher) collect(carry []*pending, lastFull bool) (reqs []*pending, ope
 		}
 		reqs = append(reqs, p)
 	}
+	b.slots <- struct{}{}
 	var linger <-chan time.Time
 	if lastFull && b.cfg.Linger > 0 {
 		t := time.NewTimer(b.cfg.Linger)

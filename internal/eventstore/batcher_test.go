@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func keyed(id, key string) Command {
@@ -63,7 +66,7 @@ func TestBatchConfigValidate(t *testing.T) {
 			t.Errorf("Validate(%+v) = %v, want it to name %s", bad, err, want)
 		}
 	}
-	if _, err := NewBatcher(nil, BatchConfig{MaxBatch: maxBatchLimit + 1, Committers: 1, Timeout: time.Second}, nil); err == nil {
+	if _, err := NewBatcher(nil, BatchConfig{MaxBatch: maxBatchLimit + 1, Committers: 1, Timeout: time.Second}, nil, prometheus.NewRegistry()); err == nil {
 		t.Error("a batch above the limit was accepted")
 	}
 }
@@ -231,5 +234,73 @@ func TestBatcherLingersOnlyAfterAFullBatch(t *testing.T) {
 	}
 	if d := time.Since(start); d > 100*time.Millisecond {
 		t.Errorf("an idle command took %v: linger must not apply", d)
+	}
+}
+
+func TestBatcherSurvivesAPanickingBatch(t *testing.T) {
+	b, err := newBatcher(nil, BatchConfig{MaxBatch: 4, Committers: 1, Timeout: time.Second}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := 0
+	b.exec = func(batch []*pending) {
+		calls++
+		if calls == 1 {
+			panic("boom")
+		}
+		for _, p := range batch {
+			p.answer(Result{Version: 1}, nil)
+			p.answer(Result{Version: 2}, nil) // a second answer is dropped, never blocks
+		}
+	}
+	b.start()
+	defer b.Close()
+	if _, err := b.Execute(context.Background(), keyed("0", "")); !errors.Is(err, ErrCommitUnknown) {
+		t.Fatalf("err = %v, want ErrCommitUnknown", err)
+	}
+	if res, err := b.Execute(context.Background(), keyed("1", "")); err != nil || res.Version != 1 {
+		t.Fatalf("after a panic: %+v %v, want the committer still running", res, err)
+	}
+}
+
+func TestBatcherIdleCommandRunsDirectlyBusyOnesBatch(t *testing.T) {
+	f := newFake(t, BatchConfig{MaxBatch: 8, Committers: 1, Timeout: time.Second})
+	inDirect := make(chan struct{})
+	release := make(chan struct{})
+	var directs atomic.Int64
+	f.direct = func(ctx context.Context, cmd Command) (Result, error) {
+		if directs.Add(1) == 1 {
+			close(inDirect)
+			<-release
+		}
+		return Result{Version: -1}, nil
+	}
+	ctx := context.Background()
+	first := make(chan Result, 1)
+	go func() { r, _ := f.Execute(ctx, keyed("0", "")); first <- r }()
+	<-inDirect // idle: ran on its caller's goroutine, holding the only slot
+	var wg sync.WaitGroup
+	for i := range 5 {
+		wg.Go(func() {
+			if r, err := f.Execute(ctx, keyed(fmt.Sprint(i+1), "")); err != nil || r.Version != 5 {
+				t.Errorf("queued command: %+v %v, want a batch of 5", r, err)
+			}
+		})
+	}
+	waitQueued(t, f.Batcher, 4) // the committer holds one while it waits for the slot
+	f.letGo()
+	close(release)
+	wg.Wait()
+	if r := <-first; r.Version != -1 {
+		t.Errorf("first command %+v, want the direct path", r)
+	}
+	if got := f.batchSizes(); len(got) != 1 || got[0] != 5 {
+		t.Errorf("batches %v, want one of 5 formed while the slot was busy", got)
+	}
+	if n := directs.Load(); n != 1 {
+		t.Errorf("%d direct runs, want 1", n)
+	}
+	if st := f.Stats(); st.Batches != 2 || st.Commands != 6 {
+		t.Errorf("stats %+v", st)
 	}
 }

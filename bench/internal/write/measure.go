@@ -72,43 +72,42 @@ func (b *bench) closedLoop(ctx context.Context) closed {
 	return c
 }
 
-// openLoop runs both sides at rate in alternating slices. The baseline at
-// the same rate separates the API's own tail from the machine's (other
-// processes, checkpoints, autovacuum).
-func (b *bench) openLoop(ctx context.Context, rate float64) (api, raw loadgen.Summary) {
+// open is what the open loop measured: the api with and without group
+// commit and the one-per-transaction baseline, at the same rate.
+type open struct {
+	API, Single, Raw loadgen.Summary
+}
+
+// openLoop runs the api (both ways) and the baseline at rate in rotating
+// slices. The baseline at the same rate separates the api's own tail from
+// the machine's (other processes, checkpoints, autovacuum).
+func (b *bench) openLoop(ctx context.Context, rate float64) open {
 	// The closed loop leaves PostgreSQL with a backlog of dirty pages that,
 	// flushed during the open loop, stalls commits in its first seconds
-	// (see BENCHMARKS.md). A CHECKPOINT here starts both sides from the
+	// (see BENCHMARKS.md). A CHECKPOINT here starts every side from the
 	// same, settled state (regular checkpoints can still fall into the
 	// phase).
 	if err := b.raw.checkpoint(ctx); err != nil {
 		fmt.Println("CHECKPOINT before the open loop failed (the first slices may carry the closed loop's flush):", err)
 	}
-	var apiRuns, rawRuns []loadgen.Summary
+	ops := []loadgen.Op{b.apiOp(b.api), b.apiOp(b.single), b.rawOp}
+	runs := make([][]loadgen.Summary, len(ops))
 	slice := b.s.FixedDur / time.Duration(b.s.Slices)
 	inFlight := 4 * b.s.Clients
-	apiOp := b.apiOp(b.api)
 	for i := range b.s.Slices {
-		if i%2 == 0 {
-			apiRuns = append(apiRuns, loadgen.OpenLoop(ctx, rate, slice, inFlight, apiOp))
-			rawRuns = append(rawRuns, loadgen.OpenLoop(ctx, rate, slice, inFlight, b.rawOp))
-		} else {
-			rawRuns = append(rawRuns, loadgen.OpenLoop(ctx, rate, slice, inFlight, b.rawOp))
-			apiRuns = append(apiRuns, loadgen.OpenLoop(ctx, rate, slice, inFlight, apiOp))
+		for j := range ops {
+			k := (i + j) % len(ops)
+			runs[k] = append(runs[k], loadgen.OpenLoop(ctx, rate, slice, inFlight, ops[k]))
 		}
 	}
-	b.printSlices(apiRuns, rawRuns)
-	return loadgen.Combine(apiRuns...), loadgen.Combine(rawRuns...)
-}
-
-// printSlices prints every slice with -v.
-func (b *bench) printSlices(api, raw []loadgen.Summary) {
-	if !b.s.Verbose {
-		return
+	if b.s.Verbose {
+		for k, name := range []string{"api, group commit", "api, GROUP_COMMIT=false", "raw pgx"} {
+			for i, r := range runs[k] {
+				fmt.Printf("  open loop %s, slice %d: %v\n", name, i, r)
+			}
+		}
 	}
-	for i := range api {
-		fmt.Printf("  slice %d: api %v\n           raw %v\n", i, api[i], raw[i])
-	}
+	return open{API: loadgen.Combine(runs[0]...), Single: loadgen.Combine(runs[1]...), Raw: loadgen.Combine(runs[2]...)}
 }
 
 // apiTicks is the CPU time (utime+stime, clock ticks) of the api process

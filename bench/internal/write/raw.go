@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"cqrsflow/internal/envelope"
 	"cqrsflow/internal/eventstore"
@@ -42,7 +43,7 @@ func openRaw(ctx context.Context, url string, maxConns int) (*rawStore, error) {
 		return nil, err
 	}
 	r := &rawStore{pool: pool, store: eventstore.New(pool)}
-	if r.batcher, err = eventstore.NewBatcher(r.store, eventstore.DefaultBatchConfig(), nil); err != nil {
+	if r.batcher, err = eventstore.NewBatcher(r.store, eventstore.DefaultBatchConfig(), nil, prometheus.NewRegistry()); err != nil {
 		r.close()
 		return nil, err
 	}

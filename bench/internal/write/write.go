@@ -6,8 +6,8 @@
 // command per transaction, and one that groups commands the api's way
 // (eventstore.Batcher in-process: the ceiling of the api with group
 // commit). Then an open-loop phase at 50% of the api's measured maximum
-// for the api and the one-per-transaction baseline, with latency measured
-// from the intended send time. The sides run in rotating slices so machine
+// for both apis and the one-per-transaction baseline, with latency
+// measured from the intended send time. The sides run in rotating slices so machine
 // noise hits all alike. Everything runs in a private schema of
 // the local PostgreSQL (dropped afterwards) and on 127.0.0.1 only.
 package write
@@ -97,9 +97,11 @@ func Run(ctx context.Context, args []string) error {
 		}
 	}
 	m.Half = m.api().Throughput / 2
-	m.Fixed, m.RawFixed = b.openLoop(ctx, m.Half)
-	fmt.Println("api at 50% of max (open): ", m.Fixed)
-	fmt.Println("raw at the same rate:     ", m.RawFixed)
+	o := b.openLoop(ctx, m.Half)
+	m.Fixed, m.SingleFixed, m.RawFixed = o.API, o.Single, o.Raw
+	fmt.Println("api at 50% of max (open):        ", m.Fixed)
+	fmt.Println("api GROUP_COMMIT=false, same rate:", m.SingleFixed)
+	fmt.Println("raw at the same rate:            ", m.RawFixed)
 	m.Load1 = procs.LoadAvg()
 	m.print(sides)
 	path, err := result.Save(m.result(s, started))
