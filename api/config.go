@@ -62,7 +62,7 @@ func (c *Config) register(s *config.Set) {
 	gc := eventstore.DefaultBatchConfig()
 	s.Bool(&c.GroupCommit, "GROUP_COMMIT", true, "run concurrent commands in one PostgreSQL transaction (false: one transaction per command)")
 	s.Int(&c.GroupCommitMaxBatch, "GROUP_COMMIT_MAX_BATCH", gc.MaxBatch, "most commands in one group-commit transaction")
-	s.Int(&c.GroupCommitCommitters, "GROUP_COMMIT_COMMITTERS", gc.Committers, "group-commit transactions in flight at once")
+	s.Int(&c.GroupCommitCommitters, "GROUP_COMMIT_COMMITTERS", gc.Committers, "group-commit transactions in flight at once (a command finding none in flight runs alone at once)")
 	s.Duration(&c.GroupCommitLinger, "GROUP_COMMIT_LINGER", gc.Linger, "after a full batch, wait this long for more commands (0: never wait)")
 }
 

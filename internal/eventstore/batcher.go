@@ -20,9 +20,10 @@ var ErrClosed = errors.New("eventstore: batcher closed")
 type BatchConfig struct {
 	// MaxBatch is the most commands one transaction carries.
 	MaxBatch int
-	// Committers is how many batches may be in flight at once, each on its
-	// own connection: while one waits for PostgreSQL (locks, the WAL
-	// flush of its COMMIT), another can run.
+	// Committers is how many transactions (batches, or commands run
+	// alone) may be in flight at once, each on its own connection: while
+	// one waits for PostgreSQL (locks, the WAL flush of its COMMIT),
+	// another can run.
 	Committers int
 	// Linger, when > 0, is how long a committer whose previous batch was
 	// full waits for more commands before sending the next one. It never
@@ -61,7 +62,7 @@ const maxBatchLimit = 1024
 
 // BatchStats counts what a Batcher did, for tests and the benchmark.
 type BatchStats struct {
-	Batches  int64 // transactions tried
+	Batches  int64 // transactions tried, a command run alone counting as one
 	Commands int64 // commands that went into them
 	// Fallbacks are batches PostgreSQL rejected as a whole (a deadlock, a
 	// duplicate create); their commands were run again one by one.
@@ -77,9 +78,11 @@ type BatchStats struct {
 // together in the next one. See the package doc for the transaction and
 // the guarantees; the queueing rules are:
 //
-//   - a command that finds a committer idle goes at once, alone (no wait
-//     when idle); commands that arrive meanwhile form the next batch, up
-//     to MaxBatch;
+//   - a command that finds nothing in flight and nobody waiting runs at
+//     once, alone, on its caller's goroutine (no wait when idle);
+//     commands that arrive while transactions are in flight queue, and a
+//     committer takes up to MaxBatch of them into the next transaction
+//     as soon as one of the Committers slots is free;
 //   - two commands with the same idempotency key (and principal) never
 //     share a batch: the later one waits for the next, where it finds the
 //     first one's answer;
@@ -212,13 +215,15 @@ func (b *Batcher) Execute(ctx context.Context, cmd Command) (Result, error) {
 	}
 }
 
-// takeIdleSlot takes a transaction slot if one is free and no command is
-// waiting: the command then runs alone, at once, on its caller's
-// goroutine, in the Store's own transaction (a batch of one without the
-// hand-over to a committer). Under load every slot is busy, and commands
-// queue into batches.
+// takeIdleSlot takes a transaction slot if the Batcher is idle: no
+// transaction in flight and no command waiting. The command then runs
+// alone, at once, on its caller's goroutine, in the Store's own
+// transaction (a batch of one without the hand-over to a committer). As
+// soon as anything is in flight, commands queue and the committers batch
+// them; letting a command run alone whenever just one slot is free would
+// split a busy api's load into single-command transactions.
 func (b *Batcher) takeIdleSlot() bool {
-	if b.direct == nil || len(b.reqs) > 0 {
+	if b.direct == nil || len(b.reqs) > 0 || len(b.slots) > 0 {
 		return false
 	}
 	select {

@@ -33,15 +33,19 @@
 //
 // # Group commit
 //
-// Batcher has the same Execute and runs the commands that arrive while a
-// transaction is in flight together in the next one (batcher.go: the
-// queue; batch.go: the transaction). A command that finds a committer
-// idle goes at once, alone, so an idle api adds no latency; under load a
-// batch carries up to MaxBatch commands, and Committers batches may be in
-// flight at once. A batch costs two round trips and the same handful of
-// statements whatever its size, each over arrays of all its commands:
+// Batcher has the same Execute and runs the commands that arrive while
+// transactions are in flight together in the next one (batcher.go: the
+// queue; batch.go: the transaction). At most Committers transactions are
+// in flight. A command that finds nothing in flight and nobody waiting
+// runs at once, on its caller's goroutine, in the Store's own transaction
+// above, so an idle api adds no latency and no hand-over; while
+// transactions are in flight, commands queue, and a committer takes up to
+// MaxBatch of them into one transaction as soon as a slot is free. A batch
+// costs two round trips and the same handful of statements whatever its
+// size, each over arrays of all its commands (planned once per
+// connection: SET LOCAL plan_cache_mode keeps the generic plans):
 //
-//	BEGIN
+//	BEGIN; SET LOCAL plan_cache_mode = force_generic_plan
 //	[claim the batch's idempotency keys, sorted]            INSERT … SELECT unnest … ON CONFLICT DO NOTHING RETURNING
 //	lock the head rows of its aggregates, sorted            SELECT … ORDER BY type, id FOR UPDATE
 //	load the histories the commands fold                    one SELECT over all of them
