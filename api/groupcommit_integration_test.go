@@ -65,7 +65,7 @@ func TestGroupCommitAnswersEachRequest(t *testing.T) {
 
 	type call struct {
 		method, path, body, ifMatch string
-		want                       int
+		want                        int
 	}
 	var calls []call
 	for i := range 20 {
