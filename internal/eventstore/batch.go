@@ -1,7 +1,6 @@
 package eventstore
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -144,24 +143,6 @@ func (b *Batcher) runBatch(batch []*pending) {
 }
 
 var errRolledBack = errors.New("batch transaction rolled back")
-
-func answerAll(batch []*pending, err error) {
-	for _, p := range batch {
-		p.answer(Result{}, err)
-	}
-}
-
-// oneByOne runs commands through the Store's own transaction, one after
-// the other in arrival order, off the committer.
-func (b *Batcher) oneByOne(batch []*pending) {
-	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
-		for _, p := range batch {
-			p.answer(b.s.Execute(p.ctx, p.cmd))
-		}
-	}()
-}
 
 // run sends the batch: claim keys, lock heads and load histories; decide
 // in Go; write everything and commit.
@@ -454,46 +435,4 @@ func (tx *batchTx) commit(ctx context.Context) error {
 	// The connection broke, or the backend ended (FATAL, e.g. terminated
 	// or shut down): PostgreSQL may have committed before it went.
 	return fmt.Errorf("%w: %w", ErrCommitUnknown, err)
-}
-
-// answerBatch answers every command of a committed batch.
-func (b *Batcher) answerBatch(tx *batchTx) {
-	var again []*pending
-	for i := range tx.cmds {
-		c := &tx.cmds[i]
-		switch {
-		case c.err != nil:
-			c.p.answer(Result{}, c.err)
-		case c.replay:
-			idem := c.p.cmd.Idempotency
-			s, ok := tx.stored[idemKey{idem.Principal, idem.Key}]
-			switch {
-			case !ok: // purged between the claim and the read: claim again
-				again = append(again, c.p)
-			case !bytes.Equal(s.hash, idem.RequestHash):
-				c.p.answer(Result{}, ErrIdempotencyMismatch)
-			default:
-				c.p.answer(Result{Replayed: true, Status: s.status, Body: s.body}, nil)
-			}
-		default:
-			c.p.answer(tx.result(c))
-		}
-	}
-	if len(again) > 0 {
-		b.oneByOne(again)
-	}
-}
-
-func (tx *batchTx) result(c *batchCmd) (Result, error) {
-	res := c.res
-	for j, id := range c.ids {
-		a, ok := tx.appended[id]
-		if !ok {
-			cmd := c.p.cmd
-			return Result{}, fmt.Errorf("appending to %s %s: event %d of %d not returned", cmd.AggregateType, cmd.AggregateID, j+1, len(c.ids))
-		}
-		a.Type = c.events[j].Type
-		res.Appended = append(res.Appended, a)
-	}
-	return res, nil
 }

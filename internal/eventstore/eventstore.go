@@ -35,7 +35,7 @@
 //
 // Batcher has the same Execute and runs the commands that arrive while
 // transactions are in flight together in the next one (batcher.go: the
-// queue; batch.go: the transaction). At most Committers transactions are
+// queue; batch.go: the transaction; batchanswer.go: the answers). At most Committers transactions are
 // in flight. A command that finds nothing in flight and nobody waiting
 // runs at once, on its caller's goroutine, in the Store's own transaction
 // above, so an idle api adds no latency and no hand-over; while
