@@ -35,8 +35,8 @@
 //
 // Batcher has the same Execute and runs the commands that arrive while
 // transactions are in flight together in the next one (batcher.go: the
-// queue; batch.go: the transaction; batchanswer.go: the answers). At most Committers transactions are
-// in flight. A command that finds nothing in flight and nobody waiting
+// queue; batch.go: the transaction; batchanswer.go: the answers). At most
+// Committers transactions are in flight. A command that finds nothing in flight and nobody waiting
 // runs at once, on its caller's goroutine, in the Store's own transaction
 // above, so an idle api adds no latency and no hand-over; while
 // transactions are in flight, commands queue, and a committer takes up to
