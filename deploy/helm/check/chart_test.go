@@ -118,3 +118,60 @@ func TestSplitManifests(t *testing.T) {
 		t.Fatalf("got %d documents: %q", len(docs), docs)
 	}
 }
+
+// TestChartRefusesBadValues: values that would leak a secret or deploy
+// something broken fail the render with a message naming the setting.
+func TestChartRefusesBadValues(t *testing.T) {
+	ch := loadChart(t)
+	cases := []struct {
+		name   string
+		values string
+		wants  string
+	}{
+		{"secret as a plain env value", "api: {env: {API_KEYS: k1}}", "env.API_KEYS: a secret is never a value"},
+		{"postgres url in relay env", "relay: {env: {POSTGRES_URL: 'postgres://u:p@db/x'}}", "env.POSTGRES_URL"},
+		{"no postgres secret", "postgres: {urlSecret: {name: ''}}", "postgres.urlSecret.name is required"},
+		{"projection not a DNS label", "projector: {projections: [{name: Products_1}]}", "must be a DNS label"},
+		{"no projection", "projector: {projections: []}", "at least one projection"},
+		{"floor above the partitions", "projector: {projections: [{name: p, partitions: 2, minReplicas: 3}]}", "minReplicas 3 above the cap 2"},
+		{"unknown SASL mechanism", "kafka: {sasl: {mechanism: GSSAPI, username: u, passwordSecret: {name: s}}}", "kafka.sasl.mechanism"},
+		{"SASL without password secret", "kafka: {sasl: {mechanism: PLAIN, username: u}}", "kafka.sasl.passwordSecret.name is required"},
+		{"two Elasticsearch auths", "elasticsearch: {apiKeySecret: {name: a}, username: u, passwordSecret: {name: p}}", "not both"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			vals, err := chartutil.ReadValues([]byte(tc.values))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = Render(ch, vals.AsMap())
+			if err == nil || !strings.Contains(err.Error(), tc.wants) {
+				t.Fatalf("want a render error containing %q, got %v", tc.wants, err)
+			}
+		})
+	}
+}
+
+// TestDecodeStrictRejects: a field the Kubernetes type does not have, a
+// wrong type, a duplicate key or an unchecked kind fails the decode.
+func TestDecodeStrictRejects(t *testing.T) {
+	const good = "apiVersion: v1\nkind: Service\nmetadata:\n  name: s\nspec:\n  ports:\n    - port: 80\n"
+	if _, err := DecodeStrict("s.yaml", []byte(good)); err != nil {
+		t.Fatalf("valid Service: %v", err)
+	}
+	cases := []struct{ name, from, to, wants string }{
+		{"unknown field", "ports:", "portz:", `unknown field "portz"`},
+		{"wrong type", "port: 80", "port: eighty", "port"},
+		{"duplicate key", "  name: s\n", "  name: s\n  name: t\n", "already set"},
+		{"unchecked kind", "kind: Service", "kind: Secret", "a kind the check does not know"},
+		{"no name", "  name: s\n", "  labels: {}\n", "without metadata.name"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := DecodeStrict("s.yaml", []byte(strings.Replace(good, tc.from, tc.to, 1)))
+			if err == nil || !strings.Contains(err.Error(), tc.wants) {
+				t.Fatalf("want an error containing %q, got %v", tc.wants, err)
+			}
+		})
+	}
+}

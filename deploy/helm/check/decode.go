@@ -1,9 +1,10 @@
 // Package check renders the cqrsflow Helm chart offline (Helm's Go
 // library: no helm binary, no cluster) and decodes every rendered object
-// strictly into its Kubernetes, KEDA or Prometheus Operator Go type, so
-// a misspelt or misplaced field fails the build instead of being dropped
-// by the API server. It is its own Go module so that Helm, client-go and
-// the CRD types stay out of the cqrsflow module (`make test-helm`).
+// strictly into its Kubernetes or Prometheus Operator Go type (KEDA's
+// ScaledObject: validated against KEDA's CRD schema), so a misspelt or
+// misplaced field fails the test instead of being dropped by the API
+// server. It is its own Go module so that Helm and the Kubernetes types
+// stay out of the cqrsflow module (`make test-helm`).
 package check
 
 import (
@@ -12,8 +13,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 
-	kedav1alpha1 "github.com/kedacore/keda/v2/apis/keda/v1alpha1"
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	"helm.sh/helm/v3/pkg/chart"
 	"helm.sh/helm/v3/pkg/chartutil"
@@ -24,24 +25,76 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 )
 
-// kinds maps apiVersion/kind to a constructor of its Go type. A rendered
-// object of any other kind is an error: the chart must not emit objects
-// nobody checks.
-var kinds = map[string]func() any{
-	"v1/ServiceAccount":                       func() any { return &corev1.ServiceAccount{} },
-	"v1/Service":                              func() any { return &corev1.Service{} },
-	"v1/ConfigMap":                            func() any { return &corev1.ConfigMap{} },
-	"apps/v1/Deployment":                      func() any { return &appsv1.Deployment{} },
-	"batch/v1/Job":                            func() any { return &batchv1.Job{} },
-	"autoscaling/v2/HorizontalPodAutoscaler":  func() any { return &autoscalingv2.HorizontalPodAutoscaler{} },
-	"policy/v1/PodDisruptionBudget":           func() any { return &policyv1.PodDisruptionBudget{} },
-	"networking.k8s.io/v1/NetworkPolicy":      func() any { return &networkingv1.NetworkPolicy{} },
-	"keda.sh/v1alpha1/ScaledObject":           func() any { return &kedav1alpha1.ScaledObject{} },
-	"monitoring.coreos.com/v1/ServiceMonitor": func() any { return &monitoringv1.ServiceMonitor{} },
-	"monitoring.coreos.com/v1/PrometheusRule": func() any { return &monitoringv1.PrometheusRule{} },
+// kinds maps apiVersion/kind to the strict decoder of its Go type. A
+// rendered object of any other kind is an error: the chart must not emit
+// objects nobody checks.
+var kinds = map[string]func([]byte) (any, error){
+	"v1/ServiceAccount":                       strictly[corev1.ServiceAccount],
+	"v1/Service":                              strictly[corev1.Service],
+	"v1/ConfigMap":                            strictly[corev1.ConfigMap],
+	"apps/v1/Deployment":                      strictly[appsv1.Deployment],
+	"batch/v1/Job":                            strictly[batchv1.Job],
+	"autoscaling/v2/HorizontalPodAutoscaler":  strictly[autoscalingv2.HorizontalPodAutoscaler],
+	"policy/v1/PodDisruptionBudget":           strictly[policyv1.PodDisruptionBudget],
+	"networking.k8s.io/v1/NetworkPolicy":      strictly[networkingv1.NetworkPolicy],
+	"keda.sh/v1alpha1/ScaledObject":           decodeScaledObject,
+	"monitoring.coreos.com/v1/ServiceMonitor": strictly[monitoringv1.ServiceMonitor],
+	"monitoring.coreos.com/v1/PrometheusRule": strictly[monitoringv1.PrometheusRule],
+}
+
+// strictly decodes doc into a T: sigs.k8s.io/yaml's strict mode rejects
+// duplicate keys and fields the type does not have; a wrong type fails
+// the JSON decoding.
+func strictly[T any](doc []byte) (any, error) {
+	v := new(T)
+	if err := yaml.UnmarshalStrict(doc, v); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// scaledObjectCRD is KEDA's CRD, validated against instead of decoding
+// into KEDA's Go types (see the file's header).
+const scaledObjectCRD = "testdata/crds/keda.sh_scaledobjects.yaml"
+
+var scaledObjectSchema = sync.OnceValues(func() (*Schema, error) {
+	return LoadCRDSchema(scaledObjectCRD, "v1alpha1")
+})
+
+// ScaledObject is what the tests read of a KEDA ScaledObject, decoded
+// after the whole object passed KEDA's CRD schema.
+type ScaledObject struct {
+	metav1.ObjectMeta `json:"metadata"`
+	Spec              struct {
+		ScaleTargetRef struct {
+			Name string `json:"name"`
+		} `json:"scaleTargetRef"`
+		MinReplicaCount *int32 `json:"minReplicaCount"`
+		MaxReplicaCount *int32 `json:"maxReplicaCount"`
+		Triggers        []struct {
+			Type     string            `json:"type"`
+			Metadata map[string]string `json:"metadata"`
+		} `json:"triggers"`
+	} `json:"spec"`
+}
+
+func decodeScaledObject(doc []byte) (any, error) {
+	s, err := scaledObjectSchema()
+	if err != nil {
+		return nil, err
+	}
+	if err := ValidateCustomResource(doc, s); err != nil {
+		return nil, err
+	}
+	var so ScaledObject
+	if err := yaml.Unmarshal(doc, &so); err != nil {
+		return nil, err
+	}
+	return &so, nil
 }
 
 // Object is one rendered manifest decoded into its Go type.
@@ -49,14 +102,12 @@ type Object struct {
 	Source string // template file
 	Kind   string // apiVersion/kind
 	Name   string
-	Value  any // *appsv1.Deployment, *kedav1alpha1.ScaledObject, …
+	Value  any // *appsv1.Deployment, *ScaledObject, …
 }
 
 func (o Object) String() string { return fmt.Sprintf("%s %s (%s)", o.Kind, o.Name, o.Source) }
 
 // DecodeStrict decodes one YAML manifest into the Go type of its kind.
-// sigs.k8s.io/yaml's strict mode rejects duplicate keys and fields the
-// type does not have; a wrong type fails the JSON decoding.
 func DecodeStrict(source string, doc []byte) (Object, error) {
 	var head struct {
 		APIVersion string `json:"apiVersion"`
@@ -76,8 +127,8 @@ func DecodeStrict(source string, doc []byte) (Object, error) {
 	if head.Metadata.Name == "" {
 		return Object{}, fmt.Errorf("%s: %s without metadata.name", source, key)
 	}
-	v := mk()
-	if err := yaml.UnmarshalStrict(doc, v); err != nil {
+	v, err := mk(doc)
+	if err != nil {
 		return Object{}, fmt.Errorf("%s: %s %s: %w", source, key, head.Metadata.Name, err)
 	}
 	return Object{Source: source, Kind: key, Name: head.Metadata.Name, Value: v}, nil

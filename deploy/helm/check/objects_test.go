@@ -9,7 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	kedav1alpha1 "github.com/kedacore/keda/v2/apis/keda/v1alpha1"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	batchv1 "k8s.io/api/batch/v1"
@@ -277,7 +276,7 @@ func TestScalingObjects(t *testing.T) {
 			}
 		}
 		partitions := projectorPartitions(r.values)
-		for _, so := range find[*kedav1alpha1.ScaledObject](r.objs) {
+		for _, so := range find[*ScaledObject](r.objs) {
 			checkScaledObject(t, r, so, deps, partitions)
 		}
 		for _, p := range find[*policyv1.PodDisruptionBudget](r.objs) {
@@ -319,11 +318,11 @@ func toInt(v any) int {
 	panic(fmt.Sprintf("not a number: %T %v", v, v))
 }
 
-func checkScaledObject(t *testing.T, r rendered, so *kedav1alpha1.ScaledObject, deps map[string]*appsv1.Deployment, partitions map[string]int) {
+func checkScaledObject(t *testing.T, r rendered, so *ScaledObject, deps map[string]*appsv1.Deployment, partitions map[string]int) {
 	t.Helper()
 	proj := so.Labels["cqrsflow.io/projection"]
 	d := deps["projector/"+proj]
-	if d == nil || so.Spec.ScaleTargetRef == nil || so.Spec.ScaleTargetRef.Name != d.Name {
+	if d == nil || so.Spec.ScaleTargetRef.Name != d.Name {
 		t.Errorf("%s: ScaledObject %s does not target the projector Deployment of %q", r.file, so.Name, proj)
 		return
 	}

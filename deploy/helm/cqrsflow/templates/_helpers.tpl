@@ -57,9 +57,15 @@ app.kubernetes.io/component: {{ .component }}
       key: {{ .ref.key }}
 {{- end -}}
 
-{{/* Extra env of a component: a map of NAME: value, sorted. */}}
+{{/*
+Extra env of a component: a map of NAME: value, sorted. The settings
+that hold secrets are refused here: they only come from Secrets.
+*/}}
 {{- define "cqrsflow.extraEnv" -}}
 {{- range $k, $v := . }}
+{{- if has $k (list "POSTGRES_URL" "API_KEYS" "KAFKA_SASL_PASSWORD" "ELASTICSEARCH_PASSWORD" "ELASTICSEARCH_API_KEY") }}
+{{- fail (printf "env.%s: a secret is never a value; set it through the chart's Secret reference for it" $k) }}
+{{- end }}
 - name: {{ $k }}
   value: {{ $v | toString | quote }}
 {{- end }}
