@@ -246,3 +246,30 @@ func TestLatencyPanelsAskForExemplars(t *testing.T) {
 		t.Fatal("no histogram panels found")
 	}
 }
+
+// TestExemplarsLinkToTraces: the provisioned datasource turns an
+// exemplar's trace_id into a link titled "trace" whose URL ends with the
+// trace id, so the exemplars the latency panels ask for lead to a trace.
+func TestExemplarsLinkToTraces(t *testing.T) {
+	var f struct {
+		Datasources []struct {
+			JSONData struct {
+				Destinations []struct {
+					Name  string `yaml:"name"`
+					Label string `yaml:"urlDisplayLabel"`
+					URL   string `yaml:"url"`
+				} `yaml:"exemplarTraceIdDestinations"`
+			} `yaml:"jsonData"`
+		} `yaml:"datasources"`
+	}
+	readYAML(t, filepath.Join(repoRoot, "deploy/grafana/provisioning/datasources/prometheus.yml"), &f)
+	if len(f.Datasources) != 1 || len(f.Datasources[0].JSONData.Destinations) != 1 {
+		t.Fatalf("want one exemplar trace destination on the one datasource, got %+v", f.Datasources)
+	}
+	d := f.Datasources[0].JSONData.Destinations[0]
+	// $$ is how a provisioning file writes a literal $ (the rest is
+	// expanded from the environment).
+	if d.Name != "trace_id" || d.Label != "trace" || !strings.HasSuffix(d.URL, "$${__value.raw}") {
+		t.Fatalf("exemplar destination %+v: want trace_id → a \"trace\" link ending in the trace id ($${__value.raw})", d)
+	}
+}
