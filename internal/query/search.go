@@ -25,19 +25,11 @@ type Page[T any] struct {
 	Total int `json:"total"`
 }
 
-type obj = map[string]any
-
-// search runs body on index; a missing index reads as no hits.
-func search[T any](ctx context.Context, es *elasticsearch.Client, index string, body obj, pg Paging) (Page[T], error) {
+// search runs body (see bodies.go) on index; a missing index reads as no
+// hits.
+func search[T any](ctx context.Context, es *elasticsearch.Client, index string, body []byte, pg Paging) (Page[T], error) {
 	out := Page[T]{Items: []T{}, Page: pg.Page, Limit: pg.Limit}
-	body["from"] = (pg.Page - 1) * pg.Limit
-	body["size"] = pg.Limit
-	body["track_total_hits"] = true
-	b, err := json.Marshal(body)
-	if err != nil {
-		return out, fmt.Errorf("encoding query: %w", err)
-	}
-	res, err := es.Search(es.Search.WithIndex(index), es.Search.WithBody(bytes.NewReader(b)), es.Search.WithContext(ctx))
+	res, err := es.Search(es.Search.WithIndex(index), es.Search.WithBody(bytes.NewReader(body)), es.Search.WithContext(ctx))
 	if err != nil {
 		return out, fmt.Errorf("%w: search %s: %w", esindex.ErrUnavailable, index, err)
 	}
@@ -73,53 +65,20 @@ func search[T any](ctx context.Context, es *elasticsearch.Client, index string, 
 	return out, nil
 }
 
-var notDeleted = obj{"term": obj{"deleted": true}}
-
 func (h *Handler) listProducts(c *gin.Context) {
 	pg, err := ParsePaging(c)
 	if err != nil {
 		badParam(c, err)
 		return
 	}
-	body := obj{
-		"query": obj{"bool": obj{"must_not": []any{notDeleted}}},
-		"sort":  []any{obj{"created_at": "asc"}, obj{"id": "asc"}},
-	}
 	ctx, cancel := h.ctx(c)
 	defer cancel()
-	page, err := search[Product](ctx, h.es, h.products, body, pg)
+	page, err := search[Product](ctx, h.es, h.products, ProductListBody(pg), pg)
 	if err != nil {
 		h.fail(c, err)
 		return
 	}
 	c.JSON(http.StatusOK, page)
-}
-
-// SearchBody builds the query DSL of a product search; q is a value, never
-// spliced into JSON text.
-func SearchBody(p SearchParams) map[string]any {
-	filter := []any{}
-	if p.MinPrice != nil || p.MaxPrice != nil {
-		r := obj{}
-		if p.MinPrice != nil {
-			r["gte"] = *p.MinPrice
-		}
-		if p.MaxPrice != nil {
-			r["lte"] = *p.MaxPrice
-		}
-		filter = append(filter, obj{"range": obj{"price": r}})
-	}
-	if p.InStock {
-		filter = append(filter, obj{"range": obj{"stock": obj{"gt": 0}}})
-	}
-	return obj{
-		"query": obj{"bool": obj{
-			"must":     []any{obj{"multi_match": obj{"query": p.Q, "fields": []string{"name^2", "description"}}}},
-			"filter":   filter,
-			"must_not": []any{notDeleted},
-		}},
-		"sort": sorts[p.Sort],
-	}
 }
 
 func (h *Handler) searchProducts(c *gin.Context) {
@@ -130,7 +89,7 @@ func (h *Handler) searchProducts(c *gin.Context) {
 	}
 	ctx, cancel := h.ctx(c)
 	defer cancel()
-	page, err := search[Product](ctx, h.es, h.products, SearchBody(p), p.Paging)
+	page, err := search[Product](ctx, h.es, h.products, ProductSearchBody(p), p.Paging)
 	if err != nil {
 		h.fail(c, err)
 		return
@@ -185,24 +144,14 @@ func (h *Handler) listOrders(c *gin.Context) {
 		badParam(c, err)
 		return
 	}
-	filter := []any{}
-	if user != "" {
-		filter = append(filter, obj{"term": obj{"user_id": user}})
-	}
-	if s := c.Query("status"); s != "" {
-		if !orderStatuses[s] {
-			badParam(c, &fieldError{"status", fmt.Sprintf("%s is not one of created, paid, shipped, cancelled", quote(s))})
-			return
-		}
-		filter = append(filter, obj{"term": obj{"status": s}})
-	}
-	body := obj{
-		"query": obj{"bool": obj{"filter": filter, "must_not": []any{notDeleted}}},
-		"sort":  []any{obj{"created_at": "desc"}, obj{"id": "asc"}},
+	status := c.Query("status")
+	if status != "" && !orderStatuses[status] {
+		badParam(c, &fieldError{"status", fmt.Sprintf("%s is not one of created, paid, shipped, cancelled", quote(status))})
+		return
 	}
 	ctx, cancel := h.ctx(c)
 	defer cancel()
-	page, err := search[Order](ctx, h.es, h.orders, body, pg)
+	page, err := search[Order](ctx, h.es, h.orders, orderListBody(user, status, pg), pg)
 	if err != nil {
 		h.fail(c, err)
 		return
