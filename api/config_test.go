@@ -168,3 +168,22 @@ func TestEdgeAndAuthSettings(t *testing.T) {
 		t.Errorf("neither keys nor tokens: %v", err)
 	}
 }
+
+// The profiles are off by default and only ever served on loopback.
+func TestDebugAddr(t *testing.T) {
+	c, _, err := parseConfig([]string{"-api-keys", "svc:supersecretkey-123456"})
+	if err != nil || c.DebugAddr != "" {
+		t.Fatalf("default DEBUG_ADDR = %q, %v; want off", c.DebugAddr, err)
+	}
+	for _, addr := range []string{"127.0.0.1:6060", "[::1]:6060", "localhost:6060"} {
+		if _, _, err := parseConfig([]string{"-api-keys", "svc:supersecretkey-123456", "-debug-addr", addr}); err != nil {
+			t.Errorf("DEBUG_ADDR %s: %v", addr, err)
+		}
+	}
+	for _, addr := range []string{":6060", "0.0.0.0:6060", "10.1.2.3:6060", "example.com:6060", "6060", "127.0.0.1:8080"} {
+		_, _, err := parseConfig([]string{"-api-keys", "svc:supersecretkey-123456", "-debug-addr", addr})
+		if err == nil || !strings.Contains(err.Error(), "DEBUG_ADDR") {
+			t.Errorf("DEBUG_ADDR %s: err = %v, want it refused", addr, err)
+		}
+	}
+}

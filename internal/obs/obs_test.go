@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -169,5 +170,30 @@ func TestLoggerMasksErrors(t *testing.T) {
 	}
 	if !strings.Contains(logged, `invalid port`) || !strings.Contains(logged, `"route":"/v1/products"`) {
 		t.Errorf("log lost its content: %s", logged)
+	}
+}
+
+// The profile routes answer, and Run with no address is off.
+func TestDebug(t *testing.T) {
+	srv := httptest.NewServer(Debug{}.Handler())
+	defer srv.Close()
+	res, err := http.Get(srv.URL + "/debug/pprof/goroutine?debug=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || !strings.Contains(string(body), "goroutine profile") {
+		t.Errorf("goroutine profile: %d %.100s", res.StatusCode, body)
+	}
+	done := make(chan error, 1)
+	go func() { done <- (Debug{}).Run(context.Background()) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run without an address: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("Run without an address did not return")
 	}
 }
