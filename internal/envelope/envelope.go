@@ -120,9 +120,9 @@ func (e *Envelope) Validate() error {
 // Decode parses and validates an envelope. The value must be valid JSON
 // (RFC 8259): goccy/go-json, which decodes it fast, accepts some invalid
 // input (a trailing comma in a nested object, for one), so a strict
-// validator (internal/jsonvalid, answering as encoding/json.Valid at a fraction of
-// its cost) checks it first and a malformed record is rejected instead of
-// half-read.
+// validator (internal/jsonvalid, answering as encoding/json.Valid at a
+// fraction of its cost) checks it first and a malformed record is
+// rejected instead of half-read.
 func Decode(b []byte) (*Envelope, error) {
 	if !jsonvalid.Valid(b) {
 		return nil, fmt.Errorf("%w: decoding json: not valid JSON", ErrInvalid)
