@@ -1,9 +1,6 @@
 package query
 
-import (
-	"encoding/json"
-	"strconv"
-)
+import "strconv"
 
 // The _search request bodies of the list and search routes. They are
 // appended to a byte slice rather than marshalled from nested maps: a
@@ -11,7 +8,8 @@ import (
 // allocations and a reflective, key-sorting encode per request. The bytes
 // are what encoding/json makes of the equivalent map (keys sorted, HTML
 // characters escaped), which the tests hold them to. User text (q,
-// user_id) is only ever appended as an escaped JSON string value.
+// user_id) is only ever appended as an escaped JSON string value
+// (appendString, encode.go).
 
 const notDeletedJSON = `[{"term":{"deleted":true}}]`
 
@@ -104,24 +102,9 @@ func appendTail(b []byte, pg Paging, sort string) []byte {
 	return append(b, `,"track_total_hits":true}`...)
 }
 
-// appendString appends s as a JSON string. Plain printable ASCII is
-// copied; anything else goes through encoding/json, which escapes
-// quotes, control and HTML characters and replaces invalid UTF-8.
-func appendString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			q, _ := json.Marshal(s) // a string always encodes
-			return append(b, q...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
-}
-
-// appendFloat appends a price bound as encoding/json writes a float64
-// (ParseSearch admits only finite values, which always encode).
+// appendFloat appends a price bound (ParseSearch admits only finite
+// values, which always encode).
 func appendFloat(b []byte, f float64) []byte {
-	q, _ := json.Marshal(f)
-	return append(b, q...)
+	b, _ = appendFloat64(b, f)
+	return b
 }

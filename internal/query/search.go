@@ -3,7 +3,6 @@ package query
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -45,22 +44,19 @@ func search[T any](ctx context.Context, es *elasticsearch.Client, index string, 
 		}
 		return out, e
 	}
-	var r struct {
-		Hits struct {
-			Total struct {
-				Value int `json:"value"`
-			} `json:"total"`
-			Hits []struct {
-				Source T `json:"_source"`
-			} `json:"hits"`
-		} `json:"hits"`
-	}
-	if err := json.NewDecoder(res.Body).Decode(&r); err != nil {
-		return out, fmt.Errorf("%w: decoding search response: %w", esindex.ErrUnavailable, err)
+	var r searchAnswer[T]
+	if err := decodeBody(res.Body, &r); err != nil {
+		if !errors.Is(err, esindex.ErrUnavailable) {
+			err = fmt.Errorf("%w: %w", esindex.ErrUnavailable, err) // as any undecodable answer
+		}
+		return out, fmt.Errorf("decoding search answer of %s: %w", index, err)
 	}
 	out.Total = r.Hits.Total.Value
-	for _, hit := range r.Hits.Hits {
-		out.Items = append(out.Items, hit.Source)
+	if len(r.Hits.Hits) > 0 {
+		out.Items = make([]T, len(r.Hits.Hits))
+		for i := range r.Hits.Hits {
+			out.Items[i] = r.Hits.Hits[i].Source
+		}
 	}
 	return out, nil
 }
@@ -78,7 +74,7 @@ func (h *Handler) listProducts(c *gin.Context) {
 		h.fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, page)
+	respondPage(h, c, &page)
 }
 
 func (h *Handler) searchProducts(c *gin.Context) {
@@ -94,7 +90,17 @@ func (h *Handler) searchProducts(c *gin.Context) {
 		h.fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, page)
+	respondPage(h, c, &page)
+}
+
+// respondPage answers 200 with pg.
+func respondPage[T any, P interface {
+	*T
+	encodable
+}](h *Handler, c *gin.Context, pg *Page[T]) {
+	if err := respond(c, func(b []byte) ([]byte, error) { return appendPage[T, P](b, pg) }); err != nil {
+		h.fail(c, err)
+	}
 }
 
 var orderStatuses = map[string]bool{"created": true, "paid": true, "shipped": true, "cancelled": true}
@@ -156,5 +162,5 @@ func (h *Handler) listOrders(c *gin.Context) {
 		h.fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, page)
+	respondPage(h, c, &page)
 }
