@@ -78,10 +78,11 @@ func benchEngine(b *testing.B) *gin.Engine {
 	cfg := DefaultConfig()
 	cfg.RateLimitRPS = 0
 	e, err := NewEngine(cfg, Deps{Store: foldingStore(), Schemas: schemas, Auth: unitAuth(b, "unit:"+unitKey),
-		Registerer: prometheus.NewRegistry(), Log: log, Mount: func(r Routers) {
-			query.RegisterProducts(r.Products, reads)
-			query.RegisterOrders(r.Orders, reads)
-		}})
+		Registerer: prometheus.NewRegistry(), Log: log, Modules: modules(func(r Routes) error {
+			query.RegisterProducts(r.CatalogueReads, reads)
+			query.RegisterOrders(r.Reads, reads)
+			return nil
+		})})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -58,7 +58,12 @@ func ProductSearchBody(p SearchParams) []byte {
 
 // ProductListBody is the _search body of GET /v1/products: every product
 // not deleted, oldest first.
-func ProductListBody(pg Paging) []byte {
+func ProductListBody(pg Paging) []byte { return allDocsBody(pg) }
+
+// allDocsBody is the _search body of a list of every document of a read
+// model that is not deleted, oldest first (products and the read models
+// served as stored).
+func allDocsBody(pg Paging) []byte {
 	b := make([]byte, 0, 192)
 	b = appendFrom(b, pg)
 	b = append(b, `"query":{"bool":{"must_not":`+notDeletedJSON+`}},`...)
