@@ -180,7 +180,10 @@ func TestDebugAddr(t *testing.T) {
 			t.Errorf("DEBUG_ADDR %s: %v", addr, err)
 		}
 	}
-	for _, addr := range []string{":6060", "0.0.0.0:6060", "10.1.2.3:6060", "example.com:6060", "6060", "127.0.0.1:8080"} {
+	for _, addr := range []string{":6060", "0.0.0.0:6060", "10.1.2.3:6060", "example.com:6060", "6060", "127.0.0.1:8080",
+		"[::]:6060", "127.0.0.1", "localhost.example.com:6060", "LOCALHOST.:6060", "http://127.0.0.1:6060", "127.0.0.1:6060/x",
+		"127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:-1", "127.0.0.1:pprof", "%31%32%37.0.0.1:6060", " 127.0.0.1:6060", "127.0.0.1:6060\n",
+		"[fe80::1%lo]:6060", "192.168.1.10:6060", "[::ffff:10.0.0.1]:6060"} {
 		_, _, err := parseConfig([]string{"-api-keys", "svc:supersecretkey-123456", "-debug-addr", addr})
 		if err == nil || !strings.Contains(err.Error(), "DEBUG_ADDR") {
 			t.Errorf("DEBUG_ADDR %s: err = %v, want it refused", addr, err)
