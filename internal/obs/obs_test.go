@@ -197,3 +197,34 @@ func TestDebug(t *testing.T) {
 		t.Error("Run without an address did not return")
 	}
 }
+
+// A record with nothing to mask is logged exactly as the JSON handler
+// alone logs it; one error anywhere (a nested group included) is masked.
+func TestLoggerPassesCleanRecords(t *testing.T) {
+	attrs := []any{"method", "POST", "status", 201, "duration_ms", 0.25, slog.Group("g", "a", 1, "b", "x"),
+		"route", "/v1/products", "remote", "127.0.0.1", "principal", "svc", "bytes", 50, "request_id", "r1"}
+	var masked, plain syncBuffer
+	NewLogger(&masked, "info").Info("http request", attrs...)
+	slog.New(slog.NewJSONHandler(&plain, nil)).Info("http request", attrs...)
+	strip := func(s string) string { _, rest, _ := strings.Cut(s, `"level"`); return rest }
+	if strip(masked.String()) != strip(plain.String()) {
+		t.Errorf("clean record changed:\n%s\n%s", masked.String(), plain.String())
+	}
+	var out syncBuffer
+	NewLogger(&out, "info").Info("x", append(attrs, slog.Group("h", slog.Group("i", "cause", errors.New("password=deep-secret"))))...)
+	if strings.Contains(out.String(), "deep-secret") {
+		t.Errorf("nested error not masked: %s", out.String())
+	}
+}
+
+// An access log line as the api writes one per request.
+func BenchmarkLoggerAccessLine(b *testing.B) {
+	log := NewLogger(io.Discard, "info")
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		log.LogAttrs(ctx, slog.LevelInfo, "http request", slog.String("method", "POST"), slog.String("route", "/v1/products"),
+			slog.String("path", "/v1/products"), slog.Int("status", 201), slog.Float64("duration_ms", 0.25), slog.Int("bytes", 50),
+			slog.String("request_id", "0193a3f0-1c2d-7e4f-8a9b-0c1d2e3f4a5b"), slog.String("principal", "svc"), slog.String("remote", "127.0.0.1"))
+	}
+}
