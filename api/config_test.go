@@ -146,6 +146,9 @@ func TestKeyFilePermissions(t *testing.T) {
 
 // The edge settings are validated with the rest, every problem named.
 func TestEdgeAndAuthSettings(t *testing.T) {
+	// An empty state dir: a local stack's <state dir>/api-key would be
+	// read as the default key file.
+	t.Setenv("CQRSFLOW_STATE_DIR", t.TempDir())
 	err := run(context.Background(), []string{"-api-keys", "svc:supersecretkey-123456:reed", "-trusted-proxies", "10.0.0.0/8,nonsense",
 		"-http-write-timeout", "12s", "-http-max-header-bytes", "1024", "-client-rate-limit-rps", "-1",
 		"-oidc-issuer", "https://id.example", "-oidc-jwks-url", "http://id.example/jwks"})
@@ -163,7 +166,6 @@ func TestEdgeAndAuthSettings(t *testing.T) {
 	if err != nil || c.keys != nil || len(c.TrustedProxies) != 2 {
 		t.Errorf("tokens only: keys %v, proxies %v, err %v", c.keys, c.TrustedProxies, err)
 	}
-	t.Setenv("CQRSFLOW_STATE_DIR", t.TempDir())
 	if _, _, err := parseConfig([]string{"-api-keys", "", "-api-keys-file", ""}); err == nil || !strings.Contains(err.Error(), "no API keys") {
 		t.Errorf("neither keys nor tokens: %v", err)
 	}
