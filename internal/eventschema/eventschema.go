@@ -1,7 +1,9 @@
 // Package eventschema validates event payloads against the JSON Schemas
 // embedded from schemas/events (<aggregate_type>/<EventType>.v<N>.json)
 // with santhosh-tekuri/jsonschema. The write side validates every payload
-// before it is appended.
+// before it is appended. Flat schemas (all of today's) also get a one-pass
+// check that accepts the common valid payload without the general
+// validator (flat.go); everything else goes through it.
 package eventschema
 
 import (
