@@ -23,7 +23,11 @@ import (
 type Config struct {
 	ID          string // relay id, unique among live relays (required)
 	TopicPrefix string
-	BatchSize   int // rows per batch (per worker)
+	// TopicPrefixes gives an aggregate type a prefix of its own: its
+	// events go to <TopicPrefixes[type]>.<type>.events. A repartition
+	// moves a type to a new topic this way (docs/operations.md).
+	TopicPrefixes map[string]string
+	BatchSize     int // rows per batch (per worker)
 	// Workers is the number of publish loops; worker w serves the owned
 	// shards with shard % Workers == w, one batch at a time, so a shard is
 	// still published strictly in order while batches of different shards
@@ -150,6 +154,7 @@ type Relay struct {
 	// probe sends refused rows alone, one at a time (probeMu).
 	probe   Producer
 	probeMu sync.Mutex
+	topicOf topicNamer
 	// lowGauge is cqrsflow_relay_low_water_mark of each worker.
 	lowGauge []prometheus.Gauge
 
@@ -184,6 +189,7 @@ func New(cfg Config, pool *pgxpool.Pool, prod Producer, reg prometheus.Registere
 		store:     &store{pool: pool, id: cfg.ID, ttl: cfg.LeaseTTL},
 		owned:     map[int16]int64{},
 		toRelease: map[int16]bool{},
+		topicOf:   prefixTopics(cfg.TopicPrefix, cfg.TopicPrefixes),
 	}
 	for range cfg.Workers {
 		r.wake = append(r.wake, make(chan struct{}, 1))
