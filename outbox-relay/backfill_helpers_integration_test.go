@@ -196,7 +196,7 @@ type topicCheck struct {
 // checkTopic reads topic from the start to its end offsets and checks, per
 // key in partition order, that the first occurrences of its versions are
 // 1, 2, 3, … and that every event of want (aggregate id → last version) is
-// there and nothing else.
+// there and nothing else (want nil: no check of the contents).
 func checkTopic(t *testing.T, topic string, want map[string]int64) topicCheck {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -272,7 +272,7 @@ func checkTopic(t *testing.T, topic string, want map[string]int64) topicCheck {
 			t.Errorf("%s: aggregate %s last version %d, want %d", topic, id, last[id], v)
 		}
 	}
-	if len(last) != len(want) {
+	if want != nil && len(last) != len(want) {
 		t.Errorf("%s: %d aggregates, want %d", topic, len(last), len(want))
 	}
 	return c
