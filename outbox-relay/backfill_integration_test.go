@@ -6,6 +6,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"strconv"
 	"strings"
 	"testing"
@@ -38,7 +40,9 @@ func TestBackfillBinaryKilledAndResumed(t *testing.T) {
 	want := lastVersions(ctx, t, pg)
 	const batch = 150
 	args := []string{"backfill", "--run", "killed", "--aggregate-type", "product", "--batch-size", strconv.Itoa(batch), "--partitions", "6"}
-	env := []string{"POSTGRES_URL=" + pg.URL, "KAFKA_BROKERS=" + strings.Join(testenv.KafkaBrokers(), ","), "TOPIC_PREFIX=" + prefix, "LOG_LEVEL=warn"}
+	maddr := testenv.FreeAddr(t)
+	env := []string{"POSTGRES_URL=" + pg.URL, "KAFKA_BROKERS=" + strings.Join(testenv.KafkaBrokers(), ","), "TOPIC_PREFIX=" + prefix, "LOG_LEVEL=warn",
+		"BACKFILL_METRICS_ADDR=" + maddr}
 
 	for i := range 2 { // killed twice
 		p := start(t, "backfill-killed", args, env, "")
@@ -51,6 +55,19 @@ func TestBackfillBinaryKilledAndResumed(t *testing.T) {
 		})
 		if err != nil {
 			t.Fatal(err)
+		}
+		if i == 0 { // its progress metrics while it runs
+			res, err := http.Get("http://" + maddr + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			for _, m := range []string{"cqrsflow_backfill_position ", "cqrsflow_backfill_target_position 6000", `cqrsflow_backfill_published_total{topic="` + topic + `"}`} {
+				if !strings.Contains(string(b), m) {
+					t.Errorf("/metrics has no %q:\n%s", m, b)
+				}
+			}
 		}
 		kill9(t, p)
 		var pos int64
