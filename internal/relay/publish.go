@@ -59,6 +59,11 @@ func prefixTopics(prefix string, prefixes map[string]string) topicNamer {
 	}
 }
 
+// topicOf names the topic of an aggregate type's events under r's config.
+func (r *Relay) topicOf(aggregateType string) string {
+	return prefixTopics(r.cfg.TopicPrefix, r.cfg.TopicPrefixes)(aggregateType)
+}
+
 // record builds the Kafka record of an outbox row for topic: key =
 // aggregate id, value = envelope JSON (envelope.AppendJSON, which the
 // projector's verification builds from the events table too), headers of

@@ -154,7 +154,6 @@ type Relay struct {
 	// probe sends refused rows alone, one at a time (probeMu).
 	probe   Producer
 	probeMu sync.Mutex
-	topicOf topicNamer
 	// lowGauge is cqrsflow_relay_low_water_mark of each worker.
 	lowGauge []prometheus.Gauge
 
@@ -189,7 +188,6 @@ func New(cfg Config, pool *pgxpool.Pool, prod Producer, reg prometheus.Registere
 		store:     &store{pool: pool, id: cfg.ID, ttl: cfg.LeaseTTL},
 		owned:     map[int16]int64{},
 		toRelease: map[int16]bool{},
-		topicOf:   prefixTopics(cfg.TopicPrefix, cfg.TopicPrefixes),
 	}
 	for range cfg.Workers {
 		r.wake = append(r.wake, make(chan struct{}, 1))
