@@ -110,6 +110,9 @@ var ErrBackfillMismatch = errors.New("backfill run exists with another selection
 // are acknowledged, on the first error, or when ctx ends; the recorded
 // position is then that of the last batch acknowledged whole.
 func Backfill(ctx context.Context, pool *pgxpool.Pool, p Producer, m *BackfillMetrics, o BackfillOptions, log *slog.Logger) (BackfillResult, error) {
+	if o.Run == "" || o.Topic == "" || o.Selection.AggregateType == "" || o.Selection.FromPosition < 0 {
+		return BackfillResult{}, fmt.Errorf("%w: a backfill needs a run name, a topic, an aggregate type and a position >= 0", ErrConfig)
+	}
 	if o.BatchSize <= 0 {
 		o.BatchSize = 1000
 	}

@@ -426,3 +426,21 @@ func TestBackfillSelectionKey(t *testing.T) {
 		}
 	}
 }
+
+// A backfill without a run, a topic or an aggregate type, or with a
+// negative position, is refused before it touches anything.
+func TestBackfillRefusesAnIncompleteSelection(t *testing.T) {
+	ok := BackfillOptions{Run: "r", Topic: "t", Selection: BackfillSelection{AggregateType: "product"}}
+	for _, mut := range []func(*BackfillOptions){
+		func(o *BackfillOptions) { o.Run = "" },
+		func(o *BackfillOptions) { o.Topic = "" },
+		func(o *BackfillOptions) { o.Selection.AggregateType = "" },
+		func(o *BackfillOptions) { o.Selection.FromPosition = -1 },
+	} {
+		o := ok
+		mut(&o)
+		if _, err := Backfill(context.Background(), nil, nil, nil, o, nil); !errors.Is(err, ErrConfig) {
+			t.Errorf("%+v: err = %v, want ErrConfig", o, err)
+		}
+	}
+}
