@@ -194,7 +194,8 @@ func (c *backfillCfg) runBackfill(ctx context.Context, env cli.Env) error {
 
 // ensureTopic refuses a topic that does not exist, unless --partitions
 // says to create it: a producer to a missing topic would have the broker
-// create it with its own defaults (partitions, retention), silently.
+// create it with its own defaults (partitions, retention), silently. With
+// --partitions, an existing topic must have that many.
 func (c *backfillCfg) ensureTopic(ctx context.Context, kc *kgo.Client, topic string, log *slog.Logger) error {
 	adm := kadm.NewClient(kc)
 	if c.partitions > 0 {
@@ -203,7 +204,6 @@ func (c *backfillCfg) ensureTopic(ctx context.Context, kc *kgo.Client, topic str
 		if err := topics.Ensure(ctx, adm, spec); err != nil {
 			return fmt.Errorf("ensuring topic %s: %w", topic, err)
 		}
-		return nil
 	}
 	details, err := adm.ListTopics(ctx, topic)
 	if err != nil {
@@ -213,6 +213,11 @@ func (c *backfillCfg) ensureTopic(ctx context.Context, kc *kgo.Client, topic str
 	if !ok || d.Err != nil {
 		return cli.UsageError(fmt.Errorf("topic %s does not exist: check --aggregate-type and TOPIC_PREFIX, or pass --partitions N to create it", topic))
 	}
-	log.Info("publishing to existing topic", "topic", topic, "partitions", len(d.Partitions))
+	if c.partitions > 0 && len(d.Partitions) != c.partitions {
+		// A repartition into an existing topic of the wrong size would
+		// spread the keys differently than asked, for good.
+		return cli.UsageError(fmt.Errorf("topic %s exists with %d partitions, not the %d of --partitions", topic, len(d.Partitions), c.partitions))
+	}
+	log.Info("publishing to topic", "topic", topic, "partitions", len(d.Partitions))
 	return nil
 }

@@ -151,6 +151,10 @@ func TestBackfillDeletedTopicThenRebuild(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
+	// An existing topic of another size than --partitions asks is refused.
+	if code, _, stderr := runBackfillCLI(t, kenv, "--run", "refill", "--aggregate-type", "product", "--partitions", "4"); code != 2 || !strings.Contains(stderr, "exists with 3 partitions") {
+		t.Fatalf("backfill with --partitions 4 to a topic of 3: exit %d, %s", code, stderr)
+	}
 	want := productFold(ctx, t, pg)
 	c := checkTopic(t, topic, lastVersions(ctx, t, pg))
 	if len(c.violations) > 0 || c.distinct != 400 || c.duplicates != 0 {
