@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,6 +22,8 @@ type cfg struct {
 	Kafka            kafka.Settings
 	TopicPrefix      string
 	AggregateTypes   []string
+	TopicPrefixes    []string
+	prefixes         map[string]string
 	TopicPartitions  int
 	TopicReplication int
 	TopicMinInsync   int
@@ -56,6 +59,7 @@ func (c *cfg) register(s *config.Set) {
 	c.Kafka.Register(s)
 	s.String(&c.TopicPrefix, "TOPIC_PREFIX", d.TopicPrefix, "topic prefix: <prefix>.<aggregate_type>.events")
 	s.List(&c.AggregateTypes, "AGGREGATE_TYPES", "product,order", "aggregate types whose topics are created/verified at start")
+	s.List(&c.TopicPrefixes, "AGGREGATE_TOPIC_PREFIXES", "", "type=prefix,…: publish that aggregate type's events to <prefix>.<type>.events instead (a repartition's cut-over)")
 	s.Int(&c.TopicPartitions, "TOPIC_PARTITIONS", int(topics.DefaultPartitions), "partitions of topics created at start")
 	s.Int(&c.TopicReplication, "TOPIC_REPLICATION_FACTOR", int(topics.DefaultReplicationFactor), "replication factor of topics created at start")
 	s.Int(&c.TopicMinInsync, "TOPIC_MIN_INSYNC_REPLICAS", 0, "min.insync.replicas of topics created at start (0: replication factor - 1, at least 1)")
@@ -92,6 +96,9 @@ func (c *cfg) validate() error {
 			errs = append(errs, fmt.Errorf("AGGREGATE_TYPES: %q is not a valid topic name part", t))
 		}
 	}
+	prefixes, err := parsePrefixes(c.TopicPrefixes, c.AggregateTypes)
+	errs = append(errs, err)
+	c.prefixes = prefixes
 	if c.TopicPartitions < 1 {
 		errs = append(errs, fmt.Errorf("TOPIC_PARTITIONS must be >= 1, got %d", c.TopicPartitions))
 	}
@@ -135,4 +142,27 @@ func (c *cfg) validate() error {
 		errs = append(errs, fmt.Errorf("SHUTDOWN_GRACE must be > 0, got %s", c.ShutdownGrace))
 	}
 	return errors.Join(errs...)
+}
+
+// parsePrefixes parses AGGREGATE_TOPIC_PREFIXES: type=prefix items, each
+// type one of types and named once.
+func parsePrefixes(items, types []string) (map[string]string, error) {
+	out := map[string]string{}
+	var errs []error
+	for _, it := range items {
+		typ, prefix, ok := strings.Cut(it, "=")
+		switch {
+		case !ok || typ == "" || prefix == "":
+			errs = append(errs, fmt.Errorf("AGGREGATE_TOPIC_PREFIXES: %q is not type=prefix", it))
+		case !slices.Contains(types, typ):
+			errs = append(errs, fmt.Errorf("AGGREGATE_TOPIC_PREFIXES: %q is not one of AGGREGATE_TYPES", typ))
+		case !namePart.MatchString(prefix):
+			errs = append(errs, fmt.Errorf("AGGREGATE_TOPIC_PREFIXES: prefix %q: use letters, digits, '.', '_' or '-'", prefix))
+		case out[typ] != "":
+			errs = append(errs, fmt.Errorf("AGGREGATE_TOPIC_PREFIXES: %q named twice", typ))
+		default:
+			out[typ] = prefix
+		}
+	}
+	return out, errors.Join(errs...)
 }

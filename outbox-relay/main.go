@@ -6,6 +6,7 @@
 //	outbox-relay dead list [--aggregate-type T] [--aggregate ID] [--json]
 //	outbox-relay dead retry (--id N ... | --aggregate ID | --all) [--aggregate-type T]
 //	outbox-relay dead discard --id N [--yes]
+//	outbox-relay backfill --run NAME --aggregate-type T [--aggregate ID ...] [--from-position N | --from-time T] [--partitions N] [--restart]
 package main
 
 import (
@@ -37,6 +38,7 @@ var program = &cli.Program{
 			return cli.Action{Validate: c.validate, Run: func(ctx context.Context, env cli.Env) error { return runRelay(ctx, c, env) }}
 		}},
 		deadCommand,
+		backfillCommand,
 	},
 }
 
@@ -82,7 +84,7 @@ func runRelay(ctx context.Context, c cfg, env cli.Env) error {
 		"kafka":    func(ctx context.Context) error { return kc.Ping(ctx) },
 	})
 	r, err := relay.New(relay.Config{
-		ID: c.RelayID, TopicPrefix: c.TopicPrefix, BatchSize: c.BatchSize, Workers: c.Workers, PollInterval: c.PollInterval,
+		ID: c.RelayID, TopicPrefix: c.TopicPrefix, TopicPrefixes: c.prefixes, BatchSize: c.BatchSize, Workers: c.Workers, PollInterval: c.PollInterval,
 		Linger: c.Linger, RescanInterval: c.RescanInterval, LeaseTTL: c.LeaseTTL, ShutdownGrace: c.ShutdownGrace,
 		PoisonAttempts: c.PoisonAttempts, PoisonInterval: c.PoisonInterval, Probe: probe,
 	}, pool, kc, reg, log)
@@ -105,7 +107,14 @@ func runRelay(ctx context.Context, c cfg, env cli.Env) error {
 				return nil // cancelled while waiting
 			}
 		}
-		specs := topics.EventSpecs(c.TopicPrefix, c.AggregateTypes, int32(c.TopicPartitions), int16(c.TopicReplication), log)
+		var specs []topics.Spec
+		for _, t := range c.AggregateTypes {
+			prefix := c.TopicPrefix
+			if p, ok := c.prefixes[t]; ok {
+				prefix = p
+			}
+			specs = append(specs, topics.EventSpecs(prefix, []string{t}, int32(c.TopicPartitions), int16(c.TopicReplication), log)...)
+		}
 		for i := range specs {
 			specs[i].MinInsyncReplicas = int16(c.TopicMinInsync)
 		}

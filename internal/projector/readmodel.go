@@ -153,12 +153,20 @@ type catchUp struct {
 	progress     func(phase string, consumed, end, lag int64)
 }
 
-// wait returns nil once the group's lag is 0. It keeps polling through
-// errors reading the offsets (Kafka may be briefly unavailable; ctx bounds
-// the wait), and fails if the consumer stops.
+// wait returns nil once the group has consumed everything that was on
+// the topic when the wait began (the end offsets of its first poll), or
+// its lag is 0. Under a steady write load the lag is rarely 0 at the
+// moment it is sampled (offsets are committed after each flush), so
+// waiting for 0 alone may never end; what a phase needs is the topic as
+// it was when the phase began (before the swap: nearly all of it; after
+// the swap: every record the live projector may have written into the
+// old index). It keeps polling through errors reading the offsets (Kafka
+// may be briefly unavailable; ctx bounds the wait), and fails if the
+// consumer stops.
 func (c catchUp) wait(ctx context.Context, phase string) error {
 	t := time.NewTicker(c.interval)
 	defer t.Stop()
+	var target kadm.ListedOffsets // the end offsets when the wait began
 	for {
 		select {
 		case <-ctx.Done():
@@ -185,7 +193,33 @@ func (c catchUp) wait(ctx context.Context, phase string) error {
 		if lag == 0 {
 			return nil
 		}
+		if target == nil {
+			target = ends
+			continue
+		}
+		if c.reached(ctx, target) {
+			return nil
+		}
 	}
+}
+
+// reached reports whether the group's committed offsets are at or past
+// target on every partition.
+func (c catchUp) reached(ctx context.Context, target kadm.ListedOffsets) bool {
+	committed, err := c.adm.FetchOffsetsForTopics(ctx, c.group, c.topic)
+	if err != nil || committed.Error() != nil {
+		return false
+	}
+	ok := true
+	target.Each(func(l kadm.ListedOffset) {
+		if l.Offset == 0 {
+			return
+		}
+		if o, found := committed.Lookup(c.topic, l.Partition); !found || o.Err != nil || o.At < l.Offset {
+			ok = false
+		}
+	})
+	return ok
 }
 
 // dropIndices deletes the indices the alias pointed at before the swap,

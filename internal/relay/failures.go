@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
-
-	"cqrsflow/internal/envelope"
 )
 
 // batchResult is what became of a claimed batch's rows.
@@ -44,7 +42,7 @@ type deadLetter struct {
 func (r *Relay) publishBatch(ctx context.Context, p *poison, rows []row, now time.Time) batchResult {
 	errs := make([]error, len(rows))
 	waiting := holdSuspects(p, rows, errs)
-	recs, ackedAt := publish(ctx, r.prod, r.cfg.TopicPrefix, rows, errs)
+	recs, ackedAt := publish(ctx, r.prod, r.topicOf, rows, errs)
 	r.countPublished(rows, recs, errs, ackedAt)
 	cands, transients := r.candidates(p, rows, errs, now)
 	confs := r.confirm(ctx, rows, cands)
@@ -83,7 +81,7 @@ func (r *Relay) countPublished(rows []row, recs []*kgo.Record, errs []error, ack
 		if errors.Is(errs[i], errHeld) {
 			continue
 		}
-		topic := envelope.Topic(r.cfg.TopicPrefix, rows[i].AggregateType)
+		topic := r.topicOf(rows[i].AggregateType)
 		if recs[i] != nil {
 			topic = recs[i].Topic
 		}

@@ -5,8 +5,6 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
-
-	"cqrsflow/internal/envelope"
 )
 
 // aggKey identifies an aggregate.
@@ -116,7 +114,7 @@ func (r *Relay) confirm(ctx context.Context, rows []row, cands []candidate) []co
 	probes := 0
 	for k, c := range cands {
 		rw := &rows[c.i]
-		topicName := envelope.Topic(r.cfg.TopicPrefix, rw.AggregateType)
+		topicName := r.topicOf(rw.AggregateType)
 		if c.f.scope == ofTopic {
 			if v, ok := topics[topicName]; ok {
 				out[k] = v // refused with the topic, or skipped
@@ -162,7 +160,7 @@ func (r *Relay) confirm(ctx context.Context, rows []row, cands []candidate) []co
 // waits for its acknowledgement. Probes of all workers take turns, so
 // the probe producer never holds two records.
 func (r *Relay) probeRow(ctx context.Context, rw *row) (time.Time, error) {
-	rec, err := record(r.cfg.TopicPrefix, rw)
+	rec, err := record(r.topicOf(rw.AggregateType), rw)
 	if err != nil {
 		return time.Time{}, envelopeErr(err)
 	}

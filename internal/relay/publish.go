@@ -44,11 +44,31 @@ func ProducerOpts(brokers []string, deliveryTimeout time.Duration) []kgo.Opt {
 // once.
 const envelopeOverhead = 512
 
-// record builds the Kafka record of an outbox row: key = aggregate id,
-// value = envelope JSON (envelope.AppendJSON, which the projector's
-// verification builds from the events table too), headers of
-// docs/architecture.md.
-func record(prefix string, r *row) (*kgo.Record, error) {
+// topicNamer names the topic of an aggregate type's events.
+type topicNamer func(aggregateType string) string
+
+// prefixTopics names topics <prefix>.<type>.events, or
+// <prefixes[type]>.<type>.events for a type moved to a topic of its own
+// (a repartition's cut-over, docs/operations.md).
+func prefixTopics(prefix string, prefixes map[string]string) topicNamer {
+	return func(aggregateType string) string {
+		if p, ok := prefixes[aggregateType]; ok {
+			return envelope.Topic(p, aggregateType)
+		}
+		return envelope.Topic(prefix, aggregateType)
+	}
+}
+
+// topicOf names the topic of an aggregate type's events under r's config.
+func (r *Relay) topicOf(aggregateType string) string {
+	return prefixTopics(r.cfg.TopicPrefix, r.cfg.TopicPrefixes)(aggregateType)
+}
+
+// record builds the Kafka record of an outbox row for topic: key =
+// aggregate id, value = envelope JSON (envelope.AppendJSON, which the
+// projector's verification builds from the events table too), headers of
+// docs/architecture.md. Backfill publishes events with it too.
+func record(topic string, r *row) (*kgo.Record, error) {
 	value, err := envelope.AppendJSON(make([]byte, 0, envelopeOverhead+len(r.Payload)+len(r.Metadata)), &envelope.Row{
 		AggregateType: r.AggregateType, AggregateID: r.AggregateID, GlobalPosition: r.GlobalPosition,
 		EventID: r.EventID, EventType: r.EventType, SchemaVersion: r.SchemaVersion, Version: r.Version,
@@ -58,7 +78,7 @@ func record(prefix string, r *row) (*kgo.Record, error) {
 		return nil, err
 	}
 	return &kgo.Record{
-		Topic: envelope.Topic(prefix, r.AggregateType),
+		Topic: topic,
 		Key:   []byte(r.AggregateID),
 		Value: value,
 		Headers: []kgo.RecordHeader{
@@ -86,7 +106,7 @@ func envelopeErr(err error) error { return fmt.Errorf("%w: %w", errEnvelope, err
 // the context, and a relay must still stop. Every record not yet acked
 // then counts as failed (errAbandoned), so its row stays in the outbox and
 // is published again: at least once, never skipped.
-func publish(ctx context.Context, p Producer, prefix string, rows []row, errs []error) (recs []*kgo.Record, ackedAt []time.Time) {
+func publish(ctx context.Context, p Producer, topicOf topicNamer, rows []row, errs []error) (recs []*kgo.Record, ackedAt []time.Time) {
 	recs = make([]*kgo.Record, len(rows))
 	ackedAt = make([]time.Time, len(rows))
 	var broken map[aggKey]bool
@@ -104,7 +124,7 @@ func publish(ctx context.Context, p Producer, prefix string, rows []row, errs []
 			errs[i] = errHeld
 			continue
 		}
-		rec, err := record(prefix, &rows[i])
+		rec, err := record(topicOf(rows[i].AggregateType), &rows[i])
 		if err != nil {
 			errs[i] = envelopeErr(err)
 			if broken == nil {

@@ -151,7 +151,7 @@ func TestDeletableStopsAtFirstFailurePerAggregate(t *testing.T) {
 
 func TestRecordEnvelopeAndHeaders(t *testing.T) {
 	r := mkRow(42, "agg-1", 3)
-	rec, err := record("pre", &r)
+	rec, err := record(envelope.Topic("pre", r.AggregateType), &r)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,13 +177,13 @@ func TestRecordEnvelopeAndHeaders(t *testing.T) {
 	}
 	bad := mkRow(43, "agg-1", 1)
 	bad.Metadata = []byte(`[1]`)
-	if _, err := record("pre", &bad); err == nil {
+	if _, err := record(envelope.Topic("pre", bad.AggregateType), &bad); err == nil {
 		t.Fatal("metadata that is not an object: want error")
 	}
 	for _, payload := range []string{`[1]`, `{"price": 1.5,`, `{} {}`, ``} {
 		bad = mkRow(44, "agg-1", 1)
 		bad.Payload = []byte(payload)
-		if _, err := record("p", &bad); err == nil {
+		if _, err := record(envelope.Topic("p", bad.AggregateType), &bad); err == nil {
 			t.Errorf("record with payload %q: want error", payload)
 		}
 	}
@@ -249,7 +249,7 @@ func TestPublishPartialFailureKeepsKeyOrder(t *testing.T) {
 		rows = append(rows, mkRow(2*v-1, a, v), mkRow(2*v, b, v))
 	}
 	errs := make([]error, len(rows))
-	publish(ctx, cl, "p", rows, errs)
+	publish(ctx, cl, prefixTopics("p", nil), rows, errs)
 	nFailA := 0
 	for i := range rows {
 		if errs[i] != nil && rows[i].AggregateID == a {
@@ -284,7 +284,7 @@ func TestPublishPartialFailureKeepsKeyOrder(t *testing.T) {
 		}
 	}
 	errs2 := make([]error, len(rest))
-	publish(ctx, cl, "p", rest, errs2)
+	publish(ctx, cl, prefixTopics("p", nil), rest, errs2)
 	for i, err := range errs2 {
 		if err != nil {
 			t.Fatalf("retry of %s v%d: %v", rest[i].AggregateID, rest[i].Version, err)
@@ -345,7 +345,7 @@ func BenchmarkRecord(b *testing.B) {
 	r.Payload = []byte(`{"name": "p-1", "description": "` + strings.Repeat("x", 230) + `", "price": 19.99, "stock": 5}`)
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := record("cqrsflow", &r); err != nil {
+		if _, err := record(envelope.Topic("cqrsflow", r.AggregateType), &r); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -375,7 +375,7 @@ func TestPublishStopsWaitingWhenTheContextEnds(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, ackedAt := publish(ctx, p, "p", rows, errs)
+	_, ackedAt := publish(ctx, p, prefixTopics("p", nil), rows, errs)
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("publish returned after %s", d)
 	}
@@ -395,6 +395,52 @@ func TestPublishStopsWaitingWhenTheContextEnds(t *testing.T) {
 	for i := range rows {
 		if !errors.Is(errs[i], errAbandoned) || !ackedAt[i].IsZero() {
 			t.Errorf("row %d changed by a late promise: %v, %v", i, errs[i], ackedAt[i])
+		}
+	}
+}
+
+func TestPrefixTopics(t *testing.T) {
+	topicOf := prefixTopics("cqrsflow", map[string]string{"product": "cqrsflow-p12"})
+	if got := topicOf("product"); got != "cqrsflow-p12.product.events" {
+		t.Errorf("product → %s", got)
+	}
+	if got := topicOf("order"); got != "cqrsflow.order.events" {
+		t.Errorf("order → %s", got)
+	}
+}
+
+func TestBackfillSelectionKey(t *testing.T) {
+	a := BackfillSelection{AggregateType: "product", AggregateIDs: []string{"b", "a", "b"}, FromPosition: 7}
+	b := BackfillSelection{AggregateType: "product", AggregateIDs: []string{"a", "b"}, FromPosition: 7}
+	if a.key() != b.key() {
+		t.Fatalf("the same selection has two keys: %q, %q", a.key(), b.key())
+	}
+	for _, other := range []BackfillSelection{
+		{AggregateType: "product", AggregateIDs: []string{"a"}, FromPosition: 7},
+		{AggregateType: "product", AggregateIDs: []string{"a", "b"}, FromPosition: 8},
+		{AggregateType: "product", AggregateIDs: []string{"a", "b"}, FromPosition: 7, FromTime: time.Unix(1, 0)},
+		{AggregateType: "product", AggregateIDs: []string{"a,b"}, FromPosition: 7},
+	} {
+		if other.key() == a.key() {
+			t.Errorf("%+v has the key of %+v", other, a)
+		}
+	}
+}
+
+// A backfill without a run, a topic or an aggregate type, or with a
+// negative position, is refused before it touches anything.
+func TestBackfillRefusesAnIncompleteSelection(t *testing.T) {
+	ok := BackfillOptions{Run: "r", Topic: "t", Selection: BackfillSelection{AggregateType: "product"}}
+	for _, mut := range []func(*BackfillOptions){
+		func(o *BackfillOptions) { o.Run = "" },
+		func(o *BackfillOptions) { o.Topic = "" },
+		func(o *BackfillOptions) { o.Selection.AggregateType = "" },
+		func(o *BackfillOptions) { o.Selection.FromPosition = -1 },
+	} {
+		o := ok
+		mut(&o)
+		if _, err := Backfill(context.Background(), nil, nil, nil, o, nil); !errors.Is(err, ErrConfig) {
+			t.Errorf("%+v: err = %v, want ErrConfig", o, err)
 		}
 	}
 }

@@ -23,7 +23,11 @@ import (
 type Config struct {
 	ID          string // relay id, unique among live relays (required)
 	TopicPrefix string
-	BatchSize   int // rows per batch (per worker)
+	// TopicPrefixes gives an aggregate type a prefix of its own: its
+	// events go to <TopicPrefixes[type]>.<type>.events. A repartition
+	// moves a type to a new topic this way (docs/operations.md).
+	TopicPrefixes map[string]string
+	BatchSize     int // rows per batch (per worker)
 	// Workers is the number of publish loops while there is a backlog;
 	// loop w serves the owned shards with shard % Workers == w, one batch
 	// at a time, so a shard is still published strictly in order while
