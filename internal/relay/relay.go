@@ -12,10 +12,12 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"cqrsflow/internal/backoff"
 	"cqrsflow/internal/envelope"
 	"cqrsflow/internal/outbox"
+	"cqrsflow/internal/tracing"
 )
 
 // Config of a Relay. A zero field takes DefaultConfig's value, except
@@ -63,6 +65,10 @@ type Config struct {
 	// the same partition can share the probe's produce request, so a
 	// refusal of that record could count against the probed row.
 	Probe Producer
+	// Tracing, when set, records a span per published batch
+	// (tracePublish); nil: no tracing work. The trace context stored with
+	// the events is sent as record headers either way.
+	Tracing trace.TracerProvider
 }
 
 // DefaultLinger is the outbox-relay binary's WAKE_LINGER. Measured with
@@ -147,6 +153,7 @@ type Relay struct {
 	low   []lowWater      // one per worker, used only by that worker
 	// poison holds each worker's suspects, used only by that worker.
 	poison []poison
+	tracer trace.Tracer // nil: tracing off
 	// probe sends refused rows alone, one at a time (probeMu).
 	probe   Producer
 	probeMu sync.Mutex
@@ -184,6 +191,7 @@ func New(cfg Config, pool *pgxpool.Pool, prod Producer, reg prometheus.Registere
 		store:     &store{pool: pool, id: cfg.ID, ttl: cfg.LeaseTTL},
 		owned:     map[int16]int64{},
 		toRelease: map[int16]bool{},
+		tracer:    tracing.Tracer(cfg.Tracing, "relay"),
 	}
 	for range cfg.Workers {
 		r.wake = append(r.wake, make(chan struct{}, 1))
