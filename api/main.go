@@ -25,6 +25,7 @@ import (
 	"cqrsflow/internal/migrations"
 	"cqrsflow/internal/obs"
 	"cqrsflow/internal/query"
+	"cqrsflow/internal/tracing"
 )
 
 var program = &cli.Program{
@@ -101,11 +102,20 @@ func serve(ctx context.Context, c Config, env cli.Env) error {
 	}
 	reads := query.New(es, c.IndexPrefix, log).LimitWaits(httpapi.NewClientWaits(c.MaxWaitsPerClient))
 
+	tp, stopTracing, err := tracing.Setup(ctx, "cqrsflow-api")
+	if err != nil {
+		return err
+	}
+	if tp != nil {
+		defer tracing.Stop(stopTracing, log)
+		log.Info("tracing on: exporting spans over OTLP")
+	}
+
 	reg := obs.NewRegistry()
 	health := obs.NewHealth(map[string]obs.CheckFunc{"postgres": store.Ping, "elasticsearch": reads.Ping})
 	deps := httpapi.Deps{
 		Store: store, Schemas: schemas, Auth: authn, Health: health,
-		Registerer: reg, Gatherer: reg, Log: log,
+		Registerer: reg, Gatherer: reg, Log: log, Tracing: tp,
 		Modules: catalog.Modules(reads),
 	}
 	if c.GroupCommit {
@@ -116,6 +126,7 @@ func serve(ctx context.Context, c Config, env cli.Env) error {
 		defer b.Close() // before store.Close: the last batches still notify
 		deps.Store = b
 	}
+	deps.Store = eventstore.Traced(deps.Store, tp)
 	engine, err := httpapi.NewEngine(httpapi.Config{
 		MaxBodyBytes:         int64(c.MaxBodyBytes),
 		RateLimitRPS:         float64(c.RateLimitRPS),

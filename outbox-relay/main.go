@@ -26,6 +26,7 @@ import (
 	"cqrsflow/internal/obs"
 	"cqrsflow/internal/relay"
 	"cqrsflow/internal/topics"
+	"cqrsflow/internal/tracing"
 )
 
 var program = &cli.Program{
@@ -78,6 +79,15 @@ func runRelay(ctx context.Context, c cfg, env cli.Env) error {
 	}
 	defer probe.Close()
 
+	tp, stopTracing, err := tracing.Setup(ctx, "cqrsflow-outbox-relay")
+	if err != nil {
+		return err
+	}
+	if tp != nil {
+		defer tracing.Stop(stopTracing, log)
+		log.Info("tracing on: exporting spans over OTLP")
+	}
+
 	reg := obs.NewRegistry()
 	health := obs.NewHealth(map[string]obs.CheckFunc{
 		"postgres": func(ctx context.Context) error { return pool.Ping(ctx) },
@@ -86,7 +96,7 @@ func runRelay(ctx context.Context, c cfg, env cli.Env) error {
 	r, err := relay.New(relay.Config{
 		ID: c.RelayID, TopicPrefix: c.TopicPrefix, TopicPrefixes: c.prefixes, BatchSize: c.BatchSize, Workers: c.Workers, PollInterval: c.PollInterval,
 		Linger: c.Linger, RescanInterval: c.RescanInterval, LeaseTTL: c.LeaseTTL, ShutdownGrace: c.ShutdownGrace,
-		PoisonAttempts: c.PoisonAttempts, PoisonInterval: c.PoisonInterval, Probe: probe,
+		PoisonAttempts: c.PoisonAttempts, PoisonInterval: c.PoisonInterval, Probe: probe, Tracing: tp,
 	}, pool, kc, reg, log)
 	if err != nil {
 		return err

@@ -28,6 +28,7 @@ import (
 	"cqrsflow/internal/kafka"
 	"cqrsflow/internal/obs"
 	"cqrsflow/internal/projector"
+	"cqrsflow/internal/tracing"
 )
 
 var program = &cli.Program{
@@ -227,6 +228,14 @@ func consume(ctx context.Context, c cfg, projs []projector.Projection, log *slog
 	if err != nil {
 		return err
 	}
+	tp, stopTracing, err := tracing.Setup(ctx, "cqrsflow-projector")
+	if err != nil {
+		return err
+	}
+	if tp != nil {
+		defer tracing.Stop(stopTracing, log)
+		log.Info("tracing on: exporting spans over OTLP")
+	}
 	reg := obs.NewRegistry()
 	m := projector.NewMetrics(reg)
 	var runners []*projector.Runner
@@ -242,6 +251,7 @@ func consume(ctx context.Context, c cfg, projs []projector.Projection, log *slog
 			return err
 		}
 		rc.Index = alias
+		rc.Tracing = tp
 		r, err := projector.New(rc, p, es, m, log)
 		if err != nil {
 			return err

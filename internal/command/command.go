@@ -71,6 +71,11 @@ type Request struct {
 	// CorrelationID groups the events of one business flow; empty means
 	// the request starts one, and RequestID is used.
 	CorrelationID string
+	// Traceparent and Tracestate are the W3C trace context of the
+	// request, stored with its events (empty: not traced). They are not
+	// part of the Fingerprint: a retry is the same request in another
+	// trace.
+	Traceparent, Tracestate string
 	// IdempotencyKey, when set, makes the command idempotent per
 	// principal: the first successful answer is stored with the events,
 	// and a retry with the same key and Fingerprint gets it back while
@@ -247,7 +252,8 @@ func (x *executor) run(ctx context.Context, req Request, p plan) (Result, error)
 		AggregateID:     p.id,
 		ExpectedVersion: p.expected,
 		Metadata: envelope.Metadata{CorrelationID: corr, IdempotencyKey: req.IdempotencyKey,
-			RequestID: req.RequestID, Principal: req.Principal},
+			RequestID: req.RequestID, Principal: req.Principal,
+			Traceparent: envelope.TraceField(req.Traceparent), Tracestate: envelope.TraceField(req.Tracestate)},
 		Decide: func(history []eventstore.Event) ([]eventstore.NewEvent, error) {
 			evs, err := p.decide(history)
 			if err != nil {

@@ -43,14 +43,22 @@ type Row struct {
 // payload), because a record that is not JSON would be accepted by Kafka
 // and fail every consumer.
 func AppendJSON(b []byte, r *Row) ([]byte, error) {
+	b, _, err := AppendJSONMeta(b, r)
+	return b, err
+}
+
+// AppendJSONMeta is AppendJSON that also returns the row's decoded
+// metadata, whose trace context (not part of the value) the relay sends
+// as headers.
+func AppendJSONMeta(b []byte, r *Row) ([]byte, Metadata, error) {
 	payload := bytes.TrimSpace(r.Payload)
 	if len(payload) == 0 || payload[0] != '{' || !json.Valid(payload) {
-		return nil, fmt.Errorf("event %s: payload is not a JSON object", r.EventID)
+		return nil, Metadata{}, fmt.Errorf("event %s: payload is not a JSON object", r.EventID)
 	}
 	var meta Metadata
 	if len(r.Metadata) > 0 {
 		if err := fastjson.Unmarshal(r.Metadata, &meta); err != nil {
-			return nil, fmt.Errorf("event %s: decoding metadata: %w", r.EventID, err)
+			return nil, Metadata{}, fmt.Errorf("event %s: decoding metadata: %w", r.EventID, err)
 		}
 	}
 	b = append(b, `{"event_id":`...)
@@ -75,7 +83,7 @@ func AppendJSON(b []byte, r *Row) ([]byte, error) {
 	b = append(b, payload...)
 	b = append(b, `,"metadata":`...)
 	b = appendMetadata(b, &meta)
-	return append(b, '}'), nil
+	return append(b, '}'), meta, nil
 }
 
 // appendMetadata writes m as json.Marshal would: fields in declaration

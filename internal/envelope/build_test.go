@@ -135,3 +135,39 @@ func BenchmarkAppendJSONEncodingJSON(b *testing.B) {
 		marshalEnvelope(b, &r)
 	}
 }
+
+// Trace context in the metadata is returned for the headers, never put in
+// the value, and a malformed one (not a string, not a trace context)
+// fails nothing: the envelope is built as without it.
+func TestAppendJSONMetaTraceContext(t *testing.T) {
+	base := mkRow(1, "agg-1", 1)
+	base.Metadata = []byte(`{"correlation_id":"c-1","request_id":"r-1"}`)
+	want, err := envelope.AppendJSON(nil, &base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		meta, parent, state string
+	}{
+		{`{"correlation_id":"c-1","request_id":"r-1","traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01","tracestate":"v=1"}`,
+			"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "v=1"},
+		{`{"correlation_id":"c-1","request_id":"r-1","traceparent":12,"tracestate":{"x":[1,2]}}`, "", ""},
+		{`{"correlation_id":"c-1","request_id":"r-1","traceparent":null,"tracestate":true}`, "", ""},
+		{`{"correlation_id":"c-1","request_id":"r-1","traceparent":"garbage","tracestate":"\u0000"}`, "garbage", "\x00"},
+		{`{"correlation_id":"c-1","request_id":"r-1","traceparent":["00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"]}`, "", ""},
+	} {
+		r := base
+		r.Metadata = []byte(tc.meta)
+		got, meta, err := envelope.AppendJSONMeta(nil, &r)
+		if err != nil {
+			t.Errorf("%s: %v", tc.meta, err)
+			continue
+		}
+		if string(got) != string(want) {
+			t.Errorf("%s: value\n%s\nwant\n%s", tc.meta, got, want)
+		}
+		if string(meta.Traceparent) != tc.parent || string(meta.Tracestate) != tc.state {
+			t.Errorf("%s: trace %q %q, want %q %q", tc.meta, meta.Traceparent, meta.Tracestate, tc.parent, tc.state)
+		}
+	}
+}

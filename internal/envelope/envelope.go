@@ -34,6 +34,29 @@ type Metadata struct {
 	IdempotencyKey string `json:"idempotency_key,omitempty"`
 	RequestID      string `json:"request_id,omitempty"`
 	Principal      string `json:"principal,omitempty"`
+	// Traceparent and Tracestate are the W3C trace context of the
+	// request that appended the event. They are stored with the event
+	// and travel as Kafka headers (the relay sends them), not in the
+	// envelope value. Decoding never fails on them (TraceField).
+	Traceparent TraceField `json:"traceparent,omitempty"`
+	Tracestate  TraceField `json:"tracestate,omitempty"`
+}
+
+// TraceField is a trace context string of the metadata. A value that is
+// not a JSON string decodes as empty instead of failing: trace context is
+// advisory, and a row with a malformed one must still be published and
+// projected. Whether a string is a valid trace context is for its reader
+// to check (internal/tracing.Parse).
+type TraceField string
+
+// UnmarshalJSON keeps a JSON string, and anything else as empty.
+func (f *TraceField) UnmarshalJSON(b []byte) error {
+	var s string
+	if json.Unmarshal(b, &s) != nil {
+		s = ""
+	}
+	*f = TraceField(s)
+	return nil
 }
 
 // Envelope is the Kafka value of every event (JSON).

@@ -25,12 +25,14 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 
 	"cqrsflow/internal/apierr"
 	"cqrsflow/internal/auth"
 	"cqrsflow/internal/command"
 	"cqrsflow/internal/eventschema"
 	"cqrsflow/internal/obs"
+	"cqrsflow/internal/tracing"
 )
 
 // Config are the HTTP settings.
@@ -75,6 +77,10 @@ type Deps struct {
 	Registerer prometheus.Registerer // api and command metrics are registered here
 	Gatherer   prometheus.Gatherer   // served on /metrics; nil → no /metrics
 	Log        *slog.Logger
+	// Tracing, when set, traces every request (a span per request, W3C
+	// traceparent honoured) and its append (eventstore.Traced wraps
+	// Store); nil: no tracing work at all.
+	Tracing trace.TracerProvider
 	// Modules add the routes of the aggregate types and read models
 	// (internal/catalog lists them) to the groups that authorize them.
 	Modules []Module
@@ -196,6 +202,9 @@ func NewEngine(cfg Config, deps Deps) (*gin.Engine, error) {
 	e.RedirectTrailingSlash = false
 	e.HandleMethodNotAllowed = true
 	e.ContextWithFallback = true
+	if deps.Tracing != nil {
+		e.Use(traceRequests(tracing.Tracer(deps.Tracing, "api")))
+	}
 	e.Use(requestID(), observe(deps.Log, m), recoverJSON(deps.Log),
 		limitClients(cfg.ClientRateLimitRPS, cfg.ClientRateLimitBurst, maxTracked), limitBody(cfg.MaxBodyBytes))
 	e.NoRoute(func(c *gin.Context) { apierr.Abort(c, http.StatusNotFound, "not_found", "no such route", nil) })
@@ -212,7 +221,7 @@ func NewEngine(cfg Config, deps Deps) (*gin.Engine, error) {
 		e.GET("/readyz", ok)
 	}
 	if deps.Gatherer != nil {
-		e.GET("/metrics", gin.WrapH(promhttp.HandlerFor(deps.Gatherer, promhttp.HandlerOpts{})))
+		e.GET("/metrics", gin.WrapH(promhttp.HandlerFor(deps.Gatherer, promhttp.HandlerOpts{EnableOpenMetrics: true})))
 	}
 
 	perPrincipal := limitPrincipals(cfg.RateLimitRPS, cfg.RateLimitBurst, maxTracked)

@@ -21,6 +21,7 @@ import (
 	"cqrsflow/internal/domain/product"
 	"cqrsflow/internal/eventschema"
 	"cqrsflow/internal/eventstore"
+	"cqrsflow/internal/tracing"
 )
 
 type handlers struct {
@@ -107,7 +108,10 @@ func productInput(o *object) product.Input {
 // request is what every command carries from the HTTP request. Write
 // routes authenticate first, so the principal is never nil here.
 func request(c *gin.Context, body []byte, status int) command.Request {
+	parent, state := tracing.Inject(c.Request.Context())
 	return command.Request{
+		Traceparent:    parent,
+		Tracestate:     state,
 		Principal:      principalID(c),
 		RequestID:      c.GetString(requestIDKey),
 		CorrelationID:  c.GetHeader("X-Correlation-ID"),

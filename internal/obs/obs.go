@@ -306,11 +306,14 @@ func (h *Health) ReadyzHandler() http.Handler {
 }
 
 // Mux returns an http.ServeMux with /healthz, /readyz and /metrics.
+// /metrics answers in OpenMetrics when the scraper asks for it: only that
+// format carries exemplars (the trace ids of the projector's end-to-end
+// histogram); others get the classic text format.
 func (h *Health) Mux(reg *prometheus.Registry) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("/healthz", h.HealthzHandler())
 	mux.Handle("/readyz", h.ReadyzHandler())
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, EnableOpenMetrics: true}))
 	return mux
 }
 

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 
 	"cqrsflow/internal/topics"
 )
@@ -81,6 +82,12 @@ type Config struct {
 	// them (gap closed by another writer, ParkTimeout reached) when no new
 	// records arrive.
 	ParkedRecheck time.Duration
+
+	// Tracing, when set, records a span per applied batch linked to the
+	// write of every record (processor.traceBatch); nil: no tracing work.
+	// The end-to-end histogram's exemplars come from the records' trace
+	// context headers either way.
+	Tracing trace.TracerProvider
 
 	// ClientOpts are appended to the Kafka client's options: the
 	// connection's TLS and SASL (kafka.Settings.Opts).

@@ -10,10 +10,12 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 
 	"cqrsflow/internal/backoff"
 	"cqrsflow/internal/envelope"
 	"cqrsflow/internal/esindex"
+	"cqrsflow/internal/tracing"
 )
 
 // Store is the read model as the processor needs it. The Elasticsearch
@@ -52,6 +54,7 @@ type processor struct {
 	parkTimeout time.Duration // how long a version gap may hold an aggregate's events
 	maxParked   int           // parked events at which the oldest gaps are quarantined
 	now         func() time.Time
+	tracer      trace.Tracer // nil: tracing off
 
 	lastApplied    atomic.Int64 // recorded_at (unix nanos) of the newest applied event
 	inflightOldest atomic.Int64 // recorded_at of the oldest record of the batch in progress, 0 if none
@@ -61,7 +64,7 @@ func newProcessor(proj Projection, store Store, dlq DLQ, quar Quarantine, parts 
 	cfg.defaults()
 	return &processor{proj: proj, store: store, dlq: dlq, quar: quar, parts: parts, cache: newDocCache(cfg.DocCacheEntries),
 		m: m, log: log, retryPolicy: backoff.Policy{Min: cfg.BackoffMin, Max: cfg.BackoffMax},
-		parkTimeout: cfg.ParkTimeout, maxParked: cfg.MaxParked, now: time.Now}
+		parkTimeout: cfg.ParkTimeout, maxParked: cfg.MaxParked, now: time.Now, tracer: tracing.Tracer(cfg.Tracing, "projector")}
 }
 
 // batch is one poll's records, decoded and grouped by aggregate.
@@ -112,6 +115,17 @@ func (p *processor) handle(ctx context.Context, recs []*kgo.Record) error {
 	if len(recs) == 0 && p.parts.parkedEvents() == 0 {
 		return nil
 	}
+	if p.tracer == nil || len(recs) == 0 {
+		return p.handleBatch(ctx, recs)
+	}
+	start := time.Now()
+	err := p.handleBatch(ctx, recs)
+	p.traceBatch(recs, start, err)
+	return err
+}
+
+// handleBatch is handle's work (see handle).
+func (p *processor) handleBatch(ctx context.Context, recs []*kgo.Record) error {
 	b := p.group(recs)
 	p.inflightOldest.Store(b.oldest)
 	defer p.inflightOldest.Store(0)
@@ -342,6 +356,7 @@ func (p *processor) finish(recs []*kgo.Record, unread []*DeadLetter, plans []*ke
 	}
 	p.countLetters(unread)
 	now := time.Now()
+	e2e := p.m.EndToEnd.WithLabelValues(name)
 	for _, kp := range plans {
 		p.m.Events.WithLabelValues(name, OutcomeApplied).Add(float64(len(kp.applied)))
 		p.m.Events.WithLabelValues(name, OutcomeDuplicate).Add(float64(len(kp.duplicate)))
@@ -350,7 +365,7 @@ func (p *processor) finish(recs []*kgo.Record, unread []*DeadLetter, plans []*ke
 		p.logQuarantine(kp)
 		for _, e := range kp.applied {
 			ts := e.env.RecordedAt
-			p.m.EndToEnd.WithLabelValues(name).Observe(now.Sub(ts).Seconds())
+			observeEndToEnd(e2e, now.Sub(ts).Seconds(), e.rec)
 			if n := ts.UnixNano(); n > p.lastApplied.Load() {
 				p.lastApplied.Store(n)
 			}

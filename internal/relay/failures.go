@@ -42,7 +42,9 @@ type deadLetter struct {
 func (r *Relay) publishBatch(ctx context.Context, p *poison, rows []row, now time.Time) batchResult {
 	errs := make([]error, len(rows))
 	waiting := holdSuspects(p, rows, errs)
+	start := time.Now()
 	recs, ackedAt := publish(ctx, r.prod, r.topicOf, rows, errs)
+	r.tracePublish(recs, errs, start)
 	r.countPublished(rows, recs, errs, ackedAt)
 	cands, transients := r.candidates(p, rows, errs, now)
 	confs := r.confirm(ctx, rows, cands)

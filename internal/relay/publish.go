@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"cqrsflow/internal/envelope"
+	"cqrsflow/internal/tracing"
 )
 
 // Producer is what the relay needs from a Kafka client (*kgo.Client).
@@ -68,8 +69,12 @@ func (r *Relay) topicOf(aggregateType string) string {
 // aggregate id, value = envelope JSON (envelope.AppendJSON, which the
 // projector's verification builds from the events table too), headers of
 // docs/architecture.md. Backfill publishes events with it too.
+//
+// The trace context stored with the event travels as the traceparent and
+// tracestate headers when it is valid; a malformed one is left out and
+// never fails the row.
 func record(topic string, r *row) (*kgo.Record, error) {
-	value, err := envelope.AppendJSON(make([]byte, 0, envelopeOverhead+len(r.Payload)+len(r.Metadata)), &envelope.Row{
+	value, meta, err := envelope.AppendJSONMeta(make([]byte, 0, envelopeOverhead+len(r.Payload)+len(r.Metadata)), &envelope.Row{
 		AggregateType: r.AggregateType, AggregateID: r.AggregateID, GlobalPosition: r.GlobalPosition,
 		EventID: r.EventID, EventType: r.EventType, SchemaVersion: r.SchemaVersion, Version: r.Version,
 		Payload: r.Payload, Metadata: r.Metadata, OccurredAt: r.OccurredAt, RecordedAt: r.RecordedAt,
@@ -77,16 +82,20 @@ func record(topic string, r *row) (*kgo.Record, error) {
 	if err != nil {
 		return nil, err
 	}
+	headers := []kgo.RecordHeader{
+		{Key: envelope.HeaderEventType, Value: []byte(r.EventType)},
+		{Key: envelope.HeaderSchemaVersion, Value: []byte(strconv.Itoa(r.SchemaVersion))},
+		{Key: envelope.HeaderEventID, Value: []byte(r.EventID)},
+		{Key: envelope.HeaderContentType, Value: []byte(envelope.ContentType)},
+	}
+	if meta.Traceparent != "" {
+		headers = append(headers, tracing.Headers(tracing.Parse(string(meta.Traceparent), string(meta.Tracestate)))...)
+	}
 	return &kgo.Record{
-		Topic: topic,
-		Key:   []byte(r.AggregateID),
-		Value: value,
-		Headers: []kgo.RecordHeader{
-			{Key: envelope.HeaderEventType, Value: []byte(r.EventType)},
-			{Key: envelope.HeaderSchemaVersion, Value: []byte(strconv.Itoa(r.SchemaVersion))},
-			{Key: envelope.HeaderEventID, Value: []byte(r.EventID)},
-			{Key: envelope.HeaderContentType, Value: []byte(envelope.ContentType)},
-		},
+		Topic:   topic,
+		Key:     []byte(r.AggregateID),
+		Value:   value,
+		Headers: headers,
 	}, nil
 }
 

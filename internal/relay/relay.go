@@ -12,10 +12,12 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"cqrsflow/internal/backoff"
 	"cqrsflow/internal/envelope"
 	"cqrsflow/internal/outbox"
+	"cqrsflow/internal/tracing"
 )
 
 // Config of a Relay. A zero field takes DefaultConfig's value, except
@@ -69,6 +71,10 @@ type Config struct {
 	// the same partition can share the probe's produce request, so a
 	// refusal of that record could count against the probed row.
 	Probe Producer
+	// Tracing, when set, records a span per published batch
+	// (tracePublish); nil: no tracing work. The trace context stored with
+	// the events is sent as record headers either way.
+	Tracing trace.TracerProvider
 }
 
 // DefaultLinger is the outbox-relay binary's WAKE_LINGER. Measured with
@@ -163,6 +169,7 @@ type Relay struct {
 	// poison holds each loop's suspects, used only by that loop (or by
 	// switchLoops).
 	poison []poison
+	tracer trace.Tracer // nil: tracing off
 	// probe sends refused rows alone, one at a time (probeMu).
 	probe   Producer
 	probeMu sync.Mutex
@@ -200,6 +207,7 @@ func New(cfg Config, pool *pgxpool.Pool, prod Producer, reg prometheus.Registere
 		store:     &store{pool: pool, id: cfg.ID, ttl: cfg.LeaseTTL},
 		owned:     map[int16]int64{},
 		toRelease: map[int16]bool{},
+		tracer:    tracing.Tracer(cfg.Tracing, "relay"),
 	}
 	n := loopCount(cfg.Workers)
 	for range n {
