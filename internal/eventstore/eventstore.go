@@ -180,12 +180,25 @@ type Command struct {
 	AggregateID     string
 	ExpectedVersion int64 // AnyVersion, NoAggregate or a version >= 1
 	// Decide returns the events to append given the aggregate's history
-	// (nil for a new aggregate). When Decide is nil, Events are appended.
-	Decide      func(history []Event) ([]NewEvent, error)
-	Events      []NewEvent
-	Metadata    envelope.Metadata
-	OccurredAt  time.Time
-	Idempotency *Idempotency
+	// (nil for a new aggregate). When Decide and DecideFrom are nil,
+	// Events are appended.
+	Decide func(history []Event) ([]NewEvent, error)
+	// DecideFrom, when set, is called instead of Decide, and the store
+	// keeps the aggregate's snapshot: it hands DecideFrom the snapshot
+	// written with StateVersion (nil when there is none, or it was
+	// written with another version) and only the events after it, and
+	// writes the state DecideFrom returns as the new snapshot in the same
+	// transaction. The cost of a command then does not grow with the
+	// aggregate's history. Decide, if also set, must decide the same from
+	// the whole history: it is what a repository without snapshots calls.
+	DecideFrom func(from *Snapshot, events []Event) (Decision, error)
+	// StateVersion (>= 1 with DecideFrom) is the version of the state
+	// DecideFrom reads and writes.
+	StateVersion int
+	Events       []NewEvent
+	Metadata     envelope.Metadata
+	OccurredAt   time.Time
+	Idempotency  *Idempotency
 }
 
 // Result is the outcome of Execute.
