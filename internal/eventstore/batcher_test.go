@@ -116,7 +116,12 @@ func (f *fakeBatcher) batchSizes() []int {
 }
 
 func TestBatcherIdleGoesAtOnceThenCoalesces(t *testing.T) {
-	f := newFake(t, BatchConfig{MaxBatch: 8, Committers: 1, Timeout: time.Second})
+	// The queue holds 8 (MaxBatch × Committers): two of the ten commands
+	// below wait in Execute's send until the committer drains the queue.
+	// Linger after the full batch gives those two time to be queued, so
+	// they go together (without it, the committer may take the first
+	// of them alone: CI saw [1 8 1 1]).
+	f := newFake(t, BatchConfig{MaxBatch: 8, Committers: 1, Linger: time.Second, Timeout: 5 * time.Second})
 	ctx := context.Background()
 	first := make(chan error, 1)
 	go func() { _, err := f.Execute(ctx, keyed("0", "")); first <- err }()
