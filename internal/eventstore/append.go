@@ -20,11 +20,11 @@ type appendTx struct {
 	// upsert: AnyVersion without a fold; the head row upsert both locks
 	// and advances the version, so nothing has to be read first.
 	upsert  bool
-	claimed bool  // the idempotency key was free (true without a key)
-	current int64 // the head version; -1 until the head row is locked
+	claimed bool      // the idempotency key was free (true without a key)
+	current int64     // the head version; -1 until the head row is locked
 	history []Event   // the whole history, or with DecideFrom the events after snap
 	snap    *Snapshot // with DecideFrom: the snapshot at cmd.StateVersion, if any
-	shard   int // outbox shard of the appended rows; -1 when none
+	shard   int       // outbox shard of the appended rows; -1 when none
 	res     Result
 }
 
@@ -43,13 +43,19 @@ func (s *Store) execute(ctx context.Context, conn *pgx.Conn, cmd Command) (Resul
 		}
 	}
 	events, state, err := tx.decide()
+	if errors.Is(err, ErrSnapshotInvalid) && tx.snap != nil {
+		events, state, err = tx.decideWithoutSnapshot(ctx)
+	}
 	if err != nil {
 		return Result{}, err
 	}
 	if err := tx.queueAppend(events); err != nil {
 		return Result{}, err
 	}
-	if state != nil && len(events) > 0 {
+	// A snapshot is written with every append, and also when none could
+	// be used (absent, of another schema version, refused): the next
+	// command then starts from it even if this one appended nothing.
+	if state != nil && (len(events) > 0 || (tx.snap == nil && tx.current > 0)) {
 		tx.b.Queue(upsertSnapshotSQL, cmd.AggregateType, cmd.AggregateID, tx.res.Version, cmd.StateVersion, string(state))
 	}
 	if s.afterInsert != nil {
@@ -82,6 +88,24 @@ func (tx *appendTx) decide() ([]NewEvent, json.RawMessage, error) {
 		return evs, nil, err
 	}
 	return cmd.Events, nil, nil
+}
+
+// decideWithoutSnapshot decides again from the whole history, after
+// DecideFrom refused the snapshot it was handed (ErrSnapshotInvalid): a
+// snapshot is derived data and never trusted over the events. The head
+// row is still locked, so the history read is the aggregate's.
+func (tx *appendTx) decideWithoutSnapshot(ctx context.Context) ([]NewEvent, json.RawMessage, error) {
+	typ, id := tx.cmd.AggregateType, tx.cmd.AggregateID
+	tx.b.Queue(loadSQL, typ, id).Query(func(rows pgx.Rows) error {
+		var err error
+		tx.history, err = scanEvents(rows)
+		return err
+	})
+	if err := tx.send(ctx, "loading"); err != nil {
+		return nil, nil, err
+	}
+	tx.snap = nil
+	return tx.decide()
 }
 
 // send runs the queued statements in one round trip and starts a new batch.

@@ -2,8 +2,20 @@ package eventstore
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
+
+	"github.com/jackc/pgx/v5"
 )
+
+// ErrSnapshotInvalid is what Command.DecideFrom returns (wrapped) when the
+// snapshot it was handed does not decode or does not hold up (a version
+// that is not the snapshot's, a broken invariant): the store then hands
+// it the whole history instead, and writes the state it returns as the
+// new snapshot. The store itself returns it when a snapshot does not fit
+// the aggregate's head (ahead of it, or followed by a hole).
+var ErrSnapshotInvalid = errors.New("snapshot invalid")
 
 // Snapshot is an aggregate's state as of one version, as the caller's
 // fold encoded it. The store keeps one per aggregate (aggregate_snapshots)
@@ -71,8 +83,91 @@ func decideFrom(cmd Command, current int64, snap *Snapshot, events []Event) (Dec
 		base = snap.Version
 	}
 	if int64(len(events)) != current-base || (len(events) > 0 && events[0].Version != base+1) {
-		return Decision{}, fmt.Errorf("loading %s %s: a snapshot at v%d and %d events after it do not make v%d",
+		err := fmt.Errorf("loading %s %s: a snapshot at v%d and %d events after it do not make v%d",
 			cmd.AggregateType, cmd.AggregateID, base, len(events), current)
+		if snap != nil {
+			err = fmt.Errorf("%w: %w", ErrSnapshotInvalid, err)
+		}
+		return Decision{}, err
 	}
 	return cmd.DecideFrom(snap, events)
+}
+
+// stateVersions sets the StateVersion each aggregate of a batch is loaded
+// with: the one its DecideFrom commands share, or 0 (the whole history)
+// when one of its commands folds with Decide or their versions differ.
+func (tx *batchTx) stateVersions() {
+	full := map[aggKey]bool{}
+	for _, c := range tx.cmds {
+		cmd := c.p.cmd
+		k := aggKey{cmd.AggregateType, cmd.AggregateID}
+		a := tx.aggs[k]
+		switch {
+		case cmd.DecideFrom != nil && (a.sv == 0 || a.sv == cmd.StateVersion):
+			a.sv = cmd.StateVersion
+		case cmd.DecideFrom != nil || cmd.Decide != nil:
+			full[k] = true
+		}
+	}
+	for k := range full {
+		tx.aggs[k].sv = 0
+	}
+}
+
+// queueLoadSnapshots reads the snapshots of the aggregates loaded with a
+// StateVersion (hsv > 0), after their head rows were locked.
+func (tx *batchTx) queueLoadSnapshots(ht, hi []string, hsv []int32) {
+	if !slices.ContainsFunc(hsv, func(v int32) bool { return v > 0 }) {
+		return
+	}
+	tx.b.Queue(loadSnapshotsSQL, ht, hi, hsv).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var k aggKey
+			var s Snapshot
+			var state []byte
+			if err := rows.Scan(&k.typ, &k.id, &s.Version, &state); err != nil {
+				return err
+			}
+			if a := tx.aggs[k]; a != nil && a.sv > 0 {
+				s.SchemaVersion, s.State = a.sv, state
+				a.snap = &s
+			}
+		}
+		return rows.Err()
+	})
+}
+
+// keepState records the state a DecideFrom command left its aggregate in
+// (its events are already in a.history): it is the snapshot the batch
+// stores, and, when the aggregate is folded from snapshots, the one the
+// next command on it in the batch starts from.
+func (tx *batchTx) keepState(cmd Command, a *aggState, events []NewEvent, state json.RawMessage) {
+	if cmd.DecideFrom == nil || state == nil {
+		return
+	}
+	if len(events) == 0 && (a.snap != nil || a.current == 0) {
+		return
+	}
+	a.write = &Snapshot{Version: a.current, SchemaVersion: cmd.StateVersion, State: state}
+	if a.sv > 0 {
+		a.snap, a.history = a.write, nil
+	}
+}
+
+// queueSnapshots queues the upsert of every snapshot the batch's
+// commands left.
+func (tx *batchTx) queueSnapshots() {
+	var t, i []string
+	var v []int64
+	var sv []int32
+	var st []string
+	for _, k := range tx.keys {
+		if w := tx.aggs[k].write; w != nil {
+			t, i, v = append(t, k.typ), append(i, k.id), append(v, w.Version)
+			sv, st = append(sv, int32(w.SchemaVersion)), append(st, string(w.State))
+		}
+	}
+	if len(t) > 0 {
+		tx.b.Queue(upsertSnapshotsSQL, t, i, v, sv, st)
+	}
 }

@@ -4,7 +4,9 @@
 package order
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"cqrsflow/internal/domain"
@@ -137,11 +139,27 @@ type Order struct {
 // State encodes the order as a snapshot.
 func (o Order) State() ([]byte, error) { return json.Marshal(o) }
 
-// FromState decodes a snapshot State wrote with this StateVersion.
+// FromState decodes a snapshot State wrote with this StateVersion. A
+// snapshot is derived data that a bug, an edit or an old encoding may
+// have broken: unknown members, an unknown status or an order without a
+// user are refused, so the caller folds the events instead.
 func FromState(b []byte) (Order, error) {
 	var o Order
-	if err := json.Unmarshal(b, &o); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&o); err != nil {
 		return Order{}, fmt.Errorf("decoding order state: %w", err)
+	}
+	if dec.More() {
+		return Order{}, errors.New("decoding order state: data after the object")
+	}
+	switch o.Status {
+	case StatusCreated, StatusPaid, StatusShipped, StatusCancelled:
+	default:
+		return Order{}, fmt.Errorf("order state with status %q", o.Status)
+	}
+	if o.Version < 1 || o.UserID == "" {
+		return Order{}, fmt.Errorf("order state at v%d without a user", o.Version)
 	}
 	return o, nil
 }

@@ -14,7 +14,9 @@
 package product
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"cqrsflow/internal/domain"
@@ -139,11 +141,25 @@ type Product struct {
 // State encodes the product as a snapshot.
 func (p Product) State() ([]byte, error) { return json.Marshal(p) }
 
-// FromState decodes a snapshot State wrote with this StateVersion.
+// FromState decodes a snapshot State wrote with this StateVersion. A
+// snapshot is derived data that a bug, an edit or an old encoding may
+// have broken: unknown members, a missing product or a product without a
+// currency are refused, so the caller folds the events instead.
 func FromState(b []byte) (Product, error) {
 	var p Product
-	if err := json.Unmarshal(b, &p); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
 		return Product{}, fmt.Errorf("decoding product state: %w", err)
+	}
+	if dec.More() {
+		return Product{}, errors.New("decoding product state: data after the object")
+	}
+	switch {
+	case p.Version < 1 || !p.Exists:
+		return Product{}, fmt.Errorf("product state at v%d (exists %t) is not a product's", p.Version, p.Exists)
+	case p.Currency == "" || p.Name == "":
+		return Product{}, errors.New("product state without a name or a currency")
 	}
 	return p, nil
 }

@@ -166,7 +166,7 @@ func TestFoldFromSnapshotEqualsFold(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		k := rng.IntN(len(evs) + 1)
+		k := 1 + rng.IntN(len(evs)) // the store snapshots a product once it exists
 		at, err := Fold(evs[:k])
 		if err != nil {
 			t.Fatal(err)
@@ -184,8 +184,18 @@ func TestFoldFromSnapshotEqualsFold(t *testing.T) {
 			t.Fatalf("round %d: snapshot at %d + rest = %+v %v, want %+v", round, k, got, err, want)
 		}
 	}
-	if _, err := FromState([]byte(`{"version":"x"}`)); err == nil {
-		t.Error("a broken state decoded")
+	for _, bad := range []string{
+		`{"version":"x"}`,
+		`not json`,
+		`null`,
+		`{"version":0,"exists":false,"deleted":false,"name":"","description":"","price":0,"currency":"","stock":0}`,
+		`{"version":2,"exists":true,"deleted":false,"name":"a","description":"","price":1,"currency":"","stock":1}`,
+		`{"version":2,"exists":true,"deleted":false,"name":"a","description":"","price":1,"currency":"EUR","stock":1,"colour":"red"}`,
+		`{"version":2,"exists":true,"deleted":false,"name":"a","description":"","price":1,"currency":"EUR","stock":1} {}`,
+	} {
+		if p, err := FromState([]byte(bad)); err == nil {
+			t.Errorf("FromState(%s) = %+v, want an error", bad, p)
+		}
 	}
 }
 
