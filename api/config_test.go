@@ -89,6 +89,11 @@ func TestStrictCommandLine(t *testing.T) {
 	}{
 		{[]string{"serv"}, cli.ExitUsage, `unknown command "serv"`},
 		{[]string{"migrate", "now"}, cli.ExitUsage, "unexpected arguments"},
+		{[]string{"snapshots"}, cli.ExitUsage, "rebuild"},
+		{[]string{"snapshots", "rebiuld"}, cli.ExitUsage, `unknown command "snapshots rebiuld"`},
+		{[]string{"snapshots", "rebuild", "all"}, cli.ExitUsage, "unexpected arguments"},
+		{[]string{"snapshots", "rebuild", "-aggregate-types", "product,note"}, cli.ExitUsage, `"note" has no snapshots`},
+		{[]string{"snapshots", "rebuild", "-aggregate-types", ""}, cli.ExitUsage, "at least one aggregate type"},
 		{[]string{"--version"}, cli.ExitOK, "api "},
 		{[]string{"serve", "--version"}, cli.ExitOK, "api "},
 	} {

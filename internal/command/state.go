@@ -1,6 +1,7 @@
 package command
 
 import (
+	"encoding/json"
 	"fmt"
 
 	"cqrsflow/internal/domain"
@@ -123,4 +124,35 @@ func upcastHistory(up *upcast.Registry, aggType string, history []eventstore.Eve
 		return history, nil
 	}
 	return out, nil
+}
+
+// Snapshotter rebuilds the snapshots of one aggregate type after its fold
+// or its state's encoding changed (`api snapshots rebuild`).
+type Snapshotter struct {
+	AggregateType string
+	StateVersion  int
+	// Fold is the state the handlers' DecideFrom would leave after the
+	// whole history: the same upcasting, the same fold, the same encoding.
+	Fold eventstore.SnapshotFold
+}
+
+// Snapshotters lists the aggregate types the handlers keep snapshots of.
+func Snapshotters() []Snapshotter {
+	up := upcast.Events()
+	return []Snapshotter{snapshotter(productFold, up), snapshotter(orderFold, up)}
+}
+
+func snapshotter[S any](f stateFold[S], up *upcast.Registry) Snapshotter {
+	return Snapshotter{AggregateType: f.aggType, StateVersion: f.stateVersion,
+		Fold: func(history []eventstore.Event) (json.RawMessage, error) {
+			history, err := upcastHistory(up, f.aggType, history)
+			if err != nil {
+				return nil, err
+			}
+			var s S
+			if s, err = f.fold(s, history); err != nil {
+				return nil, fmt.Errorf("folding %s: %w", f.aggType, err)
+			}
+			return f.encode(s)
+		}}
 }
