@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -91,4 +92,72 @@ func BenchmarkUpdateProductHistory(b *testing.B) {
 			})
 		}
 	}
+}
+
+// BenchmarkUpdateProductSideBySide updates a product with 1 event and one
+// with 10 000 events (v1 then v2) in turn, one update of each per
+// iteration, so both sides meet the same load on a shared machine. It
+// reports each side's median latency and mean CPU of this process per
+// update (the write side without HTTP), and their ratios.
+//
+//	go test -tags integration -run '^$' -bench BenchmarkUpdateProductSideBySide -benchtime 2000x ./internal/command/
+func BenchmarkUpdateProductSideBySide(b *testing.B) {
+	pg := testenv.Postgres(b)
+	store := eventstore.New(pg.Pool)
+	defer store.Close()
+	schemas, err := eventschema.Load()
+	if err != nil {
+		b.Fatal(err)
+	}
+	h, err := New(store, schemas, prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	ids := make([]string, 2)
+	for k, n := range []int{1, 10000} {
+		res, err := h.CreateProduct.Handle(ctx, CreateProduct{Fields: product.Fields{Name: "p", Price: 100, Stock: 1}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ids[k] = res.ID
+		if n > 1 {
+			cmd := eventstore.Command{AggregateType: "product", AggregateID: res.ID, ExpectedVersion: 1}
+			for i := range n - 1 {
+				cmd.Events = append(cmd.Events, eventstore.NewEvent{Type: "ProductUpdated", SchemaVersion: 1,
+					Payload: json.RawMessage(fmt.Sprintf(`{"name":"p%d","description":"","price":%d,"stock":%d}`, i, i%100, i))})
+			}
+			if _, err := store.Execute(ctx, cmd); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	update := func(id string) (time.Duration, time.Duration) {
+		c0, t0 := cpuTime(), time.Now()
+		if _, err := h.UpdateProduct.Handle(ctx, UpdateProduct{ID: id, Fields: product.Fields{Name: "q", Price: 200, Stock: 2}}); err != nil {
+			b.Fatal(err)
+		}
+		return time.Since(t0), cpuTime() - c0
+	}
+	for _, id := range ids {
+		update(id) // the first update of the long history writes its snapshot
+	}
+	var lat [2][]time.Duration
+	var cpu [2]time.Duration
+	for b.Loop() {
+		for k, id := range ids {
+			l, c := update(id)
+			lat[k] = append(lat[k], l)
+			cpu[k] += c
+		}
+	}
+	n := float64(len(lat[0]))
+	med := func(d []time.Duration) float64 { slices.Sort(d); return float64(d[len(d)/2]) }
+	m1, m2 := med(lat[0]), med(lat[1])
+	b.ReportMetric(m1, "lat-1ev-ns")
+	b.ReportMetric(m2, "lat-10000ev-ns")
+	b.ReportMetric(m2/m1, "lat-ratio")
+	b.ReportMetric(float64(cpu[0])/n, "cpu-1ev-ns")
+	b.ReportMetric(float64(cpu[1])/n, "cpu-10000ev-ns")
+	b.ReportMetric(float64(cpu[1])/float64(cpu[0]), "cpu-ratio")
 }
