@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+
+	"cqrsflow/internal/envelope"
 )
 
 // V1Currency is the currency of every price written before events carried
@@ -44,3 +46,14 @@ func ProductStateV1ToV2(payload json.RawMessage) (json.RawMessage, int, error) {
 	}
 	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), 2, nil
 }
+
+// shipped is the registry of the package-level functions; registries are
+// only read once built, so one is shared.
+var shipped = Events()
+
+// Envelope returns env with its payload and schema version upcast by the
+// shipped upcasters (Events): the one call for a reader of stored events
+// or topic records — a backfill, an export — that hands events on. env
+// comes back as it is when nothing applies, else a copy; a payload an
+// upcaster refuses is an error wrapping ErrUpcast.
+func Envelope(env *envelope.Envelope) (*envelope.Envelope, error) { return shipped.Envelope(env) }

@@ -195,3 +195,34 @@ func TestEventsKeys(t *testing.T) {
 		t.Errorf("upcasters %v, want %v", got, want)
 	}
 }
+
+// Envelope, the one call for backfills, upcasts a v1 product envelope,
+// leaves a current one and other aggregates alone, and refuses a
+// malformed v1 payload.
+func TestPackageEnvelope(t *testing.T) {
+	v1 := &envelope.Envelope{AggregateType: "product", EventType: "ProductUpdated", SchemaVersion: 1, EventID: "e1",
+		Payload: json.RawMessage(`{"name":"a","description":"","price":1,"stock":2}`)}
+	got, err := Envelope(v1)
+	if err != nil || got == v1 || got.SchemaVersion != 2 || got.EventID != "e1" ||
+		string(got.Payload) != `{"currency":"EUR","description":"","name":"a","price":1,"stock":2}` {
+		t.Fatalf("Envelope(v1) = %+v %s, %v", got, got.Payload, err)
+	}
+	if v1.SchemaVersion != 1 || !strings.Contains(string(v1.Payload), `"stock":2}`) {
+		t.Errorf("the caller's envelope changed: %+v", v1)
+	}
+	for _, same := range []*envelope.Envelope{
+		{AggregateType: "product", EventType: "ProductUpdated", SchemaVersion: 2, Payload: json.RawMessage(`{"currency":"USD"}`)},
+		{AggregateType: "product", EventType: "ProductDeleted", SchemaVersion: 1, Payload: json.RawMessage(`{}`)},
+		{AggregateType: "order", EventType: "OrderCreated", SchemaVersion: 1, Payload: json.RawMessage(`{}`)},
+	} {
+		if got, err := Envelope(same); err != nil || got != same {
+			t.Errorf("Envelope(%+v) = %+v, %v; want it unchanged", same, got, err)
+		}
+	}
+	for _, bad := range []string{`[]`, `null`, `{"currency":"EUR"}`, `{`} {
+		env := &envelope.Envelope{AggregateType: "product", EventType: "ProductCreated", SchemaVersion: 1, Payload: json.RawMessage(bad)}
+		if _, err := Envelope(env); !errors.Is(err, ErrUpcast) {
+			t.Errorf("Envelope(v1 %s): %v, want ErrUpcast", bad, err)
+		}
+	}
+}
