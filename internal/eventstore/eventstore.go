@@ -9,9 +9,9 @@
 //	BEGIN
 //	[claim idempotency key: INSERT … ON CONFLICT DO NOTHING]   waits for a concurrent holder of the key
 //	lock the aggregate's head row in aggregates                 SELECT … FOR UPDATE, or the INSERT/upsert itself
-//	[load the history: SELECT events … ORDER BY version]
-//	— decide in Go —
-//	advance the head row; INSERT events + outbox (one statement)
+//	[load the snapshot and the events after it (DecideFrom), or the whole history (Decide)]
+//	— decide in Go —   [a snapshot DecideFrom refuses: load the whole history, decide again]
+//	advance the head row; INSERT events + outbox (one statement); [upsert the snapshot]
 //	[store the response under the idempotency key]
 //	COMMIT
 //	— after commit, coalesced, in its own short transaction —
@@ -48,14 +48,27 @@
 //	BEGIN; SET LOCAL plan_cache_mode = force_generic_plan
 //	[claim the batch's idempotency keys, sorted]            INSERT … SELECT unnest … ON CONFLICT DO NOTHING RETURNING
 //	lock the head rows of its aggregates, sorted            SELECT … ORDER BY type, id FOR UPDATE
-//	load the histories the commands fold                    one SELECT over all of them
+//	load the snapshots and the events after them            one SELECT of each over all of them
 //	— decide in Go, command by command in arrival order —
 //	[give back the keys of failed commands; read the keys of replays]
 //	advance the head rows (fails unless each is where it was locked); INSERT the new ones
+//	upsert the snapshots the commands left                  one statement
 //	INSERT every event + outbox row (one statement, arrival order)
 //	[store the answers under the keys]
 //	COMMIT
 //	— after commit: answer each command; the batch's shards to the notifier once —
+//
+// # Snapshots
+//
+// A command with DecideFrom folds its aggregate from the snapshot
+// written with its StateVersion and the events after it (snapshot.go),
+// and the state it returns is written as the new snapshot in the same
+// transaction, so its cost does not depend on the length of the history.
+// Snapshots are derived data: one of another state version is not read;
+// one that does not fit the head version, or that DecideFrom refuses
+// (ErrSnapshotInvalid), is ignored and the whole history read instead (in
+// a batch, the batch rolls back and runs one by one). RebuildSnapshots
+// rewrites them after a fold change.
 //
 // Every decision happens in Go between the two round trips, so a command
 // that fails — version conflict, not found, a domain error or a schema
