@@ -58,18 +58,6 @@
 //	COMMIT
 //	— after commit: answer each command; the batch's shards to the notifier once —
 //
-// # Snapshots
-//
-// A command with DecideFrom folds its aggregate from the snapshot
-// written with its StateVersion and the events after it (snapshot.go),
-// and the state it returns is written as the new snapshot in the same
-// transaction, so its cost does not depend on the length of the history.
-// Snapshots are derived data: one of another state version is not read;
-// one that does not fit the head version, or that DecideFrom refuses
-// (ErrSnapshotInvalid), is ignored and the whole history read instead (in
-// a batch, the batch rolls back and runs one by one). RebuildSnapshots
-// rewrites them after a fold change.
-//
 // Every decision happens in Go between the two round trips, so a command
 // that fails — version conflict, not found, a domain error or a schema
 // failure from Decide, even a panic in Decide — never touches the
@@ -95,6 +83,18 @@
 // A caller whose context ends while its command is queued gets the
 // context's error and the command is dropped; once its batch is sent the
 // batch runs under its own timeout, whatever happens to that caller.
+//
+// # Snapshots
+//
+// A command with DecideFrom folds its aggregate from the snapshot
+// written with its StateVersion and the events after it (snapshot.go),
+// and the state it returns is written as the new snapshot in the same
+// transaction, so its cost does not depend on the length of the history.
+// Snapshots are derived data: one of another state version is not read;
+// one that does not fit the head version, or that DecideFrom refuses
+// (ErrSnapshotInvalid), is ignored and the whole history read instead (in
+// a batch, the batch rolls back and runs one by one). RebuildSnapshots
+// rewrites them after a fold change.
 package eventstore
 
 import (
