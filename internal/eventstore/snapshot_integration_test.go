@@ -122,6 +122,35 @@ func TestSnapshotWrittenWithTheEvents(t *testing.T) {
 			if v, _, st := snapshotRow(t, pg, id); v != 4 || st != `{"sum": 11, "version": 4}` {
 				t.Errorf("snapshot: v%d %s, want v4 sum 11", v, st)
 			}
+			// A command folding the whole history (Decide) and plain
+			// events between snapshot commands: the next snapshot still
+			// holds every event.
+			whole := Command{AggregateType: "counter", AggregateID: id, ExpectedVersion: AnyVersion,
+				Decide: func(h []Event) ([]NewEvent, error) {
+					if len(h) != 4 {
+						return nil, fmt.Errorf("Decide was handed %d events, want the whole history of 4", len(h))
+					}
+					return []NewEvent{ev("Added", `{"n":100}`)}, nil
+				}}
+			plain := Command{AggregateType: "counter", AggregateID: id, ExpectedVersion: AnyVersion, Events: []NewEvent{ev("Added", `{"n":1000}`)}}
+			out = exec(whole, c.add(id, 4, 5), plain, c.add(id, 5, 7))
+			for i, o := range out {
+				if o.err != nil || o.res.Version != int64(i+5) {
+					t.Fatalf("mixed command %d: %+v", i, o)
+				}
+			}
+			if v, _, st := snapshotRow(t, pg, id); v != 8 || st != `{"sum": 1120, "version": 8}` {
+				t.Errorf("snapshot after the mixed commands: v%d %s, want v8 sum 1120", v, st)
+			}
+			// A create and an update of a new aggregate together.
+			id2 := uuid.NewString()
+			out = exec(c.add(id2, 1, NoAggregate), c.add(id2, 2, 1))
+			if out[0].err != nil || out[1].err != nil || out[1].res.Version != 2 {
+				t.Fatalf("create and update: %+v", out)
+			}
+			if v, _, st := snapshotRow(t, pg, id2); v != 2 || st != `{"sum": 3, "version": 2}` {
+				t.Errorf("snapshot after create+update: v%d %s", v, st)
+			}
 		})
 	}
 }
