@@ -3,7 +3,11 @@
 package projector_test
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
+	"io"
 	"log/slog"
 	"strconv"
 	"testing"
@@ -14,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"cqrsflow/internal/envelope"
+	"cqrsflow/internal/esindex"
 	"cqrsflow/internal/projection"
 	"cqrsflow/internal/projection/products"
 	"cqrsflow/internal/projector"
@@ -117,5 +122,52 @@ func TestV2QuarantinedByAnOldProjectorThenRedriven(t *testing.T) {
 	}
 	if got != *fold.(*products.Doc) {
 		t.Errorf("document %+v, want the fold of its events %+v", got, fold)
+	}
+}
+
+// A read model created before a field existed gets it at the next start
+// (EnsureReadModel adds new mapping fields to the live index), so the
+// strict mapping does not refuse the documents of the new version; a
+// field whose type changed is refused (it takes a rebuild).
+func TestEnsureReadModelAddsNewFields(t *testing.T) {
+	es := testenv.Elasticsearch(t)
+	prefix := testenv.IndexPrefix(t) + "-"
+	current, err := products.Projection.Mapping()
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := bytes.Replace(current, []byte(`"currency": {"type": "keyword"},`), nil, 1)
+	if bytes.Equal(old, current) {
+		t.Fatal("the products mapping has no currency field to remove")
+	}
+	index := esindex.IndexName(prefix, "products", 1)
+	t.Cleanup(func() { _ = esindex.DeleteIndex(context.Background(), es, index) })
+	if err := esindex.EnsureIndex(t.Context(), es, index, old); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := esindex.EnsureAlias(t.Context(), es, esindex.AliasName(prefix, "products"), index); err != nil {
+		t.Fatal(err)
+	}
+	hasCurrency := func() bool {
+		res, err := es.Indices.GetMapping(es.Indices.GetMapping.WithIndex(index))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return bytes.Contains(b, []byte(`"currency":{"type":"keyword"}`))
+	}
+	if hasCurrency() {
+		t.Fatal("the old index already has currency")
+	}
+	if _, err := projector.EnsureReadModel(t.Context(), es, prefix, products.Projection); err != nil {
+		t.Fatal(err)
+	}
+	if !hasCurrency() {
+		t.Error("EnsureReadModel did not add currency to the existing index")
+	}
+	changed := intStockProducts{products.Projection} // stock: long → integer
+	if _, err := projector.EnsureReadModel(t.Context(), es, prefix, changed); !errors.Is(err, esindex.ErrRejected) {
+		t.Errorf("a changed field type: %v, want ErrRejected", err)
 	}
 }
