@@ -163,12 +163,14 @@ func TestEdgeAndAuthSettings(t *testing.T) {
 	if err != nil && strings.Contains(err.Error(), "supersecretkey") {
 		t.Errorf("error quotes the key: %v", err)
 	}
+	// A state dir of its own: the default one may hold a local api-key
+	// (make run), which would be loaded when API_KEYS is empty.
+	t.Setenv("CQRSFLOW_STATE_DIR", t.TempDir())
 	c, _, err := parseConfig([]string{"-api-keys", "", "-api-keys-file", "", "-oidc-issuer", "https://id.example",
 		"-oidc-audience", "api", "-oidc-jwks-file", "/jwks.json", "-trusted-proxies", "10.0.0.1, 192.168.0.0/16"})
 	if err != nil || c.keys != nil || len(c.TrustedProxies) != 2 {
 		t.Errorf("tokens only: keys %v, proxies %v, err %v", c.keys, c.TrustedProxies, err)
 	}
-	t.Setenv("CQRSFLOW_STATE_DIR", t.TempDir())
 	if _, _, err := parseConfig([]string{"-api-keys", "", "-api-keys-file", ""}); err == nil || !strings.Contains(err.Error(), "no API keys") {
 		t.Errorf("neither keys nor tokens: %v", err)
 	}
