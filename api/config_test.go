@@ -89,6 +89,11 @@ func TestStrictCommandLine(t *testing.T) {
 	}{
 		{[]string{"serv"}, cli.ExitUsage, `unknown command "serv"`},
 		{[]string{"migrate", "now"}, cli.ExitUsage, "unexpected arguments"},
+		{[]string{"snapshots"}, cli.ExitUsage, "rebuild"},
+		{[]string{"snapshots", "rebiuld"}, cli.ExitUsage, `unknown command "snapshots rebiuld"`},
+		{[]string{"snapshots", "rebuild", "all"}, cli.ExitUsage, "unexpected arguments"},
+		{[]string{"snapshots", "rebuild", "-aggregate-types", "product,note"}, cli.ExitUsage, `"note" has no snapshots`},
+		{[]string{"snapshots", "rebuild", "-aggregate-types", ""}, cli.ExitUsage, "at least one aggregate type"},
 		{[]string{"--version"}, cli.ExitOK, "api "},
 		{[]string{"serve", "--version"}, cli.ExitOK, "api "},
 	} {
@@ -161,6 +166,9 @@ func TestEdgeAndAuthSettings(t *testing.T) {
 	if err != nil && strings.Contains(err.Error(), "supersecretkey") {
 		t.Errorf("error quotes the key: %v", err)
 	}
+	// A state dir of its own: the default one may hold a local api-key
+	// (make run), which would be loaded when API_KEYS is empty.
+	t.Setenv("CQRSFLOW_STATE_DIR", t.TempDir())
 	c, _, err := parseConfig([]string{"-api-keys", "", "-api-keys-file", "", "-oidc-issuer", "https://id.example",
 		"-oidc-audience", "api", "-oidc-jwks-file", "/jwks.json", "-trusted-proxies", "10.0.0.1, 192.168.0.0/16"})
 	if err != nil || c.keys != nil || len(c.TrustedProxies) != 2 {

@@ -4,6 +4,7 @@
 //
 //	api [serve] [flags]  serve (applies migrations first unless MIGRATE_ON_START=false)
 //	api migrate [flags]  apply the SQL migrations and exit
+//	api snapshots rebuild [flags]  rewrite the aggregates' snapshots from their events
 package main
 
 import (
@@ -42,6 +43,7 @@ var program = &cli.Program{
 			c.registerDB(s)
 			return cli.Action{Validate: c.validateDB, Run: func(ctx context.Context, env cli.Env) error { return migrate(ctx, c, env) }}
 		}},
+		snapshotsCommand,
 	},
 }
 

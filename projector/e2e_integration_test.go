@@ -246,7 +246,7 @@ func TestEndToEndThroughTheAPI(t *testing.T) {
 		e.Payload = payload
 		switch e.AggregateType {
 		case "product":
-			d, err := products.Apply(prodDocs[e.AggregateID], &e)
+			d, err := projectProduct(prodDocs[e.AggregateID], &e)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -309,7 +309,7 @@ func newHistory(t *testing.T, n, maxEvents int) *history {
 		}
 	}
 	for _, e := range h.events {
-		d, err := products.Apply(h.final[e.AggregateID], &e)
+		d, err := projectProduct(h.final[e.AggregateID], &e)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -762,13 +762,13 @@ func TestKillWhileQuarantined(t *testing.T) {
 
 	out := s.cli(t, "dlq", "skip", "--projection", "products", "--aggregate", x, "--version", "2")
 	t.Logf("dlq skip:\n%s", out)
-	d, err := products.Apply(nil, &xs[0])
+	d, err := projectProduct(nil, &xs[0])
 	if err != nil {
 		t.Fatal(err)
 	}
 	d.Version, d.LastEventID = 2, xs[1].EventID // what skip writes: v2, content unchanged
 	for _, e := range []envelope.Envelope{xs[2], xs[3], x5} {
-		if d, err = products.Apply(d, &e); err != nil {
+		if d, err = projectProduct(d, &e); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -801,4 +801,18 @@ func logLevel() string {
 		return l
 	}
 	return "info"
+}
+
+// projectProduct folds e as the projector does: through the products
+// projection (older schema versions upcast, versions checked), then Apply.
+func projectProduct(cur *products.Doc, e *envelope.Envelope) (*products.Doc, error) {
+	var c any
+	if cur != nil {
+		c = cur
+	}
+	d, err := products.Projection.Apply(c, e)
+	if err != nil {
+		return nil, err
+	}
+	return d.(*products.Doc), nil
 }

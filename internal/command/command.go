@@ -9,8 +9,13 @@
 // store:
 //
 //   - the aggregate id of a create and the expected version of the rest;
-//   - folding the aggregate's history (product.Fold, order.Fold) and the
-//     domain decision (Create, Update, Pay, …);
+//   - folding the aggregate (product.FoldFrom, order.FoldFrom) from its
+//     snapshot and the events after it, every stored event upcast to the
+//     schema version the domain folds (internal/upcast), and the domain
+//     decision (Create, Update, Pay, …);
+//   - the aggregate's state after the decision, which the store keeps as
+//     its snapshot in the same transaction (state.go), so a command's cost
+//     does not grow with the aggregate's history;
 //   - encoding the decided payloads and validating them against their JSON
 //     Schemas (internal/eventschema), so nothing the schemas reject is
 //     appended, whatever the domain let through;
@@ -49,10 +54,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"cqrsflow/internal/domain"
+	"cqrsflow/internal/domain/order"
+	"cqrsflow/internal/domain/product"
 	"cqrsflow/internal/envelope"
 	"cqrsflow/internal/eventschema"
 	"cqrsflow/internal/eventstore"
 	"cqrsflow/internal/obs"
+	"cqrsflow/internal/upcast"
 )
 
 // Repository is what the handlers need from the event store: run one
@@ -181,7 +189,7 @@ func New(repo Repository, schemas *eventschema.Registry, reg prometheus.Register
 	if err != nil {
 		return nil, err
 	}
-	x := &executor{repo: repo, schemas: schemas, m: m}
+	x := &executor{repo: repo, schemas: schemas, up: upcast.Events(), m: m}
 	return &Handlers{
 		CreateProduct: CreateProductHandler{x}, UpdateProduct: UpdateProductHandler{x}, DeleteProduct: DeleteProductHandler{x},
 		CreateOrder: CreateOrderHandler{x}, PayOrder: PayOrderHandler{x}, ShipOrder: ShipOrderHandler{x},
@@ -218,17 +226,30 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 type executor struct {
 	repo    Repository
 	schemas *eventschema.Registry
+	up      *upcast.Registry // stored events are folded at the current schema versions
 	m       *metrics
 }
 
 // plan is one command ready to run: the aggregate, the expected version
 // (eventstore.NoAggregate, eventstore.AnyVersion or >= 1) and the decision
-// over the aggregate's history.
+// over the aggregate's snapshot and the events after it (decider).
 type plan struct {
-	aggType  string
-	id       string
-	expected int64
-	decide   func(history []eventstore.Event) ([]domain.Event, error)
+	aggType      string
+	id           string
+	expected     int64
+	stateVersion int
+	decide       func(from *eventstore.Snapshot, events []eventstore.Event) (eventstore.Decision, error)
+}
+
+// productPlan and orderPlan are the plans of a step on the folded state.
+func productPlan(x *executor, id string, expected int64, step func(*product.Product) ([]domain.Event, error)) plan {
+	return plan{aggType: product.AggregateType, id: id, expected: expected, stateVersion: product.StateVersion,
+		decide: decider(x, productFold, step)}
+}
+
+func orderPlan(x *executor, id string, expected int64, step func(*order.Order) ([]domain.Event, error)) plan {
+	return plan{aggType: order.AggregateType, id: id, expected: expected, stateVersion: order.StateVersion,
+		decide: decider(x, orderFold, step)}
 }
 
 // expect turns a command's ExpectedVersion (0: none) into the store's.
@@ -254,12 +275,13 @@ func (x *executor) run(ctx context.Context, req Request, p plan) (Result, error)
 		Metadata: envelope.Metadata{CorrelationID: corr, IdempotencyKey: req.IdempotencyKey,
 			RequestID: req.RequestID, Principal: req.Principal,
 			Traceparent: envelope.TraceField(req.Traceparent), Tracestate: envelope.TraceField(req.Tracestate)},
+		DecideFrom:   p.decide,
+		StateVersion: p.stateVersion,
+		// For a repository without snapshots: the same decision from the
+		// whole history.
 		Decide: func(history []eventstore.Event) ([]eventstore.NewEvent, error) {
-			evs, err := p.decide(history)
-			if err != nil {
-				return nil, err
-			}
-			return x.encode(p.aggType, evs)
+			d, err := p.decide(nil, history)
+			return d.Events, err
 		},
 	}
 	if req.IdempotencyKey != "" {

@@ -365,8 +365,14 @@ func TestCorruptHistory(t *testing.T) {
 	bad := []eventstore.Event{{Version: 1, Type: "ProductCreated", SchemaVersion: 1, Payload: []byte(`{"name":`)}}
 	f := newFixture(t, storeLike(bad, nil))
 	_, err := f.h.UpdateProduct.Handle(context.Background(), UpdateProduct{ID: "p", Fields: validProduct, Request: req})
+	if err == nil || !strings.Contains(err.Error(), "reading product v1") || errors.Is(err, domain.ErrRule) {
+		t.Errorf("corrupt product history (v1, the upcaster refuses it): %v", err)
+	}
+	bad = []eventstore.Event{{Version: 1, Type: "ProductCreated", SchemaVersion: 2, Payload: []byte(`{"name":`)}}
+	f = newFixture(t, storeLike(bad, nil))
+	_, err = f.h.UpdateProduct.Handle(context.Background(), UpdateProduct{ID: "p", Fields: validProduct, Request: req})
 	if err == nil || !strings.Contains(err.Error(), "folding product") || errors.Is(err, domain.ErrRule) {
-		t.Errorf("corrupt product history: %v", err)
+		t.Errorf("corrupt product history (v2): %v", err)
 	}
 	bad = []eventstore.Event{{Version: 1, Type: "OrderVanished", SchemaVersion: 1, Payload: []byte(`{}`)}}
 	f = newFixture(t, storeLike(bad, nil))

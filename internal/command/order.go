@@ -2,7 +2,6 @@ package command
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/google/uuid"
 
@@ -26,8 +25,8 @@ func (h CreateOrderHandler) Handle(ctx context.Context, cmd CreateOrder) (Result
 	if !actsFor(cmd.Request.Users, cmd.Order.UserID) {
 		return Result{}, ErrUserNotAllowed
 	}
-	return h.x.run(ctx, cmd.Request, plan{aggType: order.AggregateType, id: uuid.NewString(), expected: eventstore.NoAggregate,
-		decide: func([]eventstore.Event) ([]domain.Event, error) { return order.Create(cmd.Order), nil }})
+	return h.x.run(ctx, cmd.Request, orderPlan(h.x, uuid.NewString(), eventstore.NoAggregate,
+		func(*order.Order) ([]domain.Event, error) { return order.Create(cmd.Order), nil }))
 }
 
 // PayOrder marks a created order paid.
@@ -106,12 +105,8 @@ func (x *executor) transition(ctx context.Context, id string, expected int64, re
 	if bound {
 		storeExp = eventstore.AnyVersion
 	}
-	return x.run(ctx, req, plan{aggType: order.AggregateType, id: id, expected: storeExp,
-		decide: func(history []eventstore.Event) ([]domain.Event, error) {
-			o, err := foldOrder(history)
-			if err != nil {
-				return nil, err
-			}
+	return x.run(ctx, req, orderPlan(x, id, storeExp,
+		func(o *order.Order) ([]domain.Event, error) {
 			if bound {
 				switch {
 				case !o.Exists():
@@ -124,17 +119,5 @@ func (x *executor) transition(ctx context.Context, id string, expected int64, re
 				}
 			}
 			return step(o)
-		}})
-}
-
-func foldOrder(history []eventstore.Event) (*order.Order, error) {
-	evs := make([]order.Event, len(history))
-	for i, e := range history {
-		evs[i] = order.Event{Version: e.Version, Type: e.Type, Payload: e.Payload}
-	}
-	o, err := order.Fold(evs)
-	if err != nil {
-		return nil, fmt.Errorf("folding order: %w", err)
-	}
-	return &o, nil
+		}))
 }

@@ -2,7 +2,6 @@ package command
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/google/uuid"
 
@@ -22,8 +21,8 @@ type CreateProductHandler struct{ x *executor }
 
 // Handle creates the product; Result.ID is its new id.
 func (h CreateProductHandler) Handle(ctx context.Context, cmd CreateProduct) (Result, error) {
-	return h.x.run(ctx, cmd.Request, plan{aggType: product.AggregateType, id: uuid.NewString(), expected: eventstore.NoAggregate,
-		decide: func([]eventstore.Event) ([]domain.Event, error) { return product.Create(cmd.Fields), nil }})
+	return h.x.run(ctx, cmd.Request, productPlan(h.x, uuid.NewString(), eventstore.NoAggregate,
+		func(*product.Product) ([]domain.Event, error) { return product.Create(cmd.Fields), nil }))
 }
 
 // UpdateProduct replaces a product's fields (PUT semantics).
@@ -44,14 +43,8 @@ func (h UpdateProductHandler) Handle(ctx context.Context, cmd UpdateProduct) (Re
 	if err != nil {
 		return Result{}, err
 	}
-	return h.x.run(ctx, cmd.Request, plan{aggType: product.AggregateType, id: cmd.ID, expected: exp,
-		decide: func(history []eventstore.Event) ([]domain.Event, error) {
-			p, err := foldProduct(history)
-			if err != nil {
-				return nil, err
-			}
-			return p.Update(cmd.Fields)
-		}})
+	return h.x.run(ctx, cmd.Request, productPlan(h.x, cmd.ID, exp,
+		func(p *product.Product) ([]domain.Event, error) { return p.Update(cmd.Fields) }))
 }
 
 // DeleteProduct soft-deletes a product.
@@ -71,24 +64,6 @@ func (h DeleteProductHandler) Handle(ctx context.Context, cmd DeleteProduct) (Re
 	if err != nil {
 		return Result{}, err
 	}
-	return h.x.run(ctx, cmd.Request, plan{aggType: product.AggregateType, id: cmd.ID, expected: exp,
-		decide: func(history []eventstore.Event) ([]domain.Event, error) {
-			p, err := foldProduct(history)
-			if err != nil {
-				return nil, err
-			}
-			return p.Delete(cmd.Reason)
-		}})
-}
-
-func foldProduct(history []eventstore.Event) (*product.Product, error) {
-	evs := make([]product.Event, len(history))
-	for i, e := range history {
-		evs[i] = product.Event{Version: e.Version, Type: e.Type, Payload: e.Payload}
-	}
-	p, err := product.Fold(evs)
-	if err != nil {
-		return nil, fmt.Errorf("folding product: %w", err)
-	}
-	return &p, nil
+	return h.x.run(ctx, cmd.Request, productPlan(h.x, cmd.ID, exp,
+		func(p *product.Product) ([]domain.Event, error) { return p.Delete(cmd.Reason) }))
 }

@@ -32,8 +32,8 @@ func TestCreateProduct(t *testing.T) {
 		string(res.Body) != `{"id":"`+cmd.AggregateID+`","version":1}` {
 		t.Errorf("result %+v %s", res, res.Body)
 	}
-	if len(appended) != 1 || appended[0].Type != "ProductCreated" || appended[0].SchemaVersion != 1 ||
-		string(appended[0].Payload) != `{"name":"Lamp","description":"bright","price":19.99,"stock":3}` {
+	if len(appended) != 1 || appended[0].Type != "ProductCreated" || appended[0].SchemaVersion != 2 ||
+		string(appended[0].Payload) != `{"name":"Lamp","description":"bright","price":19.99,"currency":"EUR","stock":3}` {
 		t.Errorf("appended %+v", appended)
 	}
 	if n := f.counter(t, "cqrsflow_events_appended_total", "product", "ProductCreated"); n != 1 {
@@ -67,8 +67,8 @@ func TestUpdateProduct(t *testing.T) {
 		if res.ID != "p1" || res.Version != 2 || res.Status != 200 || string(res.Body) != `{"id":"p1","version":2}` {
 			t.Errorf("result %+v %s", res, res.Body)
 		}
-		if len(appended) != 1 || appended[0].Type != "ProductUpdated" ||
-			string(appended[0].Payload) != `{"name":"Lamp 2","description":"","price":25,"stock":0}` {
+		if len(appended) != 1 || appended[0].Type != "ProductUpdated" || appended[0].SchemaVersion != 2 ||
+			string(appended[0].Payload) != `{"name":"Lamp 2","description":"","price":25,"currency":"EUR","stock":0}` {
 			t.Errorf("appended %+v", appended)
 		}
 	}

@@ -416,3 +416,22 @@ func bulk(ctx context.Context, es *elasticsearch.Client, ops []Op, refresh strin
 	}
 	return out, nil
 }
+
+// PutMappings adds the fields of body's "mappings" (a create-index body)
+// that index (or alias) does not have yet. Elasticsearch only accepts
+// additions: a field whose type changed is refused (ErrRejected), and
+// takes a rebuild into a new index.
+func PutMappings(ctx context.Context, es *elasticsearch.Client, index string, body []byte) error {
+	var b struct {
+		Mappings json.RawMessage `json:"mappings"`
+	}
+	if err := json.Unmarshal(body, &b); err != nil || len(b.Mappings) == 0 {
+		return fmt.Errorf("putting the mappings of %s: the body has no mappings (%v)", index, err)
+	}
+	res, err := es.Indices.PutMapping([]string{index}, bytes.NewReader(b.Mappings), es.Indices.PutMapping.WithContext(ctx))
+	if err := check(res, err, "putting the mappings of "+index); err != nil {
+		return err
+	}
+	res.Body.Close()
+	return nil
+}

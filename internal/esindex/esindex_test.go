@@ -53,3 +53,22 @@ func TestPermanentAndRejected(t *testing.T) {
 		}
 	}
 }
+
+// PutMappings refuses a body without mappings before any request, and an
+// unreachable cluster is ErrUnavailable.
+func TestPutMappingsInput(t *testing.T) {
+	es, err := esindex.New("http://127.0.0.1:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, body := range []string{``, `[]`, `{"settings":{}}`, `{"mappings":`} {
+		if err := esindex.PutMappings(ctx, es, "i", []byte(body)); err == nil || errors.Is(err, esindex.ErrUnavailable) {
+			t.Errorf("PutMappings(%q) = %v, want a refusal of the body", body, err)
+		}
+	}
+	if err := esindex.PutMappings(ctx, es, "i", []byte(`{"mappings":{"properties":{}}}`)); !errors.Is(err, esindex.ErrUnavailable) {
+		t.Errorf("unreachable cluster: %v, want ErrUnavailable", err)
+	}
+}

@@ -20,16 +20,17 @@ type appendTx struct {
 	// upsert: AnyVersion without a fold; the head row upsert both locks
 	// and advances the version, so nothing has to be read first.
 	upsert  bool
-	claimed bool  // the idempotency key was free (true without a key)
-	current int64 // the head version; -1 until the head row is locked
-	history []Event
-	shard   int // outbox shard of the appended rows; -1 when none
+	claimed bool      // the idempotency key was free (true without a key)
+	current int64     // the head version; -1 until the head row is locked
+	history []Event   // the whole history, or with DecideFrom the events after snap
+	snap    *Snapshot // with DecideFrom: the snapshot at cmd.StateVersion, if any
+	shard   int       // outbox shard of the appended rows; -1 when none
 	res     Result
 }
 
 func (s *Store) execute(ctx context.Context, conn *pgx.Conn, cmd Command) (Result, error) {
 	tx := &appendTx{conn: conn, cmd: cmd, b: &pgx.Batch{}, claimed: true, current: -1, shard: -1,
-		upsert: cmd.Decide == nil && cmd.ExpectedVersion == AnyVersion}
+		upsert: cmd.Decide == nil && cmd.DecideFrom == nil && cmd.ExpectedVersion == AnyVersion}
 	if tx.queueLock() {
 		if err := tx.send(ctx, "locking"); err != nil {
 			return Result{}, err
@@ -41,15 +42,21 @@ func (s *Store) execute(ctx context.Context, conn *pgx.Conn, cmd Command) (Resul
 			return Result{}, err
 		}
 	}
-	events := cmd.Events
-	if cmd.Decide != nil {
-		var err error
-		if events, err = cmd.Decide(tx.history); err != nil {
-			return Result{}, err
-		}
+	events, state, err := tx.decide()
+	if errors.Is(err, ErrSnapshotInvalid) && tx.snap != nil {
+		events, state, err = tx.decideWithoutSnapshot(ctx)
+	}
+	if err != nil {
+		return Result{}, err
 	}
 	if err := tx.queueAppend(events); err != nil {
 		return Result{}, err
+	}
+	// A snapshot is written with every append, and also when none could
+	// be used (absent, of another schema version, refused): the next
+	// command then starts from it even if this one appended nothing.
+	if state != nil && (len(events) > 0 || (tx.snap == nil && tx.current > 0)) {
+		tx.b.Queue(upsertSnapshotSQL, cmd.AggregateType, cmd.AggregateID, tx.res.Version, cmd.StateVersion, string(state))
 	}
 	if s.afterInsert != nil {
 		if err := tx.send(ctx, "appending to"); err != nil {
@@ -66,6 +73,39 @@ func (s *Store) execute(ctx context.Context, conn *pgx.Conn, cmd Command) (Resul
 		s.notifier.add(tx.shard)
 	}
 	return tx.res, nil
+}
+
+// decide returns the events to append and, with DecideFrom, the state
+// after them (the new snapshot).
+func (tx *appendTx) decide() ([]NewEvent, json.RawMessage, error) {
+	cmd := tx.cmd
+	switch {
+	case cmd.DecideFrom != nil:
+		d, err := decideFrom(cmd, tx.current, tx.snap, tx.history)
+		return d.Events, d.State, err
+	case cmd.Decide != nil:
+		evs, err := cmd.Decide(tx.history)
+		return evs, nil, err
+	}
+	return cmd.Events, nil, nil
+}
+
+// decideWithoutSnapshot decides again from the whole history, after
+// DecideFrom refused the snapshot it was handed (ErrSnapshotInvalid): a
+// snapshot is derived data and never trusted over the events. The head
+// row is still locked, so the history read is the aggregate's.
+func (tx *appendTx) decideWithoutSnapshot(ctx context.Context) ([]NewEvent, json.RawMessage, error) {
+	typ, id := tx.cmd.AggregateType, tx.cmd.AggregateID
+	tx.b.Queue(loadSQL, typ, id).Query(func(rows pgx.Rows) error {
+		var err error
+		tx.history, err = scanEvents(rows)
+		return err
+	})
+	if err := tx.send(ctx, "loading"); err != nil {
+		return nil, nil, err
+	}
+	tx.snap = nil
+	return tx.decide()
 }
 
 // send runs the queued statements in one round trip and starts a new batch.
@@ -114,7 +154,25 @@ func (tx *appendTx) queueLock() bool {
 			}
 			return err
 		})
-		if cmd.Decide != nil {
+		switch {
+		case cmd.DecideFrom != nil:
+			tx.b.Queue(loadSnapshotSQL, typ, id, cmd.StateVersion).QueryRow(func(row pgx.Row) error {
+				s := Snapshot{SchemaVersion: cmd.StateVersion}
+				var state []byte
+				err := row.Scan(&s.Version, &state)
+				if errors.Is(err, pgx.ErrNoRows) {
+					return nil
+				}
+				s.State = state
+				tx.snap = &s
+				return err
+			})
+			tx.b.Queue(loadTailSQL, typ, id, cmd.StateVersion).Query(func(rows pgx.Rows) error {
+				var err error
+				tx.history, err = scanEvents(rows)
+				return err
+			})
+		case cmd.Decide != nil:
 			tx.b.Queue(loadSQL, typ, id).Query(func(rows pgx.Rows) error {
 				var err error
 				tx.history, err = scanEvents(rows)

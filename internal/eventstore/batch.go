@@ -29,7 +29,14 @@ type aggState struct {
 	exists  bool    // its head row was found (and locked)
 	start   int64   // the version it was locked at
 	current int64   // after the commands decided so far
-	history []Event // as stored, then what earlier commands of the batch decided
+	history []Event // as stored (after snap), then what earlier commands of the batch decided
+	// sv is the StateVersion every command folding this aggregate reads
+	// its snapshot with; 0 when one of them folds the whole history
+	// (Decide) or they disagree: then no snapshot is read, history is the
+	// whole history and DecideFrom gets it all.
+	sv    int
+	snap  *Snapshot // the snapshot history follows (sv > 0), as loaded or as the last command left it
+	write *Snapshot // the snapshot to store with the batch
 }
 
 // batchCmd is one command of a batch and what the batch made of it.
@@ -65,6 +72,10 @@ type batchTx struct {
 	appended map[string]Appended // by event id
 	shards   []int
 	writes   batchWrites
+	// snapshotRefused: a DecideFrom refused its snapshot; the batch is
+	// rolled back and its commands run one by one, each reading the
+	// whole history it needs (Store.Execute).
+	snapshotRefused bool
 }
 
 // batchWrites are the arrays of the write statements.
@@ -128,7 +139,7 @@ func (b *Batcher) runBatch(batch []*pending) {
 		b.m.unknown.Inc()
 		b.log.Warn("group commit: COMMIT cut off, outcome unknown", "commands", len(batch), "err", err)
 		answerAll(batch, err)
-	case errors.As(err, &pe) || errors.Is(err, errRolledBack):
+	case errors.As(err, &pe) || errors.Is(err, errRolledBack) || errors.Is(err, errSnapshotRefused):
 		// PostgreSQL refused the transaction as a whole (a deadlock, a
 		// create racing another transaction's create of the same id):
 		// nothing committed. Each command runs again alone, once, and
@@ -142,7 +153,10 @@ func (b *Batcher) runBatch(batch []*pending) {
 	}
 }
 
-var errRolledBack = errors.New("batch transaction rolled back")
+var (
+	errRolledBack      = errors.New("batch transaction rolled back")
+	errSnapshotRefused = errors.New("a command of the batch refused its aggregate's snapshot")
+)
 
 // run sends the batch: claim keys, lock heads and load histories; decide
 // in Go; write everything and commit.
@@ -155,6 +169,9 @@ func (tx *batchTx) run(ctx context.Context, beforeCommit func(context.Context, u
 	}
 	for i := range tx.cmds {
 		tx.decide(&tx.cmds[i])
+	}
+	if tx.snapshotRefused {
+		return errSnapshotRefused
 	}
 	tx.queueWrites()
 	if beforeCommit != nil {
@@ -208,19 +225,21 @@ func (tx *batchTx) queueLock() {
 	var kh [][]byte
 	var lt, li, ht, hi []string
 	hist := map[aggKey]bool{}
+	var hsv []int32
 	for _, c := range tx.cmds {
 		cmd := c.p.cmd
 		if idem := cmd.Idempotency; idem != nil {
 			kp, kk, kh = append(kp, idem.Principal), append(kk, idem.Key), append(kh, idem.RequestHash)
 		}
-		if cmd.Decide != nil && cmd.ExpectedVersion != NoAggregate {
+		if (cmd.Decide != nil || cmd.DecideFrom != nil) && cmd.ExpectedVersion != NoAggregate {
 			hist[aggKey{cmd.AggregateType, cmd.AggregateID}] = true
 		}
 	}
+	tx.stateVersions()
 	for _, k := range tx.keys {
 		lt, li = append(lt, k.typ), append(li, k.id)
 		if hist[k] {
-			ht, hi = append(ht, k.typ), append(hi, k.id)
+			ht, hi, hsv = append(ht, k.typ), append(hi, k.id), append(hsv, int32(tx.aggs[k].sv))
 		}
 	}
 	if len(kp) > 0 {
@@ -249,7 +268,8 @@ func (tx *batchTx) queueLock() {
 		return rows.Err()
 	})
 	if len(ht) > 0 {
-		tx.b.Queue(loadHistoriesSQL, ht, hi).Query(func(rows pgx.Rows) error {
+		tx.queueLoadSnapshots(ht, hi, hsv)
+		tx.b.Queue(loadTailsSQL, ht, hi, hsv).Query(func(rows pgx.Rows) error {
 			for rows.Next() {
 				var k aggKey
 				var e Event
@@ -281,8 +301,12 @@ func (tx *batchTx) decide(c *batchCmd) {
 	}
 	a := tx.aggs[aggKey{cmd.AggregateType, cmd.AggregateID}]
 	err := versionError(cmd, a.current)
+	var state json.RawMessage
 	if err == nil {
-		c.events, err = tx.events(cmd, a)
+		c.events, state, err = tx.events(cmd, a)
+	}
+	if errors.Is(err, ErrSnapshotInvalid) {
+		tx.snapshotRefused = true
 	}
 	var meta []byte
 	if err == nil {
@@ -317,6 +341,7 @@ func (tx *batchTx) decide(c *batchCmd) {
 		w.evPayload, w.evMeta, w.evAt = append(w.evPayload, string(e.Payload)), append(w.evMeta, string(meta)), append(w.evAt, at)
 	}
 	a.current += int64(len(c.events))
+	tx.keepState(cmd, a, c.events, state)
 	c.res = Result{Version: a.current}
 	if idem != nil {
 		c.res.Status, c.res.Body = idem.Response(c.res)
@@ -325,12 +350,13 @@ func (tx *batchTx) decide(c *batchCmd) {
 	}
 }
 
-// events returns what cmd appends: its Events, or what Decide makes of
-// the aggregate's history so far (nil for a create, like Store.Execute).
-// A panic in Decide fails that command only.
-func (tx *batchTx) events(cmd Command, a *aggState) (evs []NewEvent, err error) {
-	if cmd.Decide == nil {
-		return cmd.Events, nil
+// events returns what cmd appends: its Events, or what Decide (or
+// DecideFrom, with the state after them) makes of the aggregate's history
+// so far (nil for a create, like Store.Execute). A panic in Decide fails
+// that command only.
+func (tx *batchTx) events(cmd Command, a *aggState) (evs []NewEvent, state json.RawMessage, err error) {
+	if cmd.Decide == nil && cmd.DecideFrom == nil {
+		return cmd.Events, nil, nil
 	}
 	var history []Event
 	if cmd.ExpectedVersion != NoAggregate && len(a.history) > 0 {
@@ -338,10 +364,19 @@ func (tx *batchTx) events(cmd Command, a *aggState) (evs []NewEvent, err error) 
 	}
 	defer func() {
 		if r := recover(); r != nil {
-			evs, err = nil, fmt.Errorf("deciding on %s %s: panic: %v", cmd.AggregateType, cmd.AggregateID, r)
+			evs, state, err = nil, nil, fmt.Errorf("deciding on %s %s: panic: %v", cmd.AggregateType, cmd.AggregateID, r)
 		}
 	}()
-	return cmd.Decide(history)
+	if cmd.DecideFrom != nil {
+		snap := a.snap
+		if cmd.ExpectedVersion == NoAggregate {
+			snap = nil
+		}
+		d, err := decideFrom(cmd, a.current, snap, history)
+		return d.Events, d.State, err
+	}
+	evs, err = cmd.Decide(history)
+	return evs, nil, err
 }
 
 // queueWrites queues what the decisions need: key releases and replay
@@ -384,6 +419,7 @@ func (tx *batchTx) queueWrites() {
 	if len(w.insT) > 0 {
 		tx.b.Queue(insertHeadsSQL, w.insT, w.insI, w.insV)
 	}
+	tx.queueSnapshots()
 	if len(w.evIDs) > 0 {
 		tx.b.Queue(appendBatchSQL, w.evIDs, w.evT, w.evI, w.evV, w.evType, w.evSV, w.evPayload, w.evMeta, w.evAt).
 			Query(tx.scanAppended)

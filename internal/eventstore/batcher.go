@@ -386,8 +386,11 @@ func checkCommand(cmd Command) error {
 	if cmd.AggregateType == "" || cmd.AggregateID == "" {
 		return errors.New("eventstore: aggregate type and id are required")
 	}
-	if cmd.Decide == nil && len(cmd.Events) == 0 {
+	if cmd.Decide == nil && cmd.DecideFrom == nil && len(cmd.Events) == 0 {
 		return errors.New("eventstore: no events to append")
+	}
+	if cmd.DecideFrom != nil && cmd.StateVersion < 1 {
+		return errors.New("eventstore: DecideFrom needs a StateVersion >= 1")
 	}
 	return nil
 }

@@ -9,9 +9,9 @@
 //	BEGIN
 //	[claim idempotency key: INSERT … ON CONFLICT DO NOTHING]   waits for a concurrent holder of the key
 //	lock the aggregate's head row in aggregates                 SELECT … FOR UPDATE, or the INSERT/upsert itself
-//	[load the history: SELECT events … ORDER BY version]
-//	— decide in Go —
-//	advance the head row; INSERT events + outbox (one statement)
+//	[load the snapshot and the events after it (DecideFrom), or the whole history (Decide)]
+//	— decide in Go —   [a snapshot DecideFrom refuses: load the whole history, decide again]
+//	advance the head row; INSERT events + outbox (one statement); [upsert the snapshot]
 //	[store the response under the idempotency key]
 //	COMMIT
 //	— after commit, coalesced, in its own short transaction —
@@ -48,10 +48,11 @@
 //	BEGIN; SET LOCAL plan_cache_mode = force_generic_plan
 //	[claim the batch's idempotency keys, sorted]            INSERT … SELECT unnest … ON CONFLICT DO NOTHING RETURNING
 //	lock the head rows of its aggregates, sorted            SELECT … ORDER BY type, id FOR UPDATE
-//	load the histories the commands fold                    one SELECT over all of them
+//	load the snapshots and the events after them            one SELECT of each over all of them
 //	— decide in Go, command by command in arrival order —
 //	[give back the keys of failed commands; read the keys of replays]
 //	advance the head rows (fails unless each is where it was locked); INSERT the new ones
+//	upsert the snapshots the commands left                  one statement
 //	INSERT every event + outbox row (one statement, arrival order)
 //	[store the answers under the keys]
 //	COMMIT
@@ -82,6 +83,18 @@
 // A caller whose context ends while its command is queued gets the
 // context's error and the command is dropped; once its batch is sent the
 // batch runs under its own timeout, whatever happens to that caller.
+//
+// # Snapshots
+//
+// A command with DecideFrom folds its aggregate from the snapshot
+// written with its StateVersion and the events after it (snapshot.go),
+// and the state it returns is written as the new snapshot in the same
+// transaction, so its cost does not depend on the length of the history.
+// Snapshots are derived data: one of another state version is not read;
+// one that does not fit the head version, or that DecideFrom refuses
+// (ErrSnapshotInvalid), is ignored and the whole history read instead (in
+// a batch, the batch rolls back and runs one by one). RebuildSnapshots
+// rewrites them after a fold change.
 package eventstore
 
 import (
@@ -180,12 +193,25 @@ type Command struct {
 	AggregateID     string
 	ExpectedVersion int64 // AnyVersion, NoAggregate or a version >= 1
 	// Decide returns the events to append given the aggregate's history
-	// (nil for a new aggregate). When Decide is nil, Events are appended.
-	Decide      func(history []Event) ([]NewEvent, error)
-	Events      []NewEvent
-	Metadata    envelope.Metadata
-	OccurredAt  time.Time
-	Idempotency *Idempotency
+	// (nil for a new aggregate). When Decide and DecideFrom are nil,
+	// Events are appended.
+	Decide func(history []Event) ([]NewEvent, error)
+	// DecideFrom, when set, is called instead of Decide, and the store
+	// keeps the aggregate's snapshot: it hands DecideFrom the snapshot
+	// written with StateVersion (nil when there is none, or it was
+	// written with another version) and only the events after it, and
+	// writes the state DecideFrom returns as the new snapshot in the same
+	// transaction. The cost of a command then does not grow with the
+	// aggregate's history. Decide, if also set, must decide the same from
+	// the whole history: it is what a repository without snapshots calls.
+	DecideFrom func(from *Snapshot, events []Event) (Decision, error)
+	// StateVersion (>= 1 with DecideFrom) is the version of the state
+	// DecideFrom reads and writes.
+	StateVersion int
+	Events       []NewEvent
+	Metadata     envelope.Metadata
+	OccurredAt   time.Time
+	Idempotency  *Idempotency
 }
 
 // Result is the outcome of Execute.

@@ -58,9 +58,6 @@ RETURNING principal, key`
 	lockHeadsSQL = `SELECT a.aggregate_type, a.aggregate_id, a.version FROM aggregates a
 WHERE (a.aggregate_type, a.aggregate_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
 ORDER BY a.aggregate_type, a.aggregate_id FOR UPDATE OF a`
-	loadHistoriesSQL = `SELECT e.aggregate_type, e.aggregate_id, e.version, e.event_type, e.schema_version, e.payload FROM events e
-WHERE (e.aggregate_type, e.aggregate_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
-ORDER BY e.aggregate_type, e.aggregate_id, e.version`
 	releaseKeysSQL = `DELETE FROM idempotency_keys k USING unnest($1::text[], $2::text[]) AS x(p, k)
 WHERE k.principal = x.p AND k.key = x.k`
 	readKeysSQL = `SELECT k.principal, k.key, k.request_hash, k.status_code, k.response_body

@@ -102,6 +102,7 @@ func productInput(o *object) product.Input {
 	in := product.Input{Name: o.str("name"), Description: o.str("description")}
 	in.Price, _ = o.num("price")
 	in.Stock, _ = o.num("stock")
+	in.Currency = o.str("currency")
 	return in
 }
 
@@ -146,7 +147,7 @@ func (h *handlers) createProduct(c *gin.Context) {
 	if !ok {
 		return
 	}
-	o := decodeObject(body, false, "name", "description", "price", "stock")
+	o := decodeObject(body, false, "name", "description", "price", "currency", "stock")
 	headers(c, o)
 	f, err := product.Validate(productInput(o))
 	if err := o.merge(err); err != nil {
@@ -162,7 +163,7 @@ func (h *handlers) updateProduct(c *gin.Context) {
 	if !ok {
 		return
 	}
-	o := decodeObject(body, false, "name", "description", "price", "stock", "expected_version")
+	o := decodeObject(body, false, "name", "description", "price", "currency", "stock", "expected_version")
 	headers(c, o)
 	id := pathID(c, o)
 	exp := expected(c, o)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"cqrsflow/internal/envelope"
+	"cqrsflow/internal/upcast"
 	"cqrsflow/schemas"
 )
 
@@ -72,6 +73,17 @@ type Adapter[D any] struct {
 	MappingJSON []byte
 	// Fold returns the document after env; cur is nil when there is none.
 	Fold func(cur *D, env *envelope.Envelope) (*D, error)
+	// Upcast, when set, brings every envelope's payload to the newest
+	// schema version it knows before Fold sees it: topics keep events as
+	// they were written, so a replay or a redrive meets old versions.
+	Upcast *upcast.Registry
+	// Versions, when set, is the schema version of each event type Fold
+	// reads. An event at another version (one written by a newer api
+	// than this projector) is unprojectable: the runtime quarantines it,
+	// and `projector dlq redrive` applies it once a projector that knows
+	// the version runs. Without the check the fold would read a payload
+	// whose meaning it does not know (and drop what it does not decode).
+	Versions map[string]int
 }
 
 // Name is the projection (and alias) name.
@@ -97,6 +109,22 @@ func (a Adapter[D]) Decode(source []byte) (any, error) {
 	return &d, nil
 }
 
+// current returns env upcast and checked against Versions.
+func (a Adapter[D]) current(env *envelope.Envelope) (*envelope.Envelope, error) {
+	if a.Upcast != nil {
+		up, err := a.Upcast.Envelope(env)
+		if err != nil {
+			return nil, Unprojectable("%v", err)
+		}
+		env = up
+	}
+	if want, ok := a.Versions[env.EventType]; ok && env.SchemaVersion != want {
+		return nil, Unprojectable("%s %s at schema version %d: this projector reads version %d (upgrade it, then redrive)",
+			env.AggregateType, env.EventType, env.SchemaVersion, want)
+	}
+	return env, nil
+}
+
 // Apply folds env onto current (nil or *D).
 func (a Adapter[D]) Apply(current any, env *envelope.Envelope) (any, error) {
 	var cur *D
@@ -106,6 +134,10 @@ func (a Adapter[D]) Apply(current any, env *envelope.Envelope) (any, error) {
 			return nil, fmt.Errorf("%s: document of type %T", a.ProjectionName, current)
 		}
 		cur = c
+	}
+	env, err := a.current(env)
+	if err != nil {
+		return nil, err
 	}
 	d, err := a.Fold(cur, env)
 	if err != nil {

@@ -16,21 +16,28 @@ import (
 )
 
 // EnsureReadModel makes sure the projection's alias exists, creating
-// <prefix><projection>_v1 behind it on first start. It returns the alias,
+// <prefix><projection>_v1 behind it on first start, and that the index
+// behind it has every field of the projection's mapping. It returns the alias,
 // which is where the live projector reads and writes (so it follows a
 // rebuild's alias swap).
 func EnsureReadModel(ctx context.Context, es *elasticsearch.Client, indexPrefix string, proj Projection) (string, error) {
 	alias := esindex.AliasName(indexPrefix, proj.Name())
-	_, err := esindex.AliasTargets(ctx, es, alias)
+	mapping, err := proj.Mapping()
+	if err != nil {
+		return "", fmt.Errorf("reading mapping of %s: %w", proj.Name(), err)
+	}
+	_, err = esindex.AliasTargets(ctx, es, alias)
 	if err == nil {
+		// A field added since the index was created (a new event
+		// schema version's) is added to it, or the strict mapping would
+		// refuse every document carrying it.
+		if err := esindex.PutMappings(ctx, es, alias, mapping); err != nil {
+			return "", err
+		}
 		return alias, nil
 	}
 	if !errors.Is(err, esindex.ErrNotFound) {
 		return "", err
-	}
-	mapping, err := proj.Mapping()
-	if err != nil {
-		return "", fmt.Errorf("reading mapping of %s: %w", proj.Name(), err)
 	}
 	index := esindex.IndexName(indexPrefix, proj.Name(), 1)
 	if err := esindex.EnsureIndex(ctx, es, index, mapping); err != nil {

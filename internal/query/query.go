@@ -118,15 +118,18 @@ func (h *Handler) Ping(ctx context.Context) error { return esindex.Ping(ctx, h.e
 
 // Product is the product representation of the read API.
 type Product struct {
-	ID          string    `json:"id"`
-	Name        string    `json:"name"`
-	Description string    `json:"description"`
-	Price       float64   `json:"price"`
-	Stock       int64     `json:"stock"`
-	Version     int64     `json:"version"`
-	Deleted     bool      `json:"deleted,omitempty"` // always false in responses (deleted → 404 or filtered)
-	CreatedAt   time.Time `json:"created_at"`
-	UpdatedAt   time.Time `json:"updated_at"`
+	ID          string  `json:"id"`
+	Name        string  `json:"name"`
+	Description string  `json:"description"`
+	Price       float64 `json:"price"`
+	// Currency is the price's ISO 4217 code; absent only from documents
+	// projected before events carried it (a replay fills it in: EUR).
+	Currency  string    `json:"currency,omitempty"`
+	Stock     int64     `json:"stock"`
+	Version   int64     `json:"version"`
+	Deleted   bool      `json:"deleted,omitempty"` // always false in responses (deleted → 404 or filtered)
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 func (p *Product) version() int64 { return p.Version }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	mrand "math/rand/v2"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -77,15 +78,16 @@ func btoi(b bool) int {
 	return 0
 }
 
-// productEvent is version v of product number i: Created, then Updated.
+// productEvent is version v of product number i: Created, then Updated,
+// at the schema version the api writes (v2, with the currency).
 func productEvent(i int, id string, v, position int64, at time.Time) envelope.Envelope {
 	typ := products.Updated
 	if v == 1 {
 		typ = products.Created
 	}
-	payload := fmt.Sprintf(`{"name":"Product %d rev %d","description":"benchmark product number %d in revision %d with a few more words to search","price":%d.%02d,"stock":%d}`,
+	payload := fmt.Sprintf(`{"name":"Product %d rev %d","description":"benchmark product number %d in revision %d with a few more words to search","price":%d.%02d,"currency":"EUR","stock":%d}`,
 		i, v, i, v, mrand.IntN(1000), mrand.IntN(100), mrand.IntN(100))
-	return envelope.Envelope{EventID: uuid.NewString(), EventType: typ, SchemaVersion: 1, AggregateType: "product",
+	return envelope.Envelope{EventID: uuid.NewString(), EventType: typ, SchemaVersion: 2, AggregateType: "product",
 		AggregateID: id, Version: v, OccurredAt: at, RecordedAt: at, GlobalPosition: position, Payload: json.RawMessage(payload)}
 }
 
@@ -101,7 +103,7 @@ func (p *prefilled) add(topic string, e *envelope.Envelope) (*kgo.Record, error)
 	p.perEvent = append(p.perEvent, esindex.Op{ID: e.AggregateID, Version: e.Version, Doc: db})
 	b, _ := json.Marshal(e)
 	return &kgo.Record{Topic: topic, Key: []byte(e.AggregateID), Value: b, Headers: []kgo.RecordHeader{
-		{Key: envelope.HeaderEventType, Value: []byte(e.EventType)}, {Key: envelope.HeaderSchemaVersion, Value: []byte("1")},
+		{Key: envelope.HeaderEventType, Value: []byte(e.EventType)}, {Key: envelope.HeaderSchemaVersion, Value: []byte(strconv.Itoa(e.SchemaVersion))},
 		{Key: envelope.HeaderEventID, Value: []byte(e.EventID)}, {Key: envelope.HeaderContentType, Value: []byte(envelope.ContentType)},
 	}}, nil
 }

@@ -4,7 +4,9 @@
 package order
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"cqrsflow/internal/domain"
@@ -13,13 +15,28 @@ import (
 // AggregateType is the aggregate_type of orders.
 const AggregateType = "order"
 
-// Event types (schema version 1).
+// Event types, all at schema version 1 (SchemaVersion).
 const (
 	EventCreated   = "OrderCreated"
 	EventPaid      = "OrderPaid"
 	EventShipped   = "OrderShipped"
 	EventCancelled = "OrderCancelled"
 )
+
+// SchemaVersion is the schema version of eventType's payload this package
+// writes and folds; 0 for a type it does not know.
+func SchemaVersion(eventType string) int {
+	switch eventType {
+	case EventCreated, EventPaid, EventShipped, EventCancelled:
+		return 1
+	}
+	return 0
+}
+
+// StateVersion is the version of Order's JSON encoding as a snapshot and
+// of the fold that computes it; raise it whenever either changes (see
+// product.StateVersion).
+const StateVersion = 1
 
 // Limits of the order fields.
 const (
@@ -111,22 +128,66 @@ func ValidateText(field, v string) error {
 	return errs.Err()
 }
 
-// Order is the state folded from an order's events.
+// Order is the state folded from an order's events. Its JSON is the
+// snapshot the event store keeps (StateVersion).
 type Order struct {
-	Version int64
-	Status  Status
+	Version int64  `json:"version"`
+	Status  Status `json:"status"`
 	Created
+}
+
+// State encodes the order as a snapshot.
+func (o Order) State() ([]byte, error) { return json.Marshal(o) }
+
+// FromState decodes a snapshot State wrote with this StateVersion. A
+// snapshot is derived data that a bug, an edit or an old encoding may
+// have broken: unknown members, an unknown status or an order without a
+// user are refused, so the caller folds the events instead.
+func FromState(b []byte) (Order, error) {
+	var o Order
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&o); err != nil {
+		return Order{}, fmt.Errorf("decoding order state: %w", err)
+	}
+	if dec.More() {
+		return Order{}, errors.New("decoding order state: data after the object")
+	}
+	switch o.Status {
+	case StatusCreated, StatusPaid, StatusShipped, StatusCancelled:
+	default:
+		return Order{}, fmt.Errorf("order state with status %q", o.Status)
+	}
+	if o.Version < 1 || o.UserID == "" {
+		return Order{}, fmt.Errorf("order state at v%d without a user", o.Version)
+	}
+	return o, nil
 }
 
 // Exists reports whether the order was created.
 func (o *Order) Exists() bool { return o.Status != "" }
 
+// Event is one stored order event, as Fold reads it (at SchemaVersion).
+type Event struct {
+	Version       int64
+	Type          string
+	SchemaVersion int
+	Payload       []byte
+}
+
 // Apply folds one event into the state.
-func (o *Order) Apply(version int64, eventType string, payload []byte) error {
-	switch eventType {
+func (o *Order) Apply(e Event) error {
+	want := SchemaVersion(e.Type)
+	switch {
+	case want == 0:
+		return fmt.Errorf("unknown order event type %q", e.Type)
+	case e.SchemaVersion != want:
+		return fmt.Errorf("%s v%d: schema version %d, this fold reads %d (upcast it first)", e.Type, e.Version, e.SchemaVersion, want)
+	}
+	switch e.Type {
 	case EventCreated:
-		if err := json.Unmarshal(payload, &o.Created); err != nil {
-			return fmt.Errorf("decoding %s v%d: %w", eventType, version, err)
+		if err := json.Unmarshal(e.Payload, &o.Created); err != nil {
+			return fmt.Errorf("decoding %s v%d: %w", e.Type, e.Version, err)
 		}
 		o.Status = StatusCreated
 	case EventPaid:
@@ -135,27 +196,21 @@ func (o *Order) Apply(version int64, eventType string, payload []byte) error {
 		o.Status = StatusShipped
 	case EventCancelled:
 		o.Status = StatusCancelled
-	default:
-		return fmt.Errorf("unknown order event type %q", eventType)
 	}
-	o.Version = version
+	o.Version = e.Version
 	return nil
 }
 
-// Event is one stored order event, as Fold reads it.
-type Event struct {
-	Version int64
-	Type    string
-	Payload []byte
-}
-
 // Fold returns the state after events (ascending versions), the same as
-// Apply on each in turn. Only OrderCreated carries data; the lifecycle
-// events change the status alone, so there is nothing to skip.
-func Fold(events []Event) (Order, error) {
-	var o Order
+// Apply on each in turn.
+func Fold(events []Event) (Order, error) { return FoldFrom(Order{}, events) }
+
+// FoldFrom returns the state after events that follow o (a snapshot).
+// Only OrderCreated carries data; the lifecycle events change the status
+// alone, so there is nothing to skip.
+func FoldFrom(o Order, events []Event) (Order, error) {
 	for _, e := range events {
-		if err := o.Apply(e.Version, e.Type, e.Payload); err != nil {
+		if err := o.Apply(e); err != nil {
 			return Order{}, err
 		}
 	}
@@ -164,7 +219,7 @@ func Fold(events []Event) (Order, error) {
 
 // Create decides the events of a new order from a validated command.
 func Create(c Created) []domain.Event {
-	return []domain.Event{{Type: EventCreated, SchemaVersion: 1, Payload: c}}
+	return []domain.Event{{Type: EventCreated, SchemaVersion: SchemaVersion(EventCreated), Payload: c}}
 }
 
 func (o *Order) transition(action string, allowed ...Status) error {
@@ -187,7 +242,7 @@ func (o *Order) Pay(reference string) ([]domain.Event, error) {
 	if err := o.transition("pay", StatusCreated); err != nil {
 		return nil, err
 	}
-	return []domain.Event{{Type: EventPaid, SchemaVersion: 1, Payload: Paid{PaymentReference: reference}}}, nil
+	return []domain.Event{{Type: EventPaid, SchemaVersion: SchemaVersion(EventPaid), Payload: Paid{PaymentReference: reference}}}, nil
 }
 
 // Ship ships a paid order.
@@ -195,7 +250,7 @@ func (o *Order) Ship(tracking string) ([]domain.Event, error) {
 	if err := o.transition("ship", StatusPaid); err != nil {
 		return nil, err
 	}
-	return []domain.Event{{Type: EventShipped, SchemaVersion: 1, Payload: Shipped{TrackingNumber: tracking}}}, nil
+	return []domain.Event{{Type: EventShipped, SchemaVersion: SchemaVersion(EventShipped), Payload: Shipped{TrackingNumber: tracking}}}, nil
 }
 
 // Cancel cancels an order that is not shipped (nor already cancelled).
@@ -203,5 +258,5 @@ func (o *Order) Cancel(reason string) ([]domain.Event, error) {
 	if err := o.transition("cancel", StatusCreated, StatusPaid); err != nil {
 		return nil, err
 	}
-	return []domain.Event{{Type: EventCancelled, SchemaVersion: 1, Payload: Cancelled{Reason: reason}}}, nil
+	return []domain.Event{{Type: EventCancelled, SchemaVersion: SchemaVersion(EventCancelled), Payload: Cancelled{Reason: reason}}}, nil
 }

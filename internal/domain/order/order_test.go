@@ -42,7 +42,7 @@ func apply(t *testing.T, o *Order, evs []domain.Event, err error) {
 	}
 	for _, e := range evs {
 		b, _ := json.Marshal(e.Payload)
-		if err := o.Apply(o.Version+1, e.Type, b); err != nil {
+		if err := o.Apply(Event{o.Version + 1, e.Type, e.SchemaVersion, b}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -119,8 +119,9 @@ func TestFoldEqualsApplyingEveryEvent(t *testing.T) {
 			case EventPaid:
 				payload = []byte(`{"payment_reference":"ref"}`)
 			}
-			evs = append(evs, Event{Version: int64(i + 1), Type: typ, Payload: payload})
-			if err := want.Apply(int64(i+1), typ, payload); err != nil {
+			e := Event{Version: int64(i + 1), Type: typ, SchemaVersion: 1, Payload: payload}
+			evs = append(evs, e)
+			if err := want.Apply(e); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -128,15 +129,43 @@ func TestFoldEqualsApplyingEveryEvent(t *testing.T) {
 		if err != nil || got != want {
 			t.Fatalf("round %d: Fold = %+v, %v; Apply one by one = %+v (events %+v)", round, got, err, want, evs)
 		}
+		// From a snapshot taken anywhere in the history: the same state.
+		k := 1 + rng.IntN(n) // the store snapshots an order once it exists
+		at, _ := Fold(evs[:k])
+		b, err := at.State()
+		if err != nil {
+			t.Fatal(err)
+		}
+		snap, err := FromState(b)
+		if err != nil || snap != at {
+			t.Fatalf("state %s decodes to %+v %v, want %+v", b, snap, err, at)
+		}
+		if got, err := FoldFrom(snap, evs[k:]); err != nil || got != want {
+			t.Fatalf("round %d: snapshot at %d + rest = %+v %v, want %+v", round, k, got, err, want)
+		}
+	}
+	if _, err := Fold([]Event{{1, EventCreated, 2, []byte(`{"user_id":"u","product_id":"p","quantity":1,"total_price":1}`)}}); err == nil {
+		t.Fatal("an unknown schema version must fail")
+	}
+	for _, bad := range []string{
+		`{"version":0,"status":"","user_id":"","product_id":"","quantity":0,"total_price":0}`,
+		`{"version":1,"status":"lost","user_id":"u","product_id":"p","quantity":1,"total_price":1}`,
+		`{"version":1,"status":"paid","user_id":"","product_id":"p","quantity":1,"total_price":1}`,
+		`{"version":1,"status":"paid","user_id":"u","product_id":"p","quantity":1,"total_price":1,"x":1}`,
+		`[]`,
+	} {
+		if o, err := FromState([]byte(bad)); err == nil {
+			t.Errorf("FromState(%s) = %+v, want an error", bad, o)
+		}
 	}
 	var empty Order
 	if o, err := Fold(nil); err != nil || o != empty || o.Exists() {
 		t.Fatalf("Fold(nil) = %+v, %v; want the zero order", o, err)
 	}
-	if _, err := Fold([]Event{{1, EventCreated, []byte(`not json`)}}); err == nil {
+	if _, err := Fold([]Event{{1, EventCreated, 1, []byte(`not json`)}}); err == nil {
 		t.Fatal("a broken OrderCreated payload must fail")
 	}
-	if _, err := Fold([]Event{{1, EventCreated, []byte(`{"user_id":"u","product_id":"p","quantity":1,"total_price":1}`)}, {2, "Bogus", []byte(`{}`)}}); err == nil {
+	if _, err := Fold([]Event{{1, EventCreated, 1, []byte(`{"user_id":"u","product_id":"p","quantity":1,"total_price":1}`)}, {2, "Bogus", 1, []byte(`{}`)}}); err == nil {
 		t.Fatal("an unknown event type must fail")
 	}
 }

@@ -82,4 +82,5 @@ func Apply(cur *Doc, env *envelope.Envelope) (*Doc, error) {
 
 // Projection is the orders projection for the projector runtime.
 var Projection = projection.Adapter[Doc]{ProjectionName: "orders", Aggregate: "order",
-	MappingFile: "elasticsearch/orders.json", Fold: Apply}
+	MappingFile: "elasticsearch/orders.json", Fold: Apply,
+	Versions: map[string]int{Created: 1, Paid: 1, Shipped: 1, Cancelled: 1}}

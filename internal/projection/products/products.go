@@ -1,10 +1,13 @@
 // Package products is the products read-model projection: product events →
 // one searchable document per product (schemas/elasticsearch/products.json).
+// Apply reads ProductCreated/ProductUpdated v2; Projection upcasts v1
+// (internal/upcast) and quarantines versions it does not know.
 package products
 
 import (
 	"cqrsflow/internal/envelope"
 	"cqrsflow/internal/projection"
+	"cqrsflow/internal/upcast"
 )
 
 // Event types of the product aggregate.
@@ -20,13 +23,17 @@ type Doc struct {
 	Name        string  `json:"name"`
 	Description string  `json:"description"`
 	Price       float64 `json:"price"`
+	Currency    string  `json:"currency"` // ISO 4217
 	Stock       int64   `json:"stock"`
 }
 
+// state is the payload of ProductCreated and ProductUpdated v2 (v1 is
+// upcast before Apply: Projection.Upcast).
 type state struct {
 	Name        *string  `json:"name"`
 	Description *string  `json:"description"`
 	Price       *float64 `json:"price"`
+	Currency    *string  `json:"currency"`
 	Stock       *int64   `json:"stock"`
 }
 
@@ -48,6 +55,9 @@ func decodeState(env *envelope.Envelope) (state, error) {
 	}
 	if s.Stock == nil {
 		missing = append(missing, "stock")
+	}
+	if s.Currency == nil || *s.Currency == "" {
+		missing = append(missing, "currency")
 	}
 	if len(missing) > 0 {
 		return s, projection.Unprojectable("%s payload misses %v", env.EventType, missing)
@@ -76,7 +86,8 @@ func Apply(cur *Doc, env *envelope.Envelope) (*Doc, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &Doc{Base: projection.Start(env), Name: *s.Name, Description: *s.Description, Price: *s.Price, Stock: *s.Stock}, nil
+		return &Doc{Base: projection.Start(env), Name: *s.Name, Description: *s.Description, Price: *s.Price,
+			Currency: *s.Currency, Stock: *s.Stock}, nil
 	}
 	next := *cur
 	if cur.Deleted {
@@ -92,7 +103,7 @@ func Apply(cur *Doc, env *envelope.Envelope) (*Doc, error) {
 		if err != nil {
 			return nil, err
 		}
-		next.Name, next.Description, next.Price, next.Stock = *s.Name, *s.Description, *s.Price, *s.Stock
+		next.Name, next.Description, next.Price, next.Currency, next.Stock = *s.Name, *s.Description, *s.Price, *s.Currency, *s.Stock
 	case Deleted:
 		var p struct {
 			Reason string `json:"reason"`
@@ -108,4 +119,8 @@ func Apply(cur *Doc, env *envelope.Envelope) (*Doc, error) {
 
 // Projection is the products projection for the projector runtime.
 var Projection = projection.Adapter[Doc]{ProjectionName: "products", Aggregate: "product",
-	MappingFile: "elasticsearch/products.json", Fold: Apply}
+	MappingFile: "elasticsearch/products.json", Fold: Apply,
+	Upcast: upcast.Events(), Versions: Versions}
+
+// Versions are the schema versions Apply reads.
+var Versions = map[string]int{Created: 2, Updated: 2, Deleted: 1}

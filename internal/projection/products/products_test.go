@@ -21,11 +21,25 @@ func ev(typ string, version int64, payload string) *envelope.Envelope {
 	}
 }
 
+// project is the projection as the projector runs it: v1 payloads
+// upcast, versions checked, then Apply.
+func project(cur *Doc, env *envelope.Envelope) (*Doc, error) {
+	var c any
+	if cur != nil {
+		c = cur
+	}
+	d, err := Projection.Apply(c, env)
+	if err != nil {
+		return nil, err
+	}
+	return d.(*Doc), nil
+}
+
 const created = `{"name":"Lamp","description":"Warm desk light","price":19.99,"stock":5}`
 
 func TestApply(t *testing.T) {
 	base := func() *Doc {
-		d, err := Apply(nil, ev(Created, 1, created))
+		d, err := project(nil, ev(Created, 1, created))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -39,7 +53,7 @@ func TestApply(t *testing.T) {
 		wantErr bool
 	}{
 		{"create", nil, ev(Created, 1, created), func(d *Doc) bool {
-			return d.ID == "p1" && d.Name == "Lamp" && d.Description == "Warm desk light" && d.Price == 19.99 &&
+			return d.ID == "p1" && d.Name == "Lamp" && d.Description == "Warm desk light" && d.Price == 19.99 && d.Currency == "EUR" &&
 				d.Stock == 5 && d.Version == 1 && !d.Deleted && d.CreatedAt.Equal(t0.Add(time.Second)) &&
 				d.LastEventID == "ProductCreated-1" && d.RecordedAt.Equal(t0.Add(time.Second+time.Millisecond))
 		}, false},
@@ -51,11 +65,21 @@ func TestApply(t *testing.T) {
 			return d.Deleted && d.Version == 2 && d.Name == "Lamp"
 		}, false},
 		{"update after delete does not resurrect", func() *Doc {
-			d, _ := Apply(base(), ev(Deleted, 2, `{"reason":"gone"}`))
+			d, _ := project(base(), ev(Deleted, 2, `{"reason":"gone"}`))
 			return d
 		}(), ev(Updated, 3, `{"name":"Back","description":"x","price":1,"stock":1}`), func(d *Doc) bool {
 			return d.Deleted && d.Version == 3 && d.Name == "Lamp"
 		}, false},
+		{"update at v2", base(), v2(ev(Updated, 2, `{"name":"Lamp 2","description":"","price":21,"currency":"JPY","stock":0}`)), func(d *Doc) bool {
+			return d.Name == "Lamp 2" && d.Price == 21 && d.Currency == "JPY" && d.Version == 2
+		}, false},
+		{"v2 without currency", nil, v2(ev(Created, 1, created)), nil, true},
+		{"v1 with a currency", nil, ev(Created, 1, `{"name":"x","description":"","price":1,"currency":"USD","stock":1}`), nil, true},
+		{"unknown schema version", base(), func() *envelope.Envelope {
+			e := ev(Updated, 2, `{"name":"x","description":"","price":1,"currency":"USD","stock":1}`)
+			e.SchemaVersion = 3
+			return e
+		}(), nil, true},
 		{"update without document", nil, ev(Updated, 1, created), nil, true},
 		{"create twice", base(), ev(Created, 2, created), nil, true},
 		{"unknown type", base(), ev("ProductRenamed", 2, `{}`), nil, true},
@@ -69,7 +93,7 @@ func TestApply(t *testing.T) {
 			if tc.cur != nil {
 				before = *tc.cur
 			}
-			got, err := Apply(tc.cur, tc.env)
+			got, err := project(tc.cur, tc.env)
 			if tc.wantErr {
 				if !errors.Is(err, projection.ErrUnprojectable) {
 					t.Fatalf("err = %v, want ErrUnprojectable", err)
@@ -90,7 +114,7 @@ func TestApply(t *testing.T) {
 }
 
 func TestDocumentJSONMatchesMapping(t *testing.T) {
-	d, err := Apply(nil, ev(Created, 1, created))
+	d, err := project(nil, ev(Created, 1, created))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,6 +141,45 @@ func TestDocumentJSONMatchesMapping(t *testing.T) {
 	for k := range mapping.Mappings.Properties {
 		if _, ok := fields[k]; !ok {
 			t.Errorf("mapping field %q is never written", k)
+		}
+	}
+}
+
+func v2(e *envelope.Envelope) *envelope.Envelope {
+	e.SchemaVersion = 2
+	return e
+}
+
+// A history stored partly at v1 and partly at v2 projects to the same
+// document as the same history written at v2 (v1 prices are in EUR).
+func TestMixedHistoryEqualsAllV2(t *testing.T) {
+	v1s := []string{
+		`{"name":"A","description":"<a>","price":1.5,"stock":1}`,
+		`{"name":"B","description":"","price":2,"stock":2}`,
+		`{"name":"C","description":"c","price":3.25,"stock":0}`,
+	}
+	for mask := range 1 << len(v1s) {
+		var mixed, all *Doc
+		for i, p := range v1s {
+			typ := Updated
+			if i == 0 {
+				typ = Created
+			}
+			m := ev(typ, int64(i+1), p)
+			a := v2(ev(typ, int64(i+1), p[:len(p)-len(`"stock":0}`)]+`"currency":"EUR",`+p[len(p)-len(`"stock":0}`):]))
+			if mask&(1<<i) != 0 {
+				m = a
+			}
+			var err error
+			if mixed, err = project(mixed, m); err != nil {
+				t.Fatalf("mask %b: %v", mask, err)
+			}
+			if all, err = project(all, a); err != nil {
+				t.Fatalf("mask %b all v2: %v", mask, err)
+			}
+		}
+		if *mixed != *all {
+			t.Errorf("mask %b: mixed %+v, all v2 %+v", mask, *mixed, *all)
 		}
 	}
 }
