@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"math"
+	"regexp"
 	"unicode/utf8"
 
 	"cqrsflow/internal/jsonvalid"
@@ -30,7 +31,14 @@ type flatProp struct {
 	kind               string // string, number or integer
 	minLen, maxLen     int    // runes; maxLen -1 = no bound
 	min, max, multiple *decimal
+	pattern            *regexp.Regexp
 }
+
+// simplePattern is the pattern syntax the flat check compiles: anchors,
+// character classes of letters, digits and '-', and counted repetition,
+// where ECMA-262 (the schema's dialect) and Go's RE2 agree. Any other
+// pattern leaves the schema to the general validator.
+var simplePattern = regexp.MustCompile(`^\^?(\[[A-Za-z0-9-]+\](\{[0-9]+(,[0-9]*)?\}|[+*?])?|[A-Za-z0-9_-])+\$?$`)
 
 // decimal is a JSON number without exponent: m / 10^scale.
 type decimal struct {
@@ -44,7 +52,7 @@ var (
 	flatObjectKeys = map[string]bool{"$schema": true, "$id": true, "title": true, "description": true, "type": true,
 		"additionalProperties": true, "required": true, "properties": true}
 	flatPropKeys = map[string]bool{"title": true, "description": true, "type": true, "minLength": true, "maxLength": true,
-		"minimum": true, "maximum": true, "multipleOf": true}
+		"minimum": true, "maximum": true, "multipleOf": true, "pattern": true}
 )
 
 // compileFlat returns the flat check of doc (a schema as
@@ -111,8 +119,15 @@ func compileProp(v any) *flatProp {
 		if fp.maxLen, ok = count(p, "maxLength", -1); !ok {
 			return nil
 		}
+		if pat, ok := p["pattern"]; ok {
+			ps, isStr := pat.(string)
+			if !isStr || !simplePattern.MatchString(ps) {
+				return nil
+			}
+			fp.pattern = regexp.MustCompile(ps) // the simple syntax always compiles
+		}
 	case "number", "integer":
-		if p["minLength"] != nil || p["maxLength"] != nil {
+		if p["minLength"] != nil || p["maxLength"] != nil || p["pattern"] != nil {
 			return nil
 		}
 		var ok bool
@@ -228,7 +243,7 @@ func (p *flatProp) valid(v []byte) bool {
 			return false
 		}
 		n := utf8.RuneCount(s)
-		return n >= p.minLen && (p.maxLen < 0 || n <= p.maxLen)
+		return n >= p.minLen && (p.maxLen < 0 || n <= p.maxLen) && (p.pattern == nil || p.pattern.Match(s))
 	}
 	d, ok := parseDecimal(v)
 	if !ok || (p.kind == "integer" && bytes.IndexByte(v, '.') >= 0) {

@@ -30,7 +30,11 @@ func flatPayloads() []string {
 	return append(out, `{}`, `[]`, `null`, ` {"reason":"x"} `, `{"reason":"x","reason":"y"}`, `{"reason":"x","reason":5}`,
 		`{"re\u0061son":"x"}`, `{"reason":"x"`, `{"why":"x"}`, `{"user_id":"u","product_id":"p","quantity":1,"total_price":0.1}`,
 		`{"user_id":"u","product_id":"p","quantity":0,"total_price":0.1}`, `{"user_id":"u","product_id":"p","quantity":1}`,
-		`{"name":"a","description":"d","price":1,"stock":1,"stock":-1}`, `{"name":"a","description":"","price":1,"stock":0,"x":1}`)
+		`{"name":"a","description":"d","price":1,"stock":1,"stock":-1}`, `{"name":"a","description":"","price":1,"stock":0,"x":1}`,
+		`{"name":"a","description":"d","price":1,"currency":"EUR","stock":1}`, `{"name":"a","description":"d","price":1,"currency":"eur","stock":1}`,
+		`{"name":"a","description":"d","price":1,"currency":"EURO","stock":1}`, `{"name":"a","description":"d","price":1,"currency":"EU","stock":1}`,
+		`{"name":"a","description":"d","price":1,"currency":"E\u0055R","stock":1}`, `{"name":"a","description":"d","price":1,"currency":"ÉUR","stock":1}`,
+		`{"name":"a","description":"d","price":1,"currency":"EUR\n","stock":1}`, `{"name":"a","description":"d","price":1,"currency":3,"stock":1}`)
 }
 
 // The flat check is used for every embedded schema, accepts the usual
@@ -75,7 +79,12 @@ func TestFlatAgreesWithJSONSchema(t *testing.T) {
 func TestFlatOnlyForWhatItUnderstands(t *testing.T) {
 	base := `{"type":"object","additionalProperties":false,"properties":{"p":%s}%s}`
 	for _, tc := range []struct{ prop, extra string }{
-		{`{"type":"string","pattern":"^a$"}`, ``},
+		{`{"type":"string","pattern":"^a+(b|c)$"}`, ``},
+		{`{"type":"string","pattern":"\\d{3}"}`, ``},
+		{`{"type":"string","pattern":"^[^A]$"}`, ``},
+		{`{"type":"string","pattern":"(?i)^a$"}`, ``},
+		{`{"type":"string","pattern":"^.$"}`, ``},
+		{`{"type":"number","pattern":"^1$"}`, ``},
 		{`{"type":"string","enum":["a"]}`, ``},
 		{`{"type":"number","multipleOf":0.05}`, ``},
 		{`{"type":"number","multipleOf":10}`, ``},
