@@ -101,6 +101,7 @@ func (r *Runner) setSyncLag(now time.Time, behind bool) {
 	held := r.proc.oldestHeld()
 	if !behind && held.IsZero() {
 		r.behindSince.Store(0)
+		r.syncLag.Store(0)
 		r.m.SyncLag.WithLabelValues(r.proj.Name()).Set(0)
 		return
 	}
@@ -111,5 +112,7 @@ func (r *Runner) setSyncLag(now time.Time, behind bool) {
 	if ref.IsZero() {
 		ref = time.Unix(0, max(r.proc.lastApplied.Load(), r.behindSince.Load()))
 	}
-	r.m.SyncLag.WithLabelValues(r.proj.Name()).Set(max(now.Sub(ref).Seconds(), 0))
+	lag := max(now.Sub(ref), 0)
+	r.syncLag.Store(int64(lag))
+	r.m.SyncLag.WithLabelValues(r.proj.Name()).Set(lag.Seconds())
 }
