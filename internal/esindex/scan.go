@@ -153,4 +153,3 @@ func DeleteIfUnchanged(ctx context.Context, es *elasticsearch.Client, ref DocRef
 	}
 	return true, nil
 }
-
