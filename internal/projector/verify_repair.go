@@ -40,10 +40,12 @@ type RepairItem struct {
 const repairBatch = 500
 
 // repairer writes the expected documents of drifted aggregates through
-// the projector's own write path: Store.Bulk, external versions, so a
-// document newer than the expected one is never overwritten (409: kept).
-// A document whose content is wrong at its own version is replaced with
-// version_type=external_gte, which still refuses anything older.
+// the projector's own write path: Store.Bulk with the aggregate version as
+// external version, so a document newer than the expected one is never
+// overwritten (409: kept). version_type=external_gte, because the
+// expected document of a version is the right one at that version: it
+// replaces a document whose content is wrong at its own version, and
+// still refuses anything older.
 type repairer struct {
 	store            Store
 	es               *elasticsearch.Client
@@ -102,8 +104,7 @@ func (r *repairer) flush(ctx context.Context) error {
 	}
 	ops := make([]esindex.Op, len(r.pending))
 	for i, c := range r.pending {
-		ops[i] = esindex.Op{ID: c.AggregateID, Version: c.ExpectedVersion, Doc: c.expected,
-			AllowEqual: c.DocumentVersion == c.ExpectedVersion}
+		ops[i] = esindex.Op{ID: c.AggregateID, Version: c.ExpectedVersion, Doc: c.expected, AllowEqual: true}
 	}
 	res, err := r.store.Bulk(ctx, ops)
 	if err != nil {
@@ -111,6 +112,11 @@ func (r *repairer) flush(ctx context.Context) error {
 	}
 	for i, c := range r.pending {
 		switch {
+		case res[i].Conflict && c.Result == ResultMissing:
+			// Nothing is stored, yet the version is refused: the
+			// tombstone of a DELETE that bumped the version.
+			r.stats.Kept++
+			r.note(c, "kept: the document was deleted less than index.gc_deletes (60s) ago; repair again after it", 0)
 		case res[i].Conflict:
 			r.stats.Kept++
 			r.note(c, "kept: Elasticsearch holds a newer version", 0)
