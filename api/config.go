@@ -11,6 +11,7 @@ import (
 	"cqrsflow/internal/auth"
 	"cqrsflow/internal/config"
 	"cqrsflow/internal/esindex"
+	"cqrsflow/internal/eventstore"
 	"cqrsflow/internal/obs"
 	"cqrsflow/internal/query"
 )
@@ -54,6 +55,13 @@ type Config struct {
 	HTTPMaxHeaderBytes   int
 
 	keys *auth.Keys // parsed by validate; nil when only tokens are accepted
+
+	// Group commit (eventstore.Batcher): concurrent commands share one
+	// transaction. Off: one transaction per command.
+	GroupCommit           bool
+	GroupCommitMaxBatch   int
+	GroupCommitCommitters int
+	GroupCommitLinger     time.Duration
 }
 
 // registerDB registers what `api migrate` needs too.
@@ -80,6 +88,11 @@ func (c *Config) register(s *config.Set) {
 	s.String(&c.IndexPrefix, "INDEX_PREFIX", "", "Elasticsearch index/alias name prefix of the read models")
 	c.registerAuth(s)
 	c.registerEdge(s)
+	gc := eventstore.DefaultBatchConfig()
+	s.Bool(&c.GroupCommit, "GROUP_COMMIT", true, "run concurrent commands in one PostgreSQL transaction (false: one transaction per command)")
+	s.Int(&c.GroupCommitMaxBatch, "GROUP_COMMIT_MAX_BATCH", gc.MaxBatch, "most commands in one group-commit transaction")
+	s.Int(&c.GroupCommitCommitters, "GROUP_COMMIT_COMMITTERS", gc.Committers, "group-commit transactions in flight at once (a command finding none in flight runs alone at once)")
+	s.Duration(&c.GroupCommitLinger, "GROUP_COMMIT_LINGER", gc.Linger, "after a full batch, wait this long for more commands (0: never wait)")
 }
 
 func (c *Config) registerAuth(s *config.Set) {
@@ -109,6 +122,13 @@ func (c *Config) oidc() auth.OIDC {
 		ScopePrefix: c.OIDCScopePrefix, Refresh: c.OIDCJWKSRefresh}
 }
 
+// batchConfig is the group-commit configuration; a batch's database work
+// is bounded like one command's.
+func (c *Config) batchConfig() eventstore.BatchConfig {
+	return eventstore.BatchConfig{MaxBatch: c.GroupCommitMaxBatch, Committers: c.GroupCommitCommitters,
+		Linger: c.GroupCommitLinger, Timeout: c.CommandTimeout}
+}
+
 func (c *Config) validateDB() error {
 	if c.PostgresURL == "" {
 		return errors.New("POSTGRES_URL is required")
@@ -134,6 +154,11 @@ func (c *Config) validate() error {
 	}
 	if c.CommandTimeout <= 0 || c.ShutdownTimeout <= 0 || c.BodyTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("COMMAND_TIMEOUT, BODY_TIMEOUT and SHUTDOWN_TIMEOUT must be > 0"))
+	}
+	if c.GroupCommit {
+		if err := c.batchConfig().Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("GROUP_COMMIT_MAX_BATCH, GROUP_COMMIT_COMMITTERS, GROUP_COMMIT_LINGER: %w", err))
+		}
 	}
 	errs = append(errs, c.Elasticsearch.Validate(), c.validateAuth(), c.validateEdge())
 	return errors.Join(errs...)

@@ -168,3 +168,30 @@ func TestEdgeAndAuthSettings(t *testing.T) {
 		t.Errorf("neither keys nor tokens: %v", err)
 	}
 }
+
+func TestGroupCommitSettings(t *testing.T) {
+	c, _, err := parseConfig([]string{"-api-keys", "ops:supersecretkey-123456"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.GroupCommit || c.batchConfig().MaxBatch != 64 || c.GroupCommitLinger != 0 {
+		t.Errorf("defaults: %+v, want group commit on, 64 per batch, no linger", c)
+	}
+	if bc := c.batchConfig(); bc.Timeout != c.CommandTimeout {
+		t.Errorf("a batch is bounded by %v, want COMMAND_TIMEOUT %v", bc.Timeout, c.CommandTimeout)
+	}
+	_, _, err = parseConfig([]string{"-group-commit-max-batch", "0", "-group-commit-committers", "-1", "-group-commit-linger", "5s"})
+	for _, want := range []string{"max batch", "committers", "linger"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not mention %s", err, want)
+		}
+	}
+	// Off: the batch settings are not used, so they are not checked.
+	if _, _, err := parseConfig([]string{"-api-keys", "ops:supersecretkey-123456", "-group-commit=false", "-group-commit-max-batch", "0"}); err != nil {
+		t.Errorf("group commit off: %v", err)
+	}
+	t.Setenv("GROUP_COMMIT", "maybe")
+	if _, _, err := parseConfig([]string{"-api-keys", "ops:supersecretkey-123456"}); err == nil || !strings.Contains(err.Error(), "GROUP_COMMIT") {
+		t.Errorf("GROUP_COMMIT=maybe: %v, want it named", err)
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"cqrsflow/internal/auth"
+	"cqrsflow/internal/catalog"
 	"cqrsflow/internal/cli"
 	"cqrsflow/internal/config"
 	"cqrsflow/internal/eventschema"
@@ -102,6 +103,19 @@ func serve(ctx context.Context, c Config, env cli.Env) error {
 
 	reg := obs.NewRegistry()
 	health := obs.NewHealth(map[string]obs.CheckFunc{"postgres": store.Ping, "elasticsearch": reads.Ping})
+	deps := httpapi.Deps{
+		Store: store, Schemas: schemas, Auth: authn, Health: health,
+		Registerer: reg, Gatherer: reg, Log: log,
+		Modules: catalog.Modules(reads),
+	}
+	if c.GroupCommit {
+		b, err := eventstore.NewBatcher(store, c.batchConfig(), log, reg)
+		if err != nil {
+			return err
+		}
+		defer b.Close() // before store.Close: the last batches still notify
+		deps.Store = b
+	}
 	engine, err := httpapi.NewEngine(httpapi.Config{
 		MaxBodyBytes:         int64(c.MaxBodyBytes),
 		RateLimitRPS:         float64(c.RateLimitRPS),
@@ -112,14 +126,7 @@ func serve(ctx context.Context, c Config, env cli.Env) error {
 		ClientRateLimitBurst: c.ClientRateLimitBurst,
 		TrustedProxies:       c.TrustedProxies,
 		PublicProductReads:   c.PublicProductReads,
-	}, httpapi.Deps{
-		Store: store, Schemas: schemas, Auth: authn, Health: health,
-		Registerer: reg, Gatherer: reg, Log: log,
-		Mount: func(r httpapi.Routers) {
-			query.RegisterProducts(r.Products, reads)
-			query.RegisterOrders(r.Orders, reads)
-		},
-	})
+	}, deps)
 	if err != nil {
 		return err
 	}

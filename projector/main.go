@@ -22,14 +22,13 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kadm"
 
+	"cqrsflow/internal/catalog"
 	"cqrsflow/internal/cli"
 	"cqrsflow/internal/config"
 	"cqrsflow/internal/envelope"
 	"cqrsflow/internal/esindex"
 	"cqrsflow/internal/kafka"
 	"cqrsflow/internal/obs"
-	"cqrsflow/internal/projection/orders"
-	"cqrsflow/internal/projection/products"
 	"cqrsflow/internal/projector"
 )
 
@@ -57,8 +56,6 @@ var program = &cli.Program{
 
 func main() { program.Main() }
 
-var known = map[string]projector.Projection{"products": products.Projection, "orders": orders.Projection}
-
 // cfg is the projector's configuration: env vars with flags of the same
 // meaning, each registered once with its default.
 type cfg struct {
@@ -81,7 +78,7 @@ func (c *cfg) register(s *config.Set) {
 	c.Kafka.Register(s)
 	c.Elasticsearch.Register(s)
 	s.String(&c.TopicPrefix, "TOPIC_PREFIX", envelope.DefaultTopicPrefix, "event topic prefix")
-	s.List(&c.Projections, "PROJECTIONS", "products,orders", "projections to run, comma-separated")
+	s.List(&c.Projections, "PROJECTIONS", strings.Join(catalog.ProjectionNames(), ","), "projections to run, comma-separated (internal/catalog registers them)")
 	s.String(&c.GroupPrefix, "GROUP_PREFIX", "cqrsflow-projector", "consumer group prefix (<prefix>-<projection>)")
 	s.String(&c.IndexPrefix, "INDEX_PREFIX", "", "Elasticsearch index/alias name prefix")
 	s.String(&c.MetricsAddr, "METRICS_ADDR", "127.0.0.1:9102", "listen address for /healthz, /readyz, /metrics")
@@ -100,9 +97,9 @@ func (c *cfg) validate() ([]projector.Projection, error) {
 		errs = append(errs, errors.New("PROJECTIONS: empty"))
 	}
 	for _, n := range c.Projections {
-		p, ok := known[n]
-		if !ok {
-			errs = append(errs, fmt.Errorf("PROJECTIONS: unknown projection %q (known: %s)", n, knownNames()))
+		p, err := catalog.Projection(n)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("PROJECTIONS: %w", err))
 			continue
 		}
 		projs = append(projs, p)
@@ -129,23 +126,14 @@ func (c *cfg) validate() ([]projector.Projection, error) {
 	return projs, errors.Join(errs...)
 }
 
-func knownNames() string {
-	names := make([]string, 0, len(known))
-	for n := range known {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	return strings.Join(names, ", ")
-}
-
 // projectionFlag registers --projection for the admin commands and
 // returns a validator that resolves it.
 func projectionFlag(s *config.Set, name *string, p *projector.Projection) func() error {
-	s.FlagSet().StringVar(name, "projection", "", "projection ("+knownNames()+")")
+	s.FlagSet().StringVar(name, "projection", "", "projection ("+strings.Join(catalog.ProjectionNames(), ", ")+")")
 	return func() error {
-		var ok bool
-		if *p, ok = known[*name]; !ok {
-			return fmt.Errorf("--projection: %q is not one of %s", *name, knownNames())
+		var err error
+		if *p, err = catalog.Projection(*name); err != nil {
+			return fmt.Errorf("--projection: %w", err)
 		}
 		return nil
 	}

@@ -28,10 +28,13 @@
 // self-contained eventstore.Command: the aggregate, the expected version, a
 // Decide function that needs nothing but the history it is handed, the
 // metadata and the idempotency record. *eventstore.Store runs it as one
-// PostgreSQL transaction. The interface is also where group commit goes:
-// an implementation that coalesces concurrent commands into one
-// transaction can stand behind it without any change here, because no
-// command refers back to its caller while it runs.
+// PostgreSQL transaction; *eventstore.Batcher (group commit, the api's
+// default) runs the commands that arrive together in one transaction,
+// each with its own outcome. Either stands behind the interface without
+// any change here, because no command refers back to its caller while it
+// runs: Decide may run on another goroutine, after other commands' Decide
+// on the same aggregate, and must need nothing but the history it is
+// handed.
 package command
 
 import (
@@ -54,7 +57,7 @@ import (
 // Repository is what the handlers need from the event store: run one
 // command on one aggregate — lock it, hand its history to Decide, append
 // what Decide returns with its outbox rows and idempotency record — all or
-// nothing. *eventstore.Store implements it.
+// nothing. *eventstore.Store and *eventstore.Batcher implement it.
 type Repository interface {
 	Execute(ctx context.Context, cmd eventstore.Command) (eventstore.Result, error)
 }

@@ -129,13 +129,16 @@ func (tx *appendTx) queueLock() bool {
 }
 
 // checkVersion compares the locked head version with the expected one.
-func (tx *appendTx) checkVersion() error {
-	cmd := tx.cmd
-	if cmd.ExpectedVersion > 0 && tx.current == 0 {
+func (tx *appendTx) checkVersion() error { return versionError(tx.cmd, tx.current) }
+
+// versionError compares an aggregate's current version (0: none) with
+// the one cmd expects.
+func versionError(cmd Command, current int64) error {
+	if cmd.ExpectedVersion > 0 && current == 0 {
 		return ErrNotFound
 	}
-	if cmd.ExpectedVersion >= 0 && tx.current != cmd.ExpectedVersion {
-		return &ConflictError{cmd.AggregateType, cmd.AggregateID, cmd.ExpectedVersion, tx.current}
+	if cmd.ExpectedVersion >= 0 && current != cmd.ExpectedVersion {
+		return &ConflictError{cmd.AggregateType, cmd.AggregateID, cmd.ExpectedVersion, current}
 	}
 	return nil
 }

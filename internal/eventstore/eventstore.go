@@ -30,6 +30,58 @@
 // inserted. Appends to one aggregate are therefore serialized, and the
 // outbox ids (an identity column) of one aggregate are allocated in version
 // order: the relay relies on that to publish in order.
+//
+// # Group commit
+//
+// Batcher has the same Execute and runs the commands that arrive while
+// transactions are in flight together in the next one (batcher.go: the
+// queue; batch.go: the transaction; batchanswer.go: the answers). At most
+// Committers transactions are in flight. A command that finds nothing in flight and nobody waiting
+// runs at once, on its caller's goroutine, in the Store's own transaction
+// above, so an idle api adds no latency and no hand-over; while
+// transactions are in flight, commands queue, and a committer takes up to
+// MaxBatch of them into one transaction as soon as a slot is free. A batch
+// costs two round trips and the same handful of statements whatever its
+// size, each over arrays of all its commands (planned once per
+// connection: SET LOCAL plan_cache_mode keeps the generic plans):
+//
+//	BEGIN; SET LOCAL plan_cache_mode = force_generic_plan
+//	[claim the batch's idempotency keys, sorted]            INSERT … SELECT unnest … ON CONFLICT DO NOTHING RETURNING
+//	lock the head rows of its aggregates, sorted            SELECT … ORDER BY type, id FOR UPDATE
+//	load the histories the commands fold                    one SELECT over all of them
+//	— decide in Go, command by command in arrival order —
+//	[give back the keys of failed commands; read the keys of replays]
+//	advance the head rows (fails unless each is where it was locked); INSERT the new ones
+//	INSERT every event + outbox row (one statement, arrival order)
+//	[store the answers under the keys]
+//	COMMIT
+//	— after commit: answer each command; the batch's shards to the notifier once —
+//
+// Every decision happens in Go between the two round trips, so a command
+// that fails — version conflict, not found, a domain error or a schema
+// failure from Decide, even a panic in Decide — never touches the
+// transaction: it is answered alone with the error the Store would give,
+// and only its claimed key is given back (deleted in the same
+// transaction). Commands on one aggregate in one batch are applied in
+// arrival order: each Decide sees the history including what the earlier
+// ones decided, and the versions, global positions and outbox ids follow.
+// Two commands with the same idempotency key (per principal) never share a
+// batch: the later one goes to the next, whose claim finds the first one's
+// key committed and answers its stored response (or waits for a batch
+// still holding it), so exactly one appends. Head rows and keys are locked
+// in sorted order, so concurrent batches cannot deadlock on them.
+//
+// Nothing is answered before COMMIT returns. If PostgreSQL refuses the
+// transaction as a whole (an ERROR: a deadlock with another writer, a
+// create racing another transaction's create of the same id), nothing
+// committed, and each command runs again alone through Store.Execute,
+// once. If the connection or the backend ends while the COMMIT is on its
+// way, whether the batch committed is unknown: every command of it gets
+// ErrCommitUnknown (503), each committed entirely or not at all, and a
+// retry with the same idempotency key gets the stored answer if it did.
+// A caller whose context ends while its command is queued gets the
+// context's error and the command is dropped; once its batch is sent the
+// batch runs under its own timeout, whatever happens to that caller.
 package eventstore
 
 import (
@@ -180,11 +232,8 @@ func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
 // aggregate, load and fold its history (if Decide is set), decide, append
 // events + outbox rows, store the idempotent response, notify, commit.
 func (s *Store) Execute(ctx context.Context, cmd Command) (Result, error) {
-	if cmd.AggregateType == "" || cmd.AggregateID == "" {
-		return Result{}, errors.New("eventstore: aggregate type and id are required")
-	}
-	if cmd.Decide == nil && len(cmd.Events) == 0 {
-		return Result{}, errors.New("eventstore: no events to append")
+	if err := checkCommand(cmd); err != nil {
+		return Result{}, err
 	}
 	if cmd.OccurredAt.IsZero() {
 		cmd.OccurredAt = time.Now()
@@ -290,7 +339,8 @@ func IsUnavailable(err error) bool {
 	if err == nil {
 		return false
 	}
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) ||
+	if errors.Is(err, ErrCommitUnknown) || errors.Is(err, ErrClosed) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) ||
 		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		pgconn.Timeout(err) {
 		return true

@@ -46,6 +46,23 @@ func (n *notifier) add(shard int) {
 	}
 }
 
+// addAll adds the shards of one batch with one wake-up.
+func (n *notifier) addAll(shards []int) {
+	if len(shards) == 0 {
+		return
+	}
+	n.mu.Lock()
+	for _, s := range shards {
+		n.pending[uint(s)%outbox.ShardCount] = true
+	}
+	n.any = true
+	n.mu.Unlock()
+	select {
+	case n.wake <- struct{}{}:
+	default:
+	}
+}
+
 func (n *notifier) take() []int {
 	n.mu.Lock()
 	defer n.mu.Unlock()

@@ -66,13 +66,14 @@ func authzEngine(t *testing.T, mod func(*Config)) *authzFixture {
 	}
 	e, err := NewEngine(cfg, Deps{Store: foldingStore(), Schemas: schemas, Auth: &auth.Authenticator{Keys: keys, Tokens: tokens},
 		Registerer: reg, Gatherer: reg, Log: slog.New(slog.NewJSONHandler(&logs, nil)),
-		Mount: func(r Routers) {
-			r.Products.GET("/v1/products/:id", whoami)
-			r.Orders.GET("/v1/orders/:id", whoami)
-			r.Orders.GET("/v1/boom", func(c *gin.Context) {
+		Modules: modules(func(r Routes) error {
+			r.CatalogueReads.GET("/v1/products/:id", whoami)
+			r.Reads.GET("/v1/orders/:id", whoami)
+			r.Reads.GET("/v1/boom", func(c *gin.Context) {
 				panic("handler failed for " + c.GetHeader("Authorization") + " on postgres://app:hunter2@db/x")
 			})
-		}})
+			return nil
+		})})
 	if err != nil {
 		t.Fatal(err)
 	}

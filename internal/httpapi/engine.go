@@ -75,17 +75,50 @@ type Deps struct {
 	Registerer prometheus.Registerer // api and command metrics are registered here
 	Gatherer   prometheus.Gatherer   // served on /metrics; nil → no /metrics
 	Log        *slog.Logger
-	// Mount, if set, adds the read routes to the groups that authorize them.
-	Mount func(Routers)
+	// Modules add the routes of the aggregate types and read models
+	// (internal/catalog lists them) to the groups that authorize them.
+	Modules []Module
 }
 
-// Routers are the groups read routes are mounted on.
-type Routers struct {
-	// Products require the read scope, or nothing with PublicProductReads.
-	Products gin.IRouter
-	// Orders require the read scope; the handlers restrict a principal
-	// bound to users to their orders (auth.FromContext).
-	Orders gin.IRouter
+// Routes are the route groups a module registers its routes on; each
+// group carries its access rules, so a route's authorization follows from
+// the group it is on.
+type Routes struct {
+	// Commands need the write scope and a JSON body.
+	Commands gin.IRouter
+	// SharedCommands are Commands on data no single user owns (the
+	// product catalogue): principals bound to users may not send them.
+	SharedCommands gin.IRouter
+	// Reads need the read scope; handlers restrict a principal bound to
+	// users to what those users may see (auth.FromContext).
+	Reads gin.IRouter
+	// CatalogueReads are Reads, or open to anonymous callers when
+	// Config.PublicProductReads is set.
+	CatalogueReads gin.IRouter
+
+	h *handlers
+}
+
+// A Module registers the routes of one aggregate type or read model.
+type Module func(Routes) error
+
+// ProductCommands registers the product command routes.
+func ProductCommands(r Routes) error {
+	r.SharedCommands.POST("/v1/products", r.h.createProduct)
+	r.SharedCommands.PUT("/v1/products/:id", r.h.updateProduct)
+	r.SharedCommands.DELETE("/v1/products/:id", r.h.deleteProduct)
+	return nil
+}
+
+// OrderCommands registers the order command routes, and the seed
+// tutorial's create route.
+func OrderCommands(r Routes) error {
+	r.Commands.POST("/v1/orders", r.h.createOrder(http.StatusCreated))
+	r.Commands.POST("/v1/orders/:id/pay", r.h.orderAction("pay"))
+	r.Commands.POST("/v1/orders/:id/ship", r.h.orderAction("ship"))
+	r.Commands.POST("/v1/orders/:id/cancel", r.h.orderAction("cancel"))
+	r.Commands.POST("/api/commands/order/create", r.h.createOrder(http.StatusAccepted))
+	return nil
 }
 
 type metrics struct {
@@ -126,8 +159,8 @@ func checkDeps(cfg Config, deps Deps) error {
 	return errors.Join(errs...)
 }
 
-// NewEngine builds the gin engine with every write route, /healthz,
-// /readyz and /metrics, and the read routes of deps.Mount.
+// NewEngine builds the gin engine with /healthz, /readyz and /metrics, and
+// the command and read routes of deps.Modules.
 func NewEngine(cfg Config, deps Deps) (*gin.Engine, error) {
 	if err := checkDeps(cfg, deps); err != nil {
 		return nil, err
@@ -185,22 +218,17 @@ func NewEngine(cfg Config, deps Deps) (*gin.Engine, error) {
 	perPrincipal := limitPrincipals(cfg.RateLimitRPS, cfg.RateLimitBurst, maxTracked)
 	h := &handlers{cfg: cfg, cmds: cmds, log: deps.Log}
 	w := e.Group("", authenticate(deps.Auth, false), requireScope(auth.Write), perPrincipal, requireJSON())
-	pw := w.Group("", requireUnbound())
-	pw.POST("/v1/products", h.createProduct)
-	pw.PUT("/v1/products/:id", h.updateProduct)
-	pw.DELETE("/v1/products/:id", h.deleteProduct)
-	w.POST("/v1/orders", h.createOrder(http.StatusCreated))
-	w.POST("/v1/orders/:id/pay", h.orderAction("pay"))
-	w.POST("/v1/orders/:id/ship", h.orderAction("ship"))
-	w.POST("/v1/orders/:id/cancel", h.orderAction("cancel"))
-	w.POST("/api/commands/order/create", h.createOrder(http.StatusAccepted))
-	if deps.Mount != nil {
-		products := e.Group("", authenticate(deps.Auth, false), requireScope(auth.Read), perPrincipal)
-		if cfg.PublicProductReads {
-			products = e.Group("", authenticate(deps.Auth, true), perPrincipal)
+	r := Routes{Commands: w, SharedCommands: w.Group("", requireUnbound()),
+		Reads:          e.Group("", authenticate(deps.Auth, false), requireScope(auth.Read), perPrincipal),
+		CatalogueReads: e.Group("", authenticate(deps.Auth, false), requireScope(auth.Read), perPrincipal),
+		h:              h}
+	if cfg.PublicProductReads {
+		r.CatalogueReads = e.Group("", authenticate(deps.Auth, true), perPrincipal)
+	}
+	for _, m := range deps.Modules {
+		if err := m(r); err != nil {
+			return nil, err
 		}
-		orders := e.Group("", authenticate(deps.Auth, false), requireScope(auth.Read), perPrincipal)
-		deps.Mount(Routers{Products: products, Orders: orders})
 	}
 	return e, nil
 }

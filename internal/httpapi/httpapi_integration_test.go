@@ -57,6 +57,7 @@ func newEnvWithPool(t *testing.T, pg *testenv.PG, pool *pgxpool.Pool, mod func(*
 	store := eventstore.New(pool)
 	reg := prometheus.NewRegistry()
 	e, err := NewEngine(cfg, Deps{Store: store, Schemas: schemas, Auth: unitAuth(t, "tester:"+testKey), Registerer: reg, Gatherer: reg,
+		Modules: modules(nil),
 		// Uncached: the outage tests expect /readyz to follow PostgreSQL at once.
 		Health: obs.NewHealth(map[string]obs.CheckFunc{"postgres": store.Ping}).CacheFor(0)})
 	if err != nil {

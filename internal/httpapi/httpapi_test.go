@@ -71,7 +71,9 @@ func unitAuth(t testing.TB, list string) *auth.Authenticator {
 	return &auth.Authenticator{Keys: keys}
 }
 
-func unitEngine(t testing.TB, store command.Repository, mount func(Routers)) *gin.Engine {
+// unitEngine is the engine with the product and order command routes and,
+// if set, the read routes of reads.
+func unitEngine(t testing.TB, store command.Repository, reads Module) *gin.Engine {
 	t.Helper()
 	schemas, err := eventschema.Load()
 	if err != nil {
@@ -80,11 +82,20 @@ func unitEngine(t testing.TB, store command.Repository, mount func(Routers)) *gi
 	cfg := DefaultConfig()
 	cfg.RateLimitRPS = 0
 	e, err := NewEngine(cfg, Deps{Store: store, Schemas: schemas, Auth: unitAuth(t, "unit:"+unitKey),
-		Registerer: prometheus.NewRegistry(), Mount: mount})
+		Registerer: prometheus.NewRegistry(), Modules: modules(reads)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return e
+}
+
+// modules are the product and order command modules, and reads if set.
+func modules(reads Module) []Module {
+	m := []Module{ProductCommands, OrderCommands}
+	if reads != nil {
+		m = append(m, reads)
+	}
+	return m
 }
 
 func serve(e *gin.Engine, method, path, body string, hdr map[string]string) *httptest.ResponseRecorder {
@@ -173,8 +184,9 @@ func FuzzDecodeOrderCommand(f *testing.F) {
 }
 
 func TestPanicIsJSON500WithoutStack(t *testing.T) {
-	e := unitEngine(t, foldingStore(), func(r Routers) {
-		r.Orders.GET("/v1/boom", func(*gin.Context) { panic("kaboom") })
+	e := unitEngine(t, foldingStore(), func(r Routes) error {
+		r.Reads.GET("/v1/boom", func(*gin.Context) { panic("kaboom") })
+		return nil
 	})
 	w := serve(e, "GET", "/v1/boom", "", nil)
 	if w.Code != 500 || !strings.Contains(w.Body.String(), `"code":"internal"`) ||
@@ -252,7 +264,8 @@ func TestSlowBodyGets408(t *testing.T) {
 	}
 	cfg := DefaultConfig()
 	cfg.BodyTimeout = 200 * time.Millisecond
-	e, err := NewEngine(cfg, Deps{Store: foldingStore(), Schemas: schemas, Auth: unitAuth(t, "unit:"+unitKey), Registerer: prometheus.NewRegistry()})
+	e, err := NewEngine(cfg, Deps{Store: foldingStore(), Schemas: schemas, Auth: unitAuth(t, "unit:"+unitKey), Registerer: prometheus.NewRegistry(),
+		Modules: modules(nil)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -66,6 +66,10 @@ type Adapter[D any] struct {
 	ProjectionName string // projection and alias name, e.g. "products"
 	Aggregate      string // aggregate type whose topic it consumes
 	MappingFile    string // path inside schemas.Elasticsearch
+	// MappingJSON is the create-index body itself, for a projection whose
+	// mapping is not one of the repository's files (it wins over
+	// MappingFile).
+	MappingJSON []byte
 	// Fold returns the document after env; cur is nil when there is none.
 	Fold func(cur *D, env *envelope.Envelope) (*D, error)
 }
@@ -77,7 +81,12 @@ func (a Adapter[D]) Name() string { return a.ProjectionName }
 func (a Adapter[D]) AggregateType() string { return a.Aggregate }
 
 // Mapping is the create-index body.
-func (a Adapter[D]) Mapping() ([]byte, error) { return schemas.Elasticsearch.ReadFile(a.MappingFile) }
+func (a Adapter[D]) Mapping() ([]byte, error) {
+	if a.MappingJSON != nil {
+		return a.MappingJSON, nil
+	}
+	return schemas.Elasticsearch.ReadFile(a.MappingFile)
+}
 
 // Decode parses a stored document.
 func (a Adapter[D]) Decode(source []byte) (any, error) {

@@ -155,12 +155,12 @@ func TestBadDataDoesNotStall(t *testing.T) {
 				others = append(others, record(topic, productEvent(o, products.Created, 1, fmt.Sprintf(`{"name":"other %d","description":"d","price":1,"stock":1}`, i))))
 			}
 			produce(t, prod, others...)
+			// A stalled projection never gets there (it retries the bad
+			// record forever); the time itself is a measurement (about 1 s,
+			// the index refresh), reported, not asserted: a timed assertion
+			// fails on a loaded machine without saying anything about stalls.
 			waitFor(t, 30*time.Second, "other aggregates searchable", func() bool { return searchable(t, es, index, ids) == len(ids) })
-			recovered := time.Since(start)
-			t.Logf("poison → the 20 other aggregates searchable: %s", recovered.Round(time.Millisecond))
-			if recovered > 5*time.Second {
-				t.Errorf("other aggregates took %s to become searchable, want < 5s (one backoff cycle)", recovered)
-			}
+			t.Logf("poison → the 20 other aggregates searchable: %s", time.Since(start).Round(time.Millisecond))
 
 			dlq := consumeAll(t, envelope.DLQTopic(topic), len(tc.codes))
 			got := dlqCodes(dlq)

@@ -58,6 +58,7 @@ type Handler struct {
 	products  string
 	orders    string
 	log       *slog.Logger
+	prefix    string // index prefix of the read models' aliases
 	pollEvery time.Duration
 	timeout   time.Duration
 	waits     WaitGate
@@ -82,7 +83,7 @@ func (h *Handler) LimitWaits(gate WaitGate) *Handler {
 // <indexPrefix>orders.
 func New(es *elasticsearch.Client, indexPrefix string, log *slog.Logger) *Handler {
 	return &Handler{
-		es: es, log: log,
+		es: es, log: log, prefix: indexPrefix,
 		products:  esindex.AliasName(indexPrefix, "products"),
 		orders:    esindex.AliasName(indexPrefix, "orders"),
 		pollEvery: 50 * time.Millisecond,

@@ -47,7 +47,9 @@ func Until(ctx context.Context, timeout, interval time.Duration, what string, co
 			return fmt.Errorf("waiting for %s: %w", what, ctx.Err())
 		case <-next:
 		}
-		if !last {
+		// A tick delivered late (a loaded machine) may already be past
+		// the deadline: no check starts then either.
+		if !last && time.Now().Before(deadline) {
 			continue
 		}
 		if err != nil {

@@ -210,3 +210,27 @@ func TestIntegerTicksDropCrowdedLabels(t *testing.T) {
 		t.Error("fractional x: want the default ticker")
 	}
 }
+
+// TestWriteRowsSameNameOtherBaselines: the write part reports the api's
+// throughput twice, against the one-per-transaction baseline (with the
+// target) and against the grouped one (the ceiling); both rows appear.
+func TestWriteRowsSameNameOtherBaselines(t *testing.T) {
+	rs := []result.Result{{Part: "write", Rows: []result.Row{
+		result.Row{Name: "api mixed commands, group commit, 64 clients", Value: 4200, Unit: "cmd/s"}.
+			WithBaseline("raw pgx, one command per transaction", 4000).WithTarget("ratio ≥ 1.0", true),
+		result.Row{Name: "api mixed commands, group commit, 64 clients", Value: 4200, Unit: "cmd/s"}.
+			WithBaseline("raw pgx, group commit (ceiling)", 8400),
+		result.Row{Name: "api mixed commands, GROUP_COMMIT=false, 64 clients", Value: 2600, Unit: "cmd/s"}.
+			WithBaseline("raw pgx, one command per transaction", 4000),
+	}}}
+	md := renderMarkdown(runInfo{Now: time.Now()}, machineInfo{}, rs, nil, nil, nil)
+	for _, want := range []string{
+		"| write | api mixed commands, group commit, 64 clients | 4200 cmd/s | raw pgx, one command per transaction: 4000 cmd/s | 1.05 | ratio ≥ 1.0 ✓ |",
+		"| write | api mixed commands, group commit, 64 clients | 4200 cmd/s | raw pgx, group commit (ceiling): 8400 cmd/s | 0.50 |",
+		"| write | api mixed commands, GROUP_COMMIT=false, 64 clients | 2600 cmd/s | raw pgx, one command per transaction: 4000 cmd/s | 0.65 |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
+	}
+}

@@ -8,13 +8,15 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"cqrsflow/bench/loadgen"
 )
 
 // waitAPI waits until the api accepts a write (its /readyz also checks
 // Elasticsearch, which this part does not need).
-func (b *bench) waitAPI(ctx context.Context, timeout time.Duration) error {
-	return b.api.Until(ctx, timeout, "the api to accept a write", func() (bool, error) {
-		if err := b.create(ctx); err != nil {
+func (b *bench) waitAPI(ctx context.Context, a *apiProc, timeout time.Duration) error {
+	return a.proc.Until(ctx, timeout, "the api to accept a write", func() (bool, error) {
+		if err := b.create(ctx, a); err != nil {
 			return false, err
 		}
 		return true, nil
@@ -26,8 +28,8 @@ func productBody(i int) string {
 		i, i%1000, i%100, i%50)
 }
 
-func (b *bench) do(ctx context.Context, method, path, body string, want int) error {
-	req, err := http.NewRequestWithContext(ctx, method, b.baseURL+path, strings.NewReader(body))
+func (b *bench) do(ctx context.Context, a *apiProc, method, path, body string, want int) error {
+	req, err := http.NewRequestWithContext(ctx, method, a.baseURL+path, strings.NewReader(body))
 	if err != nil {
 		return err
 	}
@@ -45,20 +47,29 @@ func (b *bench) do(ctx context.Context, method, path, body string, want int) err
 	return nil
 }
 
-func (b *bench) create(ctx context.Context) error {
-	return b.do(ctx, "POST", "/v1/products", productBody(mrand.IntN(1_000_000)), http.StatusCreated)
+func (b *bench) create(ctx context.Context, a *apiProc) error {
+	return b.do(ctx, a, "POST", "/v1/products", productBody(mrand.IntN(1_000_000)), http.StatusCreated)
 }
 
-// apiOp is one command over HTTP: an update of a random seeded product
-// (no expected version, so no conflicts) or a create.
-func (b *bench) apiOp(ctx context.Context, _ int) error {
-	if mrand.Float64() < b.s.UpdateShare {
-		return b.do(ctx, "PUT", "/v1/products/"+b.ids[mrand.IntN(len(b.ids))], productBody(mrand.IntN(1_000_000)), http.StatusOK)
+// apiOp is one command over HTTP to a: an update of a random seeded
+// product (no expected version, so no conflicts) or a create.
+func (b *bench) apiOp(a *apiProc) loadgen.Op {
+	return func(ctx context.Context, _ int) error {
+		if mrand.Float64() < b.s.UpdateShare {
+			return b.do(ctx, a, "PUT", "/v1/products/"+b.ids[mrand.IntN(len(b.ids))], productBody(mrand.IntN(1_000_000)), http.StatusOK)
+		}
+		return b.create(ctx, a)
 	}
-	return b.create(ctx)
 }
 
-// rawOp is the same command straight on the store (raw.go).
+// rawOp is the same command straight on the store, one transaction per
+// command (raw.go).
 func (b *bench) rawOp(ctx context.Context, _ int) error {
-	return b.raw.command(ctx, b.ids, b.s.UpdateShare)
+	return b.raw.command(ctx, b.raw.store, b.ids, b.s.UpdateShare)
+}
+
+// rawBatchedOp is the same command through the store's group commit,
+// in-process: the ceiling of the api with group commit.
+func (b *bench) rawBatchedOp(ctx context.Context, _ int) error {
+	return b.raw.command(ctx, b.raw.batcher, b.ids, b.s.UpdateShare)
 }

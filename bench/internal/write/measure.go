@@ -10,79 +10,113 @@ import (
 	"cqrsflow/bench/loadgen"
 )
 
-// closedLoop warms both sides up, then runs them in alternating slices
-// (api, raw, raw, api, …) so that a burst of other work on the machine
-// hits both alike. apiCPU is the CPU ticks the api process used during its
-// own slices.
-func (b *bench) closedLoop(ctx context.Context) (api, raw loadgen.Summary, apiCPU int64) {
-	warm := result.Pick(b.s.Quick, time.Second, 3*time.Second)
-	loadgen.ClosedLoop(ctx, b.s.Clients, warm, b.apiOp)
-	loadgen.ClosedLoop(ctx, b.s.Clients, warm, b.rawOp)
-	var apiRuns, rawRuns []loadgen.Summary
-	slice := b.s.Duration / time.Duration(b.s.Slices)
-	for i := range b.s.Slices {
-		first, second := b.apiOp, b.rawOp
-		if i%2 == 1 {
-			first, second = second, first
-		}
-		t0 := b.apiTicks()
-		x := loadgen.ClosedLoop(ctx, b.s.Clients, slice, first)
-		t1 := b.apiTicks()
-		y := loadgen.ClosedLoop(ctx, b.s.Clients, slice, second)
-		t2 := b.apiTicks()
-		if i%2 == 1 {
-			x, y = y, x
-			apiCPU += t2 - t1
-		} else {
-			apiCPU += t1 - t0
-		}
-		apiRuns, rawRuns = append(apiRuns, x), append(rawRuns, y)
-	}
-	b.printSlices(apiRuns, rawRuns)
-	return loadgen.Combine(apiRuns...), loadgen.Combine(rawRuns...), apiCPU
+// side is one of the things the closed loop compares.
+type side struct {
+	name string
+	op   loadgen.Op
+	api  *apiProc // nil for the in-process baselines
 }
 
-// openLoop runs both sides at rate in alternating slices. The baseline at
-// the same rate separates the API's own tail from the machine's (other
-// processes, checkpoints, autovacuum).
-func (b *bench) openLoop(ctx context.Context, rate float64) (api, raw loadgen.Summary) {
+// The closed loop's sides, in the order of closed.
+const (
+	sideAPI = iota
+	sideAPISingle
+	sideRaw
+	sideRawBatched
+	nSides
+)
+
+func (b *bench) sides() [nSides]side {
+	return [nSides]side{
+		sideAPI:        {"api, group commit", b.apiOp(b.api), b.api},
+		sideAPISingle:  {"api, GROUP_COMMIT=false", b.apiOp(b.single), b.single},
+		sideRaw:        {"raw pgx, one command per transaction", b.rawOp, nil},
+		sideRawBatched: {"raw pgx, group commit", b.rawBatchedOp, nil},
+	}
+}
+
+// closed is what the closed loop measured, per side.
+type closed struct {
+	Sum      [nSides]loadgen.Summary
+	CPUTicks [nSides]int64 // the api process's CPU during its own slices
+}
+
+// closedLoop warms every side up, then runs them in rotating slices
+// (a b c d, b c d a, …) so that a burst of other work on the machine
+// hits all alike.
+func (b *bench) closedLoop(ctx context.Context) closed {
+	sides := b.sides()
+	warm := result.Pick(b.s.Quick, time.Second, 3*time.Second)
+	for _, sd := range sides {
+		loadgen.ClosedLoop(ctx, b.s.Clients, warm, sd.op)
+	}
+	var runs [nSides][]loadgen.Summary
+	var c closed
+	slice := b.s.Duration / time.Duration(b.s.Slices)
+	for i := range b.s.Slices {
+		for j := range nSides {
+			k := (i + j) % nSides
+			t0 := apiTicks(sides[k].api)
+			runs[k] = append(runs[k], loadgen.ClosedLoop(ctx, b.s.Clients, slice, sides[k].op))
+			c.CPUTicks[k] += apiTicks(sides[k].api) - t0
+		}
+	}
+	for k := range nSides {
+		c.Sum[k] = loadgen.Combine(runs[k]...)
+		if b.s.Verbose {
+			for i, r := range runs[k] {
+				fmt.Printf("  %s, slice %d: %v\n", sides[k].name, i, r)
+			}
+		}
+	}
+	return c
+}
+
+// open is what the open loop measured: the api with and without group
+// commit and the one-per-transaction baseline, at the same rate.
+type open struct {
+	API, Single, Raw loadgen.Summary
+}
+
+// openLoop runs the api (both ways) and the baseline at rate in rotating
+// slices. The baseline at the same rate separates the api's own tail from
+// the machine's (other processes, checkpoints, autovacuum).
+func (b *bench) openLoop(ctx context.Context, rate float64) open {
 	// The closed loop leaves PostgreSQL with a backlog of dirty pages that,
 	// flushed during the open loop, stalls commits in its first seconds
-	// (see BENCHMARKS.md). A CHECKPOINT here starts both sides from the
+	// (see BENCHMARKS.md). A CHECKPOINT here starts every side from the
 	// same, settled state (regular checkpoints can still fall into the
 	// phase).
 	if err := b.raw.checkpoint(ctx); err != nil {
 		fmt.Println("CHECKPOINT before the open loop failed (the first slices may carry the closed loop's flush):", err)
 	}
-	var apiRuns, rawRuns []loadgen.Summary
+	ops := []loadgen.Op{b.apiOp(b.api), b.apiOp(b.single), b.rawOp}
+	runs := make([][]loadgen.Summary, len(ops))
 	slice := b.s.FixedDur / time.Duration(b.s.Slices)
 	inFlight := 4 * b.s.Clients
 	for i := range b.s.Slices {
-		if i%2 == 0 {
-			apiRuns = append(apiRuns, loadgen.OpenLoop(ctx, rate, slice, inFlight, b.apiOp))
-			rawRuns = append(rawRuns, loadgen.OpenLoop(ctx, rate, slice, inFlight, b.rawOp))
-		} else {
-			rawRuns = append(rawRuns, loadgen.OpenLoop(ctx, rate, slice, inFlight, b.rawOp))
-			apiRuns = append(apiRuns, loadgen.OpenLoop(ctx, rate, slice, inFlight, b.apiOp))
+		for j := range ops {
+			k := (i + j) % len(ops)
+			runs[k] = append(runs[k], loadgen.OpenLoop(ctx, rate, slice, inFlight, ops[k]))
 		}
 	}
-	b.printSlices(apiRuns, rawRuns)
-	return loadgen.Combine(apiRuns...), loadgen.Combine(rawRuns...)
+	if b.s.Verbose {
+		for k, name := range []string{"api, group commit", "api, GROUP_COMMIT=false", "raw pgx"} {
+			for i, r := range runs[k] {
+				fmt.Printf("  open loop %s, slice %d: %v\n", name, i, r)
+			}
+		}
+	}
+	return open{API: loadgen.Combine(runs[0]...), Single: loadgen.Combine(runs[1]...), Raw: loadgen.Combine(runs[2]...)}
 }
 
-// printSlices prints every slice with -v.
-func (b *bench) printSlices(api, raw []loadgen.Summary) {
-	if !b.s.Verbose {
-		return
+// apiTicks is the CPU time (utime+stime, clock ticks) of the api process
+// a; 0 for an in-process side.
+func apiTicks(a *apiProc) int64 {
+	if a == nil {
+		return 0
 	}
-	for i := range api {
-		fmt.Printf("  slice %d: api %v\n           raw %v\n", i, api[i], raw[i])
-	}
-}
-
-// apiTicks is the CPU time (utime+stime, clock ticks) of the api process.
-func (b *bench) apiTicks() int64 {
-	st, err := procs.ReadStat(b.api.Pid())
+	st, err := procs.ReadStat(a.proc.Pid())
 	if err != nil {
 		return 0
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"cqrsflow/internal/envelope"
 	"cqrsflow/internal/eventstore"
@@ -16,11 +17,18 @@ import (
 
 // rawStore is the baseline: the api's SQL transaction (eventstore.Execute:
 // lock head row, load, append events + outbox, notify, commit) run
-// in-process, without HTTP, JSON decoding, validation or auth. It is the
-// part's only use of the event store.
+// in-process, without HTTP, JSON decoding, validation or auth, one
+// command per transaction (store) or grouped the api's way (batcher). It
+// is the part's only use of the event store.
 type rawStore struct {
-	pool  *pgxpool.Pool
-	store *eventstore.Store
+	pool    *pgxpool.Pool
+	store   *eventstore.Store
+	batcher *eventstore.Batcher
+}
+
+// repository is what both baselines run commands on.
+type repository interface {
+	Execute(ctx context.Context, cmd eventstore.Command) (eventstore.Result, error)
 }
 
 // openRaw opens a pool of the api's size on the schema's URL.
@@ -34,10 +42,18 @@ func openRaw(ctx context.Context, url string, maxConns int) (*rawStore, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &rawStore{pool: pool, store: eventstore.New(pool)}, nil
+	r := &rawStore{pool: pool, store: eventstore.New(pool)}
+	if r.batcher, err = eventstore.NewBatcher(r.store, eventstore.DefaultBatchConfig(), nil, prometheus.NewRegistry()); err != nil {
+		r.close()
+		return nil, err
+	}
+	return r, nil
 }
 
 func (r *rawStore) close() {
+	if r.batcher != nil {
+		r.batcher.Close()
+	}
 	r.store.Close()
 	r.pool.Close()
 }
@@ -69,19 +85,19 @@ func (r *rawStore) seed(ctx context.Context, n int) ([]string, error) {
 
 // command is one command of the mix: an update of a random product of ids
 // (with probability updateShare) or a create.
-func (r *rawStore) command(ctx context.Context, ids []string, updateShare float64) error {
+func (r *rawStore) command(ctx context.Context, repo repository, ids []string, updateShare float64) error {
 	meta := envelope.Metadata{CorrelationID: uuid.NewString(), Principal: "bench"}
 	meta.RequestID = meta.CorrelationID
 	i := mrand.IntN(1_000_000)
 	if mrand.Float64() < updateShare {
-		_, err := r.store.Execute(ctx, eventstore.Command{AggregateType: "product", AggregateID: ids[mrand.IntN(len(ids))],
+		_, err := repo.Execute(ctx, eventstore.Command{AggregateType: "product", AggregateID: ids[mrand.IntN(len(ids))],
 			ExpectedVersion: eventstore.AnyVersion, Metadata: meta,
 			Decide: func([]eventstore.Event) ([]eventstore.NewEvent, error) {
 				return []eventstore.NewEvent{productEvent("ProductUpdated", i)}, nil
 			}})
 		return err
 	}
-	_, err := r.store.Execute(ctx, eventstore.Command{AggregateType: "product", AggregateID: uuid.NewString(),
+	_, err := repo.Execute(ctx, eventstore.Command{AggregateType: "product", AggregateID: uuid.NewString(),
 		ExpectedVersion: eventstore.NoAggregate, Metadata: meta,
 		Decide: func([]eventstore.Event) ([]eventstore.NewEvent, error) {
 			return []eventstore.NewEvent{productEvent("ProductCreated", i)}, nil

@@ -12,18 +12,24 @@ import (
 	"cqrsflow/internal/testenv/binary"
 )
 
-// bench is one run's private schema, api process and the two clients of it
-// (HTTP and in-process).
+// bench is one run's private schema, its two api processes (group commit
+// on and off) and the in-process baselines.
 type bench struct {
-	s       settings
-	tmp     string
-	schema  *testenv.Schema
-	api     *binary.Process
+	s      settings
+	tmp    string
+	schema *testenv.Schema
+	api    *apiProc // GROUP_COMMIT=true (the default)
+	single *apiProc // GROUP_COMMIT=false: one transaction per command
+	key    string
+	client *http.Client
+	raw    *rawStore
+	ids    []string // seeded products the updates target
+}
+
+// apiProc is one running api binary.
+type apiProc struct {
+	proc    *binary.Process
 	baseURL string
-	key     string
-	client  *http.Client
-	raw     *rawStore
-	ids     []string // seeded products the updates target
 }
 
 // setup creates the schema, starts the api and seeds the products the
@@ -49,7 +55,14 @@ func (b *bench) start(ctx context.Context) error {
 	if err := b.schema.Migrate(ctx); err != nil {
 		return err
 	}
-	if err := b.startAPI(ctx); err != nil {
+	bin, err := b.apiBinary(ctx)
+	if err != nil {
+		return err
+	}
+	if b.api, err = b.startAPI(bin, "api", true); err != nil {
+		return err
+	}
+	if b.single, err = b.startAPI(bin, "api-single", false); err != nil {
 		return err
 	}
 	if b.raw, err = openRaw(ctx, b.schema.URL, b.s.MaxConns); err != nil {
@@ -57,38 +70,48 @@ func (b *bench) start(ctx context.Context) error {
 	}
 	tr := &http.Transport{MaxIdleConns: 4 * b.s.Clients, MaxIdleConnsPerHost: 4 * b.s.Clients, IdleConnTimeout: time.Minute}
 	b.client = &http.Client{Transport: tr, Timeout: 30 * time.Second}
-	if err := b.waitAPI(ctx, 30*time.Second); err != nil {
-		return err
+	for _, a := range []*apiProc{b.api, b.single} {
+		if err := b.waitAPI(ctx, a, 30*time.Second); err != nil {
+			return err
+		}
 	}
 	b.ids, err = b.raw.seed(ctx, b.s.Products)
 	return err
 }
 
-// startAPI builds the api unless -api-bin names one, and starts it on a
-// free loopback port with the rate limiter off and no migrations.
-func (b *bench) startAPI(ctx context.Context) error {
-	bin := b.s.APIBin
-	if bin == "" {
-		if err := binary.Build(ctx, "", b.tmp, "cqrsflow/api"); err != nil {
-			return fmt.Errorf("building the api: %w", err)
-		}
-		bin = filepath.Join(b.tmp, "api")
+// apiBinary builds the api unless -api-bin names one.
+func (b *bench) apiBinary(ctx context.Context) (string, error) {
+	if b.s.APIBin != "" {
+		return b.s.APIBin, nil
 	}
-	addr, err := testenv.LoopbackAddr()
-	if err != nil {
-		return err
+	if err := binary.Build(ctx, "", b.tmp, "cqrsflow/api"); err != nil {
+		return "", fmt.Errorf("building the api: %w", err)
 	}
-	b.baseURL = "http://" + addr
-	b.api, err = binary.Start(binary.Spec{Name: "api", Bin: bin, Addr: addr, LogPath: filepath.Join(b.tmp, "api.log"), Env: []string{
-		"POSTGRES_URL=" + b.schema.URL, "HTTP_ADDR=" + addr, "API_KEYS=bench:" + b.key, "API_KEYS_FILE=",
-		"RATE_LIMIT_RPS=0", "MIGRATE_ON_START=false", "LOG_LEVEL=" + b.s.LogLevel,
-		fmt.Sprintf("POSTGRES_MAX_CONNS=%d", b.s.MaxConns),
-	}})
-	return err
+	return filepath.Join(b.tmp, "api"), nil
 }
 
-// apiLog is the end of the api's log, for error messages.
-func (b *bench) apiLog() string { return binary.Tail(b.api.LogPath, 15) }
+// startAPI starts the api on a free loopback port with the rate limiter
+// off, no migrations and group commit on or off.
+func (b *bench) startAPI(bin, name string, groupCommit bool) (*apiProc, error) {
+	addr, err := testenv.LoopbackAddr()
+	if err != nil {
+		return nil, err
+	}
+	p, err := binary.Start(binary.Spec{Name: name, Bin: bin, Addr: addr, LogPath: filepath.Join(b.tmp, name+".log"), Env: []string{
+		"POSTGRES_URL=" + b.schema.URL, "HTTP_ADDR=" + addr, "API_KEYS=bench:" + b.key, "API_KEYS_FILE=",
+		"RATE_LIMIT_RPS=0", "MIGRATE_ON_START=false", "LOG_LEVEL=" + b.s.LogLevel,
+		fmt.Sprintf("POSTGRES_MAX_CONNS=%d", b.s.MaxConns), fmt.Sprintf("GROUP_COMMIT=%t", groupCommit),
+	}})
+	if err != nil {
+		return nil, err
+	}
+	return &apiProc{proc: p, baseURL: "http://" + addr}, nil
+}
+
+// apiLog is the end of the api logs, for error messages.
+func (b *bench) apiLog() string {
+	return binary.Tail(b.api.proc.LogPath, 15) + "\n" + binary.Tail(b.single.proc.LogPath, 15)
+}
 
 // cleanup stops the api and drops the schema; it runs with its own
 // deadline, so also after the run's context was cancelled. Failures are
@@ -96,9 +119,11 @@ func (b *bench) apiLog() string { return binary.Tail(b.api.LogPath, 15) }
 func (b *bench) cleanup() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if b.api != nil {
-		if err := b.api.Stop(10 * time.Second); err != nil {
-			fmt.Fprintln(os.Stderr, "bench write:", err)
+	for _, a := range []*apiProc{b.api, b.single} {
+		if a != nil {
+			if err := a.proc.Stop(10 * time.Second); err != nil {
+				fmt.Fprintln(os.Stderr, "bench write:", err)
+			}
 		}
 	}
 	if b.raw != nil {

@@ -1,10 +1,14 @@
-// Package write is the write part (`bench write`): closed-loop load on the
-// real api binary (64 clients, mixed creates/updates of products) against,
-// in the same run, a raw pgx baseline that runs the same SQL transaction
-// in-process with the same concurrency and pool size; then an open-loop
-// phase at 50% of the API's measured maximum, with latency measured from
-// the intended send time. The two sides run in alternating slices so
-// machine noise hits both alike. Everything runs in a private schema of
+// Package write is the write part (`bench write`): closed-loop load (64
+// clients, mixed creates/updates of products) on four sides in the same
+// run, with the same concurrency and pool size: the real api binary with
+// group commit (the default), a second api binary with GROUP_COMMIT=false,
+// a raw pgx baseline that runs the same SQL transaction in-process one
+// command per transaction, and one that groups commands the api's way
+// (eventstore.Batcher in-process: the ceiling of the api with group
+// commit). Then an open-loop phase at 50% of the api's measured maximum
+// for both apis and the one-per-transaction baseline, with latency
+// measured from the intended send time. The sides run in rotating slices so machine
+// noise hits all alike. Everything runs in a private schema of
 // the local PostgreSQL (dropped afterwards) and on 127.0.0.1 only.
 package write
 
@@ -79,22 +83,27 @@ func Run(ctx context.Context, args []string) error {
 	fmt.Printf("bench write: %d clients, %v per side, %.0f%% updates, pool %d conns, %d CPUs, api LOG_LEVEL=%s\n",
 		s.Clients, s.Duration, 100*s.UpdateShare, s.MaxConns, runtime.NumCPU(), s.LogLevel)
 	m := measurement{Load0: procs.LoadAvg()}
-	m.API, m.Raw, m.APICPUTicks = b.closedLoop(ctx)
-	fmt.Println("api (HTTP, closed loop):  ", m.API)
-	fmt.Println("raw pgx (same SQL):       ", m.Raw)
-	m.printAPICPU()
+	m.Closed = b.closedLoop(ctx)
+	sides := b.sides()
+	for k, sd := range sides {
+		fmt.Printf("%-40s %v\n", sd.name+":", m.Closed.Sum[k])
+	}
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	if m.API.Ops == 0 || m.Raw.Ops == 0 {
-		return fmt.Errorf("no successful commands (api: %v; raw: %v); api log:\n%s", m.API.FirstError, m.Raw.FirstError, b.apiLog())
+	for k, sd := range sides {
+		if m.Closed.Sum[k].Ops == 0 {
+			return fmt.Errorf("no successful commands on %s: %v; api logs:\n%s", sd.name, m.Closed.Sum[k].FirstError, b.apiLog())
+		}
 	}
-	m.Half = m.API.Throughput / 2
-	m.Fixed, m.RawFixed = b.openLoop(ctx, m.Half)
-	fmt.Println("api at 50% of max (open): ", m.Fixed)
-	fmt.Println("raw at the same rate:     ", m.RawFixed)
+	m.Half = m.api().Throughput / 2
+	o := b.openLoop(ctx, m.Half)
+	m.Fixed, m.SingleFixed, m.RawFixed = o.API, o.Single, o.Raw
+	fmt.Println("api at 50% of max (open):        ", m.Fixed)
+	fmt.Println("api GROUP_COMMIT=false, same rate:", m.SingleFixed)
+	fmt.Println("raw at the same rate:            ", m.RawFixed)
 	m.Load1 = procs.LoadAvg()
-	m.print()
+	m.print(sides)
 	path, err := result.Save(m.result(s, started))
 	if err != nil {
 		return fmt.Errorf("saving result: %w", err)

@@ -35,23 +35,45 @@ func TestParseSettings(t *testing.T) {
 }
 
 func TestResultTargets(t *testing.T) {
-	m := measurement{
-		API: loadgen.Summary{Ops: 600, Throughput: 600, P99: 20 * time.Millisecond}, Raw: loadgen.Summary{Throughput: 1000},
-		APICPUTicks: 60, Half: 300,
-		Fixed: loadgen.Summary{P99: 40 * time.Millisecond}, RawFixed: loadgen.Summary{P99: 10 * time.Millisecond},
+	var c closed
+	c.Sum[sideAPI] = loadgen.Summary{Ops: 1000, Throughput: 1000, P99: 20 * time.Millisecond}
+	c.Sum[sideAPISingle] = loadgen.Summary{Ops: 600, Throughput: 600}
+	c.Sum[sideRaw] = loadgen.Summary{Ops: 1000, Throughput: 1000}
+	c.Sum[sideRawBatched] = loadgen.Summary{Ops: 2000, Throughput: 2000}
+	c.CPUTicks[sideAPI] = 100
+	m := measurement{Closed: c, Half: 500,
+		Fixed: loadgen.Summary{P99: 40 * time.Millisecond}, RawFixed: loadgen.Summary{P99: 20 * time.Millisecond},
 	}
-	if us := m.apiCPUus(); us != 1000 {
-		t.Errorf("api CPU = %v µs per command, want 0.6 s / 600 = 1000", us)
+	if us := m.apiCPUus(sideAPI); us != 1000 {
+		t.Errorf("api CPU = %v µs per command, want 1 s / 1000 = 1000", us)
+	}
+	if us := m.apiCPUus(sideRaw); us != 0 {
+		t.Errorf("in-process side has api CPU %v", us)
 	}
 	res := m.result(settings{Clients: 64}, time.Now())
-	if r := res.Rows[0]; r.Ratio != 0.6 || r.Pass == nil || !*r.Pass {
-		t.Errorf("throughput row = %+v, want ratio 0.6 passing", r)
+	if r := res.Rows[0]; r.Ratio != 1 || r.Pass == nil || !*r.Pass {
+		t.Errorf("throughput row = %+v, want ratio 1.0 passing", r)
 	}
-	if r := res.Rows[3]; r.Value != 40 || r.Pass == nil || !*r.Pass {
-		t.Errorf("open-loop row = %+v, want 40 ms passing", r)
+	if r := res.Rows[1]; r.Ratio != 0.5 || r.Pass != nil {
+		t.Errorf("ceiling row = %+v, want ratio 0.5 without a target", r)
 	}
+	if r := res.Rows[2]; r.Ratio != 0.6 {
+		t.Errorf("GROUP_COMMIT=false row = %+v, want ratio 0.6", r)
+	}
+	if r := res.Rows[5]; r.Value != 40 || r.Pass == nil || !*r.Pass {
+		t.Errorf("open-loop row = %+v, want 40 ms passing (2x raw)", r)
+	}
+	m.Fixed.P99 = 41 * time.Millisecond
+	if r := m.result(settings{}, time.Now()).Rows[5]; *r.Pass {
+		t.Error("a p99 above 2x raw passed")
+	}
+	m.Fixed.P99 = time.Millisecond
 	m.Fixed.Errors = 1
-	if r := m.result(settings{}, time.Now()).Rows[3]; *r.Pass {
+	if r := m.result(settings{}, time.Now()).Rows[5]; *r.Pass {
 		t.Error("an open-loop error passed the p99 target")
+	}
+	m.Closed.Sum[sideAPI].Throughput = 999
+	if r := m.result(settings{}, time.Now()).Rows[0]; *r.Pass {
+		t.Error("api below raw passed the throughput target")
 	}
 }
