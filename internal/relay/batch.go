@@ -9,16 +9,32 @@ import (
 	"cqrsflow/internal/backoff"
 )
 
-// publishLoop is worker w: one batch of its shards at a time, at once
-// again while batches come back full, otherwise after a NOTIFY (plus
-// Linger) or the poll interval.
+// publishLoop is loop w: while it runs (see loops), one batch of its
+// shards at a time, at once again while batches come back full,
+// otherwise after a NOTIFY (plus Linger) or the poll interval.
 func (r *Relay) publishLoop(ctx context.Context, w int) {
 	bo := r.backoff()
 	poll := time.NewTimer(r.cfg.PollInterval)
 	defer poll.Stop()
 	for ctx.Err() == nil {
-		r.applyReleases(ctx, w)
-		more, err := r.batch(ctx, w)
+		// The claim sees every row whose NOTIFY arrived by now: a wake-up
+		// from before it (while the loop lingered or published) would only
+		// make an empty claim.
+		select {
+		case <-r.wake[w]:
+		default:
+		}
+		more, ran, err := r.turn(ctx, w)
+		if !ran {
+			// Another loop serves the shards: wait for a switch.
+			r.waiting[w].Store(true)
+			select {
+			case <-ctx.Done():
+			case <-r.wake[w]:
+			}
+			r.waiting[w].Store(false)
+			continue
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -33,14 +49,17 @@ func (r *Relay) publishLoop(ctx context.Context, w int) {
 			continue // backlog, or rows to send again: next batch at once
 		}
 		poll.Reset(r.cfg.PollInterval)
+		r.waiting[w].Store(true)
 		select {
 		case <-ctx.Done():
 		case <-r.wake[w]:
+			r.waiting[w].Store(false)
 			if r.cfg.Linger > 0 {
 				backoff.Sleep(ctx, r.cfg.Linger)
 			}
 		case <-poll.C:
 		}
+		r.waiting[w].Store(false)
 	}
 }
 
@@ -49,18 +68,15 @@ func (r *Relay) publishLoop(ctx context.Context, w int) {
 // full or left rows to send again, and moved rows out of the outbox (a
 // batch that only waits for suspects does not spin).
 func (r *Relay) batch(ctx context.Context, w int) (more bool, err error) {
-	held, err := r.heldLeases(ctx, w)
-	if err != nil || len(held) == 0 {
-		return false, err
-	}
 	low, p := &r.low[w], &r.poison[w]
 	defer func() { r.lowGauge[w].Set(float64(low.floor)) }()
 	t0 := time.Now()
 	excl := p.exclusions()
-	rows, snap, err := r.claim(ctx, low, held, excl, t0)
-	if err != nil {
-		return false, err
+	rows, snap, held, again, err := r.claim(ctx, w, low, excl, t0)
+	if err != nil || held == nil {
+		return again, err
 	}
+	r.backlog[w] = len(rows) >= r.cfg.BatchSize
 	if len(rows) == 0 {
 		p.prune(nil) // a suspect not claimed has left the outbox
 		if len(excl) > 0 {
@@ -95,63 +111,63 @@ func (r *Relay) batch(ctx context.Context, w int) (more bool, err error) {
 	return left > 0 && (len(rows) >= r.cfg.BatchSize || res.retryNow), res.err
 }
 
-// heldLeases returns the leases of worker w's shards that this relay
-// still holds. They are re-checked in the database before every claim, so
-// a shard taken over by another relay stops at once.
-func (r *Relay) heldLeases(ctx context.Context, w int) (map[int16]int64, error) {
+// leases returns the leases of worker w's shards that this relay holds
+// (not marked for release). The claim checks them in the database: a
+// shard taken over by another relay stops at once.
+func (r *Relay) leases(w int) map[int16]int64 {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	leases := make(map[int16]int64, len(r.owned))
 	for s, e := range r.owned {
 		if r.mine(w, s) && !r.toRelease[s] {
 			leases[s] = e
 		}
 	}
-	r.mu.Unlock()
-	if len(leases) == 0 {
-		return nil, nil
-	}
-	held, err := r.store.held(ctx, leases)
-	if err != nil {
-		return nil, err
-	}
-	if len(held) < len(leases) {
-		var lost []int16
-		for s := range leases {
-			if _, ok := held[s]; !ok {
-				lost = append(lost, s)
-			}
-		}
-		r.dropLost(lost, "re-check before claim")
-	}
-	return held, nil
+	return leases
 }
 
-// claim reads the next rows of the held shards above the worker's
+// claim reads the next rows of worker w's leased shards above its
 // low-water mark low (from 0 after a change of PostgreSQL incarnation or
 // of the redrive generation), skipping the rows held behind dead letters
-// and behind the worker's suspects (excl).
-func (r *Relay) claim(ctx context.Context, low *lowWater, held map[int16]int64, excl []exclusion, now time.Time) ([]row, snapshot, error) {
-	shards, _ := split(held)
+// and behind the worker's suspects (excl). It returns the leases it
+// read; when one of them was lost it drops it and returns no leases (the
+// mark was computed for the shard set with it), and again says to claim
+// at once.
+func (r *Relay) claim(ctx context.Context, w int, low *lowWater, excl []exclusion, now time.Time) (rows []row, snap snapshot, held map[int16]int64, again bool, err error) {
+	leases := r.leases(w)
+	if len(leases) == 0 {
+		return nil, snapshot{}, nil, false, nil
+	}
+	shards, _ := split(leases)
 	after := low.from(shards, now, r.cfg.RescanInterval)
-	rows, snap, err := r.store.claim(ctx, shards, after, r.cfg.BatchSize, excl)
+	c, err := r.store.claim(ctx, leases, after, r.cfg.BatchSize, excl, r.backlog[w])
 	if err != nil {
-		return nil, snapshot{}, err
+		return nil, snapshot{}, nil, false, err
 	}
-	if low.sameOrigin(snap) {
-		return rows, snap, nil
+	if len(c.lost) > 0 {
+		r.dropLost(c.lost, "re-check in the claim")
+		return nil, snapshot{}, nil, true, nil
 	}
-	// PostgreSQL restarted, recovered from a crash or failed over since
-	// the mark and its pending claims were set: rows may have come back
-	// below the mark (a lost asynchronous delete) or the sequence may hand
-	// out ids below it. Or dead letters were retried or discarded: they
-	// and the rows held behind them may lie below the mark. Start over
-	// from 0 before publishing anything (rows found now are not
-	// stragglers).
-	low.reset() // keeps the origin sameOrigin just recorded
-	if from := low.from(shards, now, r.cfg.RescanInterval); after > from {
-		return r.store.claim(ctx, shards, from, r.cfg.BatchSize, excl)
+	if !low.sameOrigin(c.snap) {
+		// PostgreSQL restarted, recovered from a crash or failed over
+		// since the mark and its pending claims were set: rows may have
+		// come back below the mark (a lost asynchronous delete) or the
+		// sequence may hand out ids below it. Or dead letters were
+		// retried or discarded: they and the rows held behind them may
+		// lie below the mark. Start over from 0 before publishing
+		// anything (rows found now are not stragglers).
+		low.reset() // keeps the origin sameOrigin just recorded
+		if from := low.from(shards, now, r.cfg.RescanInterval); after > from {
+			if c, err = r.store.claim(ctx, leases, from, r.cfg.BatchSize, excl, true); err != nil {
+				return nil, snapshot{}, nil, false, err
+			}
+			if len(c.lost) > 0 {
+				r.dropLost(c.lost, "re-check in the claim")
+				return nil, snapshot{}, nil, true, nil
+			}
+		}
 	}
-	return rows, snap, nil
+	return c.rows, c.snap, leases, false, nil
 }
 
 // finishAndAdvance deletes the acked rows and dead-letters the rows of
@@ -163,7 +179,7 @@ func (r *Relay) finishAndAdvance(ctx context.Context, w int, rows []row, res bat
 	var out finished
 	if len(res.ids) > 0 || len(res.dead) > 0 {
 		var err error
-		if out, err = r.finishWithRetry(ctx, res.ids, res.dead, held); err != nil {
+		if out, err = r.finishWithRetry(ctx, ackedRows(rows, res.ids), res.dead, held); err != nil {
 			low.failed()
 			return 0, err
 		}
@@ -193,10 +209,10 @@ func (r *Relay) finishAndAdvance(ctx context.Context, w int, rows []row, res bat
 // finishWithRetry retries the conditional delete and dead-lettering
 // while Postgres is unreachable: a row acked but not deleted would be
 // published again.
-func (r *Relay) finishWithRetry(ctx context.Context, ids []int64, dead []deadLetter, held map[int16]int64) (finished, error) {
+func (r *Relay) finishWithRetry(ctx context.Context, acked []*row, dead []deadLetter, held map[int16]int64) (finished, error) {
 	bo := r.backoff()
 	for {
-		out, err := r.store.finish(ctx, ids, dead, held)
+		out, err := r.store.finish(ctx, acked, dead, held)
 		if err == nil {
 			if len(out.lost) > 0 {
 				r.dropLost(out.lost, "taken over before delete; acked rows left for the new owner (duplicates)")
@@ -212,4 +228,17 @@ func (r *Relay) finishWithRetry(ctx context.Context, ids []int64, dead []deadLet
 			return finished{}, err
 		}
 	}
+}
+
+// ackedRows returns the rows of ids, a subsequence of rows (both in id order).
+func ackedRows(rows []row, ids []int64) []*row {
+	out := make([]*row, 0, len(ids))
+	i := 0
+	for _, id := range ids {
+		for rows[i].ID != id {
+			i++
+		}
+		out = append(out, &rows[i])
+	}
+	return out
 }

@@ -230,9 +230,8 @@ func TestTooLargeRowIsDeadLetteredThenRetried(t *testing.T) {
 	held := outboxOf(ctx, t, e.pg.Pool, poison.id)
 	// The low-water mark passes the held rows: only the redrive generation
 	// can bring them back before the rescan.
-	worker := strconv.Itoa(int(shard) % rr.cfg.Workers)
 	waitFor(t, "the low-water mark past the held rows", 30*time.Second, func() bool {
-		return testutil.ToFloat64(rr.m.lowWater.WithLabelValues(worker)) >= float64(held[len(held)-1])
+		return markOf(rr, shard) >= float64(held[len(held)-1])
 	})
 	expectPublished := func(n int) []consumed {
 		t.Helper()
@@ -467,7 +466,13 @@ func TestDeadLetteringIsFencedByTheLease(t *testing.T) {
 		}
 	}
 	shard := shardOf(ctx, t, pg.Pool, a.id)
-	rows, _, err := (&store{pool: pg.Pool}).claim(ctx, []int16{shard}, 0, 10, nil)
+	claimer := &store{pool: pg.Pool, id: "claimer", ttl: time.Minute}
+	leases, err := claimer.acquire(ctx, outbox.ShardCount)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := claimer.claim(ctx, map[int16]int64{shard: leases[shard]}, 0, 10, nil, false)
+	rows := c.rows
 	if err != nil || len(rows) != 2 {
 		t.Fatalf("claim: %v, %d rows", err, len(rows))
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -499,4 +500,14 @@ func privateKafka(t *testing.T) (string, int) {
 		t.Fatal("private kafka: no pid file")
 	}
 	return fmt.Sprintf("127.0.0.1:%d", port), pid
+}
+
+// markOf is the highest low-water mark of the publish loops that serve
+// shard: its split loop's and the merged loop's (see loops).
+func markOf(rr *runningRelay, shard int16) float64 {
+	split := testutil.ToFloat64(rr.m.lowWater.WithLabelValues(strconv.Itoa(int(shard) % rr.cfg.Workers)))
+	if rr.cfg.Workers == 1 {
+		return split
+	}
+	return max(split, testutil.ToFloat64(rr.m.lowWater.WithLabelValues("all")))
 }

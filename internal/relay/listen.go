@@ -35,6 +35,8 @@ func (r *Relay) listenOnce(ctx context.Context) error {
 	if _, err := conn.Exec(ctx, "LISTEN "+outbox.NotifyChannel); err != nil {
 		return fmt.Errorf("LISTEN %s: %w", outbox.NotifyChannel, err)
 	}
+	r.listening.Store(true)
+	defer r.listening.Store(false)
 	r.poke() // something may have been appended while not listening
 	for {
 		n, err := conn.WaitForNotification(ctx)
@@ -45,7 +47,7 @@ func (r *Relay) listenOnce(ctx context.Context) error {
 	}
 }
 
-// poke wakes every worker.
+// poke wakes every publish loop.
 func (r *Relay) poke() {
 	for _, c := range r.wake {
 		select {
@@ -55,8 +57,8 @@ func (r *Relay) poke() {
 	}
 }
 
-// wakeFor wakes the worker of the shard named by a notification payload,
-// or every worker for a payload that names no shard.
+// wakeFor wakes the running loop of the shard named by a notification
+// payload, or every loop for a payload that names no shard.
 func (r *Relay) wakeFor(payload string) {
 	s, ok := outbox.ParseNotifyPayload(payload)
 	if !ok {
@@ -64,7 +66,7 @@ func (r *Relay) wakeFor(payload string) {
 		return
 	}
 	select {
-	case r.wake[s%r.cfg.Workers] <- struct{}{}:
+	case r.wake[r.loopOf(s)] <- struct{}{}:
 	default:
 	}
 }

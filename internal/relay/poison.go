@@ -20,6 +20,7 @@ func keyOf(r *row) aggKey { return aggKey{r.AggregateType, r.AggregateID} }
 // dead-lettered.
 type suspect struct {
 	key         aggKey
+	shard       int16
 	scope       scope
 	reason, msg string
 	attempts    int
@@ -55,7 +56,7 @@ type exclusion struct {
 func (p *poison) confirmed(r *row, f failure, msg string, now time.Time) *suspect {
 	s := p.rows[r.ID]
 	if s == nil {
-		s = &suspect{key: keyOf(r), first: now}
+		s = &suspect{key: keyOf(r), shard: r.Shard, first: now}
 		p.rows[r.ID] = s
 	}
 	s.scope, s.reason, s.msg = f.scope, f.reason, msg

@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
-	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -24,10 +24,12 @@ type Config struct {
 	ID          string // relay id, unique among live relays (required)
 	TopicPrefix string
 	BatchSize   int // rows per batch (per worker)
-	// Workers is the number of publish loops; worker w serves the owned
-	// shards with shard % Workers == w, one batch at a time, so a shard is
-	// still published strictly in order while batches of different shards
-	// overlap (claim, produce, ack and delete pipeline across workers).
+	// Workers is the number of publish loops while there is a backlog;
+	// loop w serves the owned shards with shard % Workers == w, one batch
+	// at a time, so a shard is still published strictly in order while
+	// batches of different shards overlap (claim, produce, ack and delete
+	// pipeline across loops). While batches come back partly filled, one
+	// loop serves every shard instead (see loops).
 	Workers      int
 	PollInterval time.Duration // fallback poll when no NOTIFY arrives
 	// Linger is how long an idle worker woken by a NOTIFY waits before it
@@ -143,14 +145,24 @@ type Relay struct {
 	log   *slog.Logger
 	m     *metrics
 	store *store
-	wake  []chan struct{} // one per worker
-	low   []lowWater      // one per worker, used only by that worker
-	// poison holds each worker's suspects, used only by that worker.
+	loops loops
+	wake  []chan struct{} // one per publish loop (see loops)
+	// waiting[w] is set while loop w is blocked waiting for a wake-up
+	// (tests wait for an idle relay with it).
+	waiting []atomic.Bool
+	// listening is set while the LISTEN connection listens.
+	listening atomic.Bool
+	low       []lowWater // one per loop, used only by that loop
+	// backlog says the loop's last claim came back full (used only by
+	// that loop): its next claim is planned for its values.
+	backlog []bool
+	// poison holds each loop's suspects, used only by that loop (or by
+	// switchLoops).
 	poison []poison
 	// probe sends refused rows alone, one at a time (probeMu).
 	probe   Producer
 	probeMu sync.Mutex
-	// lowGauge is cqrsflow_relay_low_water_mark of each worker.
+	// lowGauge is cqrsflow_relay_low_water_mark of each loop.
 	lowGauge []prometheus.Gauge
 
 	mu        sync.Mutex
@@ -185,19 +197,23 @@ func New(cfg Config, pool *pgxpool.Pool, prod Producer, reg prometheus.Registere
 		owned:     map[int16]int64{},
 		toRelease: map[int16]bool{},
 	}
-	for range cfg.Workers {
+	n := loopCount(cfg.Workers)
+	for range n {
 		r.wake = append(r.wake, make(chan struct{}, 1))
 	}
-	r.low = make([]lowWater, cfg.Workers)
-	r.poison = make([]poison, cfg.Workers)
+	r.waiting = make([]atomic.Bool, n)
+	r.low = make([]lowWater, n)
+	r.backlog = make([]bool, n)
+	r.poison = make([]poison, n)
 	for w := range r.poison {
 		r.poison[w].rows = map[int64]*suspect{}
 	}
+	r.loops.merged.Store(n > 1)
 	if r.probe = cfg.Probe; r.probe == nil {
 		r.probe = prod
 	}
-	for w := range cfg.Workers {
-		r.lowGauge = append(r.lowGauge, r.m.lowWater.WithLabelValues(strconv.Itoa(w)))
+	for w := range n {
+		r.lowGauge = append(r.lowGauge, r.m.lowWater.WithLabelValues(r.loopLabel(w)))
 	}
 	return r, nil
 }
@@ -227,7 +243,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	// Background loops stop when ctx is done, except the lease loop, which
 	// keeps renewing until the last batch is finished.
 	var workers sync.WaitGroup
-	for w := range r.cfg.Workers {
+	for w := range r.wake {
 		workers.Go(func() { r.publishLoop(ctx, w) })
 	}
 	workers.Wait()
@@ -250,9 +266,6 @@ func (r *Relay) Run(ctx context.Context) error {
 	r.log.Info("relay stopped", "released_shards", len(owned))
 	return nil
 }
-
-// mine reports whether worker w serves shard s.
-func (r *Relay) mine(w int, s int16) bool { return int(s)%r.cfg.Workers == w }
 
 // backoff is the retry policy of the relay's loops: from 50 ms up to MaxBackoff.
 func (r *Relay) backoff() backoff.Counter {

@@ -1,9 +1,7 @@
 package relay
 
 import (
-	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -150,109 +148,6 @@ func (s *store) release(ctx context.Context, leases map[int16]int64) error {
 	return nil
 }
 
-// held returns which of the given leases this relay still holds (same
-// owner, same epoch, unexpired).
-func (s *store) held(ctx context.Context, leases map[int16]int64) (map[int16]int64, error) {
-	shards, epochs := split(leases)
-	rows, err := s.pool.Query(ctx, `SELECT l.shard, l.epoch FROM relay_leases l
-		JOIN unnest($2::smallint[], $3::bigint[]) AS h(shard, epoch) ON h.shard = l.shard AND h.epoch = l.epoch
-		WHERE l.owner = $1 AND l.expires_at > clock_timestamp()`, s.id, shards, epochs)
-	if err != nil {
-		return nil, fmt.Errorf("checking leases: %w", err)
-	}
-	m, err := scanLeases(rows)
-	if err != nil {
-		return nil, fmt.Errorf("checking leases: %w", err)
-	}
-	return m, nil
-}
-
-// claimSQL reads the lowest-id outbox rows of shards $1 above id $2
-// (each row carries a copy of its event, so this reads one table), with a
-// first row (id 0, ids start at 1) that carries only the statement
-// snapshot's xmin, the server's incarnation (in the aggregate_type
-// column) and the redrive generation (in global_position), so an empty
-// claim reports them too.
-//
-// Rows of an aggregate above one of its dead letters are held: the
-// aggregate's order demands that nothing of it overtakes the dead
-// letter. The InitPlan (one EXISTS over the dead letters of the shards)
-// keeps the per-row anti-join off the claim while there are none.
-const claimSQL = `WITH s AS MATERIALIZED (
-			SELECT pg_snapshot_xmin(x)::text::bigint AS xmin,
-				concat_ws('/', pg_postmaster_start_time(), pg_stat_get_bgwriter_stat_reset_time(),
-					left(pg_walfile_name(pg_current_wal_lsn()), 8)) AS server,
-				(SELECT generation FROM outbox_redrives) AS redrive
-			FROM pg_current_snapshot() x)
-		SELECT 0::bigint, 0::smallint, server, '', redrive, '', '', 0, 0::bigint, '', '', now(), now(), xmin FROM s
-		UNION ALL
-		(SELECT id, shard, aggregate_type, aggregate_id, global_position,
-			event_id::text, event_type, schema_version, version, payload, metadata, occurred_at, recorded_at, 0
-		FROM outbox o WHERE shard = ANY($1::smallint[]) AND id > $2
-		AND (NOT EXISTS (SELECT 1 FROM outbox_dead_letters WHERE shard = ANY($1::smallint[]))
-			OR NOT EXISTS (SELECT 1 FROM outbox_dead_letters d
-				WHERE d.aggregate_id = o.aggregate_id AND d.aggregate_type = o.aggregate_type AND d.id < o.id))
-		%s
-		ORDER BY id LIMIT $3)`
-
-// excludeSQL adds the worker's suspects to claimSQL: their aggregates'
-// rows above the suspect row wait until it is published or dead-lettered.
-const excludeSQL = `AND NOT EXISTS (SELECT 1 FROM unnest($4::text[], $5::text[], $6::bigint[]) AS x(typ, id, above)
-			WHERE x.id = o.aggregate_id AND x.typ = o.aggregate_type AND o.id > x.above)`
-
-var (
-	claimPlain    = fmt.Sprintf(claimSQL, "")
-	claimExcluded = fmt.Sprintf(claimSQL, excludeSQL)
-)
-
-// claim reads the lowest-id claimable outbox rows above id after of the
-// given shards (claimSQL), skipping the rows excl names, with the
-// snapshot lowWater needs. It reads what is committed now: a row
-// committed later with a lower id is still there on a later claim,
-// because rows leave the outbox only by finish and the mark passes an id
-// only once no transaction that could still commit a row below it is
-// running.
-func (s *store) claim(ctx context.Context, shards []int16, after int64, limit int, excl []exclusion) ([]row, snapshot, error) {
-	q, args := claimPlain, []any{shards, after, limit}
-	if len(excl) > 0 {
-		typs, ids, above := make([]string, len(excl)), make([]string, len(excl)), make([]int64, len(excl))
-		for i, x := range excl {
-			typs[i], ids[i], above[i] = x.typ, x.id, x.above
-		}
-		q, args = claimExcluded, append(args, typs, ids, above)
-	}
-	rows, err := s.pool.Query(ctx, q, args...)
-	if err != nil {
-		return nil, snapshot{}, fmt.Errorf("claiming outbox rows: %w", err)
-	}
-	var out []row
-	var r row
-	var snap snapshot
-	var xmin int64
-	_, err = pgx.ForEachRow(rows, []any{&r.ID, &r.Shard, &r.AggregateType, &r.AggregateID, &r.GlobalPosition,
-		&r.EventID, &r.EventType, &r.SchemaVersion, &r.Version, &r.Payload, &r.Metadata, &r.OccurredAt, &r.RecordedAt,
-		&xmin}, func() error {
-		if r.ID == 0 {
-			snap = snapshot{xmin: uint64(xmin), server: r.AggregateType, redrive: r.GlobalPosition}
-			return nil
-		}
-		out = append(out, r)
-		return nil
-	})
-	if err != nil {
-		return nil, snapshot{}, fmt.Errorf("claiming outbox rows: %w", err)
-	}
-	if snap.xmin == 0 {
-		return nil, snapshot{}, errors.New("claiming outbox rows: the snapshot row is missing")
-	}
-	// Per-key order rests on id order; UNION ALL keeps its branches'
-	// order, and this makes sure of it.
-	if !slices.IsSortedFunc(out, func(a, b row) int { return cmp.Compare(a.ID, b.ID) }) {
-		slices.SortFunc(out, func(a, b row) int { return cmp.Compare(a.ID, b.ID) })
-	}
-	return out, snap, nil
-}
-
 // finished is what finish did.
 type finished struct {
 	deleted, moved int64
@@ -260,40 +155,42 @@ type finished struct {
 	xid            uint64  // the transaction's id (lowWater's bound for the batch's claim)
 }
 
-// finish deletes the acked rows ids and moves the rows dead to
-// outbox_dead_letters, of the shards whose lease this relay still holds
-// with the same epoch, in one statement: the lease rows are locked FOR
-// SHARE first, so a concurrent takeover (an UPDATE of the lease row)
-// waits for this statement to commit, or, if it committed first, makes
-// the lock's re-check fail and nothing of that shard is deleted or
-// dead-lettered (the new owner republishes those rows, or dead-letters
-// them after its own attempts). A row moves with its whole outbox row:
-// the delete's RETURNING feeds the insert, so it is in exactly one of the
-// two tables at any time.
+// finishSQL deletes the acked rows ($4 ids, $5 their shards) of the
+// leases ($2 shards, $3 epochs) relay $1 still holds, and moves the dead
+// rows (moveSQL) to outbox_dead_letters, in one statement: the lease rows are
+// locked FOR SHARE first, so a concurrent takeover (an UPDATE of the
+// lease row) waits for this statement to commit, or, if it committed
+// first, makes the lock's re-check fail and nothing of that shard is
+// deleted or dead-lettered (the new owner republishes those rows, or
+// dead-letters them after its own attempts). A row moves with its whole
+// outbox row: the delete's RETURNING feeds the insert, so it is in
+// exactly one of the two tables at any time.
+//
+// The acked rows are deleted by (id, shard) pairs, each an index lookup:
+// a condition on the shard alone lets the planner walk every index entry
+// of the held shards, the deleted rows' too until VACUUM removes them.
+// The dead-letter part is left out of the statement when there is none,
+// which is nearly always.
 //
 // The statement commits with synchronous_commit=off: if PostgreSQL
 // crashes before the WAL flush, the delete is lost and those rows are
 // published again, or tried again (duplicates, never loss); it saves an
 // fsync wait per batch.
-func (s *store) finish(ctx context.Context, ids []int64, dead []deadLetter, leases map[int16]int64) (finished, error) {
-	shards, epochs := split(leases)
-	dIDs, reasons, msgs := make([]int64, len(dead)), make([]string, len(dead)), make([]string, len(dead))
-	attempts, firsts, lasts := make([]int32, len(dead)), make([]time.Time, len(dead)), make([]time.Time, len(dead))
-	for i, d := range dead {
-		dIDs[i], reasons[i], msgs[i] = d.row.ID, d.reason, d.err
-		attempts[i], firsts[i], lasts[i] = int32(d.attempts), d.first, d.last
-	}
-	var out finished
-	var xid int64
-	var heldShards []int16
-	err := s.pool.QueryRow(ctx, `WITH async AS (SELECT set_config('synchronous_commit', 'off', true) AS v),
+const finishSQL = `WITH async AS (SELECT set_config('synchronous_commit', 'off', true) AS v),
 		held AS (
 			SELECT l.shard FROM relay_leases l
 			JOIN unnest($2::smallint[], $3::bigint[]) AS h(shard, epoch) ON h.shard = l.shard AND h.epoch = l.epoch
 			WHERE l.owner = $1 AND l.expires_at > clock_timestamp() ORDER BY l.shard FOR SHARE OF l),
-		del AS (DELETE FROM outbox WHERE id = ANY($4::bigint[]) AND shard IN (SELECT shard FROM held) RETURNING 1),
+		del AS (DELETE FROM outbox o USING unnest($4::bigint[], $5::smallint[]) AS a(id, shard)
+			WHERE o.id = a.id AND o.shard = a.shard AND a.shard IN (SELECT shard FROM held) RETURNING 1)%[1]s
+		SELECT (SELECT count(*) FROM del), %[2]s, ARRAY(SELECT shard FROM held)::smallint[],
+			(SELECT v FROM async), pg_current_xact_id()::text::bigint`
+
+// moveSQL is finishSQL's dead-letter part: rows $6 with their failures
+// ($7 reasons, $8 errors, $9 attempts, $10 first and $11 last failure).
+const moveSQL = `,
 		gone AS (DELETE FROM outbox o
-			USING unnest($5::bigint[], $6::text[], $7::text[], $8::int[], $9::timestamptz[], $10::timestamptz[])
+			USING unnest($6::bigint[], $7::text[], $8::text[], $9::int[], $10::timestamptz[], $11::timestamptz[])
 				AS f(id, reason, error, attempts, first_failed_at, last_failed_at)
 			WHERE o.id = f.id AND o.shard IN (SELECT shard FROM held)
 			RETURNING o.*, f.reason, f.error, f.attempts, f.first_failed_at, f.last_failed_at),
@@ -304,19 +201,47 @@ func (s *store) finish(ctx context.Context, ids []int64, dead []deadLetter, leas
 				event_type, schema_version, version, payload, metadata, occurred_at, recorded_at, created_at,
 				reason, error, attempts, first_failed_at, last_failed_at, $1 FROM gone
 			ON CONFLICT (id) DO NOTHING RETURNING 1) -- a dead letter with the row's id is that row already
-		SELECT (SELECT count(*) FROM del), (SELECT count(*) FROM moved), ARRAY(SELECT shard FROM held)::smallint[],
-			(SELECT v FROM async), pg_current_xact_id()::text::bigint`,
-		s.id, shards, epochs, ids, dIDs, reasons, msgs, attempts, firsts, lasts).Scan(&out.deleted, &out.moved, &heldShards, nil, &xid)
+`
+
+var (
+	finishPlain = fmt.Sprintf(finishSQL, "", "0::bigint")
+	finishMove  = fmt.Sprintf(finishSQL, moveSQL, "(SELECT count(*) FROM moved)")
+)
+
+// finish deletes the acked rows and moves the rows dead to
+// outbox_dead_letters (finishSQL), fenced by the leases of the shards
+// those rows belong to.
+func (s *store) finish(ctx context.Context, acked []*row, dead []deadLetter, leases map[int16]int64) (finished, error) {
+	ids, idShards := make([]int64, len(acked)), make([]int16, len(acked))
+	mine := map[int16]int64{}
+	for i, r := range acked {
+		ids[i], idShards[i] = r.ID, r.Shard
+		mine[r.Shard] = leases[r.Shard]
+	}
+	q, args := finishPlain, []any{s.id, nil, nil, ids, idShards}
+	if len(dead) > 0 {
+		dIDs, reasons, msgs := make([]int64, len(dead)), make([]string, len(dead)), make([]string, len(dead))
+		attempts, firsts, lasts := make([]int32, len(dead)), make([]time.Time, len(dead)), make([]time.Time, len(dead))
+		for i, d := range dead {
+			dIDs[i], reasons[i], msgs[i] = d.row.ID, d.reason, d.err
+			attempts[i], firsts[i], lasts[i] = int32(d.attempts), d.first, d.last
+			mine[d.row.Shard] = leases[d.row.Shard]
+		}
+		q, args = finishMove, append(args, dIDs, reasons, msgs, attempts, firsts, lasts)
+	}
+	args[1], args[2] = split(mine)
+	var out finished
+	var xid int64
+	var heldShards []int16
+	err := s.planOnce(ctx, func(c *pgxpool.Conn) error {
+		return c.QueryRow(ctx, q, args...).Scan(&out.deleted, &out.moved, &heldShards, nil, &xid)
+	})
 	if err != nil {
 		return finished{}, fmt.Errorf("deleting acked rows: %w", err)
 	}
 	out.xid = uint64(xid)
-	held := make(map[int16]bool, len(heldShards))
-	for _, sh := range heldShards {
-		held[sh] = true
-	}
-	for sh := range leases {
-		if !held[sh] {
+	for sh := range mine {
+		if !slices.Contains(heldShards, sh) {
 			out.lost = append(out.lost, sh)
 		}
 	}

@@ -34,7 +34,7 @@ func TestResultTargets(t *testing.T) {
 		lags = append(lags, time.Duration(i)*time.Millisecond)
 	}
 	l := lagResult{Writes: loadgen.Summary{Throughput: 990}, Sorted: lags}
-	res := resultOf(settings{Rows: 1000, BatchSize: 10, Workers: 2, Partitions: 3}, time.Now(), d, l)
+	res := resultOf(settings{Rows: 1000, BatchSize: 10, Workers: 2, Partitions: 3}, time.Now(), outcome{drain: &d, lag: &l})
 	if r := res.Rows[0]; r.Value != 1000 || r.BaselineValue != 2000 || r.Pass == nil || !*r.Pass {
 		t.Errorf("drain row = %+v, want 1000 vs 2000 events/s, ratio 0.5 passing", r)
 	}
@@ -43,7 +43,7 @@ func TestResultTargets(t *testing.T) {
 	}
 	l.Sorted[99] = 150 * time.Millisecond
 	l.Sorted[98] = 120 * time.Millisecond
-	if r := resultOf(settings{}, time.Now(), d, l).Rows[2]; *r.Pass {
+	if r := resultOf(settings{}, time.Now(), outcome{drain: &d, lag: &l}).Rows[2]; *r.Pass {
 		t.Errorf("p99 of 120 ms passed: %+v", r)
 	}
 }

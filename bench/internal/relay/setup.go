@@ -27,6 +27,7 @@ type bench struct {
 	relayPrefix string
 	rawPrefix   string
 	created     []string // topics to delete
+	workDirs    []string // temporary dirs to remove (the steady phase's binary and log)
 }
 
 // setup creates and migrates the schema and creates the topics. On failure
@@ -93,5 +94,8 @@ func (b *bench) cleanup() {
 		if err := b.schema.Drop(ctx); err != nil {
 			fmt.Fprintf(os.Stderr, "cleanup: %v\n", err)
 		}
+	}
+	for _, d := range b.workDirs {
+		_ = os.RemoveAll(d)
 	}
 }
