@@ -136,6 +136,11 @@ func (r *Runner) Run(ctx context.Context) error {
 	cancel()
 	if err != nil {
 		r.quar.tail.Close()
+		if ctx.Err() != nil {
+			// Asked to stop while setting up (the client may already have
+			// joined the group): a clean stop, not a failure.
+			return nil
+		}
 		return err
 	}
 	quarCtx, quarStop := context.WithCancel(context.WithoutCancel(ctx))
