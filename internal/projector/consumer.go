@@ -34,10 +34,9 @@ type Runner struct {
 	// their records the worker reads the quarantine topic to its end, so
 	// a new owner knows the aggregates the previous one quarantined.
 	assigned atomic.Bool
-	// owned are the partitions assigned now, syncLag the last sync lag
-	// computed (nanoseconds): what the continuous verification needs.
-	owned   ownedParts
-	syncLag atomic.Int64
+	// owned are the partitions assigned now: the continuous verification
+	// verifies their aggregates.
+	owned ownedParts
 }
 
 // New builds a Runner writing to cfg.Index on es; Run starts consuming.

@@ -101,7 +101,6 @@ func (r *Runner) setSyncLag(now time.Time, behind bool) {
 	held := r.proc.oldestHeld()
 	if !behind && held.IsZero() {
 		r.behindSince.Store(0)
-		r.syncLag.Store(0)
 		r.m.SyncLag.WithLabelValues(r.proj.Name()).Set(0)
 		return
 	}
@@ -112,7 +111,5 @@ func (r *Runner) setSyncLag(now time.Time, behind bool) {
 	if ref.IsZero() {
 		ref = time.Unix(0, max(r.proc.lastApplied.Load(), r.behindSince.Load()))
 	}
-	lag := max(now.Sub(ref), 0)
-	r.syncLag.Store(int64(lag))
-	r.m.SyncLag.WithLabelValues(r.proj.Name()).Set(lag.Seconds())
+	r.m.SyncLag.WithLabelValues(r.proj.Name()).Set(max(now.Sub(ref).Seconds(), 0))
 }

@@ -45,7 +45,8 @@ type verifier struct {
 	// aggregate (the quarantine topic); nil: nothing.
 	holds func(ids []string) map[string][]heldVersion
 	// cutoff returns the moment after which an event may not be applied
-	// yet (now − sync lag − margin), read at the start of every pass.
+	// yet (the oldest record the group has not committed, or now when it
+	// is caught up, less the margin), read at the start of every pass.
 	cutoff func(ctx context.Context) (time.Time, error)
 	// busy reports an aggregate the caller knows to be in flight (a
 	// worker's parked aggregates); nil: none.

@@ -36,8 +36,9 @@ type VerifyConfig struct {
 	Events EventStore
 	// Rate is how many aggregates are verified per second (0: none).
 	Rate int
-	// Margin is added to the sync lag: events younger than both are in
-	// flight.
+	// Margin is added to the sync lag (the recorded_at of the oldest
+	// record the group has not committed): events younger than both are
+	// in flight.
 	Margin time.Duration
 	// Window is how long a drifted aggregate counts in
 	// cqrsflow_projection_drift_aggregates after it was last found (it
@@ -81,8 +82,9 @@ func (o *ownedParts) snapshot() map[int32]bool {
 // aggregate of the event store in id order (and starts over at the end),
 // keeping those whose key maps to an owned partition, so every aggregate
 // is verified once per walk, whether it changes or not. An aggregate with
-// events younger than the sync lag plus Margin, parked in this worker or
-// still in the outbox is in flight and not judged.
+// events recorded after the oldest record the group has not committed
+// (less Margin), parked in this worker or still in the outbox is in
+// flight and not judged.
 type workerVerifier struct {
 	r      *Runner
 	cfg    VerifyConfig
@@ -109,8 +111,13 @@ func newWorkerVerifier(r *Runner) *workerVerifier {
 			}
 			return out
 		},
-		cutoff: func(context.Context) (time.Time, error) {
-			return time.Now().Add(-time.Duration(r.syncLag.Load()) - cfg.Margin), nil
+		// The group's committed position, as `projector verify` uses it:
+		// the sync lag gauge is a lower bound while a worker is behind
+		// (it starts at 0 when a backlog is first seen, e.g. after taking
+		// over a killed worker's partitions), so it would call a backlog
+		// drift.
+		cutoff: func(ctx context.Context) (time.Time, error) {
+			return groupCutoff(ctx, r.cfg.conn(), r.adm, r.cfg.Group, r.cfg.Topic, cfg.Margin, w.log)
 		}}
 	return w
 }
