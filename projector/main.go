@@ -67,6 +67,8 @@ type cfg struct {
 	IndexPrefix     string
 	MetricsAddr     string
 	BatchMaxRecords int
+	BatchMaxBytes   int
+	DocCacheEntries int
 	FlushInterval   time.Duration
 	LagInterval     time.Duration
 	SessionTimeout  time.Duration
@@ -83,6 +85,8 @@ func (c *cfg) register(s *config.Set) {
 	s.String(&c.IndexPrefix, "INDEX_PREFIX", "", "Elasticsearch index/alias name prefix")
 	s.String(&c.MetricsAddr, "METRICS_ADDR", "127.0.0.1:9102", "listen address for /healthz, /readyz, /metrics")
 	s.Int(&c.BatchMaxRecords, "BATCH_MAX_RECORDS", projector.DefaultBatchMaxRecords, "max records per batch")
+	s.Int(&c.BatchMaxBytes, "BATCH_MAX_BYTES", projector.DefaultBatchMaxBytes, "max bytes of records (keys, values, headers) per batch; bounds the worker's memory")
+	s.Int(&c.DocCacheEntries, "DOC_CACHE_ENTRIES", projector.DefaultDocCacheEntries, "documents kept in memory to skip Elasticsearch reads of recently written aggregates")
 	s.Duration(&c.FlushInterval, "FLUSH_INTERVAL", projector.DefaultFlushInterval, "how long a non-full batch waits for more records")
 	s.Duration(&c.LagInterval, "LAG_INTERVAL", projector.DefaultLagInterval, "how often consumer and sync lag are computed")
 	s.Duration(&c.SessionTimeout, "SESSION_TIMEOUT", projector.DefaultSessionTimeout, "consumer group session timeout (failover time after a crash)")
@@ -107,6 +111,12 @@ func (c *cfg) validate() ([]projector.Projection, error) {
 	errs = append(errs, c.Kafka.Validate(), c.Elasticsearch.Validate())
 	if c.BatchMaxRecords < 1 || c.BatchMaxRecords > 100000 {
 		errs = append(errs, fmt.Errorf("BATCH_MAX_RECORDS: %d not in 1..100000", c.BatchMaxRecords))
+	}
+	if c.BatchMaxBytes < 64<<10 || c.BatchMaxBytes > 256<<20 {
+		errs = append(errs, fmt.Errorf("BATCH_MAX_BYTES: %d not in 65536..268435456", c.BatchMaxBytes))
+	}
+	if c.DocCacheEntries < 1 || c.DocCacheEntries > 10_000_000 {
+		errs = append(errs, fmt.Errorf("DOC_CACHE_ENTRIES: %d not in 1..10000000", c.DocCacheEntries))
 	}
 	if c.FlushInterval < 0 {
 		errs = append(errs, errors.New("FLUSH_INTERVAL: negative"))
@@ -147,6 +157,8 @@ func (c *cfg) runnerConfig(p projector.Projection) (projector.Config, error) {
 		Group:           projector.GroupName(c.GroupPrefix, p.Name(), 0),
 		Topic:           envelope.Topic(c.TopicPrefix, p.AggregateType()),
 		BatchMaxRecords: c.BatchMaxRecords,
+		BatchMaxBytes:   c.BatchMaxBytes,
+		DocCacheEntries: c.DocCacheEntries,
 		FlushInterval:   c.FlushInterval,
 		LagInterval:     c.LagInterval,
 		SessionTimeout:  c.SessionTimeout,

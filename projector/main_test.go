@@ -36,6 +36,9 @@ func TestCommandLine(t *testing.T) {
 		{[]string{"rebuild", "--projection", "products", "--version", "2", "-elasticsearch-ca-fingerprint", "12:34"}, cli.ExitUsage, "ELASTICSEARCH_CA_FINGERPRINT"},
 		{[]string{"-elasticsearch-username", "elastic"}, cli.ExitUsage, "ELASTICSEARCH_USERNAME and ELASTICSEARCH_PASSWORD go together"},
 		{[]string{"run", "--park-timeout", "0s"}, cli.ExitUsage, "PARK_TIMEOUT: must be > 0"},
+		{[]string{"run", "--batch-max-bytes", "1024"}, cli.ExitUsage, "BATCH_MAX_BYTES: 1024 not in 65536..268435456"},
+		{[]string{"run", "--batch-max-bytes", "99999999999999999999"}, cli.ExitUsage, "-batch-max-bytes: not an integer"},
+		{[]string{"run", "--doc-cache-entries", "0"}, cli.ExitUsage, "DOC_CACHE_ENTRIES: 0 not in 1..10000000"},
 		// dlq: nested commands, strict flags, hostile values.
 		{[]string{"dlq"}, cli.ExitUsage, "name a command (list, show, redrive, skip)"},
 		{[]string{"dlq", "-h"}, cli.ExitOK, "redrive"},

@@ -181,124 +181,175 @@ func (d *demo) setVersion(orders bool, id string, version int64, state string) {
 
 // step sends one request of the mix.
 func (d *demo) step(ctx context.Context, rng *rand.Rand) {
-	liveProduct := func(e *entity) bool { return e.state == "live" }
 	r := rng.IntN(100)
 	d.mu.Lock()
 	few := len(d.products) < 5
 	d.mu.Unlock()
 	switch {
 	case r < 22 || few:
-		name := adjectives[rng.IntN(len(adjectives))] + " " + words[rng.IntN(len(words))]
-		price := int64(500 + rng.IntN(50000))
-		var out struct {
-			ID      string `json:"id"`
-			Version int64  `json:"version"`
-		}
-		if d.do(ctx, "POST", "/v1/products", "/v1/products", nil, map[string]any{
-			"name": name, "description": "A " + name + " for the demo shop", "price": money(price), "stock": 1 + rng.IntN(100),
-		}, &out) == http.StatusCreated {
-			d.mu.Lock()
-			d.products = append(d.products, &entity{id: out.ID, version: out.Version, state: "live", price: price, name: name})
-			d.mu.Unlock()
-		}
+		d.createProduct(ctx, rng)
 	case r < 40:
-		p := d.pick(false, rng, liveProduct)
-		if p == nil {
-			return
-		}
-		v := p.version
-		if rng.IntN(8) == 0 && v > 1 {
-			v-- // a client editing a stale copy: 409
-		}
-		var out struct {
-			Version int64 `json:"version"`
-		}
-		if d.do(ctx, "PUT", "/v1/products/"+p.id, "/v1/products/:id", map[string]string{"If-Match": strconv.FormatInt(v, 10)},
-			map[string]any{"name": p.name, "description": "A " + p.name + ", now in stock again",
-				"price": money(p.price + int64(rng.IntN(2000))), "stock": rng.IntN(100)}, &out) == http.StatusOK {
-			d.setVersion(false, p.id, out.Version, "")
-		}
+		d.updateProduct(ctx, rng)
 	case r < 42:
-		p := d.pick(false, rng, liveProduct)
-		if p == nil {
-			return
-		}
-		var out struct {
-			Version int64 `json:"version"`
-		}
-		if d.do(ctx, "DELETE", "/v1/products/"+p.id, "/v1/products/:id", nil, map[string]any{"reason": "discontinued"}, &out) == http.StatusOK {
-			d.setVersion(false, p.id, out.Version, "deleted")
-		}
+		d.deleteProduct(ctx, rng)
 	case r < 60:
-		p := d.pick(false, rng, liveProduct)
-		if p == nil {
-			return
-		}
-		qty := int64(1 + rng.IntN(4))
-		user := fmt.Sprintf("user-%d", rng.IntN(50))
-		var out struct {
-			ID      string `json:"id"`
-			Version int64  `json:"version"`
-		}
-		path, want := "/v1/orders", http.StatusCreated
-		if rng.IntN(20) == 0 {
-			path, want = "/api/commands/order/create", http.StatusAccepted // the seed tutorial's endpoint
-		}
-		if d.do(ctx, "POST", path, path, nil, map[string]any{
-			"user_id": user, "product_id": p.id, "quantity": qty, "total_price": money(qty * p.price),
-		}, &out) == want && out.ID != "" {
-			d.mu.Lock()
-			d.orders = append(d.orders, &entity{id: out.ID, version: out.Version, state: "created", user: user})
-			d.mu.Unlock()
-		}
+		d.createOrder(ctx, rng)
 	case r < 72:
-		next := map[string]struct{ action, field, state string }{
-			"created": {"pay", "payment_reference", "paid"},
-			"paid":    {"ship", "tracking_number", "shipped"},
-		}
-		o := d.pick(true, rng, func(e *entity) bool { _, ok := next[e.state]; return ok })
-		if o == nil {
-			return
-		}
-		n := next[o.state]
-		if rng.IntN(6) == 0 {
-			n.action, n.field, n.state = "cancel", "reason", "cancelled"
-		}
-		var out struct {
-			Version int64 `json:"version"`
-		}
-		if d.do(ctx, "POST", "/v1/orders/"+o.id+"/"+n.action, "/v1/orders/:id/"+n.action,
-			map[string]string{"If-Match": strconv.FormatInt(o.version, 10)},
-			map[string]any{n.field: fmt.Sprintf("%s-%06d", n.action, rng.IntN(1000000))}, &out) == http.StatusOK {
-			d.setVersion(true, o.id, out.Version, n.state)
-		}
+		d.advanceOrder(ctx, rng)
 	case r < 84:
-		// read-your-writes: wait until the read model has the version we wrote
-		p := d.pick(false, rng, func(*entity) bool { return true })
-		if p == nil {
-			return
-		}
-		d.do(ctx, "GET", fmt.Sprintf("/v1/products/%s?min_version=%d&wait=2s", p.id, p.version), "/v1/products/:id", nil, nil, nil)
+		d.readProductRYW(ctx, rng)
 	case r < 92:
-		d.do(ctx, "GET", "/v1/products/search?q="+url.QueryEscape(words[rng.IntN(len(words))])+"&limit=10", "/v1/products/search", nil, nil, nil)
+		d.searchProducts(ctx, rng)
 	case r < 96:
-		o := d.pick(true, rng, func(*entity) bool { return true })
-		if o == nil {
-			return
-		}
-		if rng.IntN(2) == 0 {
-			d.do(ctx, "GET", "/v1/orders/"+o.id, "/v1/orders/:id", nil, nil, nil)
-		} else {
-			d.do(ctx, "GET", "/v1/orders?user_id="+url.QueryEscape(o.user), "/v1/orders", nil, nil, nil)
-		}
+		d.readOrder(ctx, rng)
 	case r < 98:
-		d.do(ctx, "GET", "/v1/products?page=1&limit=20", "/v1/products", nil, nil, nil)
+		d.listProducts(ctx, rng)
 	default:
-		// a client bug: a negative quantity → 400 naming the field
-		d.do(ctx, "POST", "/v1/orders", "/v1/orders", nil, map[string]any{
-			"user_id": "user-1", "product_id": "p", "quantity": -1, "total_price": money(100),
-		}, nil)
+		d.badOrder(ctx, rng)
 	}
+}
+
+func liveProduct(e *entity) bool { return e.state == "live" }
+
+// createProduct creates a product.
+func (d *demo) createProduct(ctx context.Context, rng *rand.Rand) {
+	name := adjectives[rng.IntN(len(adjectives))] + " " + words[rng.IntN(len(words))]
+	price := int64(500 + rng.IntN(50000))
+	var out struct {
+		ID      string `json:"id"`
+		Version int64  `json:"version"`
+	}
+	if d.do(ctx, "POST", "/v1/products", "/v1/products", nil, map[string]any{
+		"name": name, "description": "A " + name + " for the demo shop", "price": money(price), "stock": 1 + rng.IntN(100),
+	}, &out) == http.StatusCreated {
+		d.mu.Lock()
+		d.products = append(d.products, &entity{id: out.ID, version: out.Version, state: "live", price: price, name: name})
+		d.mu.Unlock()
+	}
+}
+
+// updateProduct updates a live product, sometimes from a stale version (409).
+func (d *demo) updateProduct(ctx context.Context, rng *rand.Rand) {
+	p := d.pick(false, rng, liveProduct)
+	if p == nil {
+		return
+	}
+	v := p.version
+	if rng.IntN(8) == 0 && v > 1 {
+		v-- // a client editing a stale copy: 409
+	}
+	var out struct {
+		Version int64 `json:"version"`
+	}
+	if d.do(ctx, "PUT", "/v1/products/"+p.id, "/v1/products/:id", map[string]string{"If-Match": strconv.FormatInt(v, 10)},
+		map[string]any{"name": p.name, "description": "A " + p.name + ", now in stock again",
+			"price": money(p.price + int64(rng.IntN(2000))), "stock": rng.IntN(100)}, &out) == http.StatusOK {
+		d.setVersion(false, p.id, out.Version, "")
+	}
+}
+
+// deleteProduct deletes a live product.
+func (d *demo) deleteProduct(ctx context.Context, rng *rand.Rand) {
+	p := d.pick(false, rng, liveProduct)
+	if p == nil {
+		return
+	}
+	var out struct {
+		Version int64 `json:"version"`
+	}
+	if d.do(ctx, "DELETE", "/v1/products/"+p.id, "/v1/products/:id", nil, map[string]any{"reason": "discontinued"}, &out) == http.StatusOK {
+		d.setVersion(false, p.id, out.Version, "deleted")
+	}
+}
+
+// createOrder orders a live product, sometimes through the seed tutorial's endpoint.
+func (d *demo) createOrder(ctx context.Context, rng *rand.Rand) {
+	p := d.pick(false, rng, liveProduct)
+	if p == nil {
+		return
+	}
+	qty := int64(1 + rng.IntN(4))
+	user := fmt.Sprintf("user-%d", rng.IntN(50))
+	var out struct {
+		ID      string `json:"id"`
+		Version int64  `json:"version"`
+	}
+	path, want := "/v1/orders", http.StatusCreated
+	if rng.IntN(20) == 0 {
+		path, want = "/api/commands/order/create", http.StatusAccepted // the seed tutorial's endpoint
+	}
+	if d.do(ctx, "POST", path, path, nil, map[string]any{
+		"user_id": user, "product_id": p.id, "quantity": qty, "total_price": money(qty * p.price),
+	}, &out) == want && out.ID != "" {
+		d.mu.Lock()
+		d.orders = append(d.orders, &entity{id: out.ID, version: out.Version, state: "created", user: user})
+		d.mu.Unlock()
+	}
+}
+
+// advanceOrder pays, ships or cancels an order.
+func (d *demo) advanceOrder(ctx context.Context, rng *rand.Rand) {
+	next := map[string]struct{ action, field, state string }{
+		"created": {"pay", "payment_reference", "paid"},
+		"paid":    {"ship", "tracking_number", "shipped"},
+	}
+	o := d.pick(true, rng, func(e *entity) bool { _, ok := next[e.state]; return ok })
+	if o == nil {
+		return
+	}
+	n := next[o.state]
+	if rng.IntN(6) == 0 {
+		n.action, n.field, n.state = "cancel", "reason", "cancelled"
+	}
+	var out struct {
+		Version int64 `json:"version"`
+	}
+	if d.do(ctx, "POST", "/v1/orders/"+o.id+"/"+n.action, "/v1/orders/:id/"+n.action,
+		map[string]string{"If-Match": strconv.FormatInt(o.version, 10)},
+		map[string]any{n.field: fmt.Sprintf("%s-%06d", n.action, rng.IntN(1000000))}, &out) == http.StatusOK {
+		d.setVersion(true, o.id, out.Version, n.state)
+	}
+}
+
+// readProductRYW reads a product back at the version written (read-your-writes).
+func (d *demo) readProductRYW(ctx context.Context, rng *rand.Rand) {
+	// read-your-writes: wait until the read model has the version we wrote
+	p := d.pick(false, rng, func(*entity) bool { return true })
+	if p == nil {
+		return
+	}
+	d.do(ctx, "GET", fmt.Sprintf("/v1/products/%s?min_version=%d&wait=2s", p.id, p.version), "/v1/products/:id", nil, nil, nil)
+}
+
+// searchProducts searches products by a word.
+func (d *demo) searchProducts(ctx context.Context, rng *rand.Rand) {
+	d.do(ctx, "GET", "/v1/products/search?q="+url.QueryEscape(words[rng.IntN(len(words))])+"&limit=10", "/v1/products/search", nil, nil, nil)
+}
+
+// readOrder reads an order or lists a user's orders.
+func (d *demo) readOrder(ctx context.Context, rng *rand.Rand) {
+	o := d.pick(true, rng, func(*entity) bool { return true })
+	if o == nil {
+		return
+	}
+	if rng.IntN(2) == 0 {
+		d.do(ctx, "GET", "/v1/orders/"+o.id, "/v1/orders/:id", nil, nil, nil)
+	} else {
+		d.do(ctx, "GET", "/v1/orders?user_id="+url.QueryEscape(o.user), "/v1/orders", nil, nil, nil)
+	}
+}
+
+// listProducts lists products.
+func (d *demo) listProducts(ctx context.Context, _ *rand.Rand) {
+	d.do(ctx, "GET", "/v1/products?page=1&limit=20", "/v1/products", nil, nil, nil)
+}
+
+// badOrder sends a client bug: a negative quantity, answered 400 naming the field.
+func (d *demo) badOrder(ctx context.Context, _ *rand.Rand) {
+	// a client bug: a negative quantity → 400 naming the field
+	d.do(ctx, "POST", "/v1/orders", "/v1/orders", nil, map[string]any{
+		"user_id": "user-1", "product_id": "p", "quantity": -1, "total_price": money(100),
+	}, nil)
 }
 
 // do sends one request and records its outcome under route; it returns the

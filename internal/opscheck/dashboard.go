@@ -8,10 +8,13 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strings"
 )
 
 // Dashboard is the part of a Grafana dashboard JSON model the checks read.
 type Dashboard struct {
+	Inputs        []Input  `json:"__inputs"`
+	Requires      []Input  `json:"__requires"`
 	UID           string   `json:"uid"`
 	Title         string   `json:"title"`
 	Tags          []string `json:"tags"`
@@ -23,6 +26,15 @@ type Dashboard struct {
 
 	// File is where the dashboard was loaded from (not part of the JSON).
 	File string `json:"-"`
+}
+
+// Input is an entry of __inputs (what Grafana's import dialog asks for)
+// or of __requires (the plugins the dashboard needs).
+type Input struct {
+	Name     string `json:"name"`
+	ID       string `json:"id"`
+	Type     string `json:"type"`
+	PluginID string `json:"pluginId"`
 }
 
 // DatasourceRef points a panel, target or variable at a datasource.
@@ -49,17 +61,35 @@ type Panel struct {
 	GridPos     GridPos        `json:"gridPos"`
 	Targets     []Target       `json:"targets"`
 	Panels      []Panel        `json:"panels"`
+	Links       []Link         `json:"links"`
 	FieldConfig struct {
 		Defaults struct {
-			Unit string `json:"unit"`
+			Unit       string      `json:"unit"`
+			Thresholds *Thresholds `json:"thresholds"`
 		} `json:"defaults"`
 	} `json:"fieldConfig"`
+}
+
+// Link is a panel link.
+type Link struct {
+	Title string `json:"title"`
+	URL   string `json:"url"`
+}
+
+// Thresholds are a panel's colour steps; the first step has no value.
+type Thresholds struct {
+	Mode  string `json:"mode"`
+	Steps []struct {
+		Color string   `json:"color"`
+		Value *float64 `json:"value"`
+	} `json:"steps"`
 }
 
 // Target is one query of a panel.
 type Target struct {
 	RefID      string         `json:"refId"`
 	Expr       string         `json:"expr"`
+	Exemplar   bool           `json:"exemplar"`
 	Datasource *DatasourceRef `json:"datasource"`
 }
 
@@ -70,6 +100,11 @@ type Variable struct {
 	Datasource *DatasourceRef  `json:"datasource"`
 	Query      json.RawMessage `json:"query"`
 	Definition string          `json:"definition"`
+	Multi      bool            `json:"multi"`
+	IncludeAll bool            `json:"includeAll"`
+	Current    struct {
+		Value json.RawMessage `json:"value"`
+	} `json:"current"`
 }
 
 // QueryString returns the variable's query whether the JSON holds it as a
@@ -225,6 +260,25 @@ func RangeSelectors(expr string) []string {
 	var out []string
 	for _, m := range rangeSel.FindAllStringSubmatch(quoted.ReplaceAllString(expr, `""`), -1) {
 		out = append(out, m[1])
+	}
+	return out
+}
+
+// Selectors returns every cqrsflow_* / up selector of expr as written,
+// with its {matchers} when it has them (string literals are not searched
+// for metric names).
+func Selectors(expr string) []string {
+	// Same-length blanking keeps the offsets of the original expression.
+	blank := quoted.ReplaceAllStringFunc(expr, func(s string) string { return strings.Repeat("_", len(s)) })
+	var out []string
+	for _, m := range metricName.FindAllStringSubmatchIndex(blank, -1) {
+		start, end := m[2], m[3]
+		if end < len(blank) && blank[end] == '{' {
+			if closing := strings.IndexByte(blank[end:], '}'); closing >= 0 {
+				end += closing + 1
+			}
+		}
+		out = append(out, expr[start:end])
 	}
 	return out
 }

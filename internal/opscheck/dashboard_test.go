@@ -41,8 +41,15 @@ func contractFamily(contract map[string]Metric, series string) (string, bool) {
 	return "", false
 }
 
+// dashboardDatasource is the datasource every panel, target and query
+// variable names: the dashboards' datasource variable, so they import into
+// any Grafana (the import dialog asks for it through __inputs; a
+// provisioned copy resolves it to the default Prometheus datasource).
+const dashboardDatasource = "${datasource}"
+
 // provisionedDatasourceUID reads the Prometheus datasource uid from the
-// Grafana provisioning file.
+// Grafana provisioning file; it must be the default datasource, which the
+// dashboards' datasource variable resolves to.
 func provisionedDatasourceUID(t *testing.T) string {
 	t.Helper()
 	var f struct {
@@ -84,10 +91,10 @@ func loadDashboards(t *testing.T) []*Dashboard {
 }
 
 func TestDashboardsLintClean(t *testing.T) {
-	uid := provisionedDatasourceUID(t)
+	provisionedDatasourceUID(t)
 	uids, titles := map[string]string{}, map[string]string{}
 	for _, d := range loadDashboards(t) {
-		for _, p := range Lint(d, uid) {
+		for _, p := range Lint(d, dashboardDatasource) {
 			t.Errorf("%s: %s", filepath.Base(d.File), p)
 		}
 		if other, dup := uids[d.UID]; dup {
@@ -230,6 +237,55 @@ func TestLintFindsProblems(t *testing.T) {
 	}
 }
 
+// The portable form: a datasource variable and job/instance filters.
+func TestLintFindsTemplatingProblems(t *testing.T) {
+	dsv := &DatasourceRef{Type: "prometheus", UID: "${datasource}"}
+	good := func() *Dashboard {
+		d := &Dashboard{UID: "u", Title: "t", Tags: []string{"cqrsflow"}, SchemaVersion: 39}
+		d.Templating.List = []Variable{
+			{Name: "datasource", Type: "datasource", Query: []byte(`"prometheus"`)},
+			{Name: "job", Type: "query", Datasource: dsv, Query: []byte(`"label_values(up, job)"`), Multi: true, IncludeAll: true},
+			{Name: "instance", Type: "query", Datasource: dsv, Query: []byte(`"label_values(up, instance)"`), Multi: true, IncludeAll: true},
+		}
+		p := Panel{ID: 1, Type: "timeseries", Title: "p", Description: "d", Datasource: dsv,
+			GridPos: GridPos{W: 8, H: 8},
+			Targets: []Target{{RefID: "A", Expr: `max(cqrsflow_outbox_pending_events{job=~"$job",instance=~"$instance"}) / max(up{instance=~"$instance",job=~"$job"})`}}}
+		p.FieldConfig.Defaults.Unit = "s"
+		d.Panels = []Panel{p}
+		return d
+	}
+	if p := Lint(good(), "${datasource}"); len(p) != 0 {
+		t.Fatalf("good dashboard: %v", p)
+	}
+	cases := []struct {
+		name  string
+		bad   func(d *Dashboard)
+		wants string
+	}{
+		{"no datasource variable", func(d *Dashboard) { d.Templating.List = d.Templating.List[1:] }, `no datasource variable "datasource"`},
+		{"datasource variable of another type", func(d *Dashboard) { d.Templating.List[0].Query = []byte(`"loki"`) }, `no datasource variable "datasource"`},
+		{"fixed panel datasource", func(d *Dashboard) { d.Panels[0].Datasource = &DatasourceRef{Type: "prometheus", UID: "prometheus"} }, "datasource must be"},
+		{"job variable single-valued", func(d *Dashboard) { d.Templating.List[1].Multi = false }, `variable "job"`},
+		{"no instance variable", func(d *Dashboard) { d.Templating.List = d.Templating.List[:2] }, `variable "instance"`},
+		{"selector without job", func(d *Dashboard) {
+			d.Panels[0].Targets[0].Expr = `max(cqrsflow_outbox_pending_events{instance=~"$instance"})`
+		}, "does not filter on job"},
+		{"bare selector", func(d *Dashboard) {
+			d.Panels[0].Targets[0].Expr = `max(cqrsflow_outbox_pending_events{job=~"$job",instance=~"$instance"}) * on() group_left max(up)`
+		}, "selector up does not filter"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			d := good()
+			tc.bad(d)
+			probs := Lint(d, "${datasource}")
+			if !slices.ContainsFunc(probs, func(p string) bool { return strings.Contains(p, tc.wants) }) {
+				t.Fatalf("want a problem containing %q, got %q", tc.wants, probs)
+			}
+		})
+	}
+}
+
 func TestMetricNames(t *testing.T) {
 	cases := []struct {
 		expr string
@@ -247,6 +303,14 @@ func TestMetricNames(t *testing.T) {
 		if got := MetricNames(tc.expr); !slices.Equal(got, tc.want) {
 			t.Errorf("MetricNames(%q) = %q, want %q", tc.expr, got, tc.want)
 		}
+	}
+}
+
+func TestSelectors(t *testing.T) {
+	expr := `sum(rate(cqrsflow_a_total{job=~"$job",x="}{cqrsflow_b"}[$__rate_interval])) / max(up) or cqrsflow_c{y="1"} offset 5m`
+	want := []string{`cqrsflow_a_total{job=~"$job",x="}{cqrsflow_b"}`, "up", `cqrsflow_c{y="1"}`}
+	if got := Selectors(expr); !slices.Equal(got, want) {
+		t.Fatalf("Selectors = %q, want %q", got, want)
 	}
 }
 

@@ -7,18 +7,22 @@ import (
 )
 
 // Lint checks a dashboard's structure. The rules follow Grafana's
-// dashboard-linter where they apply to provisioned, fixed-datasource
-// dashboards (its module is not fetchable from the Go proxy here):
+// dashboard-linter where they apply (its module is not fetchable from the
+// Go proxy here):
 //
-//   - dashboard: uid, title, "cqrsflow" tag, schemaVersion ≥ 36
-//   - panels: unique ids, title and description, datasource = the
-//     provisioned Prometheus uid, at least one target (rows excepted), a
-//     unit, a grid position inside the 24 columns, no two panels overlapping
+//   - dashboard: uid, title, "cqrsflow" tag, schemaVersion ≥ 36; when
+//     datasourceUID is a variable (${name}), a datasource variable of
+//     that name for Prometheus (template-datasource-rule), and job and
+//     instance query variables (template-job-rule, template-instance-rule)
+//   - panels: unique ids, title and description, datasource =
+//     datasourceUID, at least one target (rows excepted), a unit, a grid
+//     position inside the 24 columns, no two panels overlapping
 //   - targets: unique refId per panel, non-empty expr, datasource (when
-//     set) = the provisioned uid, every [range] is $__rate_interval
-//     (target-rate-interval-rule), every variable used is defined
-//   - variables: query variables use the provisioned datasource and have
-//     a query
+//     set) = datasourceUID, every [range] is $__rate_interval
+//     (target-rate-interval-rule), every variable used is defined, every
+//     selector filters on $job and $instance (target-job-rule,
+//     target-instance-rule)
+//   - variables: query variables use datasourceUID and have a query
 //
 // It returns one line per problem; none means clean.
 func Lint(d *Dashboard, datasourceUID string) []string {
@@ -40,7 +44,9 @@ func Lint(d *Dashboard, datasourceUID string) []string {
 	}
 
 	vars := map[string]bool{}
+	types := map[string]Variable{}
 	for _, v := range d.Templating.List {
+		types[v.Name] = v
 		if v.Name == "" {
 			add("a template variable has no name")
 			continue
@@ -58,6 +64,8 @@ func Lint(d *Dashboard, datasourceUID string) []string {
 			}
 		}
 	}
+
+	probs = append(probs, lintTemplating(d, datasourceUID, types)...)
 
 	ids := map[int]string{}
 	taken := map[cell]int{}
@@ -120,6 +128,33 @@ func Lint(d *Dashboard, datasourceUID string) []string {
 			if len(MetricNames(t.Expr)) == 0 {
 				add("%s: expr uses no cqrsflow metric nor up", tw)
 			}
+			if vars["job"] && vars["instance"] {
+				for _, sel := range Selectors(t.Expr) {
+					if !strings.Contains(sel, `job=~"$job"`) || !strings.Contains(sel, `instance=~"$instance"`) {
+						add("%s: selector %s does not filter on job=~\"$job\" and instance=~\"$instance\"", tw, sel)
+					}
+				}
+			}
+		}
+	}
+	return probs
+}
+
+// lintTemplating checks the variables that make a dashboard portable: the
+// datasource variable the panels use and the job/instance filters.
+func lintTemplating(d *Dashboard, datasourceUID string, vars map[string]Variable) []string {
+	var probs []string
+	name, isVar := strings.CutPrefix(datasourceUID, "${")
+	if !isVar {
+		return nil
+	}
+	name = strings.TrimSuffix(name, "}")
+	if v, ok := vars[name]; !ok || v.Type != "datasource" || v.QueryString() != "prometheus" {
+		probs = append(probs, fmt.Sprintf("no datasource variable %q of type prometheus", name))
+	}
+	for _, want := range []string{"job", "instance"} {
+		if v, ok := vars[want]; !ok || v.Type != "query" || !v.Multi || !v.IncludeAll {
+			probs = append(probs, fmt.Sprintf("no multi-value query variable %q with All", want))
 		}
 	}
 	return probs

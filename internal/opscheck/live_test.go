@@ -134,12 +134,12 @@ func waitForTargets(t *testing.T, ctx context.Context, deadline time.Time) {
 
 var labelValuesRe = regexp.MustCompile(`^label_values\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?)\s*,\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\)$`)
 
-// variableValues resolves a label_values(metric, label) variable against
-// Prometheus, as Grafana does.
-func variableValues(ctx context.Context, v Variable) ([]string, error) {
-	m := labelValuesRe.FindStringSubmatch(strings.TrimSpace(v.QueryString()))
+// variableValues resolves a label_values(metric, label) variable query
+// against Prometheus, as Grafana does.
+func variableValues(ctx context.Context, name, query string) ([]string, error) {
+	m := labelValuesRe.FindStringSubmatch(strings.TrimSpace(query))
 	if m == nil {
-		return nil, fmt.Errorf("variable %s: only label_values(metric, label) is supported, got %q", v.Name, v.QueryString())
+		return nil, fmt.Errorf("variable %s: only label_values(metric, label) is supported, got %q", name, query)
 	}
 	data, err := promGet(ctx, "/api/v1/label/"+m[2]+"/values", url.Values{"match[]": {m[1]}})
 	if err != nil {
@@ -179,12 +179,24 @@ func TestLiveDashboardQueries(t *testing.T) {
 		// Resolve the variables (bounded wait: projections report after start).
 		varSets := []map[string]string{{}}
 		for _, v := range d.Templating.List {
-			if v.Type != "query" {
+			switch v.Type {
+			case "datasource":
+				continue // the test sends every query to the local Prometheus
+			case "constant":
+				for _, set := range varSets {
+					set[v.Name] = v.QueryString()
+				}
+				continue
+			case "query":
+			default:
 				t.Fatalf("%s: variable %s of type %s not supported by the live test", d.Title, v.Name, v.Type)
 			}
+			// A variable's query may use the variables before it; the
+			// multi-value ones are All in every set, so any set will do.
+			query := Substitute(v.QueryString(), varSets[0])
 			var vals []string
 			for {
-				vals, err = variableValues(ctx, v)
+				vals, err = variableValues(ctx, v.Name, query)
 				if err != nil {
 					t.Fatalf("%s: %v", d.Title, err)
 				}
@@ -197,6 +209,15 @@ func TestLiveDashboardQueries(t *testing.T) {
 				t.Fatalf("%s: variable %s has no values (%s)", d.Title, v.Name, v.QueryString())
 			}
 			t.Logf("%s: $%s = %v", d.Title, v.Name, vals)
+			if v.Multi && v.IncludeAll {
+				// The dashboards open with All selected: one run with
+				// every value, as Grafana writes a multi-value for a regex
+				// matcher.
+				for _, set := range varSets {
+					set[v.Name] = allValue(vals)
+				}
+				continue
+			}
 			var next []map[string]string
 			for _, set := range varSets {
 				for _, val := range vals {
@@ -309,4 +330,16 @@ func TestLiveDashboardQueriesParse(t *testing.T) {
 		t.Fatalf("promtool rejects dashboard PromQL: %v\n%s", err, out)
 	}
 	t.Logf("promtool: %d dashboard queries parse: %s", len(rules), strings.TrimSpace(string(out)))
+}
+
+// allValue is a multi-value variable with every value selected, as
+// Grafana writes it into a Prometheus regex matcher: (a|b|c) with each
+// value regex-escaped, the backslashes escaped again for the PromQL
+// string.
+func allValue(vals []string) string {
+	quoted := make([]string, len(vals))
+	for i, v := range vals {
+		quoted[i] = strings.ReplaceAll(regexp.QuoteMeta(v), `\`, `\\`)
+	}
+	return "(" + strings.Join(quoted, "|") + ")"
 }

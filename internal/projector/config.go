@@ -15,6 +15,17 @@ const (
 	// poll returns: it grows only with a backlog, and a larger batch folds
 	// more events of one aggregate into one write.
 	DefaultBatchMaxRecords = 100000
+	// DefaultBatchMaxBytes bounds a batch by the size of its records as
+	// well: decoded, folded and encoded for the bulk request, a batch
+	// takes several times its record bytes in memory. 2 MiB is some
+	// thousands of events, a bulk request of the size Elasticsearch
+	// handles best, and keeps a worker catching up on a backlog within
+	// about 150 MiB (BENCHMARKS.md).
+	DefaultBatchMaxBytes = 2 << 20
+	// DefaultDocCacheEntries bounds the document cache: enough for the
+	// aggregates a busy worker updates again within a few batches, at a
+	// few hundred bytes per document.
+	DefaultDocCacheEntries = 50000
 	DefaultFlushInterval   = 20 * time.Millisecond
 	DefaultLagInterval     = 5 * time.Second
 	DefaultSessionTimeout  = 10 * time.Second
@@ -37,6 +48,12 @@ type Config struct {
 	// index for a rebuild.
 	Index           string
 	BatchMaxRecords int
+	// BatchMaxBytes bounds a batch by the bytes of its records' keys and
+	// values; a batch always takes at least one record.
+	BatchMaxBytes int
+	// DocCacheEntries bounds the documents kept to skip the _mget of the
+	// next event of the same aggregate.
+	DocCacheEntries int
 	// FlushInterval is how long a batch waits for more records once it has
 	// some and is not full.
 	FlushInterval time.Duration
@@ -76,6 +93,12 @@ type Config struct {
 func (c *Config) defaults() {
 	if c.BatchMaxRecords <= 0 {
 		c.BatchMaxRecords = DefaultBatchMaxRecords
+	}
+	if c.BatchMaxBytes <= 0 {
+		c.BatchMaxBytes = DefaultBatchMaxBytes
+	}
+	if c.DocCacheEntries <= 0 {
+		c.DocCacheEntries = DefaultDocCacheEntries
 	}
 	if c.LagInterval <= 0 {
 		c.LagInterval = DefaultLagInterval

@@ -71,10 +71,13 @@ func newRunner(cfg Config, proj Projection, store Store, m *Metrics, log *slog.L
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(0),
 		kgo.FetchMaxWait(500*time.Millisecond),
-		// Large fetches let a catch-up batch fill up (more events per
-		// aggregate fold into one write).
-		kgo.FetchMaxPartitionBytes(8<<20),
-		kgo.FetchMaxBytes(64<<20),
+		// A fetch fills about one batch: the client holds a whole fetch
+		// response, decompressed, until its records are polled. The
+		// bounds apply to compressed bytes, and event JSON compresses
+		// up to about 8x, so they are an eighth of BatchMaxBytes (the
+		// broker still returns a first record batch that is larger).
+		kgo.FetchMaxBytes(fetchMaxBytes(cfg.BatchMaxBytes)),
+		kgo.FetchMaxPartitionBytes(fetchMaxBytes(cfg.BatchMaxBytes)),
 		kgo.SessionTimeout(cfg.SessionTimeout),
 		kgo.HeartbeatInterval(min(3*time.Second, cfg.SessionTimeout/4)),
 		kgo.WithLogger(kgoLogger{log.With("component", "kgo")}),
@@ -230,35 +233,90 @@ func (r *Runner) close(ctx context.Context) {
 	}
 }
 
-// poll returns up to BatchMaxRecords records, waiting up to FlushInterval
-// for more once some arrived.
+// poll returns up to BatchMaxRecords records and about BatchMaxBytes of
+// them, waiting up to FlushInterval for more once some arrived. It takes
+// records in chunks sized to what is left under the bounds; the records
+// it leaves stay in the client's fetch buffer for the next batch.
 func (r *Runner) poll(ctx context.Context) []*kgo.Record {
-	max := r.cfg.BatchMaxRecords
-	var recs []*kgo.Record
-	collect := func(f kgo.Fetches) {
+	var (
+		recs  []*kgo.Record
+		bytes int
+	)
+	collect := func(pctx context.Context) {
+		f := r.cl.PollRecords(pctx, r.chunk(len(recs), bytes))
 		f.EachError(func(topic string, p int32, err error) {
 			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, kgo.ErrClientClosed) {
 				return
 			}
 			r.log.Warn("fetch error", "topic", topic, "partition", p, "err", err)
 		})
-		recs = append(recs, f.Records()...)
+		f.EachRecord(func(rec *kgo.Record) {
+			recs = append(recs, rec)
+			bytes += recordBytes(rec)
+		})
 	}
-	collect(r.cl.PollRecords(ctx, max))
-	if len(recs) == 0 || r.cfg.FlushInterval <= 0 {
+	full := func() bool { return len(recs) >= r.cfg.BatchMaxRecords || bytes >= r.cfg.BatchMaxBytes }
+	collect(ctx)
+	if len(recs) == 0 {
+		return recs
+	}
+	// What is already buffered joins the batch without waiting.
+	for !full() {
+		n := len(recs)
+		collect(buffered)
+		if len(recs) == n {
+			break
+		}
+	}
+	if r.cfg.FlushInterval <= 0 {
 		return recs
 	}
 	deadline := time.Now().Add(r.cfg.FlushInterval)
-	for len(recs) < max && ctx.Err() == nil {
+	for !full() && ctx.Err() == nil {
 		left := time.Until(deadline)
 		if left <= 0 {
 			break
 		}
 		pctx, cancel := context.WithTimeout(ctx, left)
-		collect(r.cl.PollRecords(pctx, max-len(recs)))
+		collect(pctx)
 		cancel()
 	}
 	return recs
+}
+
+// pollChunk is how many records poll takes from the client at a time at
+// most. A batch starts with one record, as nothing is known yet of the
+// records' size; the next chunks follow the mean size so far.
+const pollChunk = 1000
+
+// chunk is how many records the next poll may take, given the n records
+// of b bytes the batch has: what is left under BatchMaxRecords, and about
+// what is left under BatchMaxBytes at the batch's mean record size.
+func (r *Runner) chunk(n, b int) int {
+	if n == 0 {
+		return 1
+	}
+	left := (r.cfg.BatchMaxBytes-b)/(b/n+1) + 1
+	return max(1, min(r.cfg.BatchMaxRecords-n, pollChunk, left))
+}
+
+// buffered is PollRecords' nil context: it returns what the client has
+// buffered without waiting.
+var buffered context.Context
+
+// fetchMaxBytes is the compressed size of a fetch for batches of
+// batchBytes record bytes.
+func fetchMaxBytes(batchBytes int) int32 {
+	return int32(min(max(batchBytes/8, 256<<10), 32<<20))
+}
+
+// recordBytes is what a record weighs against BatchMaxBytes.
+func recordBytes(rec *kgo.Record) int {
+	n := len(rec.Key) + len(rec.Value)
+	for _, h := range rec.Headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	return n
 }
 
 // commit commits the offsets of handled records (of only, or all). A

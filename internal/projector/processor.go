@@ -59,7 +59,7 @@ type processor struct {
 
 func newProcessor(proj Projection, store Store, dlq DLQ, quar Quarantine, parts *partitions, m *Metrics, log *slog.Logger, cfg Config) *processor {
 	cfg.defaults()
-	return &processor{proj: proj, store: store, dlq: dlq, quar: quar, parts: parts, cache: newDocCache(defaultCacheMax),
+	return &processor{proj: proj, store: store, dlq: dlq, quar: quar, parts: parts, cache: newDocCache(cfg.DocCacheEntries),
 		m: m, log: log, retryPolicy: backoff.Policy{Min: cfg.BackoffMin, Max: cfg.BackoffMax},
 		parkTimeout: cfg.ParkTimeout, maxParked: cfg.MaxParked, now: time.Now}
 }
