@@ -146,6 +146,9 @@ func TestKeyFilePermissions(t *testing.T) {
 
 // The edge settings are validated with the rest, every problem named.
 func TestEdgeAndAuthSettings(t *testing.T) {
+	// An empty state dir: a local stack's <state dir>/api-key would be
+	// read as the default key file.
+	t.Setenv("CQRSFLOW_STATE_DIR", t.TempDir())
 	err := run(context.Background(), []string{"-api-keys", "svc:supersecretkey-123456:reed", "-trusted-proxies", "10.0.0.0/8,nonsense",
 		"-http-write-timeout", "12s", "-http-max-header-bytes", "1024", "-client-rate-limit-rps", "-1",
 		"-oidc-issuer", "https://id.example", "-oidc-jwks-url", "http://id.example/jwks"})
@@ -163,9 +166,30 @@ func TestEdgeAndAuthSettings(t *testing.T) {
 	if err != nil || c.keys != nil || len(c.TrustedProxies) != 2 {
 		t.Errorf("tokens only: keys %v, proxies %v, err %v", c.keys, c.TrustedProxies, err)
 	}
-	t.Setenv("CQRSFLOW_STATE_DIR", t.TempDir())
 	if _, _, err := parseConfig([]string{"-api-keys", "", "-api-keys-file", ""}); err == nil || !strings.Contains(err.Error(), "no API keys") {
 		t.Errorf("neither keys nor tokens: %v", err)
+	}
+}
+
+// The profiles are off by default and only ever served on loopback.
+func TestDebugAddr(t *testing.T) {
+	c, _, err := parseConfig([]string{"-api-keys", "svc:supersecretkey-123456"})
+	if err != nil || c.DebugAddr != "" {
+		t.Fatalf("default DEBUG_ADDR = %q, %v; want off", c.DebugAddr, err)
+	}
+	for _, addr := range []string{"127.0.0.1:6060", "[::1]:6060", "localhost:6060"} {
+		if _, _, err := parseConfig([]string{"-api-keys", "svc:supersecretkey-123456", "-debug-addr", addr}); err != nil {
+			t.Errorf("DEBUG_ADDR %s: %v", addr, err)
+		}
+	}
+	for _, addr := range []string{":6060", "0.0.0.0:6060", "10.1.2.3:6060", "example.com:6060", "6060", "127.0.0.1:8080",
+		"[::]:6060", "127.0.0.1", "localhost.example.com:6060", "LOCALHOST.:6060", "http://127.0.0.1:6060", "127.0.0.1:6060/x",
+		"127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:-1", "127.0.0.1:pprof", "%31%32%37.0.0.1:6060", " 127.0.0.1:6060", "127.0.0.1:6060\n",
+		"[fe80::1%lo]:6060", "192.168.1.10:6060", "[::ffff:10.0.0.1]:6060"} {
+		_, _, err := parseConfig([]string{"-api-keys", "svc:supersecretkey-123456", "-debug-addr", addr})
+		if err == nil || !strings.Contains(err.Error(), "DEBUG_ADDR") {
+			t.Errorf("DEBUG_ADDR %s: err = %v, want it refused", addr, err)
+		}
 	}
 }
 

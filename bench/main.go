@@ -22,6 +22,7 @@ import (
 	"cqrsflow/bench/internal/cli"
 	"cqrsflow/bench/internal/pipeline"
 	"cqrsflow/bench/internal/projector"
+	"cqrsflow/bench/internal/read"
 	"cqrsflow/bench/internal/relay"
 	"cqrsflow/bench/internal/report"
 	"cqrsflow/bench/internal/write"
@@ -34,6 +35,7 @@ var parts = map[string]part{
 	"write":     write.Run,
 	"relay":     relay.Run,
 	"projector": projector.Run,
+	"read":      read.Run,
 	"pipeline":  pipeline.Run,
 	"report":    report.Run,
 }

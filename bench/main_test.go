@@ -15,13 +15,14 @@ func TestRunExitCodes(t *testing.T) {
 		says string
 	}{
 		{nil, 2, "usage: bench <part>"},
-		{[]string{"nosuch"}, 2, "parts: [pipeline projector relay report write]"},
+		{[]string{"nosuch"}, 2, "parts: [pipeline projector read relay report write]"},
 		{[]string{"-h"}, 0, "usage: bench <part>"},
 		{[]string{"write", "-h"}, 0, ""},
 		{[]string{"write", "-no-such-flag"}, 2, "bench write:"},
 		{[]string{"relay", "-rows", "0"}, 2, "-rows"},
 		{[]string{"projector", "-events", "1", "-products", "2"}, 2, "events >= products"},
 		{[]string{"pipeline", "-rates", "x"}, 2, "-rates"},
+		{[]string{"read", "-routes", "search,nosuch"}, 2, "-routes"},
 		{[]string{"report", "leftover"}, 2, "unexpected arguments"},
 	} {
 		var stderr strings.Builder

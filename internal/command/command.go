@@ -44,6 +44,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -294,7 +295,14 @@ func (x *executor) encode(aggType string, evs []domain.Event) ([]eventstore.NewE
 	return out, nil
 }
 
-// answer is the body of a successful write.
+// answer is the body of a successful write: {"id":%q,"version":%d},
+// appended without fmt's formatting machinery (strconv.AppendQuote is
+// what %q does with a string).
 func answer(id string, version int64) []byte {
-	return fmt.Appendf(nil, `{"id":%q,"version":%d}`, id, version)
+	b := make([]byte, 0, 32+len(id))
+	b = append(b, `{"id":`...)
+	b = strconv.AppendQuote(b, id)
+	b = append(b, `,"version":`...)
+	b = strconv.AppendInt(b, version, 10)
+	return append(b, '}')
 }

@@ -380,3 +380,14 @@ func isUUID(s string) bool {
 	u, err := uuid.Parse(s)
 	return err == nil && u.String() == s
 }
+
+// answer writes what fmt wrote with {"id":%q,"version":%d}.
+func TestAnswerIsTheFormattedBody(t *testing.T) {
+	for _, id := range []string{"0193a3f0-1c2d-7e4f-8a9b-0c1d2e3f4a5b", "", `q"b\s`, "é\x01\xff", "<&>"} {
+		for _, v := range []int64{0, 1, -3, 1 << 62} {
+			if got, want := string(answer(id, v)), fmt.Sprintf(`{"id":%q,"version":%d}`, id, v); got != want {
+				t.Errorf("answer(%q, %d) = %s, want %s", id, v, got, want)
+			}
+		}
+	}
+}

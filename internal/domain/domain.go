@@ -164,9 +164,71 @@ func parseRat(lit string) (*big.Rat, string) {
 
 var hundred = big.NewRat(100, 1)
 
+// plainDigits bounds the digits plainDecimal reads, so that the value
+// times 100 stays far inside int64.
+const plainDigits = 15
+
+// plainDecimal reads the common literal -?(0|[1-9][0-9]*)(\.[0-9]+)? of at
+// most plainDigits digits as m / 10^scale, trailing zeros of the fraction
+// dropped (1.50 → 15, 1): exactly the value big.Rat reads, without its
+// allocations. Any other literal (exponent, leading zero, more digits,
+// not a number) is false, and parseRat reads or refuses it.
+func plainDecimal(lit string) (m int64, scale int, ok bool) {
+	i, neg := 0, false
+	if i < len(lit) && lit[i] == '-' {
+		i, neg = 1, true
+	}
+	start, digits := i, 0
+	for ; i < len(lit) && lit[i] >= '0' && lit[i] <= '9'; i++ {
+		m = m*10 + int64(lit[i]-'0')
+		digits++
+	}
+	if i == start || (lit[start] == '0' && i-start > 1) {
+		return 0, 0, false
+	}
+	if i < len(lit) && lit[i] == '.' {
+		i++
+		fs := i
+		for ; i < len(lit) && lit[i] >= '0' && lit[i] <= '9'; i++ {
+			m = m*10 + int64(lit[i]-'0')
+			digits++
+			scale++
+		}
+		if i == fs {
+			return 0, 0, false
+		}
+	}
+	if i != len(lit) || digits > plainDigits {
+		return 0, 0, false
+	}
+	for scale > 0 && m%10 == 0 {
+		m /= 10
+		scale--
+	}
+	if neg {
+		m = -m
+	}
+	return m, scale, true
+}
+
 // ParseMoney parses a JSON number literal that must be >= 0 with at most
 // two decimals. It returns a reason ("" when valid).
 func ParseMoney(lit string) (Money, string) {
+	if m, scale, ok := plainDecimal(lit); ok {
+		switch {
+		case m < 0:
+			return 0, "must be >= 0"
+		case scale > 2:
+			return 0, "must have at most 2 decimals"
+		}
+		for ; scale < 2; scale++ {
+			m *= 10
+		}
+		if m > MaxCents {
+			return 0, fmt.Sprintf("must be at most %d", MaxCents/100)
+		}
+		return Money(m), ""
+	}
 	r, reason := parseRat(lit)
 	if reason != "" {
 		return 0, reason
@@ -187,17 +249,27 @@ func ParseMoney(lit string) (Money, string) {
 // ParseInt parses a JSON number literal that must be an integer within
 // [min, MaxSafeInteger]. It returns a reason ("" when valid).
 func ParseInt(lit string, min int64) (int64, string) {
-	r, reason := parseRat(lit)
-	if reason != "" {
-		return 0, reason
+	n, scale, ok := plainDecimal(lit)
+	if !ok {
+		r, reason := parseRat(lit)
+		if reason != "" {
+			return 0, reason
+		}
+		if !r.IsInt() || !r.Num().IsInt64() {
+			n, scale = 0, 1 // not an integer, or beyond int64: reported below
+			if r.IsInt() {
+				n, scale = MaxSafeInteger+1, 0
+			}
+		} else {
+			n = r.Num().Int64()
+		}
 	}
-	if !r.IsInt() {
+	if scale > 0 {
 		return 0, "must be an integer"
 	}
-	if !r.Num().IsInt64() || r.Num().Int64() > MaxSafeInteger {
+	if n > MaxSafeInteger {
 		return 0, fmt.Sprintf("must be at most %d", int64(MaxSafeInteger))
 	}
-	n := r.Num().Int64()
 	if n < min {
 		if min == 1 {
 			return 0, "must be > 0"

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	fastjson "github.com/goccy/go-json"
+
+	"cqrsflow/internal/jsonvalid"
 )
 
 // ContentType is the content-type header value of every event record.
@@ -118,11 +120,11 @@ func (e *Envelope) Validate() error {
 // Decode parses and validates an envelope. The value must be valid JSON
 // (RFC 8259): goccy/go-json, which decodes it fast, accepts some invalid
 // input (a trailing comma in a nested object, for one), so a strict
-// validator (valid.go, answering as encoding/json.Valid at a fraction of
-// its cost) checks it first and a malformed record is rejected instead of
-// half-read.
+// validator (internal/jsonvalid, answering as encoding/json.Valid at a
+// fraction of its cost) checks it first and a malformed record is
+// rejected instead of half-read.
 func Decode(b []byte) (*Envelope, error) {
-	if !valid(b) {
+	if !jsonvalid.Valid(b) {
 		return nil, fmt.Errorf("%w: decoding json: not valid JSON", ErrInvalid)
 	}
 	var e Envelope
@@ -153,11 +155,11 @@ type Identity struct {
 //
 // Valid JSON is read as Decode reads it. Malformed JSON is never handed
 // to goccy/go-json, which can read past the end of such input: the
-// top-level members are scanned (valid.go) up to the first one that does
-// not parse, with exact key names.
+// top-level members are scanned (internal/jsonvalid) up to the first one
+// that does not parse, with exact key names.
 func Identify(b []byte) (id Identity, ok bool) {
 	var rawType, rawID, rawVersion []byte
-	if valid(b) {
+	if jsonvalid.Valid(b) {
 		var raw struct {
 			AggregateType fastjson.RawMessage `json:"aggregate_type"`
 			AggregateID   fastjson.RawMessage `json:"aggregate_id"`
@@ -168,7 +170,7 @@ func Identify(b []byte) (id Identity, ok bool) {
 		}
 		rawType, rawID, rawVersion = raw.AggregateType, raw.AggregateID, raw.Version
 	} else {
-		members(b, func(key string, v []byte) {
+		jsonvalid.Members(b, func(key string, v []byte) {
 			switch key {
 			case "aggregate_type":
 				rawType = v

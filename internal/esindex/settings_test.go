@@ -1,11 +1,18 @@
 package esindex_test
 
 import (
+	"context"
 	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"cqrsflow/internal/config"
 	"cqrsflow/internal/esindex"
@@ -96,5 +103,50 @@ func TestSettingsWarnings(t *testing.T) {
 	}
 	if w := (esindex.Settings{URL: "https://es:9200", APIKey: "k"}).Warnings(); len(w) != 0 {
 		t.Errorf("API key over https: %q", w)
+	}
+}
+
+// The client reuses its connections under concurrency and asks for
+// uncompressed answers.
+func TestClientKeepsConnections(t *testing.T) {
+	var dialled atomic.Int64
+	var gzipAsked atomic.Bool
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+			gzipAsked.Store(true)
+		}
+		time.Sleep(5 * time.Millisecond) // keep the requests of a round in flight together
+		w.Header().Set("X-Elastic-Product", "Elasticsearch")
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"status":"green"}`))
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			dialled.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	es, err := esindex.Settings{URL: srv.URL}.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const inFlight = 16
+	for range 5 {
+		var wg sync.WaitGroup
+		for range inFlight {
+			wg.Go(func() {
+				if err := esindex.Ping(context.Background(), es); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	if n := dialled.Load(); n > inFlight {
+		t.Errorf("%d connections for 5 rounds of %d concurrent requests: idle connections were not kept", n, inFlight)
+	}
+	if gzipAsked.Load() {
+		t.Error("the client asked for gzip")
 	}
 }

@@ -1,7 +1,9 @@
 // Package eventschema validates event payloads against the JSON Schemas
 // embedded from schemas/events (<aggregate_type>/<EventType>.v<N>.json)
 // with santhosh-tekuri/jsonschema. The write side validates every payload
-// before it is appended.
+// before it is appended. Flat schemas (all of today's) also get a one-pass
+// check that accepts the common valid payload without the general
+// validator (flat.go); everything else goes through it.
 package eventschema
 
 import (
@@ -57,6 +59,7 @@ type key struct {
 // Registry holds the compiled schemas.
 type Registry struct {
 	schemas map[key]*jsonschema.Schema
+	flats   map[key]*flat // the flat checks of the flat schemas (flat.go)
 }
 
 var fileName = regexp.MustCompile(`^([a-z_]+)/([A-Za-z]+)\.v([0-9]+)\.json$`)
@@ -66,7 +69,7 @@ func Load() (*Registry, error) { return LoadFS(events.FS) }
 
 // LoadFS compiles every <type>/<Event>.v<N>.json file of fsys.
 func LoadFS(fsys fs.FS) (*Registry, error) {
-	r := &Registry{schemas: map[key]*jsonschema.Schema{}}
+	r := &Registry{schemas: map[key]*jsonschema.Schema{}, flats: map[key]*flat{}}
 	c := jsonschema.NewCompiler()
 	var files []string
 	err := fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
@@ -104,6 +107,9 @@ func LoadFS(fsys fs.FS) (*Registry, error) {
 		}
 		v, _ := strconv.Atoi(m[3])
 		r.schemas[key{m[1], m[2], v}] = sch
+		if f := compileFlat(doc); f != nil {
+			r.flats[key{m[1], m[2], v}] = f
+		}
 	}
 	if len(r.schemas) == 0 {
 		return nil, errors.New("no event schemas found")
@@ -123,9 +129,13 @@ func (r *Registry) Known() []string {
 
 // Validate checks payload (JSON) against the schema of the event.
 func (r *Registry) Validate(aggregateType, eventType string, version int, payload []byte) error {
-	sch, ok := r.schemas[key{aggregateType, eventType, version}]
+	k := key{aggregateType, eventType, version}
+	sch, ok := r.schemas[k]
 	if !ok {
 		return fmt.Errorf("%w: %s/%s.v%d", ErrUnknown, aggregateType, eventType, version)
+	}
+	if f := r.flats[k]; f != nil && f.valid(payload) {
+		return nil
 	}
 	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(payload))
 	if err != nil {

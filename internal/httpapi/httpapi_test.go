@@ -243,20 +243,6 @@ func TestRequestIDEchoedOrGenerated(t *testing.T) {
 	}
 }
 
-// BenchmarkUpdateProduct measures the HTTP layer's CPU per command
-// (decode, validate, fold, schema check, response) with an in-memory store.
-func BenchmarkUpdateProduct(b *testing.B) {
-	e := unitEngine(b, foldingStore(), nil)
-	body := `{"name":"bench product","description":"a product created by the write benchmark","price":12.34,"stock":5}`
-	b.ReportAllocs()
-	for b.Loop() {
-		w := serve(e, "PUT", "/v1/products/"+someID, body, nil)
-		if w.Code != 200 {
-			b.Fatal(w.Code, w.Body)
-		}
-	}
-}
-
 func TestSlowBodyGets408(t *testing.T) {
 	schemas, err := eventschema.Load()
 	if err != nil {

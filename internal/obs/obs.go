@@ -56,6 +56,16 @@ func NewLogger(w io.Writer, level string) *slog.Logger {
 type maskErrors struct{ slog.Handler }
 
 func (h maskErrors) Handle(ctx context.Context, r slog.Record) error {
+	// Most records (every access log line) have nothing to mask: they
+	// pass as they are instead of being copied attribute by attribute.
+	clean := true
+	r.Attrs(func(a slog.Attr) bool {
+		clean = !needsMask(a)
+		return clean
+	})
+	if clean {
+		return h.Handler.Handle(ctx, r)
+	}
 	out := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
 	r.Attrs(func(a slog.Attr) bool {
 		out.AddAttrs(maskAttr(a))
@@ -73,6 +83,26 @@ func (h maskErrors) WithAttrs(as []slog.Attr) slog.Handler {
 }
 
 func (h maskErrors) WithGroup(name string) slog.Handler { return maskErrors{h.Handler.WithGroup(name)} }
+
+// needsMask reports whether maskAttr would change a: an error value, an
+// attribute named err, or a group holding one.
+func needsMask(a slog.Attr) bool {
+	v := a.Value.Resolve()
+	switch v.Kind() {
+	case slog.KindAny:
+		_, isErr := v.Any().(error)
+		return isErr || a.Key == "err"
+	case slog.KindString:
+		return a.Key == "err"
+	case slog.KindGroup:
+		for _, ga := range v.Group() {
+			if needsMask(ga) {
+				return true
+			}
+		}
+	}
+	return false
+}
 
 func maskAttr(a slog.Attr) slog.Attr {
 	v := a.Value.Resolve()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -169,5 +170,61 @@ func TestLoggerMasksErrors(t *testing.T) {
 	}
 	if !strings.Contains(logged, `invalid port`) || !strings.Contains(logged, `"route":"/v1/products"`) {
 		t.Errorf("log lost its content: %s", logged)
+	}
+}
+
+// The profile routes answer, and Run with no address is off.
+func TestDebug(t *testing.T) {
+	srv := httptest.NewServer(Debug{}.Handler())
+	defer srv.Close()
+	res, err := http.Get(srv.URL + "/debug/pprof/goroutine?debug=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || !strings.Contains(string(body), "goroutine profile") {
+		t.Errorf("goroutine profile: %d %.100s", res.StatusCode, body)
+	}
+	done := make(chan error, 1)
+	go func() { done <- (Debug{}).Run(context.Background()) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run without an address: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("Run without an address did not return")
+	}
+}
+
+// A record with nothing to mask is logged exactly as the JSON handler
+// alone logs it; one error anywhere (a nested group included) is masked.
+func TestLoggerPassesCleanRecords(t *testing.T) {
+	attrs := []any{"method", "POST", "status", 201, "duration_ms", 0.25, slog.Group("g", "a", 1, "b", "x"),
+		"route", "/v1/products", "remote", "127.0.0.1", "principal", "svc", "bytes", 50, "request_id", "r1"}
+	var masked, plain syncBuffer
+	NewLogger(&masked, "info").Info("http request", attrs...)
+	slog.New(slog.NewJSONHandler(&plain, nil)).Info("http request", attrs...)
+	strip := func(s string) string { _, rest, _ := strings.Cut(s, `"level"`); return rest }
+	if strip(masked.String()) != strip(plain.String()) {
+		t.Errorf("clean record changed:\n%s\n%s", masked.String(), plain.String())
+	}
+	var out syncBuffer
+	NewLogger(&out, "info").Info("x", append(attrs, slog.Group("h", slog.Group("i", "cause", errors.New("password=deep-secret"))))...)
+	if strings.Contains(out.String(), "deep-secret") {
+		t.Errorf("nested error not masked: %s", out.String())
+	}
+}
+
+// An access log line as the api writes one per request.
+func BenchmarkLoggerAccessLine(b *testing.B) {
+	log := NewLogger(io.Discard, "info")
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		log.LogAttrs(ctx, slog.LevelInfo, "http request", slog.String("method", "POST"), slog.String("route", "/v1/products"),
+			slog.String("path", "/v1/products"), slog.Int("status", 201), slog.Float64("duration_ms", 0.25), slog.Int("bytes", 50),
+			slog.String("request_id", "0193a3f0-1c2d-7e4f-8a9b-0c1d2e3f4a5b"), slog.String("principal", "svc"), slog.String("remote", "127.0.0.1"))
 	}
 }

@@ -117,7 +117,7 @@ func TestGetDocEscapesTheID(t *testing.T) {
 	h := New(c, "t-", slog.New(slog.DiscardHandler))
 	for _, id := range []string{"x?refresh=true", "x%zz", "a/b", "../_cluster/health", "a b", "\x00", "x#y"} {
 		var doc Product
-		if _, err := h.getDoc(context.Background(), h.products, id, &doc); err != nil {
+		if _, err := getDoc(context.Background(), h, h.products, id, &doc); err != nil {
 			t.Errorf("%q: %v", id, err)
 		}
 	}

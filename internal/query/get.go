@@ -2,7 +2,6 @@ package query
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -21,6 +20,7 @@ import (
 type document interface {
 	version() int64
 	deleted() bool
+	encodable
 }
 
 func (h *Handler) getProduct(c *gin.Context) {
@@ -78,7 +78,7 @@ func getByID[T any, P interface {
 	for {
 		ctx, cancel := h.ctx(c)
 		var doc T
-		found, err := h.getDoc(ctx, index, id, &doc)
+		found, err := getDoc(ctx, h, index, id, &doc)
 		cancel()
 		if err != nil {
 			h.fail(c, err)
@@ -98,7 +98,9 @@ func getByID[T any, P interface {
 				apierr.Abort(c, http.StatusNotFound, "not_found", kind+" not found", map[string]string{"id": id})
 				return
 			}
-			c.JSON(http.StatusOK, d)
+			if err := respond(c, d.appendJSON); err != nil {
+				h.fail(c, err)
+			}
 			return
 		}
 		select {
@@ -111,7 +113,7 @@ func getByID[T any, P interface {
 // getDoc reads one document by id (realtime GET through the alias). The
 // id is path-escaped although ParseID admits only UUIDs: whatever reaches
 // this function stays one path segment of one GET.
-func (h *Handler) getDoc(ctx context.Context, index, id string, v any) (found bool, err error) {
+func getDoc[T any](ctx context.Context, h *Handler, index, id string, v *T) (found bool, err error) {
 	res, err := h.es.Get(url.PathEscape(index), url.PathEscape(id), h.es.Get.WithContext(ctx))
 	if err != nil {
 		return false, fmt.Errorf("%w: get %s/%s: %w", esindex.ErrUnavailable, index, id, err)
@@ -128,14 +130,13 @@ func (h *Handler) getDoc(ctx context.Context, index, id string, v any) (found bo
 		}
 		return false, e
 	}
-	var doc struct {
-		Source json.RawMessage `json:"_source"`
-	}
-	if err := json.NewDecoder(res.Body).Decode(&doc); err != nil {
-		return false, fmt.Errorf("%w: decoding document: %w", esindex.ErrUnavailable, err)
-	}
-	if err := json.Unmarshal(doc.Source, v); err != nil {
+	var a docAnswer[T]
+	if err := decodeBody(res.Body, &a); err != nil {
 		return false, fmt.Errorf("decoding document %s: %w", id, err)
 	}
+	if a.Source == nil {
+		return false, fmt.Errorf("decoding document %s: %w: no _source", id, errShape)
+	}
+	*v = *a.Source
 	return true, nil
 }

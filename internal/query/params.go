@@ -115,14 +115,6 @@ type SearchParams struct {
 	Paging
 }
 
-var sorts = map[string][]any{
-	"":       {obj{"_score": "desc"}, obj{"id": "asc"}},
-	"price":  {obj{"price": "asc"}, obj{"id": "asc"}},
-	"-price": {obj{"price": "desc"}, obj{"id": "asc"}},
-	"name":   {obj{"name.sort": "asc"}, obj{"id": "asc"}},
-	"-name":  {obj{"name.sort": "desc"}, obj{"id": "asc"}},
-}
-
 // ParseSearch validates the search parameters.
 func ParseSearch(c *gin.Context) (SearchParams, error) {
 	var p SearchParams
@@ -151,7 +143,7 @@ func ParseSearch(c *gin.Context) (SearchParams, error) {
 		}
 	}
 	p.Sort = c.Query("sort")
-	if _, ok := sorts[p.Sort]; !ok {
+	if _, ok := sortJSON[p.Sort]; !ok {
 		return p, &fieldError{"sort", fmt.Sprintf("%s is not one of price, -price, name, -name", quote(p.Sort))}
 	}
 	return p, nil

@@ -1,9 +1,9 @@
 package query
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"regexp"
 
 	"github.com/gin-gonic/gin"
@@ -45,18 +45,14 @@ func RegisterReadModel(r gin.IRouter, h *Handler, m ReadModel) error {
 			badParam(c, err)
 			return
 		}
-		body := obj{
-			"query": obj{"bool": obj{"must_not": []any{notDeleted}}},
-			"sort":  []any{obj{"created_at": "asc"}, obj{"id": "asc"}},
-		}
 		ctx, cancel := h.ctx(c)
 		defer cancel()
-		page, err := search[json.RawMessage](ctx, h.es, index, body, pg)
+		page, err := search[storedDoc](ctx, h.es, index, allDocsBody(pg), pg)
 		if err != nil {
 			h.fail(c, err)
 			return
 		}
-		c.JSON(http.StatusOK, page)
+		respondPage(h, c, &page)
 	})
 	return nil
 }
@@ -76,6 +72,19 @@ func (d *storedDoc) UnmarshalJSON(b []byte) error {
 	return json.Unmarshal(b, &d.base)
 }
 
-func (d *storedDoc) MarshalJSON() ([]byte, error) { return d.raw, nil }
-func (d *storedDoc) version() int64               { return d.base.Version }
-func (d *storedDoc) deleted() bool                { return d.base.Deleted }
+// appendJSON appends the document as encoding/json writes a
+// json.RawMessage: compacted, with <, >, &, U+2028 and U+2029 escaped.
+// The answer it came in was checked to be valid JSON, so neither step can
+// fail on it.
+func (d *storedDoc) appendJSON(b []byte) ([]byte, error) {
+	var out bytes.Buffer
+	if err := json.Compact(&out, d.raw); err != nil {
+		return b, err
+	}
+	w := bytes.NewBuffer(b)
+	json.HTMLEscape(w, out.Bytes())
+	return w.Bytes(), nil
+}
+
+func (d *storedDoc) version() int64 { return d.base.Version }
+func (d *storedDoc) deleted() bool  { return d.base.Deleted }

@@ -3,7 +3,6 @@ package query
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -25,19 +24,11 @@ type Page[T any] struct {
 	Total int `json:"total"`
 }
 
-type obj = map[string]any
-
-// search runs body on index; a missing index reads as no hits.
-func search[T any](ctx context.Context, es *elasticsearch.Client, index string, body obj, pg Paging) (Page[T], error) {
+// search runs body (see bodies.go) on index; a missing index reads as no
+// hits.
+func search[T any](ctx context.Context, es *elasticsearch.Client, index string, body []byte, pg Paging) (Page[T], error) {
 	out := Page[T]{Items: []T{}, Page: pg.Page, Limit: pg.Limit}
-	body["from"] = (pg.Page - 1) * pg.Limit
-	body["size"] = pg.Limit
-	body["track_total_hits"] = true
-	b, err := json.Marshal(body)
-	if err != nil {
-		return out, fmt.Errorf("encoding query: %w", err)
-	}
-	res, err := es.Search(es.Search.WithIndex(index), es.Search.WithBody(bytes.NewReader(b)), es.Search.WithContext(ctx))
+	res, err := es.Search(es.Search.WithIndex(index), es.Search.WithBody(bytes.NewReader(body)), es.Search.WithContext(ctx))
 	if err != nil {
 		return out, fmt.Errorf("%w: search %s: %w", esindex.ErrUnavailable, index, err)
 	}
@@ -53,27 +44,22 @@ func search[T any](ctx context.Context, es *elasticsearch.Client, index string, 
 		}
 		return out, e
 	}
-	var r struct {
-		Hits struct {
-			Total struct {
-				Value int `json:"value"`
-			} `json:"total"`
-			Hits []struct {
-				Source T `json:"_source"`
-			} `json:"hits"`
-		} `json:"hits"`
-	}
-	if err := json.NewDecoder(res.Body).Decode(&r); err != nil {
-		return out, fmt.Errorf("%w: decoding search response: %w", esindex.ErrUnavailable, err)
+	var r searchAnswer[T]
+	if err := decodeBody(res.Body, &r); err != nil {
+		if !errors.Is(err, esindex.ErrUnavailable) {
+			err = fmt.Errorf("%w: %w", esindex.ErrUnavailable, err) // as any undecodable answer
+		}
+		return out, fmt.Errorf("decoding search answer of %s: %w", index, err)
 	}
 	out.Total = r.Hits.Total.Value
-	for _, hit := range r.Hits.Hits {
-		out.Items = append(out.Items, hit.Source)
+	if len(r.Hits.Hits) > 0 {
+		out.Items = make([]T, len(r.Hits.Hits))
+		for i := range r.Hits.Hits {
+			out.Items[i] = r.Hits.Hits[i].Source
+		}
 	}
 	return out, nil
 }
-
-var notDeleted = obj{"term": obj{"deleted": true}}
 
 func (h *Handler) listProducts(c *gin.Context) {
 	pg, err := ParsePaging(c)
@@ -81,45 +67,14 @@ func (h *Handler) listProducts(c *gin.Context) {
 		badParam(c, err)
 		return
 	}
-	body := obj{
-		"query": obj{"bool": obj{"must_not": []any{notDeleted}}},
-		"sort":  []any{obj{"created_at": "asc"}, obj{"id": "asc"}},
-	}
 	ctx, cancel := h.ctx(c)
 	defer cancel()
-	page, err := search[Product](ctx, h.es, h.products, body, pg)
+	page, err := search[Product](ctx, h.es, h.products, ProductListBody(pg), pg)
 	if err != nil {
 		h.fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, page)
-}
-
-// SearchBody builds the query DSL of a product search; q is a value, never
-// spliced into JSON text.
-func SearchBody(p SearchParams) map[string]any {
-	filter := []any{}
-	if p.MinPrice != nil || p.MaxPrice != nil {
-		r := obj{}
-		if p.MinPrice != nil {
-			r["gte"] = *p.MinPrice
-		}
-		if p.MaxPrice != nil {
-			r["lte"] = *p.MaxPrice
-		}
-		filter = append(filter, obj{"range": obj{"price": r}})
-	}
-	if p.InStock {
-		filter = append(filter, obj{"range": obj{"stock": obj{"gt": 0}}})
-	}
-	return obj{
-		"query": obj{"bool": obj{
-			"must":     []any{obj{"multi_match": obj{"query": p.Q, "fields": []string{"name^2", "description"}}}},
-			"filter":   filter,
-			"must_not": []any{notDeleted},
-		}},
-		"sort": sorts[p.Sort],
-	}
+	respondPage(h, c, &page)
 }
 
 func (h *Handler) searchProducts(c *gin.Context) {
@@ -130,12 +85,22 @@ func (h *Handler) searchProducts(c *gin.Context) {
 	}
 	ctx, cancel := h.ctx(c)
 	defer cancel()
-	page, err := search[Product](ctx, h.es, h.products, SearchBody(p), p.Paging)
+	page, err := search[Product](ctx, h.es, h.products, ProductSearchBody(p), p.Paging)
 	if err != nil {
 		h.fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, page)
+	respondPage(h, c, &page)
+}
+
+// respondPage answers 200 with pg.
+func respondPage[T any, P interface {
+	*T
+	encodable
+}](h *Handler, c *gin.Context, pg *Page[T]) {
+	if err := respond(c, func(b []byte) ([]byte, error) { return appendPage[T, P](b, pg) }); err != nil {
+		h.fail(c, err)
+	}
 }
 
 var orderStatuses = map[string]bool{"created": true, "paid": true, "shipped": true, "cancelled": true}
@@ -185,27 +150,17 @@ func (h *Handler) listOrders(c *gin.Context) {
 		badParam(c, err)
 		return
 	}
-	filter := []any{}
-	if user != "" {
-		filter = append(filter, obj{"term": obj{"user_id": user}})
-	}
-	if s := c.Query("status"); s != "" {
-		if !orderStatuses[s] {
-			badParam(c, &fieldError{"status", fmt.Sprintf("%s is not one of created, paid, shipped, cancelled", quote(s))})
-			return
-		}
-		filter = append(filter, obj{"term": obj{"status": s}})
-	}
-	body := obj{
-		"query": obj{"bool": obj{"filter": filter, "must_not": []any{notDeleted}}},
-		"sort":  []any{obj{"created_at": "desc"}, obj{"id": "asc"}},
+	status := c.Query("status")
+	if status != "" && !orderStatuses[status] {
+		badParam(c, &fieldError{"status", fmt.Sprintf("%s is not one of created, paid, shipped, cancelled", quote(status))})
+		return
 	}
 	ctx, cancel := h.ctx(c)
 	defer cancel()
-	page, err := search[Order](ctx, h.es, h.orders, body, pg)
+	page, err := search[Order](ctx, h.es, h.orders, orderListBody(user, status, pg), pg)
 	if err != nil {
 		h.fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, page)
+	respondPage(h, c, &page)
 }

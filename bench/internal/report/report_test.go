@@ -31,8 +31,8 @@ func TestDropStaleAndMissing(t *testing.T) {
 	if len(cur) != 2 || len(stale) != 1 || stale[0].Part != "relay" {
 		t.Fatalf("cur %v stale %v", parts2(cur), parts2(stale))
 	}
-	if m := missingParts(cur); strings.Join(m, ",") != "relay,projector" {
-		t.Errorf("missing = %v, want relay, projector", m)
+	if m := missingParts(cur); strings.Join(m, ",") != "relay,projector,read" {
+		t.Errorf("missing = %v, want relay, projector, read", m)
 	}
 	if cur, _ := dropStale(rs, time.Time{}); len(cur) != 3 {
 		t.Errorf("no since: kept %d, want all 3", len(cur))

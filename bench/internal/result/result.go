@@ -27,7 +27,7 @@ const QuickEnv = "BENCH_QUICK"
 
 // Result is one part's outcome.
 type Result struct {
-	Part      string    `json:"part"` // "write", "relay", "projector", "pipeline"
+	Part      string    `json:"part"` // "write", "relay", "projector", "read", "pipeline"
 	Quick     bool      `json:"quick"`
 	StartedAt time.Time `json:"started_at"`
 	Seconds   float64   `json:"seconds"` // wall time of the part
@@ -220,7 +220,7 @@ func read(path string) (Result, error) {
 
 // Parts are the parts `make bench` runs, in the order of the summary: the
 // data flow.
-var Parts = []string{"write", "relay", "projector", "pipeline"}
+var Parts = []string{"write", "relay", "projector", "read", "pipeline"}
 
 func partRank(p string) int {
 	for i, n := range Parts {

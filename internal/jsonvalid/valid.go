@@ -1,11 +1,15 @@
-package envelope
+// Package jsonvalid checks JSON strictly and cheaply, for the decoders
+// that use goccy/go-json: it decodes fast but accepts some invalid input
+// (a trailing comma in a nested object, for one) and can read past the
+// end of a malformed value, so whatever it decodes — event envelopes,
+// Elasticsearch answers — is checked here first.
+package jsonvalid
 
-// valid reports whether b is exactly one JSON value (RFC 8259) with
+// Valid reports whether b is exactly one JSON value (RFC 8259) with
 // optional surrounding whitespace: the answer of encoding/json.Valid
 // (FuzzValid holds it to that), in one pass without its per-byte state
-// machine, which cost more than decoding the envelope itself. Decode
-// needs it because goccy/go-json accepts some invalid input.
-func valid(b []byte) bool {
+// machine, which costs more than decoding an envelope with goccy/go-json.
+func Valid(b []byte) bool {
 	i, ok := value(b, skipSpace(b, 0), 0)
 	return ok && skipSpace(b, i) == len(b)
 }
@@ -209,11 +213,11 @@ func number(b []byte, i int) (int, bool) {
 	return i, true
 }
 
-// members calls fn with the key (as written, escapes not decoded) and
+// Members calls fn with the key (as written, escapes not decoded) and
 // the raw value of each top-level member of the object in b, in order,
 // until the first one that does not parse: a prefix of a malformed
 // object still yields its well-formed members.
-func members(b []byte, fn func(key string, v []byte)) {
+func Members(b []byte, fn func(key string, v []byte)) {
 	i := skipSpace(b, 0)
 	if i >= len(b) || b[i] != '{' {
 		return
