@@ -156,7 +156,8 @@ func TestEndToEndThroughTheAPI(t *testing.T) {
 		"METRICS_ADDR=" + relayAddr, "RELAY_ID=e2e-" + name, "MIGRATE=false"}, relayAddr)
 	startBinary(t, "projector", binary(t), []string{
 		"KAFKA_BROKERS=" + brokers, "ELASTICSEARCH_URL=" + testenv.ElasticsearchURL(), "TOPIC_PREFIX=" + name,
-		"INDEX_PREFIX=" + indexPrefix, "GROUP_PREFIX=g-" + name, "METRICS_ADDR=" + projAddr, "LAG_INTERVAL=500ms"}, projAddr)
+		"INDEX_PREFIX=" + indexPrefix, "GROUP_PREFIX=g-" + name, "METRICS_ADDR=" + projAddr, "LAG_INTERVAL=500ms",
+		"POSTGRES_URL=" + pg.URL}, projAddr)
 	startBinary(t, "api", filepath.Join(bins, "api"), []string{
 		"POSTGRES_URL=" + pg.URL, "HTTP_ADDR=" + apiAddr, "API_KEYS=e2e:secret-" + name, "ELASTICSEARCH_URL=" + testenv.ElasticsearchURL(),
 		"INDEX_PREFIX=" + indexPrefix, "MIGRATE_ON_START=false", "LOG_LEVEL=warn"}, apiAddr)

@@ -20,15 +20,15 @@ import (
 	"cqrsflow/internal/testenv"
 )
 
-// pipeline runs api, outbox-relay and projector binaries on one test's
+// e2ePipeline runs api, outbox-relay and projector binaries on one test's
 // schema, topics and indices.
-type pipeline struct {
+type e2ePipeline struct {
 	api  apiClient
 	pg   *testenv.PG
 	bins string
 }
 
-func startPipeline(t *testing.T) pipeline {
+func startPipeline(t *testing.T) e2ePipeline {
 	t.Helper()
 	pg := testenv.Postgres(t)
 	adm := testenv.KafkaAdmin(t)
@@ -56,7 +56,7 @@ func startPipeline(t *testing.T) pipeline {
 	startBinary(t, "api", filepath.Join(bins, "api"), []string{
 		"POSTGRES_URL=" + pg.URL, "HTTP_ADDR=" + apiAddr, "API_KEYS=e2e:secret-" + name, "ELASTICSEARCH_URL=" + testenv.ElasticsearchURL(),
 		"INDEX_PREFIX=" + indexPrefix, "MIGRATE_ON_START=false", "LOG_LEVEL=warn"}, apiAddr)
-	return pipeline{api: apiClient{base: "http://" + apiAddr, key: "secret-" + name}, pg: pg, bins: bins}
+	return e2ePipeline{api: apiClient{base: "http://" + apiAddr, key: "secret-" + name}, pg: pg, bins: bins}
 }
 
 // writeV1 appends events as the api wrote them before v2 (the store
@@ -79,7 +79,7 @@ func writeV1(t *testing.T, pg *testenv.PG, id string, expected int64, payloads .
 	}
 }
 
-func (s pipeline) read(t *testing.T, id string, version int64) query.Product {
+func (s e2ePipeline) read(t *testing.T, id string, version int64) query.Product {
 	t.Helper()
 	var p query.Product
 	if st := s.api.do(t, "GET", fmt.Sprintf("/v1/products/%s?min_version=%d&wait=10s", id, version), nil, nil, &p); st != 200 || p.Version != version {
@@ -88,7 +88,7 @@ func (s pipeline) read(t *testing.T, id string, version int64) query.Product {
 	return p
 }
 
-func (s pipeline) put(t *testing.T, id string, body map[string]any, want int64) {
+func (s e2ePipeline) put(t *testing.T, id string, body map[string]any, want int64) {
 	t.Helper()
 	var w written
 	if st := s.api.do(t, "PUT", "/v1/products/"+id, body, nil, &w); st != 200 || w.Version != want {

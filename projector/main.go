@@ -5,6 +5,7 @@
 //	projector replay --projection P (--to earliest|latest|<RFC3339> | --offsets t:p=o,…) [--wait 30s]
 //	projector rebuild --projection P --version N [--drop-old]
 //	projector dlq list|show|redrive|skip --projection P [...]   dead letters and quarantined aggregates
+//	projector verify --projection P (--aggregate ID… | --sample N | --all) [--since T] [--json] [--repair]
 package main
 
 import (
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/elastic/go-elasticsearch/v8"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kadm"
 
 	"cqrsflow/internal/catalog"
@@ -37,15 +39,18 @@ var program = &cli.Program{
 	Commands: []*cli.Command{
 		{Name: "run", Summary: "consume the event topics into the read models", Default: true, Setup: func(s *config.Set) cli.Action {
 			var c cfg
+			var v verifySettings
 			c.register(s)
+			v.register(s)
 			var projs []projector.Projection
 			return cli.Action{
-				Validate: func() (err error) { projs, err = c.validate(); return err },
-				Run:      func(ctx context.Context, env cli.Env) error { return consume(ctx, c, projs, env.Log) },
+				Validate: func() (err error) { projs, err = c.validate(); return errors.Join(err, v.validate()) },
+				Run:      func(ctx context.Context, env cli.Env) error { return consume(ctx, c, v, projs, env.Log) },
 			}
 		}},
 		{Name: "replay", Summary: "reset a projection's consumer group offsets (stop its projectors first)", Setup: setupReplay},
 		{Name: "rebuild", Summary: "build a new index version from the earliest offsets and swap the alias", Setup: setupRebuild},
+		{Name: "verify", Summary: "check the read model against the event store (fold each aggregate's events, compare); --repair rewrites what drifted", Setup: setupVerify},
 		dlqCommand,
 	},
 }
@@ -221,7 +226,7 @@ func setupRebuild(s *config.Set) cli.Action {
 	}
 }
 
-func consume(ctx context.Context, c cfg, projs []projector.Projection, log *slog.Logger) error {
+func consume(ctx context.Context, c cfg, v verifySettings, projs []projector.Projection, log *slog.Logger) error {
 	c.Kafka.LogWarnings(log)
 	c.Elasticsearch.LogWarnings(log)
 	es, err := c.Elasticsearch.Client()
@@ -235,6 +240,15 @@ func consume(ctx context.Context, c cfg, projs []projector.Projection, log *slog
 	if tp != nil {
 		defer tracing.Stop(stopTracing, log)
 		log.Info("tracing on: exporting spans over OTLP")
+	}
+	var pool *pgxpool.Pool
+	if v.Rate > 0 {
+		// Connects on first use: PostgreSQL being down only pauses the
+		// verification, never the projection.
+		if pool, err = v.pg.pool(ctx); err != nil {
+			return err
+		}
+		defer pool.Close()
 	}
 	reg := obs.NewRegistry()
 	m := projector.NewMetrics(reg)
@@ -252,6 +266,10 @@ func consume(ctx context.Context, c cfg, projs []projector.Projection, log *slog
 		}
 		rc.Index = alias
 		rc.Tracing = tp
+		if pool != nil {
+			rc.Verify = projector.VerifyConfig{Events: projector.NewEventStore(pool, p.AggregateType()),
+				Rate: v.Rate, Margin: v.Margin, Window: v.Window}
+		}
 		r, err := projector.New(rc, p, es, m, log)
 		if err != nil {
 			return err

@@ -139,6 +139,8 @@ func (s *stack) env(extra ...string) []string {
 		"ELASTICSEARCH_URL="+testenv.ElasticsearchURL(),
 		"TOPIC_PREFIX="+s.topicPrefix, "INDEX_PREFIX="+s.indexPrefix, "GROUP_PREFIX="+s.groupPrefix,
 		"PROJECTIONS=products", "LAG_INTERVAL=500ms", "BATCH_MAX_RECORDS=200", "LOG_LEVEL="+logLevel(),
+		// These tests produce to Kafka directly: the event store is empty.
+		"VERIFY_RATE=0",
 	), extra...)
 }
 
@@ -152,8 +154,15 @@ type proc struct {
 func (s *stack) start(t *testing.T, name string) *proc {
 	t.Helper()
 	addr := testenv.FreeAddr(t)
+	return startProc(t, name, addr, s.env("METRICS_ADDR="+addr))
+}
+
+// startProc starts `projector run` with env (serving on addr) and waits
+// until it is ready; the process is killed at cleanup.
+func startProc(t *testing.T, name, addr string, env []string) *proc {
+	t.Helper()
 	cmd := exec.Command(binary(t), "run")
-	cmd.Env = s.env("METRICS_ADDR=" + addr)
+	cmd.Env = env
 	var logBuf bytes.Buffer
 	pr, pw := io.Pipe()
 	cmd.Stderr = pw

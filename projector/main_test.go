@@ -60,6 +60,30 @@ func TestCommandLine(t *testing.T) {
 		{[]string{"dlq", "skip", "--projection", "products", "--aggregate", "a", "--version", "-3"}, cli.ExitUsage, "--version: required, >= 1"},
 		{[]string{"dlq", "skip", "--projection", "products", "--version", "3"}, cli.ExitUsage, "--aggregate: required"},
 		{[]string{"dlq", "skip", "--projection", "products", "--aggregate", "a", "--version", "99999999999999999999"}, cli.ExitUsage, "value out of range"},
+		// verify: strict flags, hostile values.
+		{[]string{"verify", "-h"}, cli.ExitOK, "-delete-unexpected"},
+		{[]string{"verify", "--projection", "products"}, cli.ExitUsage, "exactly one of --aggregate, --sample N and --all"},
+		{[]string{"verify", "--projection", "products", "--all", "--sample", "5"}, cli.ExitUsage, "exactly one of --aggregate"},
+		{[]string{"verify", "--projection", "products", "--all", "--aggregate", "a"}, cli.ExitUsage, "exactly one of --aggregate"},
+		{[]string{"verify", "--projection", "products", "--all", "--sample", "0"}, cli.ExitUsage, "--sample: 0, want >= 1"},
+		{[]string{"verify", "--projection", "products", "--sample", "-1"}, cli.ExitUsage, "--sample: -1, want >= 1"},
+		{[]string{"verify", "--projection", "products", "--sample", "1e3"}, cli.ExitUsage, `invalid value "1e3" for flag -sample`},
+		{[]string{"verify", "--projection", "nope", "--all"}, cli.ExitUsage, `--projection: "nope" is not one of orders, products`},
+		{[]string{"verify", "--projection", "products", "--all", "--since", "yesterday"}, cli.ExitUsage, `--since: "yesterday" is neither an RFC 3339 time`},
+		{[]string{"verify", "--projection", "products", "--all", "--since", "-2h"}, cli.ExitUsage, `--since: "-2h" is neither`},
+		{[]string{"verify", "--projection", "products", "--all", "--since", "2999-01-01T00:00:00Z"}, cli.ExitUsage, "--since: 2999-01-01T00:00:00Z is in the future"},
+		{[]string{"verify", "--projection", "products", "--all", "--since", strings.Repeat("9", 10000)}, cli.ExitUsage, `--since: "` + strings.Repeat("9", 64) + `…" is neither`},
+		{[]string{"verify", "--projection", "products", "--aggregate", strings.Repeat("a", 10000)}, cli.ExitUsage, "--aggregate: 10000 bytes, longer than the 512"},
+		{[]string{"verify", "--projection", "products", "--aggregate", ""}, cli.ExitUsage, "--aggregate: empty"},
+		{[]string{"verify", "--projection", "products", "--aggregate", "a", "--since", "1h"}, cli.ExitUsage, "--since: only with --sample or --all"},
+		{[]string{"verify", "--projection", "products", "--all", "now"}, cli.ExitUsage, "unexpected arguments"},
+		{[]string{"verify", "--projection", "products", "--all", "--delete-unexpected"}, cli.ExitUsage, "--delete-unexpected: only with --repair"},
+		{[]string{"verify", "--projection", "products", "--all", "--page-rows", "0"}, cli.ExitUsage, "--page-rows: 0 not in 1..100000"},
+		{[]string{"verify", "--projection", "products", "--all", "--margin", "-1s"}, cli.ExitUsage, "--margin: negative"},
+		{[]string{"verify", "--projection", "products", "--all", "--max-diffs", "-1"}, cli.ExitUsage, "--max-diffs: -1 not in 0..10000"},
+		{[]string{"verify", "--projection", "products", "--all", "-postgres-url", "postgres://u:pgPassw0rd@db:notaport/x"}, cli.ExitUsage, "POSTGRES_URL: not a valid PostgreSQL URL"},
+		{[]string{"run", "-verify-rate", "-1"}, cli.ExitUsage, "VERIFY_RATE: -1 not in 0..10000"},
+		{[]string{"run", "-verify-margin", "0s"}, cli.ExitUsage, "VERIFY_MARGIN: must be > 0"},
 	} {
 		var stdout, stderr bytes.Buffer
 		code := program.Run(context.Background(), tc.args, &stdout, &stderr)
@@ -67,7 +91,7 @@ func TestCommandLine(t *testing.T) {
 		if code != tc.code || !strings.Contains(out, tc.want) {
 			t.Errorf("projector %v: exit %d, output %q; want exit %d and %q", tc.args, code, out, tc.code, tc.want)
 		}
-		for _, secret := range []string{"esPassw0rd", "kafkaPassw0rd", "esApiKeyS3cret"} {
+		for _, secret := range []string{"esPassw0rd", "kafkaPassw0rd", "esApiKeyS3cret", "pgPassw0rd"} {
 			if strings.Contains(out, secret) {
 				t.Errorf("projector %v reveals a secret (%s):\n%s", tc.args, secret, out)
 			}

@@ -167,8 +167,8 @@ start_all() {
   local name addr
   while read -r name addr; do
     [[ "$name" == projector-* ]] || continue
-    start_proc "$name" "$addr" KAFKA_BROKERS="$KAFKA_BROKERS" "${KAFKA_ENV[@]}" ELASTICSEARCH_URL="$ELASTICSEARCH_URL" \
-      METRICS_ADDR="$addr" || return 1
+    start_proc "$name" "$addr" POSTGRES_URL="$POSTGRES_URL" KAFKA_BROKERS="$KAFKA_BROKERS" "${KAFKA_ENV[@]}" \
+      ELASTICSEARCH_URL="$ELASTICSEARCH_URL" METRICS_ADDR="$addr" || return 1
   done < <(procs)
   start_proc api "$API_ADDR" POSTGRES_URL="$POSTGRES_URL" ELASTICSEARCH_URL="$ELASTICSEARCH_URL" \
     HTTP_ADDR="$API_ADDR" API_KEYS_FILE="$API_KEY_FILE" || return 1

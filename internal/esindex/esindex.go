@@ -239,6 +239,9 @@ func Count(ctx context.Context, es *elasticsearch.Client, index string) (int64, 
 type Hit struct {
 	Version int64 // _version: the external (aggregate) version
 	Source  json.RawMessage
+	// Ref names the stored document (index, sequence number and primary
+	// term) for a delete that must not remove a newer write.
+	Ref DocRef
 }
 
 // MGet returns the current documents of ids in index (an alias with one
@@ -256,11 +259,14 @@ func MGet(ctx context.Context, es *elasticsearch.Client, index string, ids []str
 	defer res.Body.Close()
 	var r struct {
 		Docs []struct {
-			ID      string          `json:"_id"`
-			Found   bool            `json:"found"`
-			Version int64           `json:"_version"`
-			Source  json.RawMessage `json:"_source"`
-			Error   json.RawMessage `json:"error"`
+			Index       string          `json:"_index"`
+			ID          string          `json:"_id"`
+			Found       bool            `json:"found"`
+			Version     int64           `json:"_version"`
+			SeqNo       int64           `json:"_seq_no"`
+			PrimaryTerm int64           `json:"_primary_term"`
+			Source      json.RawMessage `json:"_source"`
+			Error       json.RawMessage `json:"error"`
 		} `json:"docs"`
 	}
 	if err := json.NewDecoder(res.Body).Decode(&r); err != nil {
@@ -271,7 +277,8 @@ func MGet(ctx context.Context, es *elasticsearch.Client, index string, ids []str
 			return nil, fmt.Errorf("%w: mget %s/%s: %s", ErrUnavailable, index, d.ID, d.Error)
 		}
 		if d.Found {
-			out[d.ID] = Hit{Version: d.Version, Source: d.Source}
+			out[d.ID] = Hit{Version: d.Version, Source: d.Source,
+				Ref: DocRef{Index: d.Index, ID: d.ID, Version: d.Version, SeqNo: d.SeqNo, PrimaryTerm: d.PrimaryTerm}}
 		}
 	}
 	return out, nil
@@ -283,6 +290,10 @@ type Op struct {
 	ID      string
 	Version int64 // external version: the aggregate version of the document
 	Doc     []byte
+	// AllowEqual writes over a stored document of the same version too
+	// (version_type=external_gte), never over a newer one: for a repair
+	// that replaces a document whose content is wrong at its version.
+	AllowEqual bool
 }
 
 // Result is the outcome of one bulk item.
@@ -377,6 +388,9 @@ func bulk(ctx context.Context, es *elasticsearch.Client, ops []Op, refresh strin
 			} `json:"index"`
 		}{}
 		meta.Index.Index, meta.Index.ID, meta.Index.Version, meta.Index.VersionType = op.Index, op.ID, op.Version, "external"
+		if op.AllowEqual {
+			meta.Index.VersionType = "external_gte"
+		}
 		b, _ := json.Marshal(meta)
 		buf.Write(b)
 		buf.WriteByte('\n')

@@ -29,7 +29,7 @@ var listenEnv = map[string]string{"api": "HTTP_ADDR", "outbox-relay": "METRICS_A
 var requiredEnv = map[string][]string{
 	"api":          {"POSTGRES_URL", "ELASTICSEARCH_URL", "HTTP_ADDR"},
 	"outbox-relay": {"POSTGRES_URL", "KAFKA_BROKERS", "METRICS_ADDR"},
-	"projector":    {"KAFKA_BROKERS", "ELASTICSEARCH_URL", "METRICS_ADDR"},
+	"projector":    {"POSTGRES_URL", "KAFKA_BROKERS", "ELASTICSEARCH_URL", "METRICS_ADDR"}, // POSTGRES_URL: continuous verification
 }
 
 var (

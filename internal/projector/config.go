@@ -92,6 +92,9 @@ type Config struct {
 	// ClientOpts are appended to the Kafka client's options: the
 	// connection's TLS and SASL (kafka.Settings.Opts).
 	ClientOpts []kgo.Opt
+
+	// Verify configures the continuous verification (verify_worker.go).
+	Verify VerifyConfig
 }
 
 func (c *Config) defaults() {
@@ -130,5 +133,11 @@ func (c *Config) defaults() {
 	}
 	if c.ParkTimeout <= 0 {
 		c.ParkTimeout = DefaultParkTimeout
+	}
+	if c.Verify.Margin <= 0 {
+		c.Verify.Margin = DefaultVerifyMargin
+	}
+	if c.Verify.Window <= 0 {
+		c.Verify.Window = DefaultVerifyWindow
 	}
 }

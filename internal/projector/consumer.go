@@ -34,6 +34,9 @@ type Runner struct {
 	// their records the worker reads the quarantine topic to its end, so
 	// a new owner knows the aggregates the previous one quarantined.
 	assigned atomic.Bool
+	// owned are the partitions assigned now: the continuous verification
+	// verifies their aggregates.
+	owned ownedParts
 }
 
 // New builds a Runner writing to cfg.Index on es; Run starts consuming.
@@ -58,7 +61,10 @@ func newRunner(cfg Config, proj Projection, store Store, m *Metrics, log *slog.L
 		// committed, so a revoked partition never has records in flight.
 		kgo.BlockRebalanceOnPoll(),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.OnPartitionsAssigned(func(context.Context, *kgo.Client, map[string][]int32) { r.assigned.Store(true) }),
+		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, parts map[string][]int32) {
+			r.owned.set(parts, cfg.Topic, true)
+			r.assigned.Store(true)
+		}),
 		kgo.OnPartitionsRevoked(r.onRevoked),
 		kgo.OnPartitionsLost(r.onLost),
 		// The same client produces dead letters (dlq_kafka.go).
@@ -132,6 +138,11 @@ func (r *Runner) Run(ctx context.Context) error {
 	cancel()
 	if err != nil {
 		r.quar.tail.Close()
+		if ctx.Err() != nil {
+			// Asked to stop while setting up (the client may already have
+			// joined the group): a clean stop, not a failure.
+			return nil
+		}
 		return err
 	}
 	quarCtx, quarStop := context.WithCancel(context.WithoutCancel(ctx))
@@ -149,6 +160,11 @@ func (r *Runner) Run(ctx context.Context) error {
 	lagDone := make(chan struct{})
 	go func() { defer close(lagDone); r.lagLoop(ctx) }()
 	defer func() { <-lagDone }()
+	if r.cfg.Verify.Events != nil && r.cfg.Verify.Rate > 0 {
+		verifyDone := make(chan struct{})
+		go func() { defer close(verifyDone); newWorkerVerifier(r).run(ctx) }()
+		defer func() { <-verifyDone }()
+	}
 
 	r.log.Info("projector consuming", "topic", r.cfg.Topic, "index", r.cfg.Index)
 	for ctx.Err() == nil {
@@ -340,6 +356,7 @@ func (r *Runner) onRevoked(ctx context.Context, _ *kgo.Client, revoked map[strin
 	defer cancel()
 	r.commit(cctx, revoked)
 	r.proc.drop(revoked)
+	r.owned.set(revoked, r.cfg.Topic, false)
 	if len(revoked) > 0 {
 		r.log.Info("partitions revoked", "partitions", fmt.Sprint(revoked))
 	}
@@ -347,6 +364,7 @@ func (r *Runner) onRevoked(ctx context.Context, _ *kgo.Client, revoked map[strin
 
 func (r *Runner) onLost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
 	r.proc.drop(lost)
+	r.owned.set(lost, r.cfg.Topic, false)
 	r.log.Warn("partitions lost; their uncommitted records will be redelivered to the new owner", "partitions", fmt.Sprint(lost))
 }
 

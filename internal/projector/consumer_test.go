@@ -186,3 +186,51 @@ func TestRunnerStopsWhenLeavingTheGroupHangs(t *testing.T) {
 	}
 	go c.Close() // wakes the sleeping control functions
 }
+
+// A worker asked to stop while it still sets up its topics stops cleanly:
+// the stop is not reported as a failure. Fails when Run returns the
+// cancelled setup's error.
+func TestRunnerStoppedDuringSetup(t *testing.T) {
+	const topic = "cf.product.events"
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	entered := make(chan struct{}, 1)
+	defer func() { close(release); go c.Close() }()
+	c.ControlKey(int16(kmsg.CreateTopics), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		select {
+		case entered <- struct{}{}:
+		default:
+		}
+		c.SleepControl(func() { <-release })
+		return nil, nil, false
+	})
+	store := &memStore{docs: map[string]esindex.Hit{}}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg := Config{Brokers: c.ListenAddrs(), Group: "g", Topic: topic, Index: "i", BatchMaxRecords: 50, LagInterval: time.Hour,
+		DLQPartitions: 1, SessionTimeout: 6 * time.Second, ShutdownGrace: time.Second}
+	r, err := newRunner(cfg, products.Projection, store, NewMetrics(prometheus.NewRegistry()), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	select {
+	case <-entered:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the worker never tried to create its DLQ topic")
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v, want a clean stop", err)
+		}
+	case <-time.After(closeWait + 20*time.Second):
+		t.Fatal("the worker did not stop during setup")
+	}
+}

@@ -31,6 +31,12 @@ type Metrics struct {
 	HeldEvents    *prometheus.CounterVec // {projection}: events held behind a blocked version
 	DeadLetters   *prometheus.CounterVec // {projection,reason}: reason is one of Reasons
 	SkippedEvents *prometheus.CounterVec // {projection}: events an operator dropped with `dlq skip`
+	// Verified counts the continuous verification's aggregates by result
+	// (one of Results); Drift is the number of aggregates this worker
+	// found drifted within the verification window and has not since
+	// found equal.
+	Verified *prometheus.CounterVec // {projection,result}
+	Drift    *prometheus.GaugeVec   // {projection}
 }
 
 // NewMetrics builds and registers the projector metrics on reg.
@@ -77,9 +83,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: obs.Namespace, Subsystem: "projector", Name: "skipped_events_total",
 			Help: "Events an operator dropped with `projector dlq skip`, counted by the worker owning the aggregate's partition.",
 		}, []string{"projection"}),
+		Verified: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: obs.Namespace, Subsystem: "projection", Name: "verified_total",
+			Help: "Aggregates the continuous verification checked against the event store, by result: equal, in_flight, quarantined, skipped (explained), missing, stale, different, unexpected (drift).",
+		}, []string{"projection", "result"}),
+		Drift: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: obs.Namespace, Subsystem: "projection", Name: "drift_aggregates",
+			Help: "Aggregates whose document this worker found not to be what their events fold into, within the verification window (VERIFY_WINDOW), and has not found equal since.",
+		}, []string{"projection"}),
 	}
 	reg.MustRegister(m.ConsumerLag, m.SyncLag, m.EndToEnd, m.Events, m.VersionGaps, m.Parked,
-		m.Quarantined, m.HeldEvents, m.DeadLetters, m.SkippedEvents)
+		m.Quarantined, m.HeldEvents, m.DeadLetters, m.SkippedEvents, m.Verified, m.Drift)
 	return m
 }
 
@@ -93,4 +107,8 @@ func (m *Metrics) initProjection(name string) {
 	m.HeldEvents.WithLabelValues(name)
 	m.SkippedEvents.WithLabelValues(name)
 	m.Quarantined.WithLabelValues(name)
+	for _, r := range Results {
+		m.Verified.WithLabelValues(name, r)
+	}
+	m.Drift.WithLabelValues(name)
 }

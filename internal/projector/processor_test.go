@@ -58,7 +58,7 @@ func (s *memStore) Bulk(_ context.Context, ops []esindex.Op) ([]esindex.Result, 
 			out[i] = esindex.Result{Status: 500, Err: "shard failure"}
 			continue
 		}
-		if cur, ok := s.docs[op.ID]; ok && cur.Version >= op.Version {
+		if cur, ok := s.docs[op.ID]; ok && (cur.Version > op.Version || (cur.Version == op.Version && !op.AllowEqual)) {
 			out[i] = esindex.Result{Status: 409, Conflict: true}
 			continue
 		}

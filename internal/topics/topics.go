@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -121,22 +122,51 @@ func Ensure(ctx context.Context, adm *kadm.Client, spec Spec) error {
 	default:
 		return fmt.Errorf("creating topic %s: %w", spec.Name, err)
 	}
-	details, err := adm.ListTopics(ctx, spec.Name)
+	d, err := describeExisting(ctx, adm, spec.Name)
 	if err != nil {
-		return fmt.Errorf("describing topic %s: %w", spec.Name, err)
-	}
-	d, ok := details[spec.Name]
-	if !ok {
-		return fmt.Errorf("describing topic %s: not in metadata response", spec.Name)
-	}
-	if d.Err != nil {
-		return fmt.Errorf("describing topic %s: %w", spec.Name, d.Err)
+		return err
 	}
 	if n := int32(len(d.Partitions)); n != spec.Partitions {
 		log.Warn("existing topic has a different partition count than configured; keeping it",
 			"topic", spec.Name, "partitions", n, "configured_partitions", spec.Partitions)
 	}
 	return CheckDurability(ctx, adm, spec.Name, log)
+}
+
+// existingTopicWait bounds how long Ensure waits for a topic that the
+// controller says exists to appear in the broker's metadata.
+const existingTopicWait = 10 * time.Second
+
+// describeExisting describes a topic the controller reported as existing.
+// A topic another client created a moment ago (two workers starting
+// together) can be missing from the answering broker's metadata cache for
+// a short while: UNKNOWN_TOPIC_OR_PARTITION is retried until
+// existingTopicWait, every other error is returned at once.
+func describeExisting(ctx context.Context, adm *kadm.Client, name string) (kadm.TopicDetail, error) {
+	deadline := time.Now().Add(existingTopicWait)
+	for pause := 50 * time.Millisecond; ; pause = min(2*pause, time.Second) {
+		details, err := adm.ListTopics(ctx, name)
+		if err != nil {
+			return kadm.TopicDetail{}, fmt.Errorf("describing topic %s: %w", name, err)
+		}
+		d, ok := details[name]
+		switch {
+		case ok && d.Err == nil:
+			return d, nil
+		case ok && !errors.Is(d.Err, kerr.UnknownTopicOrPartition):
+			return d, fmt.Errorf("describing topic %s: %w", name, d.Err)
+		case time.Now().Add(pause).After(deadline):
+			if !ok {
+				return d, fmt.Errorf("describing topic %s: not in metadata response", name)
+			}
+			return d, fmt.Errorf("describing topic %s: still not in the metadata %s after it was reported as existing: %w", name, existingTopicWait, d.Err)
+		}
+		select {
+		case <-ctx.Done():
+			return d, fmt.Errorf("describing topic %s: %w", name, ctx.Err())
+		case <-time.After(pause):
+		}
+	}
 }
 
 // EnsureAll ensures every spec, stopping at the first error.

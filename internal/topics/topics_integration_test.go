@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"cqrsflow/internal/testenv"
@@ -33,25 +34,31 @@ func TestMinInsyncReplicasOnTheRealBroker(t *testing.T) {
 	if err := topics.Ensure(ctx, adm, topics.Spec{Name: name, Partitions: 2, ReplicationFactor: 1, Configs: topics.InfiniteRetention(), Log: log}); err != nil {
 		t.Fatal(err)
 	}
-	rcs, err := adm.DescribeTopicConfigs(ctx, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc, err := rcs.On(name, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	found := false
-	for _, c := range rc.Configs {
-		if c.Key == "min.insync.replicas" {
-			found = true
-			if c.MaybeValue() != "1" || c.Source != kmsg.ConfigSourceDynamicTopicConfig {
-				t.Errorf("min.insync.replicas = %q from %s, want 1 set on the topic", c.MaybeValue(), c.Source)
+	// A topic created a moment ago can be described before the broker
+	// has its configs: wait (bounded) until they are there.
+	var mir *kadm.Config
+	err := testenv.Until(ctx, 15*time.Second, 100*time.Millisecond, "min.insync.replicas described", func() (bool, error) {
+		rcs, err := adm.DescribeTopicConfigs(ctx, name)
+		if err != nil {
+			return false, err
+		}
+		rc, err := rcs.On(name, nil)
+		if err != nil {
+			return false, err
+		}
+		for _, c := range rc.Configs {
+			if c.Key == "min.insync.replicas" {
+				mir = &c
+				return true, nil
 			}
 		}
+		return false, nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if !found {
-		t.Error("min.insync.replicas not described")
+	if mir.MaybeValue() != "1" || mir.Source != kmsg.ConfigSourceDynamicTopicConfig {
+		t.Errorf("min.insync.replicas = %q from %s, want 1 set on the topic", mir.MaybeValue(), mir.Source)
 	}
 	if strings.Contains(buf.String(), "durability") {
 		t.Errorf("a single-broker cluster cannot do better, yet: %s", buf.String())
