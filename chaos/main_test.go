@@ -59,6 +59,7 @@ func TestConfigDefaultsAndEnv(t *testing.T) {
 func TestStackEnvOverridesTheCaller(t *testing.T) {
 	t.Setenv("CQRSFLOW_STATE_DIR", "/var/tmp/cqrsflow-local")
 	t.Setenv("PG_PORT", "15432")
+	t.Setenv("KAFKA_SASL_PORT", "19094")
 	t.Setenv("ES_WAIT", "5")
 	s := &stack{dir: "/var/tmp/cqrsflow-chaos", base: 26400, kafkaExtra: "/x"}
 	got := map[string][]string{}
@@ -67,7 +68,7 @@ func TestStackEnvOverridesTheCaller(t *testing.T) {
 		got[k] = append(got[k], v)
 	}
 	for k, want := range map[string]string{"CQRSFLOW_STATE_DIR": "/var/tmp/cqrsflow-chaos", "PG_PORT": "26400", "KAFKA_PORT": "26401",
-		"KAFKA_CONTROLLER_PORT": "26402", "ES_PORT": "26403", "ES_TRANSPORT_PORT": "26404", "KAFKA_EXTRA_PROPERTIES": "/x", "ES_WAIT": "300"} {
+		"KAFKA_CONTROLLER_PORT": "26402", "KAFKA_SASL_PORT": "26405", "ES_PORT": "26403", "ES_TRANSPORT_PORT": "26404", "KAFKA_EXTRA_PROPERTIES": "/x", "ES_WAIT": "300"} {
 		if len(got[k]) != 1 || got[k][0] != want {
 			t.Errorf("%s = %v, want only %s", k, got[k], want)
 		}

@@ -25,6 +25,7 @@ const (
 	offController = 2
 	offES         = 3
 	offTransport  = 4
+	offSASL       = 5  // the SASL_SSL listener kafka.sh configures (the chaos listeners replace it)
 	offListeners  = 10 // Kafka listeners, one per component that talks to Kafka
 	offHTTP       = 20 // the binaries' HTTP ports
 	offProxies    = 30 // the proxies of the component→service links
@@ -63,7 +64,7 @@ func (s *stack) ESURL() string     { return "http://" + s.addr(offES) }
 // replaced by the chaos stack's, so nothing can point them at the shared
 // stack.
 func (s *stack) env() []string {
-	drop := []string{"CQRSFLOW_STATE_DIR=", "PG_PORT=", "KAFKA_PORT=", "KAFKA_CONTROLLER_PORT=", "ES_PORT=", "ES_TRANSPORT_PORT=",
+	drop := []string{"CQRSFLOW_STATE_DIR=", "PG_PORT=", "KAFKA_PORT=", "KAFKA_CONTROLLER_PORT=", "KAFKA_SASL_PORT=", "ES_PORT=", "ES_TRANSPORT_PORT=",
 		"KAFKA_EXTRA_PROPERTIES=", "PG_WAIT=", "KAFKA_WAIT=", "ES_WAIT="}
 	var env []string
 outer:
@@ -78,6 +79,7 @@ outer:
 	return append(env, "CQRSFLOW_STATE_DIR="+s.dir,
 		"PG_PORT="+strconv.Itoa(s.port(offPostgres)),
 		"KAFKA_PORT="+strconv.Itoa(s.port(offKafka)), "KAFKA_CONTROLLER_PORT="+strconv.Itoa(s.port(offController)),
+		"KAFKA_SASL_PORT="+strconv.Itoa(s.port(offSASL)),
 		"ES_PORT="+strconv.Itoa(s.port(offES)), "ES_TRANSPORT_PORT="+strconv.Itoa(s.port(offTransport)),
 		"KAFKA_EXTRA_PROPERTIES="+s.kafkaExtra,
 		// A JVM restarted while the other one restarts too, on a busy

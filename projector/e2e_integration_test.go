@@ -122,6 +122,62 @@ func (c apiClient) do(t *testing.T, method, path string, body any, hdr map[strin
 	return res.StatusCode
 }
 
+// e2eStack is one test's api, outbox-relay and projector binaries on
+// its own schema, topic prefix, consumer groups and index prefix.
+type e2eStack struct {
+	pg                          *testenv.PG
+	name, indexPrefix, bins     string
+	relayAddr, projAddr, apiURL string
+	api                         apiClient
+}
+
+// e2eOptions: partitions of the topics the relay creates, env added to
+// every binary, and the projector's own extra env.
+type e2eOptions struct {
+	partitions int
+	env        []string
+	projector  []string
+}
+
+// startE2E starts the three binaries (relay, projector, api) and removes
+// the test's topics and groups when it ends.
+func startE2E(t *testing.T, o e2eOptions) e2eStack {
+	t.Helper()
+	s := e2eStack{pg: testenv.Postgres(t), name: strings.ReplaceAll(testenv.Name(t), "_", "-"), indexPrefix: testenv.IndexPrefix(t) + "-"}
+	_ = testenv.Elasticsearch(t)
+	adm := testenv.KafkaAdmin(t)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		var ts []string
+		for _, a := range []string{"product", "order"} {
+			ts = append(ts, envelope.Topic(s.name, a), envelope.DLQTopic(envelope.Topic(s.name, a)))
+		}
+		_, _ = adm.DeleteTopics(ctx, ts...)
+		_, _ = adm.DeleteGroups(ctx, "g-"+s.name+"-products", "g-"+s.name+"-orders")
+	})
+	if o.partitions == 0 {
+		o.partitions = 3
+	}
+	s.bins = otherBinaries(t)
+	brokers := strings.Join(testenv.KafkaBrokers(), ",")
+	apiAddr := testenv.FreeAddr(t)
+	s.relayAddr, s.projAddr = testenv.FreeAddr(t), testenv.FreeAddr(t)
+	startBinary(t, "outbox-relay", filepath.Join(s.bins, "outbox-relay"), append([]string{
+		"POSTGRES_URL=" + s.pg.URL, "KAFKA_BROKERS=" + brokers, "TOPIC_PREFIX=" + s.name, fmt.Sprint("TOPIC_PARTITIONS=", o.partitions),
+		"METRICS_ADDR=" + s.relayAddr, "RELAY_ID=e2e-" + s.name, "MIGRATE=false"}, o.env...), s.relayAddr)
+	startBinary(t, "projector", binary(t), append(append([]string{
+		"KAFKA_BROKERS=" + brokers, "ELASTICSEARCH_URL=" + testenv.ElasticsearchURL(), "TOPIC_PREFIX=" + s.name,
+		"INDEX_PREFIX=" + s.indexPrefix, "GROUP_PREFIX=g-" + s.name, "METRICS_ADDR=" + s.projAddr, "LAG_INTERVAL=500ms",
+		"POSTGRES_URL=" + s.pg.URL}, o.projector...), o.env...), s.projAddr)
+	startBinary(t, "api", filepath.Join(s.bins, "api"), append([]string{
+		"POSTGRES_URL=" + s.pg.URL, "HTTP_ADDR=" + apiAddr, "API_KEYS=e2e:secret-" + s.name, "ELASTICSEARCH_URL=" + testenv.ElasticsearchURL(),
+		"INDEX_PREFIX=" + s.indexPrefix, "MIGRATE_ON_START=false", "LOG_LEVEL=warn"}, o.env...), apiAddr)
+	s.apiURL = "http://" + apiAddr
+	s.api = apiClient{base: s.apiURL, key: "secret-" + s.name}
+	return s
+}
+
 type written struct {
 	ID      string `json:"id"`
 	Version int64  `json:"version"`
@@ -133,35 +189,9 @@ type written struct {
 // version, and every document equals the fold of its aggregate's events in
 // the event store.
 func TestEndToEndThroughTheAPI(t *testing.T) {
-	pg := testenv.Postgres(t)
+	st := startE2E(t, e2eOptions{})
+	pg, name, indexPrefix, api := st.pg, st.name, st.indexPrefix, st.api
 	es := testenv.Elasticsearch(t)
-	adm := testenv.KafkaAdmin(t)
-	name := strings.ReplaceAll(testenv.Name(t), "_", "-")
-	indexPrefix := testenv.IndexPrefix(t) + "-"
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		var ts []string
-		for _, a := range []string{"product", "order"} {
-			ts = append(ts, envelope.Topic(name, a), envelope.DLQTopic(envelope.Topic(name, a)))
-		}
-		_, _ = adm.DeleteTopics(ctx, ts...)
-		_, _ = adm.DeleteGroups(ctx, "g-"+name+"-products", "g-"+name+"-orders")
-	})
-	bins := otherBinaries(t)
-	brokers := strings.Join(testenv.KafkaBrokers(), ",")
-	relayAddr, projAddr, apiAddr := testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t)
-	startBinary(t, "outbox-relay", filepath.Join(bins, "outbox-relay"), []string{
-		"POSTGRES_URL=" + pg.URL, "KAFKA_BROKERS=" + brokers, "TOPIC_PREFIX=" + name, "TOPIC_PARTITIONS=3",
-		"METRICS_ADDR=" + relayAddr, "RELAY_ID=e2e-" + name, "MIGRATE=false"}, relayAddr)
-	startBinary(t, "projector", binary(t), []string{
-		"KAFKA_BROKERS=" + brokers, "ELASTICSEARCH_URL=" + testenv.ElasticsearchURL(), "TOPIC_PREFIX=" + name,
-		"INDEX_PREFIX=" + indexPrefix, "GROUP_PREFIX=g-" + name, "METRICS_ADDR=" + projAddr, "LAG_INTERVAL=500ms",
-		"POSTGRES_URL=" + pg.URL}, projAddr)
-	startBinary(t, "api", filepath.Join(bins, "api"), []string{
-		"POSTGRES_URL=" + pg.URL, "HTTP_ADDR=" + apiAddr, "API_KEYS=e2e:secret-" + name, "ELASTICSEARCH_URL=" + testenv.ElasticsearchURL(),
-		"INDEX_PREFIX=" + indexPrefix, "MIGRATE_ON_START=false", "LOG_LEVEL=warn"}, apiAddr)
-	api := apiClient{base: "http://" + apiAddr, key: "secret-" + name}
 
 	// Products: create, update, delete.
 	var lamp, mouse, gone written

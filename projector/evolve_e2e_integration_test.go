@@ -10,54 +10,13 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/uuid"
 
-	"cqrsflow/internal/envelope"
 	"cqrsflow/internal/eventstore"
 	"cqrsflow/internal/query"
 	"cqrsflow/internal/testenv"
 )
-
-// e2ePipeline runs api, outbox-relay and projector binaries on one test's
-// schema, topics and indices.
-type e2ePipeline struct {
-	api  apiClient
-	pg   *testenv.PG
-	bins string
-}
-
-func startPipeline(t *testing.T) e2ePipeline {
-	t.Helper()
-	pg := testenv.Postgres(t)
-	adm := testenv.KafkaAdmin(t)
-	name := strings.ReplaceAll(testenv.Name(t), "_", "-")
-	indexPrefix := testenv.IndexPrefix(t) + "-"
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		var ts []string
-		for _, a := range []string{"product", "order"} {
-			ts = append(ts, envelope.Topic(name, a), envelope.DLQTopic(envelope.Topic(name, a)))
-		}
-		_, _ = adm.DeleteTopics(ctx, ts...)
-		_, _ = adm.DeleteGroups(ctx, "g-"+name+"-products", "g-"+name+"-orders")
-	})
-	bins := otherBinaries(t)
-	brokers := strings.Join(testenv.KafkaBrokers(), ",")
-	relayAddr, projAddr, apiAddr := testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t)
-	startBinary(t, "outbox-relay", filepath.Join(bins, "outbox-relay"), []string{
-		"POSTGRES_URL=" + pg.URL, "KAFKA_BROKERS=" + brokers, "TOPIC_PREFIX=" + name, "TOPIC_PARTITIONS=3",
-		"METRICS_ADDR=" + relayAddr, "RELAY_ID=e2e-" + name, "MIGRATE=false"}, relayAddr)
-	startBinary(t, "projector", binary(t), []string{
-		"KAFKA_BROKERS=" + brokers, "ELASTICSEARCH_URL=" + testenv.ElasticsearchURL(), "TOPIC_PREFIX=" + name,
-		"INDEX_PREFIX=" + indexPrefix, "GROUP_PREFIX=g-" + name, "METRICS_ADDR=" + projAddr, "LAG_INTERVAL=500ms"}, projAddr)
-	startBinary(t, "api", filepath.Join(bins, "api"), []string{
-		"POSTGRES_URL=" + pg.URL, "HTTP_ADDR=" + apiAddr, "API_KEYS=e2e:secret-" + name, "ELASTICSEARCH_URL=" + testenv.ElasticsearchURL(),
-		"INDEX_PREFIX=" + indexPrefix, "MIGRATE_ON_START=false", "LOG_LEVEL=warn"}, apiAddr)
-	return e2ePipeline{api: apiClient{base: "http://" + apiAddr, key: "secret-" + name}, pg: pg, bins: bins}
-}
 
 // writeV1 appends events as the api wrote them before v2 (the store
 // appends them with their outbox rows; the relay publishes them as
@@ -79,7 +38,7 @@ func writeV1(t *testing.T, pg *testenv.PG, id string, expected int64, payloads .
 	}
 }
 
-func (s e2ePipeline) read(t *testing.T, id string, version int64) query.Product {
+func (s e2eStack) read(t *testing.T, id string, version int64) query.Product {
 	t.Helper()
 	var p query.Product
 	if st := s.api.do(t, "GET", fmt.Sprintf("/v1/products/%s?min_version=%d&wait=10s", id, version), nil, nil, &p); st != 200 || p.Version != version {
@@ -88,7 +47,7 @@ func (s e2ePipeline) read(t *testing.T, id string, version int64) query.Product 
 	return p
 }
 
-func (s e2ePipeline) put(t *testing.T, id string, body map[string]any, want int64) {
+func (s e2eStack) put(t *testing.T, id string, body map[string]any, want int64) {
 	t.Helper()
 	var w written
 	if st := s.api.do(t, "PUT", "/v1/products/"+id, body, nil, &w); st != 200 || w.Version != want {
@@ -113,7 +72,7 @@ func snapshotState(t *testing.T, pg *testenv.PG, id string) (int64, string) {
 // updates correctly, and `api snapshots rebuild` leaves its state as it
 // was.
 func TestMixedSchemaVersionsAndLongHistoryEndToEnd(t *testing.T) {
-	s := startPipeline(t)
+	s := startE2E(t, e2eOptions{})
 
 	// The same product history twice: v1, v1, then v2 through the api;
 	// and v2 throughout, through the api.

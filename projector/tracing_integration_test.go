@@ -11,7 +11,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -110,40 +109,14 @@ func (o *otlpReceiver) inTrace(traceID string) map[string]bool {
 // A malformed traceparent is answered as without one, and a Kafka record
 // with malformed trace headers is projected.
 func TestTraceAcrossProcesses(t *testing.T) {
-	pg := testenv.Postgres(t)
-	_ = testenv.Elasticsearch(t)
-	adm := testenv.KafkaAdmin(t)
-	name := strings.ReplaceAll(testenv.Name(t), "_", "-")
-	indexPrefix := testenv.IndexPrefix(t) + "-"
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		var ts []string
-		for _, a := range []string{"product", "order"} {
-			ts = append(ts, envelope.Topic(name, a), envelope.DLQTopic(envelope.Topic(name, a)))
-		}
-		_, _ = adm.DeleteTopics(ctx, ts...)
-		_, _ = adm.DeleteGroups(ctx, "g-"+name+"-products", "g-"+name+"-orders")
-	})
 	recv := &otlpReceiver{}
 	collector := httptest.NewServer(recv)
 	t.Cleanup(collector.Close)
 	otel := []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + collector.URL, "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
 		"OTEL_BSP_SCHEDULE_DELAY=100", "OTEL_TRACES_SAMPLER=parentbased_always_on"}
 
-	bins := otherBinaries(t)
-	brokers := strings.Join(testenv.KafkaBrokers(), ",")
-	relayAddr, projAddr, apiAddr := testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t)
-	startBinary(t, "outbox-relay", filepath.Join(bins, "outbox-relay"), append([]string{
-		"POSTGRES_URL=" + pg.URL, "KAFKA_BROKERS=" + brokers, "TOPIC_PREFIX=" + name, "TOPIC_PARTITIONS=1",
-		"METRICS_ADDR=" + relayAddr, "RELAY_ID=tr-" + name, "MIGRATE=false"}, otel...), relayAddr)
-	startBinary(t, "projector", binary(t), append([]string{
-		"KAFKA_BROKERS=" + brokers, "ELASTICSEARCH_URL=" + testenv.ElasticsearchURL(), "TOPIC_PREFIX=" + name,
-		"INDEX_PREFIX=" + indexPrefix, "GROUP_PREFIX=g-" + name, "METRICS_ADDR=" + projAddr, "PROJECTIONS=products"}, otel...), projAddr)
-	startBinary(t, "api", filepath.Join(bins, "api"), append([]string{
-		"POSTGRES_URL=" + pg.URL, "HTTP_ADDR=" + apiAddr, "API_KEYS=e2e:secret-" + name, "ELASTICSEARCH_URL=" + testenv.ElasticsearchURL(),
-		"INDEX_PREFIX=" + indexPrefix, "MIGRATE_ON_START=false", "LOG_LEVEL=warn"}, otel...), apiAddr)
-	api := apiClient{base: "http://" + apiAddr, key: "secret-" + name}
+	st := startE2E(t, e2eOptions{partitions: 1, env: otel, projector: []string{"PROJECTIONS=products"}})
+	name, projAddr, api := st.name, st.projAddr, st.api
 
 	traceID := strings.ReplaceAll(uuid.NewString(), "-", "")
 	parent := "00-" + traceID + "-00f067aa0ba902b7-01"

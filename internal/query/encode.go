@@ -43,6 +43,10 @@ func (p *Product) appendJSON(b []byte) ([]byte, error) {
 	if err != nil {
 		return b, err
 	}
+	if p.Currency != "" {
+		b = append(b, `,"currency":`...)
+		b = appendString(b, p.Currency)
+	}
 	b = append(b, `,"stock":`...)
 	b = strconv.AppendInt(b, p.Stock, 10)
 	b = append(b, `,"version":`...)

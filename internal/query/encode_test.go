@@ -5,6 +5,7 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -40,7 +41,7 @@ func TestEncodeMatchesEncodingJSON(t *testing.T) {
 	for i, s := range hostileStrings {
 		f := edgeFloats[i%len(edgeFloats)]
 		tm := edgeTimes[i%len(edgeTimes)]
-		p := Product{ID: s, Name: s, Description: s + s, Price: f, Stock: int64(i) - 3, Version: int64(i), Deleted: i%2 == 0, CreatedAt: tm, UpdatedAt: tm}
+		p := Product{ID: s, Name: s, Description: s + s, Price: f, Currency: s, Stock: int64(i) - 3, Version: int64(i), Deleted: i%2 == 0, CreatedAt: tm, UpdatedAt: tm}
 		b, err := p.appendJSON(nil)
 		sameAsEncodingJSON(t, &p, b, err)
 		o := Order{ID: s, UserID: s, ProductID: s, Quantity: int64(i), TotalPrice: f, Status: s, Version: 1, Deleted: i%3 == 0, CreatedAt: tm, UpdatedAt: tm}
@@ -73,7 +74,7 @@ func FuzzEncodeMatchesEncodingJSON(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, s string, price float64, n, sec, nsec int64) {
 		tm := time.Unix(sec, nsec).UTC()
-		p := Product{ID: s, Name: s, Description: s, Price: price, Stock: n, Version: -n, Deleted: n%2 == 0, CreatedAt: tm, UpdatedAt: tm.Add(time.Duration(n))}
+		p := Product{ID: s, Name: s, Description: s, Price: price, Currency: s, Stock: n, Version: -n, Deleted: n%2 == 0, CreatedAt: tm, UpdatedAt: tm.Add(time.Duration(n))}
 		b, err := p.appendJSON(nil)
 		sameAsEncodingJSON(t, &p, b, err)
 		o := Order{ID: s, UserID: s, ProductID: s, Quantity: n, TotalPrice: price, Status: s, CreatedAt: tm, UpdatedAt: tm}
@@ -83,6 +84,46 @@ func FuzzEncodeMatchesEncodingJSON(f *testing.F) {
 		b, err = appendPage(nil, &pg)
 		sameAsEncodingJSON(t, pg, b, err)
 	})
+}
+
+// filled sets every field of the struct v points to to a non-zero value,
+// so a field the hand-written encoder leaves out shows.
+func filled(t *testing.T, v any) {
+	t.Helper()
+	rv := reflect.ValueOf(v).Elem()
+	for i := range rv.NumField() {
+		f := rv.Field(i)
+		switch f.Kind() {
+		case reflect.String:
+			f.SetString("x" + rv.Type().Field(i).Name)
+		case reflect.Int64, reflect.Int:
+			f.SetInt(int64(i + 1))
+		case reflect.Float64:
+			f.SetFloat(float64(i) + 0.5)
+		case reflect.Bool:
+			f.SetBool(true)
+		case reflect.Struct:
+			if f.Type() != reflect.TypeOf(time.Time{}) {
+				t.Fatalf("%s.%s: a field type the test does not fill", rv.Type().Name(), rv.Type().Field(i).Name)
+			}
+			f.Set(reflect.ValueOf(time.Date(2026, 1, 2, 3, 4, 5, i, time.UTC)))
+		default:
+			t.Fatalf("%s.%s: a field type the test does not fill", rv.Type().Name(), rv.Type().Field(i).Name)
+		}
+	}
+}
+
+// Every field of the read models is encoded: a field added to Product or
+// Order but not to its appendJSON fails here.
+func TestEncodeEveryField(t *testing.T) {
+	var p Product
+	filled(t, &p)
+	b, err := p.appendJSON(nil)
+	sameAsEncodingJSON(t, &p, b, err)
+	var o Order
+	filled(t, &o)
+	b, err = o.appendJSON(nil)
+	sameAsEncodingJSON(t, &o, b, err)
 }
 
 // respond sends what gin's c.JSON sends: status, content type, body.

@@ -453,9 +453,12 @@ func repoRoot(t *testing.T) string {
 func privateKafka(t *testing.T) (string, int) {
 	t.Helper()
 	root := repoRoot(t)
-	port, cport := testenv.FreePort(t), testenv.FreePort(t)
+	// Every port the script binds is the test's own: the SASL_SSL port
+	// defaults to the shared stack's (make exports KAFKA_SASL_PORT), which
+	// a running `make up` broker holds.
+	port, cport, sport := testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)
 	dir := t.TempDir()
-	env := append(os.Environ(), "KAFKA_PORT="+strconv.Itoa(port), "KAFKA_CONTROLLER_PORT="+strconv.Itoa(cport),
+	env := append(os.Environ(), "KAFKA_PORT="+strconv.Itoa(port), "KAFKA_CONTROLLER_PORT="+strconv.Itoa(cport), "KAFKA_SASL_PORT="+strconv.Itoa(sport),
 		"CQRSFLOW_STATE_DIR="+dir, "KAFKA_HEAP_OPTS=-Xms256m -Xmx384m", "KAFKA_WAIT=150")
 	// Run copies of the scripts: bash reads a script as it goes, so an edit
 	// of the working tree during the test must not break start/stop.
