@@ -131,7 +131,9 @@ const appendProduct = `WITH a AS (
 INSERT INTO outbox (` + outbox.Columns + `) SELECT ` + outbox.FromEvents + ` FROM e ev
 RETURNING (SELECT version FROM e)`
 
-// productFold folds the product events of the event store.
+// productFold folds the product events of the event store as the
+// projector does: through the products projection, which upcasts the
+// stored v1 events.
 func productFold(ctx context.Context, t *testing.T, pg *testenv.PG) map[string]*products.Doc {
 	t.Helper()
 	rows, err := pg.Pool.Query(ctx, `SELECT event_id::text, event_type, schema_version, aggregate_type, aggregate_id, version, occurred_at, recorded_at, payload
@@ -139,6 +141,9 @@ func productFold(ctx context.Context, t *testing.T, pg *testenv.PG) map[string]*
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Closed before a t.Fatal too: the pool's cleanup waits for the
+	// connection the rows hold.
+	defer rows.Close()
 	docs := map[string]*products.Doc{}
 	for rows.Next() {
 		var e envelope.Envelope
@@ -147,11 +152,15 @@ func productFold(ctx context.Context, t *testing.T, pg *testenv.PG) map[string]*
 			t.Fatal(err)
 		}
 		e.Payload = payload
-		d, err := products.Apply(docs[e.AggregateID], &e)
+		var cur any
+		if d := docs[e.AggregateID]; d != nil {
+			cur = d
+		}
+		d, err := products.Projection.Apply(cur, &e)
 		if err != nil {
 			t.Fatal(err)
 		}
-		docs[e.AggregateID] = d
+		docs[e.AggregateID] = d.(*products.Doc)
 	}
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
