@@ -101,38 +101,50 @@ func Lint(d *Dashboard, datasourceUID string) []string {
 		if len(p.Targets) == 0 {
 			add("%s: no targets", where)
 		}
-		refs := map[string]bool{}
-		for _, t := range p.Targets {
-			tw := fmt.Sprintf("%s target %q", where, t.RefID)
-			if t.RefID == "" || refs[t.RefID] {
-				add("%s: refId empty or repeated", tw)
+		probs = append(probs, lintTargets(p, where, datasourceUID, vars)...)
+	}
+	return probs
+}
+
+// lintTargets checks one panel's queries: refIds, datasource, ranges,
+// variables, metrics, and the job/instance filters when the dashboard has
+// those variables.
+func lintTargets(p Panel, where, datasourceUID string, vars map[string]bool) []string {
+	var probs []string
+	add := func(format string, args ...any) {
+		probs = append(probs, fmt.Sprintf(format, args...))
+	}
+	refs := map[string]bool{}
+	for _, t := range p.Targets {
+		tw := fmt.Sprintf("%s target %q", where, t.RefID)
+		if t.RefID == "" || refs[t.RefID] {
+			add("%s: refId empty or repeated", tw)
+		}
+		refs[t.RefID] = true
+		if strings.TrimSpace(t.Expr) == "" {
+			add("%s: empty expr", tw)
+			continue
+		}
+		if t.Datasource != nil && t.Datasource.UID != datasourceUID {
+			add("%s: datasource uid %q, want %q", tw, t.Datasource.UID, datasourceUID)
+		}
+		for _, r := range RangeSelectors(t.Expr) {
+			if r != "$__rate_interval" {
+				add("%s: range [%s] should be [$__rate_interval]", tw, r)
 			}
-			refs[t.RefID] = true
-			if strings.TrimSpace(t.Expr) == "" {
-				add("%s: empty expr", tw)
-				continue
+		}
+		for _, v := range VariableRefs(t.Expr) {
+			if _, global := globalVars[v]; !global && !vars[v] {
+				add("%s: uses undefined variable $%s", tw, v)
 			}
-			if t.Datasource != nil && t.Datasource.UID != datasourceUID {
-				add("%s: datasource uid %q, want %q", tw, t.Datasource.UID, datasourceUID)
-			}
-			for _, r := range RangeSelectors(t.Expr) {
-				if r != "$__rate_interval" {
-					add("%s: range [%s] should be [$__rate_interval]", tw, r)
-				}
-			}
-			for _, v := range VariableRefs(t.Expr) {
-				if _, global := globalVars[v]; !global && !vars[v] {
-					add("%s: uses undefined variable $%s", tw, v)
-				}
-			}
-			if len(MetricNames(t.Expr)) == 0 {
-				add("%s: expr uses no cqrsflow metric nor up", tw)
-			}
-			if vars["job"] && vars["instance"] {
-				for _, sel := range Selectors(t.Expr) {
-					if !strings.Contains(sel, `job=~"$job"`) || !strings.Contains(sel, `instance=~"$instance"`) {
-						add("%s: selector %s does not filter on job=~\"$job\" and instance=~\"$instance\"", tw, sel)
-					}
+		}
+		if len(MetricNames(t.Expr)) == 0 {
+			add("%s: expr uses no cqrsflow metric nor up", tw)
+		}
+		if vars["job"] && vars["instance"] {
+			for _, sel := range Selectors(t.Expr) {
+				if !strings.Contains(sel, `job=~"$job"`) || !strings.Contains(sel, `instance=~"$instance"`) {
+					add("%s: selector %s does not filter on job=~\"$job\" and instance=~\"$instance\"", tw, sel)
 				}
 			}
 		}
