@@ -107,7 +107,7 @@ func newWorld() *world {
 	w.in.Docs = map[string][]Doc{
 		"product": {{ID: productID, ESVersion: 2, Source: json.RawMessage(`{"id":"foobar","version":2,"deleted":false,
 			"created_at":"2026-03-01T10:00:00.01Z","updated_at":"2026-03-01T10:00:00.31Z","last_event_id":"e2","recorded_at":"2026-03-01T10:00:00.311Z",
-			"name":"lamp 1","description":"desk lamp","price":12,"stock":2}`)}},
+			"name":"lamp 1","description":"desk lamp","price":12,"currency":"EUR","stock":2}`)}},
 		"order": {{ID: orderID, ESVersion: 3, Source: json.RawMessage(`{"id":"21","version":3,"deleted":false,
 			"created_at":"2026-03-01T10:00:00.41Z","updated_at":"2026-03-01T10:00:05.005Z","last_event_id":"e5","recorded_at":"2026-03-01T10:00:05.006Z",
 			"user_id":"u1","product_id":"foobar","quantity":2,"total_price":24,"status":"cancelled"}`)}},
@@ -120,7 +120,7 @@ func newWorld() *world {
 		w.in.Metrics = append(w.in.Metrics, Sample{Process: s.p, Name: s.n, Labels: map[string]string{"projection": "products"}})
 	}
 	read := attempt(8, 1, history.ReadProduct, "product", productID, "GET", "/v1/products/foobar?min_version=2&wait=1s", 0, "", "", 700, 710, 200,
-		`{"id":"foobar","name":"lamp 1","description":"desk lamp","price":12,"stock":2,"version":2,"created_at":"2026-03-01T10:00:00.01Z","updated_at":"2026-03-01T10:00:00.31Z"}`)
+		`{"id":"foobar","name":"lamp 1","description":"desk lamp","price":12,"currency":"EUR","stock":2,"version":2,"created_at":"2026-03-01T10:00:00.01Z","updated_at":"2026-03-01T10:00:00.31Z"}`)
 	read.MinVersion, read.Body = 2, nil
 	// A write refused with 503 while PostgreSQL was down (its outcome is
 	// open: nothing was appended).
@@ -418,5 +418,32 @@ func TestMurmur2KnownVectors(t *testing.T) {
 		if got := murmur2([]byte(in)); got != want {
 			t.Errorf("murmur2(%q) = %d, want %d", in, got, want)
 		}
+	}
+}
+
+// A v2 product event carries the currency the api added (EUR) when the
+// request named none; another currency than the request's, or one added
+// to a v1 event, is a content difference.
+func TestContentWithDefaultCurrency(t *testing.T) {
+	a := &history.Attempt{Type: history.CreateProduct, Body: []byte(`{"name":"x","price":1,"stock":1}`)}
+	for _, tc := range []struct {
+		version int
+		payload string
+		same    bool
+	}{
+		{2, `{"name":"x","price":1,"stock":1,"currency":"EUR"}`, true},
+		{2, `{"name":"x","price":1,"stock":1,"currency":"USD"}`, false},
+		{2, `{"name":"x","price":1,"stock":1}`, false},
+		{1, `{"name":"x","price":1,"stock":1}`, true},
+		{1, `{"name":"x","price":1,"stock":1,"currency":"EUR"}`, false},
+	} {
+		e := &Event{Type: "ProductCreated", SchemaVersion: tc.version, Payload: json.RawMessage(tc.payload)}
+		if d := contentDiff(a, e); (d == "") != tc.same {
+			t.Errorf("v%d %s: diff %q, want same=%v", tc.version, tc.payload, d, tc.same)
+		}
+	}
+	usd := &history.Attempt{Type: history.CreateProduct, Body: []byte(`{"name":"x","price":1,"stock":1,"currency":"USD"}`)}
+	if d := contentDiff(usd, &Event{Type: "ProductCreated", SchemaVersion: 2, Payload: json.RawMessage(`{"name":"x","price":1,"stock":1,"currency":"EUR"}`)}); d == "" {
+		t.Error("a USD request stored as EUR passed")
 	}
 }

@@ -24,6 +24,7 @@ type doc struct {
 	Name        string    `json:"name"`
 	Description string    `json:"description"`
 	Price       float64   `json:"price"`
+	Currency    string    `json:"currency"`
 	Stock       int64     `json:"stock"`
 	UserID      string    `json:"user_id"`
 	ProductID   string    `json:"product_id"`
@@ -35,9 +36,9 @@ type doc struct {
 // Fields compared for each aggregate type: the stored document, and the
 // read API's representation of it.
 var (
-	productDocFields  = []string{"id", "version", "deleted", "created_at", "updated_at", "last_event_id", "recorded_at", "name", "description", "price", "stock"}
+	productDocFields  = []string{"id", "version", "deleted", "created_at", "updated_at", "last_event_id", "recorded_at", "name", "description", "price", "currency", "stock"}
 	orderDocFields    = []string{"id", "version", "deleted", "created_at", "updated_at", "last_event_id", "recorded_at", "user_id", "product_id", "quantity", "total_price", "status"}
-	productReadFields = []string{"id", "version", "created_at", "updated_at", "name", "description", "price", "stock"}
+	productReadFields = []string{"id", "version", "created_at", "updated_at", "name", "description", "price", "currency", "stock"}
 	orderReadFields   = []string{"id", "version", "created_at", "updated_at", "user_id", "product_id", "quantity", "total_price", "status"}
 )
 
@@ -59,12 +60,16 @@ func fold(evs []Event) (doc, error) {
 				Name        string      `json:"name"`
 				Description string      `json:"description"`
 				Price       json.Number `json:"price"`
+				Currency    string      `json:"currency"`
 				Stock       int64       `json:"stock"`
 			}
 			if err := json.Unmarshal(e.Payload, &p); err != nil {
 				return d, fmt.Errorf("%s v%d payload: %w", e.Type, e.Version, err)
 			}
-			d.Name, d.Description, d.Stock = p.Name, p.Description, p.Stock
+			if e.SchemaVersion < 2 {
+				p.Currency = defaultCurrency // v1 prices are in euros
+			}
+			d.Name, d.Description, d.Stock, d.Currency = p.Name, p.Description, p.Stock, p.Currency
 			d.Price, _ = p.Price.Float64()
 		case "ProductDeleted":
 			d.Deleted = true
@@ -115,6 +120,8 @@ func (d *doc) field(name string) string {
 		return strconv.Quote(d.Description)
 	case "price":
 		return f(d.Price)
+	case "currency":
+		return d.Currency
 	case "stock":
 		return strconv.FormatInt(d.Stock, 10)
 	case "user_id":

@@ -26,6 +26,7 @@ func contentDiff(a *history.Attempt, e *Event) string {
 	if len(body) == 0 {
 		body = []byte("{}")
 	}
+	body = withDefaultCurrency(body, e)
 	same, err := sameJSON(body, e.Payload, "expected_version")
 	if err != nil {
 		return sprintf("cannot compare payload %s with request body %s: %v", e.Payload, body, err)
@@ -37,6 +38,32 @@ func contentDiff(a *history.Attempt, e *Event) string {
 		return sprintf("metadata idempotency_key %q, request key %q", e.Metadata.IdempotencyKey, a.IdemKey)
 	}
 	return ""
+}
+
+// defaultCurrency is the currency the api writes for a product request
+// without one, and the one v1 prices are in.
+const defaultCurrency = "EUR"
+
+// withDefaultCurrency is the request body as the api stores it in a v2
+// product event: with the default currency when the request named none.
+// A body that does not decode is left for the comparison to report.
+func withDefaultCurrency(body []byte, e *Event) []byte {
+	if (e.Type != "ProductCreated" && e.Type != "ProductUpdated") || e.SchemaVersion < 2 {
+		return body
+	}
+	var m map[string]json.RawMessage
+	if json.Unmarshal(body, &m) != nil || m == nil {
+		return body
+	}
+	if _, ok := m["currency"]; ok {
+		return body
+	}
+	m["currency"] = json.RawMessage(`"` + defaultCurrency + `"`)
+	b, err := json.Marshal(m)
+	if err != nil {
+		return body
+	}
+	return b
 }
 
 func (o *op) requestIDs() map[string]bool {
