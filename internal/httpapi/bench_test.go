@@ -1,8 +1,6 @@
 package httpapi
 
 import (
-	"bytes"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -18,6 +16,7 @@ import (
 
 	"cqrsflow/internal/eventschema"
 	"cqrsflow/internal/query"
+	"cqrsflow/internal/testenv/canned"
 )
 
 // The hot routes through the whole engine as the api binary builds it:
@@ -26,50 +25,13 @@ import (
 // metrics. The event store is foldingStore and Elasticsearch a canned
 // answer from memory, so what is measured is the api's own work.
 
-// canned answers like Elasticsearch: a page of 20 product hits for a
-// search, one product for a GET.
-type canned struct{ search, doc []byte }
-
-func (c canned) RoundTrip(r *http.Request) (*http.Response, error) {
-	if r.Body != nil {
-		_, _ = io.Copy(io.Discard, r.Body)
-		r.Body.Close()
-	}
-	body := c.search
-	if strings.Contains(r.URL.Path, "/_doc/") {
-		body = c.doc
-	}
-	return &http.Response{StatusCode: 200, Request: r, ContentLength: int64(len(body)), Body: io.NopCloser(bytes.NewReader(body)),
-		Header: http.Header{"X-Elastic-Product": {"Elasticsearch"}, "Content-Type": {"application/json"}}}, nil
-}
-
-func source(i int) string {
-	return fmt.Sprintf(`{"id":"0193a3f0-1c2d-7e4f-8a9b-0c1d2e3f%04x","version":%d,"deleted":false,"created_at":"2026-11-27T16:51:29.275798141Z","updated_at":"2026-11-27T16:51:29.275798141Z","last_event_id":"1f0b42fd-2ac1-485b-b74a-5d53a12319b0","recorded_at":"2026-11-27T16:51:29.283202481Z","name":"Item %d wooden","description":"a wooden item of the read benchmark, number %d, with a few more words to search","price":%d.%02d,"stock":%d}`,
-		i, 1+i%5, i, i, i%1000, i%100, i%50)
-}
-
-func cannedES() canned {
-	var s strings.Builder
-	s.WriteString(`{"took":3,"timed_out":false,"_shards":{"total":1,"successful":1,"skipped":0,"failed":0},"hits":{"total":{"value":10000,"relation":"eq"},"max_score":null,"hits":[`)
-	for i := range 20 {
-		if i > 0 {
-			s.WriteByte(',')
-		}
-		fmt.Fprintf(&s, `{"_index":"products_v1","_id":"0193a3f0-1c2d-7e4f-8a9b-0c1d2e3f%04x","_score":0.0952,"_source":%s,"sort":[0.0952,"0193a3f0-1c2d-7e4f-8a9b-0c1d2e3f%04x"]}`,
-			i, source(i), i)
-	}
-	s.WriteString(`]}}`)
-	doc := `{"_index":"products_v1","_id":"` + someID + `","_version":3,"_seq_no":7,"_primary_term":1,"found":true,"_source":` + source(7) + `}`
-	return canned{search: []byte(s.String()), doc: []byte(doc)}
-}
-
 func benchEngine(b *testing.B) *gin.Engine {
 	b.Helper()
 	schemas, err := eventschema.Load()
 	if err != nil {
 		b.Fatal(err)
 	}
-	es, err := elasticsearch.NewClient(elasticsearch.Config{Addresses: []string{"http://es.invalid:9200"}, Transport: cannedES()})
+	es, err := elasticsearch.NewClient(elasticsearch.Config{Addresses: []string{"http://es.invalid:9200"}, Transport: canned.Products("products_v1", someID)})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"cqrsflow/internal/testenv/canned"
 	"github.com/elastic/go-elasticsearch/v8"
 	"github.com/gin-gonic/gin"
 )
@@ -40,9 +41,9 @@ func TestReadModelAnswersAsStored(t *testing.T) {
 	src := `{ "id": "` + pid + `", "version": 3, "deleted": false,` + "\n\t" +
 		`"text": "<b>&amp;</b> \u2028 ` + "\u2029 é" + `", "n": 1.50, "nested": {"a": [1, 2, {}]} }`
 	hit := `{"_index":"t-notes_v1","_id":"` + pid + `","_source":` + src + `}`
-	es := canned{
-		search: []byte(`{"hits":{"total":{"value":2,"relation":"eq"},"hits":[` + hit + `,` + hit + `]}}`),
-		doc:    []byte(hit),
+	es := canned.ES{
+		Search: []byte(`{"hits":{"total":{"value":2,"relation":"eq"},"hits":[` + hit + `,` + hit + `]}}`),
+		Doc:    []byte(hit),
 	}
 	r := readModelRouter(t, es)
 	want, err := json.Marshal(json.RawMessage(src))
@@ -69,7 +70,7 @@ func TestReadModelAnswersAsStored(t *testing.T) {
 		`{"id":"x","version":"four"}`:           http.StatusInternalServerError,
 		`[1,2]`:                                 http.StatusInternalServerError,
 	} {
-		r := readModelRouter(t, canned{doc: []byte(`{"_id":"x","_source":` + doc + `}`)})
+		r := readModelRouter(t, canned.ES{Doc: []byte(`{"_id":"x","_source":` + doc + `}`)})
 		w := httptest.NewRecorder()
 		r.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/v1/notes/"+pid, nil))
 		if w.Code != code {
@@ -78,7 +79,7 @@ func TestReadModelAnswersAsStored(t *testing.T) {
 	}
 }
 
-func readModelRouter(t *testing.T, es canned) *gin.Engine {
+func readModelRouter(t *testing.T, es canned.ES) *gin.Engine {
 	t.Helper()
 	client, err := elasticsearch.NewClient(elasticsearch.Config{Addresses: []string{"http://es.invalid:9200"}, Transport: es})
 	if err != nil {
