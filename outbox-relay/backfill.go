@@ -205,12 +205,25 @@ func (c *backfillCfg) ensureTopic(ctx context.Context, kc *kgo.Client, topic str
 			return fmt.Errorf("ensuring topic %s: %w", topic, err)
 		}
 	}
-	details, err := adm.ListTopics(ctx, topic)
-	if err != nil {
-		return fmt.Errorf("describing topic %s: %w", topic, err)
+	var d kadm.TopicDetail
+	ok := false
+	if c.partitions > 0 {
+		// Just ensured: a topic created a moment ago may not be in the
+		// answering broker's metadata yet; DescribeExisting waits for it.
+		var err error
+		if d, err = topics.DescribeExisting(ctx, adm, topic); err != nil {
+			return err
+		}
+		ok = true
+	} else {
+		details, err := adm.ListTopics(ctx, topic)
+		if err != nil {
+			return fmt.Errorf("describing topic %s: %w", topic, err)
+		}
+		d, ok = details[topic]
+		ok = ok && d.Err == nil
 	}
-	d, ok := details[topic]
-	if !ok || d.Err != nil {
+	if !ok {
 		return cli.UsageError(fmt.Errorf("topic %s does not exist: check --aggregate-type and TOPIC_PREFIX, or pass --partitions N to create it", topic))
 	}
 	if c.partitions > 0 && len(d.Partitions) != c.partitions {

@@ -66,13 +66,12 @@ func runRelay(ctx context.Context, c cfg, env cli.Env) error {
 	}
 	defer pool.Close()
 	c.Kafka.LogWarnings(log)
-	kc, err := c.Kafka.NewClient(relay.ProducerOpts(c.Kafka.Brokers, c.DeliveryTimeout)...)
-	if err != nil {
-		return err
+	newProducer := func() (relay.Producer, error) {
+		return c.Kafka.NewClient(relay.ProducerOpts(c.Kafka.Brokers, c.DeliveryTimeout)...)
 	}
-	defer kc.Close()
 	// A producer of its own for rows sent alone to confirm a refusal
-	// (relay.Config.Probe).
+	// (relay.Config.Probe), and for the readiness check; the relay makes
+	// one per publish loop besides.
 	probe, err := c.Kafka.NewClient(relay.ProducerOpts(c.Kafka.Brokers, c.DeliveryTimeout)...)
 	if err != nil {
 		return err
@@ -91,16 +90,17 @@ func runRelay(ctx context.Context, c cfg, env cli.Env) error {
 	reg := obs.NewRegistry()
 	health := obs.NewHealth(map[string]obs.CheckFunc{
 		"postgres": func(ctx context.Context) error { return pool.Ping(ctx) },
-		"kafka":    func(ctx context.Context) error { return kc.Ping(ctx) },
+		"kafka":    func(ctx context.Context) error { return probe.Ping(ctx) },
 	})
 	r, err := relay.New(relay.Config{
 		ID: c.RelayID, TopicPrefix: c.TopicPrefix, TopicPrefixes: c.prefixes, BatchSize: c.BatchSize, Workers: c.Workers, PollInterval: c.PollInterval,
 		Linger: c.Linger, RescanInterval: c.RescanInterval, LeaseTTL: c.LeaseTTL, ShutdownGrace: c.ShutdownGrace,
 		PoisonAttempts: c.PoisonAttempts, PoisonInterval: c.PoisonInterval, Probe: probe, Tracing: tp,
-	}, pool, kc, reg, log)
+	}, pool, newProducer, reg, log)
 	if err != nil {
 		return err
 	}
+	defer r.Close()
 	retry := func(ctx context.Context, what string, fn func(context.Context) error) error {
 		attempt := func(ctx context.Context) error {
 			ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -129,7 +129,7 @@ func runRelay(ctx context.Context, c cfg, env cli.Env) error {
 			specs[i].MinInsyncReplicas = int16(c.TopicMinInsync)
 		}
 		ensure := func(ctx context.Context) error {
-			err := topics.EnsureAll(ctx, kadm.NewClient(kc), specs)
+			err := topics.EnsureAll(ctx, kadm.NewClient(probe), specs)
 			if errors.Is(err, topics.ErrMisconfigured) {
 				return backoff.Permanent(err) // an operator must change the topic
 			}

@@ -16,12 +16,14 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/elastic/go-elasticsearch/v8"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kadm"
 
+	"cqrsflow/internal/backoff"
 	"cqrsflow/internal/catalog"
 	"cqrsflow/internal/cli"
 	"cqrsflow/internal/config"
@@ -252,39 +254,99 @@ func consume(ctx context.Context, c cfg, v verifySettings, projs []projector.Pro
 	}
 	reg := obs.NewRegistry()
 	m := projector.NewMetrics(reg)
-	var runners []*projector.Runner
-	for _, p := range projs {
-		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		alias, err := projector.EnsureReadModel(sctx, es, c.IndexPrefix, p)
-		cancel()
-		if err != nil {
-			return fmt.Errorf("preparing the %s read model: %w", p.Name(), err)
-		}
-		rc, err := c.runnerConfig(p)
-		if err != nil {
-			return err
-		}
-		rc.Index = alias
-		rc.Tracing = tp
-		if pool != nil {
-			rc.Verify = projector.VerifyConfig{Events: projector.NewEventStore(pool, p.AggregateType()),
-				Rate: v.Rate, Margin: v.Margin, Window: v.Window}
-		}
-		r, err := projector.New(rc, p, es, m, log)
-		if err != nil {
-			return err
-		}
-		runners = append(runners, r)
-	}
+	// Each projection's worker prepares its read model (retrying while
+	// Elasticsearch is unreachable: a projector started before its
+	// dependencies waits for them instead of exiting), then consumes.
+	// Until every worker consumes (past its topic set-up, which retries
+	// while Kafka is unreachable), /readyz says "starting".
+	st := &startup{runners: make([]atomic.Pointer[projector.Runner], len(projs))}
 	h := obs.NewHealth(map[string]obs.CheckFunc{
 		"elasticsearch": func(ctx context.Context) error { return esindex.Ping(ctx, es) },
-		"kafka":         func(ctx context.Context) error { return runners[0].Ping(ctx) },
+		"kafka": func(ctx context.Context) error {
+			r := st.runners[0].Load()
+			if r == nil {
+				return errStarting
+			}
+			return r.Ping(ctx)
+		},
+		"started": st.check,
 	})
-	workers := make([]func(context.Context) error, len(runners))
-	for i, r := range runners {
-		workers[i] = r.Run
+	workers := make([]func(context.Context) error, len(projs))
+	for i, p := range projs {
+		workers[i] = func(ctx context.Context) error {
+			alias, err := prepareReadModel(ctx, es, c.IndexPrefix, p, log)
+			if err != nil {
+				if backoff.IsPermanent(err) {
+					return fmt.Errorf("preparing the %s read model: %w", p.Name(), err)
+				}
+				return nil // stopped while waiting
+			}
+			rc, err := c.runnerConfig(p)
+			if err != nil {
+				return err
+			}
+			rc.Index = alias
+			rc.Tracing = tp
+			if pool != nil {
+				rc.Verify = projector.VerifyConfig{Events: projector.NewEventStore(pool, p.AggregateType()),
+					Rate: v.Rate, Margin: v.Margin, Window: v.Window}
+			}
+			r, err := projector.New(rc, p, es, m, log)
+			if err != nil {
+				return err
+			}
+			st.runners[i].Store(r)
+			return r.Run(ctx)
+		}
 	}
 	return obs.Service{Addr: c.MetricsAddr, Handler: h.Mux(reg), Health: h, Grace: 5 * time.Second, Log: log}.Run(ctx, workers...)
+}
+
+// startupRetry paces preparing a read model while Elasticsearch is
+// unreachable; each attempt is bounded by startupAttempt.
+var (
+	startupRetry   = backoff.Policy{Min: 200 * time.Millisecond, Max: 10 * time.Second}
+	startupAttempt = 30 * time.Second
+)
+
+// errStarting is the readiness answer before every projection consumes.
+var errStarting = errors.New("starting: preparing the read models and topics")
+
+// startup tracks which projections consume: runners[i] is set once
+// projection i's runner exists, and consumes once past its set-up.
+type startup struct {
+	runners []atomic.Pointer[projector.Runner]
+}
+
+func (s *startup) check(context.Context) error {
+	for i := range s.runners {
+		if r := s.runners[i].Load(); r == nil || !r.Consuming() {
+			return errStarting
+		}
+	}
+	return nil
+}
+
+// prepareReadModel is projector.EnsureReadModel retried with backoff
+// while Elasticsearch is unavailable. A refusal (a mapping conflict, a
+// missing privilege: esindex.ErrRejected) does not heal by waiting: it
+// is returned at once, marked backoff.Permanent. Any other error means
+// ctx ended while waiting.
+func prepareReadModel(ctx context.Context, es *elasticsearch.Client, indexPrefix string, p projector.Projection, log *slog.Logger) (string, error) {
+	var alias string
+	err := backoff.Retry(ctx, startupRetry, func(ctx context.Context) error {
+		actx, cancel := context.WithTimeout(ctx, startupAttempt)
+		defer cancel()
+		a, err := projector.EnsureReadModel(actx, es, indexPrefix, p)
+		if errors.Is(err, esindex.ErrRejected) {
+			return backoff.Permanent(err)
+		}
+		alias = a
+		return err
+	}, func(_ int, wait time.Duration, err error) {
+		log.Warn("preparing the read model failed; retrying", "projection", p.Name(), "err", err, "backoff", wait.String())
+	})
+	return alias, err
 }
 
 func kafkaAdmin(c cfg) (*kadm.Client, func(), error) {

@@ -149,6 +149,7 @@ type proc struct {
 	metrics string
 	log     *bytes.Buffer
 	done    chan error
+	exited  chan struct{} // closed when the process ended (done keeps its error for one reader)
 }
 
 func (s *stack) start(t *testing.T, name string) *proc {
@@ -160,6 +161,24 @@ func (s *stack) start(t *testing.T, name string) *proc {
 // startProc starts `projector run` with env (serving on addr) and waits
 // until it is ready; the process is killed at cleanup.
 func startProc(t *testing.T, name, addr string, env []string) *proc {
+	t.Helper()
+	p := launchProc(t, name, addr, env)
+	waitFor(t, 30*time.Second, name+" ready", func() bool { return p.ready() })
+	return p
+}
+
+// ready says whether the process answers /readyz with 200.
+func (p *proc) ready() bool {
+	res, err := http.Get(p.metrics + "/readyz")
+	if err != nil {
+		return false
+	}
+	res.Body.Close()
+	return res.StatusCode == 200
+}
+
+// launchProc is startProc without the wait for readiness.
+func launchProc(t *testing.T, name, addr string, env []string) *proc {
 	t.Helper()
 	cmd := exec.Command(binary(t), "run")
 	cmd.Env = env
@@ -179,8 +198,8 @@ func startProc(t *testing.T, name, addr string, env []string) *proc {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{cmd: cmd, metrics: "http://" + addr, log: &logBuf, done: make(chan error, 1)}
-	go func() { err := cmd.Wait(); pw.Close(); p.done <- err }()
+	p := &proc{cmd: cmd, metrics: "http://" + addr, log: &logBuf, done: make(chan error, 1), exited: make(chan struct{})}
+	go func() { err := cmd.Wait(); pw.Close(); close(p.exited); p.done <- err }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		<-p.done
@@ -189,14 +208,6 @@ func startProc(t *testing.T, name, addr string, env []string) *proc {
 			t.Logf("%s log:\n%s", name, tail(logBuf.String(), 4000))
 			mu.Unlock()
 		}
-	})
-	waitFor(t, 30*time.Second, name+" ready", func() bool {
-		res, err := http.Get(p.metrics + "/readyz")
-		if err != nil {
-			return false
-		}
-		res.Body.Close()
-		return res.StatusCode == 200
 	})
 	return p
 }

@@ -13,6 +13,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"cqrsflow/internal/backoff"
+	"cqrsflow/internal/topics"
 )
 
 // Runner consumes one projection: it owns the Kafka client, polls batches
@@ -34,6 +37,8 @@ type Runner struct {
 	// their records the worker reads the quarantine topic to its end, so
 	// a new owner knows the aggregates the previous one quarantined.
 	assigned atomic.Bool
+	// consuming is set while Run consumes (past its set-up).
+	consuming atomic.Bool
 	// owned are the partitions assigned now: the continuous verification
 	// verifies their aggregates.
 	owned ownedParts
@@ -126,17 +131,43 @@ func (r *Runner) Ping(ctx context.Context) error {
 	return nil
 }
 
+// setupRetry paces the start-up's topic set-up while Kafka is
+// unreachable; each attempt is bounded by setupAttempt.
+var (
+	setupRetry   = backoff.Policy{Min: 200 * time.Millisecond, Max: 10 * time.Second}
+	setupAttempt = 30 * time.Second
+)
+
+// setup ensures the projection's DLQ and quarantine topics, retrying
+// while Kafka is unreachable: a projector started before Kafka waits for
+// it (not ready) instead of exiting. A topic whose settings an operator
+// must change (topics.ErrMisconfigured) ends it at once. Any other error
+// means ctx ended while waiting.
+func (r *Runner) setup(ctx context.Context) error {
+	return backoff.Retry(ctx, setupRetry, func(ctx context.Context) error {
+		sctx, cancel := context.WithTimeout(ctx, setupAttempt)
+		defer cancel()
+		err := ensureDLQTopic(sctx, r.adm, r.cfg.Topic, r.cfg.DLQPartitions, r.log)
+		if err == nil {
+			err = ensureQuarantineTopic(sctx, r.adm, QuarantineTopic(r.cfg.Topic), r.log)
+		}
+		if errors.Is(err, topics.ErrMisconfigured) {
+			return backoff.Permanent(err)
+		}
+		return err
+	}, func(_ int, wait time.Duration, err error) {
+		r.log.Warn("setting up the projection's topics failed; retrying", "err", err, "backoff", wait.String())
+	})
+}
+
+// Consuming says whether Run is past its set-up and consuming (readiness).
+func (r *Runner) Consuming() bool { return r.consuming.Load() }
+
 // Run consumes until ctx ends, then finishes the in-flight batch (within
 // ShutdownGrace), commits what is done and leaves the group.
 func (r *Runner) Run(ctx context.Context) error {
 	defer r.close(ctx)
-	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err := ensureDLQTopic(setupCtx, r.adm, r.cfg.Topic, r.cfg.DLQPartitions, r.log)
-	if err == nil {
-		err = ensureQuarantineTopic(setupCtx, r.adm, QuarantineTopic(r.cfg.Topic), r.log)
-	}
-	cancel()
-	if err != nil {
+	if err := r.setup(ctx); err != nil {
 		r.quar.tail.Close()
 		if ctx.Err() != nil {
 			// Asked to stop while setting up (the client may already have
@@ -167,6 +198,8 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 
 	r.log.Info("projector consuming", "topic", r.cfg.Topic, "index", r.cfg.Index)
+	r.consuming.Store(true)
+	defer r.consuming.Store(false)
 	for ctx.Err() == nil {
 		var recs []*kgo.Record
 		recheck := r.parts.parkedEvents() > 0

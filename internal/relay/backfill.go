@@ -189,11 +189,20 @@ func produceAll(ctx context.Context, p Producer, topic string, rows []row) error
 		mu    sync.Mutex
 		first error
 	)
+	// Every record is built and checked before the first is produced:
+	// nothing of the batch is buffered when one cannot go.
+	recs := make([]*kgo.Record, len(rows))
 	for i := range rows {
 		rec, err := record(topic, &rows[i])
+		if err == nil {
+			err = oversized(rec)
+		}
 		if err != nil {
 			return fmt.Errorf("event at position %d: %w", rows[i].GlobalPosition, err)
 		}
+		recs[i] = rec
+	}
+	for _, rec := range recs {
 		wg.Add(1)
 		p.Produce(ctx, rec, func(_ *kgo.Record, err error) {
 			defer wg.Done()
@@ -208,6 +217,7 @@ func produceAll(ctx context.Context, p Producer, topic string, rows []row) error
 	}
 	acked := make(chan struct{})
 	go func() { wg.Wait(); close(acked) }()
+	_ = p.Flush(ctx) // sends the batch at once (ProducerOpts); the promises tell
 	select {
 	case <-acked:
 	case <-ctx.Done():

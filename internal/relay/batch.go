@@ -97,7 +97,7 @@ func (r *Relay) batch(ctx context.Context, w int) (more bool, err error) {
 	defer stop()
 
 	t1 := time.Now()
-	res := r.publishBatch(fctx, p, rows, t1)
+	res := r.publishBatch(fctx, w, p, rows, t1)
 	t2 := time.Now()
 	left, err := r.finishAndAdvance(fctx, w, rows, res, held, snap, len(excl) > 0)
 	if err != nil {

@@ -365,7 +365,7 @@ func TestUnbuildableEnvelopeIsDeadLetteredThenDiscarded(t *testing.T) {
 type flakyProducer struct {
 	Producer
 	key    string
-	healed atomic.Bool
+	healed *atomic.Bool // shared by the relay's producers
 }
 
 func (f *flakyProducer) Produce(ctx context.Context, r *kgo.Record, promise func(*kgo.Record, error)) {
@@ -386,10 +386,10 @@ func TestRetryableFailureHoldsOnlyItsAggregate(t *testing.T) {
 	defer cancel()
 	sick := aggregate{"product", uuid.NewString()}
 	near := neighbours(ctx, t, e.pg.Pool, "product", shardOf(ctx, t, e.pg.Pool, sick.id), -1, 0, 4)
-	flaky := &flakyProducer{key: sick.id}
+	var healed atomic.Bool
 	startRelayWith(t, e, "flaky", func(c *Config) {
 		c.PoisonAttempts, c.PoisonInterval, c.MaxBackoff = 1, 10*time.Millisecond, time.Second
-	}, ProducerOpts(e.brokers, 0), func(p Producer) Producer { flaky.Producer = p; return flaky })
+	}, ProducerOpts(e.brokers, 0), func(p Producer) Producer { return &flakyProducer{Producer: p, key: sick.id, healed: &healed} })
 	want := map[string]int64{}
 	var slowest time.Duration
 	for round := range 5 {
@@ -409,7 +409,7 @@ func TestRetryableFailureHoldsOnlyItsAggregate(t *testing.T) {
 	if n := countRows(ctx, t, e.pg.Pool, `SELECT count(*) FROM outbox_dead_letters`); n != 0 {
 		t.Fatalf("%d dead letters for a retryable failure", n)
 	}
-	flaky.healed.Store(true)
+	healed.Store(true)
 	waitFor(t, "the healed aggregate published", 15*time.Second, func() bool { return outboxCount(ctx, t, e.pg.Pool) == 0 })
 	checkStream(t, consumeAll(t, e.brokers, e.topics, total(want), time.Minute), want)
 	t.Logf("other aggregates of the failing one's shard published within %s of their write (worker backing off up to 1s)", slowest.Round(time.Millisecond))

@@ -39,27 +39,32 @@
 // # Order and fencing
 //
 // Within a batch every record of one key goes to the same partition through
-// one idempotent producer, in id order; the next batch starts only after the
-// previous one was acked and deleted. The delete runs in a transaction that
-// locks the shard's lease row FOR SHARE and checks owner and epoch, so a
-// relay whose lease was taken over deletes nothing of that shard, and the
-// new owner republishes those rows. Before each claim the leases are
-// re-checked and lost shards are dropped at once. A relay that lost a
-// lease can still have one batch of that shard in flight (Kafka cannot be
-// fenced by a Postgres lease): the consumer may then see a duplicate, or an
-// older version replayed after a newer one, but never a missing event, and
-// the first occurrences of each key's versions stay in order. The projector
-// is idempotent (version-checked) and reports gaps.
+// the loop's idempotent producer, in id order; the next batch starts only
+// after the previous one was acked and deleted. The delete runs in a
+// transaction that locks the shard's lease row FOR SHARE and checks owner
+// and epoch, so a relay whose lease was taken over deletes nothing of that
+// shard, and the new owner republishes those rows. Before each claim the
+// leases are re-checked and lost shards are dropped at once. A relay that
+// lost a lease can still have one batch of that shard in flight (Kafka
+// cannot be fenced by a Postgres lease): the consumer may then see a
+// duplicate, or an older version replayed after a newer one, but never a
+// missing event, and the first occurrences of each key's versions stay in
+// order. The projector is idempotent (version-checked) and reports gaps.
 //
 // Partial failures: a batch's rows are deleted only up to the first failed
 // row of each aggregate; later rows of that aggregate stay and are
-// republished, in order, with the failed one. When a produce request
-// fails, franz-go fails every record buffered for that partition too, so
-// nothing newer of the key overtakes the failed record, except a record
-// sent in a later request after the failure was handled (a window of one
-// round trip while a batch is being produced): the consumer then sees
-// that newer version once before the full run from the failed one, a
-// gap the projector parks and closes.
+// republished, in order, with the failed one. Each loop has a producer of
+// its own with manual flushing (ProducerOpts): the whole batch is buffered
+// before anything is sent, so when Kafka refuses a produce request franz-go
+// fails every later record of that partition with it (their idempotent
+// sequence numbers follow the refused batch's), and nothing newer of the key
+// is written ahead of the failed record. (Sent as produced, a record handed
+// over after the refusal was handled went out in a fresh request and was
+// written: version 2 on Kafka before version 1. A shared producer would
+// reopen that window, since one loop's Flush sends another's half-produced
+// batch.) A record too large for the client's batch limit, which franz-go
+// fails alone, is not handed over (oversized) and stops its aggregate like a
+// refusal.
 //
 // # Poison rows and dead letters
 //

@@ -39,11 +39,11 @@ type deadLetter struct {
 //     its aggregate's later rows stay in the outbox (held, see store.claim);
 //   - a transient failure leaves the rows for the next batch and makes
 //     the worker back off.
-func (r *Relay) publishBatch(ctx context.Context, p *poison, rows []row, now time.Time) batchResult {
+func (r *Relay) publishBatch(ctx context.Context, w int, p *poison, rows []row, now time.Time) batchResult {
 	errs := make([]error, len(rows))
 	waiting := holdSuspects(p, rows, errs)
 	start := time.Now()
-	recs, ackedAt := publish(ctx, r.prod, r.topicOf, rows, errs)
+	recs, ackedAt := publish(ctx, r.prods[w], r.topicOf, rows, errs)
 	r.tracePublish(recs, errs, start)
 	r.countPublished(rows, recs, errs, ackedAt)
 	cands, transients := r.candidates(p, rows, errs, now)

@@ -226,17 +226,21 @@ func startRelayKafka(t *testing.T, e *itEnv, id string, mut func(*Config), kopts
 	return startRelayWith(t, e, id, mut, kopts, nil)
 }
 
-// startRelayWith is startRelayKafka with the publishing producer wrapped
-// by wrap (when not nil).
+// startRelayWith is startRelayKafka with each publishing producer
+// wrapped by wrap (when not nil).
 func startRelayWith(t *testing.T, e *itEnv, id string, mut func(*Config), kopts []kgo.Opt, wrap func(Producer) Producer) *runningRelay {
 	t.Helper()
-	kc, err := kgo.NewClient(kopts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var prod Producer = kc
-	if wrap != nil {
-		prod = wrap(kc)
+	var clients []*kgo.Client // closed after the relay stopped (a wrapper hides Close)
+	newProducer := func() (Producer, error) {
+		kc, err := kgo.NewClient(kopts...)
+		if err != nil {
+			return nil, err
+		}
+		clients = append(clients, kc)
+		if wrap == nil {
+			return kc, nil
+		}
+		return wrap(kc), nil
 	}
 	probe, err := kgo.NewClient(kopts...)
 	if err != nil {
@@ -249,7 +253,7 @@ func startRelayWith(t *testing.T, e *itEnv, id string, mut func(*Config), kopts 
 	}
 	reg := prometheus.NewRegistry()
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	r, err := New(cfg, e.pg.Pool, prod, reg, log)
+	r, err := New(cfg, e.pg.Pool, newProducer, reg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,7 +272,10 @@ func startRelayWith(t *testing.T, e *itEnv, id string, mut func(*Config), kopts 
 			case <-time.After(60 * time.Second):
 				t.Errorf("relay %s did not stop within 60s", id)
 			}
-			kc.Close()
+			r.Close()
+			for _, kc := range clients {
+				kc.Close()
+			}
 			probe.Close()
 		})
 	}

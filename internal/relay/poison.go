@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -168,6 +169,13 @@ func (r *Relay) probeRow(ctx context.Context, rw *row) (time.Time, error) {
 	defer r.probeMu.Unlock()
 	done := make(chan error, 1)
 	r.probe.Produce(ctx, rec, func(_ *kgo.Record, err error) { done <- err })
-	err = <-done
+	_ = r.probe.Flush(ctx) // the promise says how it went
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		// A manually flushed record left in the buffer is never sent:
+		// the relay is stopping (its batch's grace ran out).
+		err = fmt.Errorf("%w: %w", errAbandoned, ctx.Err())
+	}
 	return time.Now(), err
 }

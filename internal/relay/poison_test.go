@@ -89,7 +89,7 @@ func poisonRelay(t *testing.T, c *kfake.Cluster, opts ...kgo.Opt) (*Relay, *coun
 	probe := &countingProducer{Producer: mk()}
 	cfg := Config{ID: "t", TopicPrefix: "p", PoisonAttempts: 3, PoisonInterval: time.Second, Probe: probe}
 	cfg.defaults()
-	r := &Relay{cfg: cfg, prod: mk(), probe: probe, log: slog.New(slog.DiscardHandler), m: newMetrics(prometheus.NewRegistry()),
+	r := &Relay{cfg: cfg, prods: []Producer{mk()}, probe: probe, log: slog.New(slog.DiscardHandler), m: newMetrics(prometheus.NewRegistry()),
 		poison: []poison{{rows: map[int64]*suspect{}}}}
 	return r, probe
 }
@@ -159,7 +159,7 @@ func TestPoisonRowIsConfirmedAloneAndDeadLettered(t *testing.T) {
 
 	// One partition: every record shares the poison row's produce batches.
 	batch1 := []row{mkRow(1, "a", 1), bigRow(2, "poison", 1), mkRow(3, "b", 1), mkRow(4, "poison", 2), mkRow(5, "a", 2), mkRow(6, "b", 2)}
-	res := r.publishBatch(ctx, p, batch1, t0)
+	res := r.publishBatch(ctx, 0, p, batch1, t0)
 	if res.err != nil {
 		t.Fatalf("a poison row is no transient failure: %v", res.err)
 	}
@@ -168,7 +168,7 @@ func TestPoisonRowIsConfirmedAloneAndDeadLettered(t *testing.T) {
 	if want := []int64{1, 3}; !slices.Equal(res.ids, want) || !res.retryNow {
 		t.Fatalf("deletable %v (retry at once: %v), want %v and true", res.ids, res.retryNow, want)
 	}
-	res = r.publishBatch(ctx, p, []row{bigRow(2, "poison", 1), mkRow(4, "poison", 2), mkRow(5, "a", 2), mkRow(6, "b", 2)}, t0.Add(10*time.Millisecond))
+	res = r.publishBatch(ctx, 0, p, []row{bigRow(2, "poison", 1), mkRow(4, "poison", 2), mkRow(5, "a", 2), mkRow(6, "b", 2)}, t0.Add(10*time.Millisecond))
 	if want := []int64{5, 6}; res.err != nil || !slices.Equal(res.ids, want) {
 		t.Fatalf("next batch: err %v, deletable %v, want %v (every other aggregate in full, nothing of the poison's)", res.err, res.ids, want)
 	}
@@ -185,15 +185,15 @@ func TestPoisonRowIsConfirmedAloneAndDeadLettered(t *testing.T) {
 	// Before PoisonInterval: the suspect is neither sent nor counted;
 	// others flow.
 	probes := probe.n.Load()
-	res = r.publishBatch(ctx, p, []row{bigRow(2, "poison", 1), mkRow(4, "poison", 2), mkRow(7, "c", 1)}, t0.Add(500*time.Millisecond))
+	res = r.publishBatch(ctx, 0, p, []row{bigRow(2, "poison", 1), mkRow(4, "poison", 2), mkRow(7, "c", 1)}, t0.Add(500*time.Millisecond))
 	if res.err != nil || !slices.Equal(res.ids, []int64{7}) || p.rows[2].attempts != 1 || probe.n.Load() != probes {
 		t.Fatalf("before the interval: err %v, ids %v, attempts %d, probes %d→%d", res.err, res.ids, p.rows[2].attempts, probes, probe.n.Load())
 	}
-	res = r.publishBatch(ctx, p, []row{bigRow(2, "poison", 1), mkRow(4, "poison", 2)}, t0.Add(time.Second))
+	res = r.publishBatch(ctx, 0, p, []row{bigRow(2, "poison", 1), mkRow(4, "poison", 2)}, t0.Add(time.Second))
 	if res.err != nil || len(res.ids) != 0 || p.rows[2].attempts != 2 || len(res.dead) != 0 {
 		t.Fatalf("second attempt: err %v, ids %v, attempts %d, dead %v", res.err, res.ids, p.rows[2].attempts, res.dead)
 	}
-	res = r.publishBatch(ctx, p, []row{bigRow(2, "poison", 1), mkRow(4, "poison", 2), mkRow(8, "c", 2)}, t0.Add(2*time.Second))
+	res = r.publishBatch(ctx, 0, p, []row{bigRow(2, "poison", 1), mkRow(4, "poison", 2), mkRow(8, "c", 2)}, t0.Add(2*time.Second))
 	if len(res.dead) != 1 || res.dead[0].row.ID != 2 || res.dead[0].attempts != 3 || res.dead[0].reason != "MESSAGE_TOO_LARGE" {
 		t.Fatalf("third attempt: dead %+v, want outbox id 2 after 3 attempts", res.dead)
 	}
@@ -224,14 +224,14 @@ func TestUnbuildableEnvelopeHoldsItsAggregate(t *testing.T) {
 	bad.Payload = []byte(`not json`)
 	rows := []row{mkRow(1, "a", 1), bad, mkRow(3, "bad", 2), mkRow(4, "a", 2)}
 	t0 := time.Now()
-	res := r.publishBatch(context.Background(), p, rows, t0)
+	res := r.publishBatch(context.Background(), 0, p, rows, t0)
 	if res.err != nil || !slices.Equal(res.ids, []int64{1, 4}) {
 		t.Fatalf("err %v, deletable %v, want [1 4]", res.err, res.ids)
 	}
 	if s := p.rows[2]; s == nil || s.reason != reasonEnvelope || s.attempts != 1 {
 		t.Fatalf("suspect %+v", p.rows)
 	}
-	res = r.publishBatch(context.Background(), p, []row{bad, mkRow(3, "bad", 2)}, t0.Add(time.Second))
+	res = r.publishBatch(context.Background(), 0, p, []row{bad, mkRow(3, "bad", 2)}, t0.Add(time.Second))
 	if len(res.dead) != 1 || res.dead[0].reason != reasonEnvelope || len(res.ids) != 0 {
 		t.Fatalf("dead %+v, ids %v", res.dead, res.ids)
 	}
@@ -257,7 +257,7 @@ func TestTopicRefusalIsConfirmedOncePerTopic(t *testing.T) {
 		pr.AggregateType = "product"
 		rows = append(rows, pr, mkRow(int64(2*i+2), "o-"+agg, 1))
 	}
-	res := r.publishBatch(context.Background(), p, rows, time.Now())
+	res := r.publishBatch(context.Background(), 0, p, rows, time.Now())
 	if res.err != nil || !slices.Equal(res.ids, []int64{2, 4, 6}) {
 		t.Fatalf("err %v, deletable %v, want the orders [2 4 6]", res.err, res.ids)
 	}
@@ -304,7 +304,7 @@ func TestTransientFailureCountsNothing(t *testing.T) {
 	t0 := time.Now()
 
 	down.Store(true)
-	res := r.publishBatch(ctx, p, []row{mkRow(1, "a", 1), mkRow(2, "b", 1)}, t0)
+	res := r.publishBatch(ctx, 0, p, []row{mkRow(1, "a", 1), mkRow(2, "b", 1)}, t0)
 	if res.err == nil || len(res.ids) != 0 || len(p.rows) != 0 || probe.n.Load() != 0 {
 		t.Fatalf("outage: err %v, ids %v, suspects %v, probes %d; want an error and nothing else", res.err, res.ids, p.rows, probe.n.Load())
 	}
@@ -314,13 +314,13 @@ func TestTransientFailureCountsNothing(t *testing.T) {
 	bad := mkRow(3, "bad", 1)
 	bad.Metadata = []byte(`{`)
 	down.Store(false)
-	r.publishBatch(ctx, p, []row{bad}, t0)
+	r.publishBatch(ctx, 0, p, []row{bad}, t0)
 	if p.rows[3] == nil {
 		t.Fatal("setup: no suspect")
 	}
 	bad.Metadata = []byte(`{}`) // sendable now, but Kafka is down
 	down.Store(true)
-	res = r.publishBatch(ctx, p, []row{bad}, t0.Add(time.Second))
+	res = r.publishBatch(ctx, 0, p, []row{bad}, t0.Add(time.Second))
 	if res.err == nil || len(p.rows) != 0 || len(res.dead) != 0 {
 		t.Fatalf("suspect during an outage: err %v, suspects %v, dead %v; want an error, no suspect, no dead letter", res.err, p.rows, res.dead)
 	}

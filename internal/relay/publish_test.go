@@ -97,6 +97,39 @@ func newProducer(t *testing.T, c *kfake.Cluster) *kgo.Client {
 	return cl
 }
 
+// produceOne produces rec through p, flushes (ProducerOpts flush
+// manually) and returns it as acked.
+func produceOne(ctx context.Context, p Producer, rec *kgo.Record) (*kgo.Record, error) {
+	done := make(chan error, 1)
+	p.Produce(ctx, rec, func(_ *kgo.Record, err error) { done <- err })
+	if err := p.Flush(ctx); err != nil {
+		return nil, err
+	}
+	return rec, <-done
+}
+
+// A producer made with ProducerOpts sends nothing until flushed: the
+// relay's guarantee that a refused record takes the later ones of its
+// partition with it rests on that (see ProducerOpts).
+func TestProducerSendsOnlyWhenFlushed(t *testing.T) {
+	topic := envelope.Topic("p", "order")
+	c := fakeKafka(t, 1, topic)
+	cl := newProducer(t, c)
+	acked := make(chan error, 1)
+	cl.Produce(context.Background(), &kgo.Record{Topic: topic, Key: []byte("k"), Value: []byte("{}")}, func(_ *kgo.Record, err error) { acked <- err })
+	select {
+	case err := <-acked:
+		t.Fatalf("answered before a flush: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if err := cl.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-acked; err != nil {
+		t.Fatal(err)
+	}
+}
+
 // The relay's producer puts a key on the partition the Java client would.
 func TestProducerPartitionsLikeJavaClient(t *testing.T) {
 	const parts = 12
@@ -111,8 +144,7 @@ func TestProducerPartitionsLikeJavaClient(t *testing.T) {
 	}
 	seen := map[int32]bool{}
 	for _, k := range keys {
-		res := cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Key: []byte(k), Value: []byte("{}")})
-		rec, err := res.First()
+		rec, err := produceOne(ctx, cl, &kgo.Record{Topic: topic, Key: []byte(k), Value: []byte("{}")})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -362,6 +394,12 @@ func (h *heldProducer) Produce(_ context.Context, r *kgo.Record, promise func(*k
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.promises = append(h.promises, func() { promise(r, nil) })
+}
+
+// Flush waits, like franz-go's, until every record is answered or ctx ends.
+func (h *heldProducer) Flush(ctx context.Context) error {
+	<-ctx.Done()
+	return ctx.Err()
 }
 
 // When the batch's context ends (the shutdown grace ran out), publish stops

@@ -65,11 +65,11 @@ type Config struct {
 	// PoisonInterval is the least time between two attempts of a refused
 	// row: a refusal may come from a misconfiguration being fixed.
 	PoisonInterval time.Duration
-	// Probe sends a refused row alone to confirm the refusal. It should
-	// be a producer of its own (the same ProducerOpts): through the
-	// publishing producer (the default), a record of another worker for
-	// the same partition can share the probe's produce request, so a
-	// refusal of that record could count against the probed row.
+	// Probe sends a refused row alone to confirm the refusal. nil: New
+	// makes one more producer for it. It must not be a publishing
+	// producer: a record of a batch would share the probe's produce
+	// request, so a refusal of that record could count against the
+	// probed row.
 	Probe Producer
 	// Tracing, when set, records a span per published batch
 	// (tracePublish); nil: no tracing work. The trace context stored with
@@ -149,9 +149,13 @@ var ErrConfig = errors.New("invalid relay config")
 
 // Relay moves outbox rows to Kafka.
 type Relay struct {
-	cfg   Config
-	pool  *pgxpool.Pool
-	prod  Producer
+	cfg  Config
+	pool *pgxpool.Pool
+	// prods are the publishing producers, one per loop: a loop flushes
+	// its whole batch at once (see ProducerOpts).
+	prods []Producer
+	// made are the producers New made, which Close closes.
+	made  []Producer
 	log   *slog.Logger
 	m     *metrics
 	store *store
@@ -181,8 +185,10 @@ type Relay struct {
 	toRelease map[int16]bool
 }
 
-// New returns a relay. Metrics are registered on reg.
-func New(cfg Config, pool *pgxpool.Pool, prod Producer, reg prometheus.Registerer, log *slog.Logger) (*Relay, error) {
+// New returns a relay. Metrics are registered on reg. newProducer makes
+// one publishing producer per publish loop (and the probe, unless
+// cfg.Probe is set); Close closes them.
+func New(cfg Config, pool *pgxpool.Pool, newProducer NewProducer, reg prometheus.Registerer, log *slog.Logger) (*Relay, error) {
 	cfg.defaults()
 	var errs []error
 	if cfg.ID == "" {
@@ -194,14 +200,14 @@ func New(cfg Config, pool *pgxpool.Pool, prod Producer, reg prometheus.Registere
 	if cfg.RenewInterval >= cfg.LeaseTTL {
 		errs = append(errs, fmt.Errorf("renew interval %s must be shorter than the lease TTL %s", cfg.RenewInterval, cfg.LeaseTTL))
 	}
-	if pool == nil || prod == nil {
-		errs = append(errs, errors.New("postgres pool and kafka producer are required"))
+	if pool == nil || newProducer == nil {
+		errs = append(errs, errors.New("postgres pool and kafka producers are required"))
 	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, errors.Join(errs...))
 	}
 	r := &Relay{
-		cfg: cfg, pool: pool, prod: prod,
+		cfg: cfg, pool: pool,
 		log:       log.With("component", "relay", "relay_id", cfg.ID),
 		m:         newMetrics(reg),
 		store:     &store{pool: pool, id: cfg.ID, ttl: cfg.LeaseTTL},
@@ -221,13 +227,38 @@ func New(cfg Config, pool *pgxpool.Pool, prod Producer, reg prometheus.Registere
 		r.poison[w].rows = map[int64]*suspect{}
 	}
 	r.loops.merged.Store(n > 1)
-	if r.probe = cfg.Probe; r.probe == nil {
-		r.probe = prod
+	for range n + 1 {
+		if len(r.prods) == n && cfg.Probe != nil {
+			r.probe = cfg.Probe
+			break
+		}
+		p, err := newProducer()
+		if err != nil {
+			r.Close()
+			return nil, fmt.Errorf("kafka producer: %w", err)
+		}
+		r.made = append(r.made, p)
+		if len(r.prods) < n {
+			r.prods = append(r.prods, p)
+		} else {
+			r.probe = p
+		}
 	}
 	for w := range n {
 		r.lowGauge = append(r.lowGauge, r.m.lowWater.WithLabelValues(r.loopLabel(w)))
 	}
 	return r, nil
+}
+
+// Close closes the producers New made (those with a Close method). Call
+// it after Run returned.
+func (r *Relay) Close() {
+	for _, p := range r.made {
+		if c, ok := p.(interface{ Close() }); ok {
+			c.Close()
+		}
+	}
+	r.made = nil
 }
 
 // Owned returns the shards this relay currently holds, sorted.

@@ -83,12 +83,12 @@ func TestPublishSpanLinksWrites(t *testing.T) {
 
 	one := []row{traceRow(1, "a", `{"traceparent":"`+writeA+`"}`), traceRow(2, "b", `{"traceparent":12}`),
 		traceRow(3, "c", `{"traceparent":"junk"}`), traceRow(4, "d", `{}`)}
-	res := r.publishBatch(context.Background(), p, one, time.Now())
+	res := r.publishBatch(context.Background(), 0, p, one, time.Now())
 	if res.err != nil || !slices.Equal(res.ids, []int64{1, 2, 3, 4}) {
 		t.Fatalf("batch with malformed trace metadata: ids %v err %v", res.ids, res.err)
 	}
 	two := []row{traceRow(5, "a", `{"traceparent":"`+writeA+`"}`), traceRow(6, "b", `{"traceparent":"`+writeB+`"}`)}
-	if res := r.publishBatch(context.Background(), p, two, time.Now()); res.err != nil || len(res.ids) != 2 {
+	if res := r.publishBatch(context.Background(), 0, p, two, time.Now()); res.err != nil || len(res.ids) != 2 {
 		t.Fatalf("second batch: %v %v", res.ids, res.err)
 	}
 	ended := spans.Ended()

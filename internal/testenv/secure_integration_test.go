@@ -146,7 +146,12 @@ func produceConsume(t *testing.T, k kafka.Settings, topic, value string) error {
 		return err
 	}
 	defer prod.Close()
-	if err := prod.ProduceSync(ctx, &kgo.Record{Topic: topic, Key: []byte("k"), Value: []byte(value)}).FirstErr(); err != nil {
+	acked := make(chan error, 1)
+	prod.Produce(ctx, &kgo.Record{Topic: topic, Key: []byte("k"), Value: []byte(value)}, func(_ *kgo.Record, err error) { acked <- err })
+	if err := prod.Flush(ctx); err != nil { // the relay's producers flush manually
+		return err
+	}
+	if err := <-acked; err != nil {
 		return err
 	}
 	cons, err := k.NewClient(kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))

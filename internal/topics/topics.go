@@ -122,7 +122,7 @@ func Ensure(ctx context.Context, adm *kadm.Client, spec Spec) error {
 	default:
 		return fmt.Errorf("creating topic %s: %w", spec.Name, err)
 	}
-	d, err := describeExisting(ctx, adm, spec.Name)
+	d, err := DescribeExisting(ctx, adm, spec.Name)
 	if err != nil {
 		return err
 	}
@@ -137,12 +137,13 @@ func Ensure(ctx context.Context, adm *kadm.Client, spec Spec) error {
 // controller says exists to appear in the broker's metadata.
 const existingTopicWait = 10 * time.Second
 
-// describeExisting describes a topic the controller reported as existing.
+// DescribeExisting describes a topic the controller reported as existing
+// (or that the caller just created).
 // A topic another client created a moment ago (two workers starting
 // together) can be missing from the answering broker's metadata cache for
 // a short while: UNKNOWN_TOPIC_OR_PARTITION is retried until
 // existingTopicWait, every other error is returned at once.
-func describeExisting(ctx context.Context, adm *kadm.Client, name string) (kadm.TopicDetail, error) {
+func DescribeExisting(ctx context.Context, adm *kadm.Client, name string) (kadm.TopicDetail, error) {
 	deadline := time.Now().Add(existingTopicWait)
 	for pause := 50 * time.Millisecond; ; pause = min(2*pause, time.Second) {
 		details, err := adm.ListTopics(ctx, name)

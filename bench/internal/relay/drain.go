@@ -121,9 +121,9 @@ func (b *bench) rawBaseline(ctx context.Context, recs []*kgo.Record) (fastest ti
 }
 
 // rawProduce publishes recs with a new client and the relay's producer
-// settings and returns the time until the last acknowledgement.
+// settings (rawOpts) and returns the time until the last acknowledgement.
 func rawProduce(ctx context.Context, brokers []string, recs []*kgo.Record) (time.Duration, error) {
-	raw, err := kgo.NewClient(producerOpts(brokers)...)
+	raw, err := kgo.NewClient(rawOpts(brokers)...)
 	if err != nil {
 		return 0, err
 	}

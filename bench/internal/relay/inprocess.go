@@ -25,6 +25,20 @@ func producerOpts(brokers []string) []kgo.Opt {
 	return outboxrelay.ProducerOpts(brokers, 30*time.Second)
 }
 
+// rawOpts are the relay's producer settings without manual flushing: the
+// raw baseline streams every record as it is produced (the ceiling a
+// producer reaches; the relay flushes each batch as a whole to keep a
+// refused record's later ones of its partition off Kafka).
+func rawOpts(brokers []string) []kgo.Opt {
+	return []kgo.Opt{
+		kgo.SeedBrokers(brokers...),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
+		kgo.ProducerLinger(0),
+		kgo.RecordDeliveryTimeout(30 * time.Second),
+	}
+}
+
 // startRelay runs an in-process relay; the returned func stops it and
 // waits until it released its leases.
 func (b *bench) startRelay(ctx context.Context, r relayRun) (func(), error) {
@@ -33,17 +47,14 @@ func (b *bench) startRelay(ctx context.Context, r relayRun) (func(), error) {
 	if r.asShipped {
 		cfg.Linger = outboxrelay.DefaultLinger
 	}
-	kc, err := kgo.NewClient(producerOpts(b.s.Brokers)...)
+	rl, err := outboxrelay.New(cfg, b.pool, func() (outboxrelay.Producer, error) {
+		return kgo.NewClient(producerOpts(b.s.Brokers)...)
+	}, prometheus.NewRegistry(), b.log)
 	if err != nil {
-		return nil, err
-	}
-	rl, err := outboxrelay.New(cfg, b.pool, kc, prometheus.NewRegistry(), b.log)
-	if err != nil {
-		kc.Close()
 		return nil, err
 	}
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { _ = rl.Run(rctx); close(done) }()
-	return func() { cancel(); <-done; kc.Close() }, nil
+	return func() { cancel(); <-done; rl.Close() }, nil
 }
