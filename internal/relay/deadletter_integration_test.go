@@ -540,3 +540,61 @@ func TestDeadLetteringIsFencedByTheLease(t *testing.T) {
 		t.Fatalf("%d rows of the aggregate in the outbox, want both", left)
 	}
 }
+
+// A row whose record is over the producer's batch limit (1 MB): franz-go
+// would refuse it on its own and still send the records behind it, so the
+// relay never hands it over. Its aggregate's later rows are held (nothing
+// of the aggregate reaches Kafka ahead of it) while its partition
+// neighbours, written before and after it, flow in order; it is
+// dead-lettered as MESSAGE_TOO_LARGE after its probes, and once discarded
+// the held rows follow.
+func TestOversizedRowNeverOvertaken(t *testing.T) {
+	e := newEnv(t, testenv.KafkaBrokers())
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	bin := relayBinary(t)
+	huge := aggregate{"product", uuid.NewString()}
+	shard := shardOf(ctx, t, e.pg.Pool, huge.id)
+	near := neighbours(ctx, t, e.pg.Pool, "product", shard, javaPartition([]byte(huge.id), 12), 12, 3)
+	want := map[string]int64{}
+	want[huge.id] = appendPayload(ctx, t, e.pg.Pool, huge, bigPayload(producerBatchMaxBytes+50_000))
+	for v := range 3 {
+		for _, a := range near {
+			want[a.id] = appendPayload(ctx, t, e.pg.Pool, a, `{"n":`+strconv.Itoa(v)+`}`)
+		}
+		if v < 2 {
+			want[huge.id] = appendPayload(ctx, t, e.pg.Pool, huge, `{"small":true}`)
+		}
+	}
+	ids := outboxOf(ctx, t, e.pg.Pool, huge.id)
+	startRelay(t, e, "oversized", func(c *Config) { c.PoisonInterval = 200 * time.Millisecond }, 0)
+	waitFor(t, "the oversized row dead-lettered", 30*time.Second, func() bool {
+		return countRows(ctx, t, e.pg.Pool, `SELECT count(*) FROM outbox_dead_letters WHERE id = $1 AND reason = 'MESSAGE_TOO_LARGE' AND attempts = 3`, ids[0]) == 1
+	})
+	waitFor(t, "the neighbours published", 30*time.Second, func() bool {
+		return countRows(ctx, t, e.pg.Pool, `SELECT count(*) FROM outbox WHERE aggregate_id <> $1`, huge.id) == 0
+	})
+	if held := outboxOf(ctx, t, e.pg.Pool, huge.id); !slices.Equal(held, ids[1:]) {
+		t.Fatalf("held %v, want %v", held, ids[1:])
+	}
+	others := map[string]int64{}
+	for _, a := range near {
+		others[a.id] = want[a.id]
+	}
+	recs := consumeAll(t, e.brokers, e.topics, total(others), time.Minute)
+	if versions, _ := versionsOf(recs, huge.id); len(versions) != 0 {
+		t.Fatalf("versions %v of the oversized row's aggregate on Kafka while it is dead-lettered", versions)
+	}
+	checkStream(t, recs, others)
+
+	if code, out := runBinary(t, bin, e, "dead", "discard", "--id", strconv.FormatInt(ids[0], 10), "--yes"); code != 0 || !strings.Contains(out, "2 held row(s)") {
+		t.Fatalf("discard --yes: exit %d\n%s", code, out)
+	}
+	waitFor(t, "the held rows published", 15*time.Second, func() bool { return outboxCount(ctx, t, e.pg.Pool) == 0 })
+	recs = consumeAll(t, e.brokers, e.topics, total(want)-1, time.Minute)
+	versions, rest := versionsOf(recs, huge.id)
+	if !slices.Equal(versions, []int64{2, 3}) {
+		t.Fatalf("versions of the oversized row's aggregate on Kafka after the discard: %v, want [2 3]", versions)
+	}
+	checkStream(t, rest, others)
+}
