@@ -285,6 +285,23 @@ func countRows(ctx context.Context, t *testing.T, pool *pgxpool.Pool, q string, 
 	return n
 }
 
+// waitDeadLettered waits until aggregate agg's first outbox row (ids[0])
+// is dead-lettered for reason after attempts and every other aggregate's
+// rows are published, and checks that the aggregate's later rows (ids[1:])
+// are held in the outbox.
+func waitDeadLettered(ctx context.Context, t *testing.T, pool *pgxpool.Pool, agg string, ids []int64, reason string, attempts int) {
+	t.Helper()
+	waitFor(t, "the row dead-lettered", 30*time.Second, func() bool {
+		return countRows(ctx, t, pool, `SELECT count(*) FROM outbox_dead_letters WHERE id = $1 AND reason = $2 AND attempts = $3`, ids[0], reason, attempts) == 1
+	})
+	waitFor(t, "the neighbours published", 30*time.Second, func() bool {
+		return countRows(ctx, t, pool, `SELECT count(*) FROM outbox WHERE aggregate_id <> $1`, agg) == 0
+	})
+	if held := outboxOf(ctx, t, pool, agg); !slices.Equal(held, ids[1:]) {
+		t.Fatalf("held %v, want %v", held, ids[1:])
+	}
+}
+
 // versionsOf returns the versions of aggregate id's records in offset
 // order, and the records of every other aggregate.
 func versionsOf(recs []consumed, id string) (versions []int64, rest []consumed) {
@@ -323,15 +340,7 @@ func TestUnbuildableEnvelopeIsDeadLetteredThenDiscarded(t *testing.T) {
 		t.Fatal(err)
 	}
 	rr := startRelay(t, e, "envelope", func(c *Config) { c.PoisonAttempts, c.PoisonInterval = 2, 200*time.Millisecond }, 0)
-	waitFor(t, "the row dead-lettered", 30*time.Second, func() bool {
-		return countRows(ctx, t, e.pg.Pool, `SELECT count(*) FROM outbox_dead_letters WHERE id = $1 AND reason = 'envelope' AND attempts = 2`, ids[0]) == 1
-	})
-	waitFor(t, "the neighbours published", 30*time.Second, func() bool {
-		return countRows(ctx, t, e.pg.Pool, `SELECT count(*) FROM outbox WHERE aggregate_id <> $1`, bad.id) == 0
-	})
-	if held := outboxOf(ctx, t, e.pg.Pool, bad.id); !slices.Equal(held, ids[1:]) {
-		t.Fatalf("held %v, want %v", held, ids[1:])
-	}
+	waitDeadLettered(ctx, t, e.pg.Pool, bad.id, ids, reasonEnvelope, 2)
 	if n := testutil.ToFloat64(rr.m.deadLettered.WithLabelValues(reasonEnvelope)); n != 1 {
 		t.Fatalf("dead_lettered_total{reason=envelope} = %v", n)
 	}
@@ -568,15 +577,7 @@ func TestOversizedRowNeverOvertaken(t *testing.T) {
 	}
 	ids := outboxOf(ctx, t, e.pg.Pool, huge.id)
 	startRelay(t, e, "oversized", func(c *Config) { c.PoisonInterval = 200 * time.Millisecond }, 0)
-	waitFor(t, "the oversized row dead-lettered", 30*time.Second, func() bool {
-		return countRows(ctx, t, e.pg.Pool, `SELECT count(*) FROM outbox_dead_letters WHERE id = $1 AND reason = 'MESSAGE_TOO_LARGE' AND attempts = 3`, ids[0]) == 1
-	})
-	waitFor(t, "the neighbours published", 30*time.Second, func() bool {
-		return countRows(ctx, t, e.pg.Pool, `SELECT count(*) FROM outbox WHERE aggregate_id <> $1`, huge.id) == 0
-	})
-	if held := outboxOf(ctx, t, e.pg.Pool, huge.id); !slices.Equal(held, ids[1:]) {
-		t.Fatalf("held %v, want %v", held, ids[1:])
-	}
+	waitDeadLettered(ctx, t, e.pg.Pool, huge.id, ids, kerr.MessageTooLarge.Message, 3)
 	others := map[string]int64{}
 	for _, a := range near {
 		others[a.id] = want[a.id]

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"cqrsflow/internal/envelope"
@@ -55,12 +54,7 @@ func (s *slowLoop) Produce(ctx context.Context, r *kgo.Record, promise func(*kgo
 // of the batch with it, however slowly the batch was produced: nothing of
 // the aggregate is written ahead of the refused row.
 func TestRefusedRowTakesLaterVersionsWithItWhenProducedSlowly(t *testing.T) {
-	topic := envelope.Topic("p", "order")
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, topic), kfake.BrokerConfigs(map[string]string{"message.max.bytes": "4096"}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	topic, c := smallMessageKafka(t)
 	prod := &slowLoop{Producer: newProducer(t, c), fired: map[string]chan struct{}{}}
 	rows := []row{bigRow(1, "poison", 1), mkRow(2, "poison", 2), mkRow(3, "poison", 3)}
 	errs := make([]error, len(rows))

@@ -140,18 +140,26 @@ func onKafka(t *testing.T, c *kfake.Cluster, topic string) map[string][]int64 {
 	return out
 }
 
-// A row over the broker's max.message.bytes fails its whole produce
-// batch. Only the row itself becomes a suspect (its neighbours, sent
-// alone, are published at once); its aggregate's later rows wait; after
-// PoisonAttempts confirmed attempts at least PoisonInterval apart it is
-// dead-lettered, and nothing of its aggregate reached Kafka.
-func TestPoisonRowIsConfirmedAloneAndDeadLettered(t *testing.T) {
+// smallMessageKafka is a one-partition fake cluster whose broker refuses
+// batches over 4 KiB (bigRow's records), and its order topic.
+func smallMessageKafka(t *testing.T) (string, *kfake.Cluster) {
+	t.Helper()
 	topic := envelope.Topic("p", "order")
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, topic), kfake.BrokerConfigs(map[string]string{"message.max.bytes": "4096"}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
+	return topic, c
+}
+
+// A row over the broker's max.message.bytes fails its whole produce
+// batch. Only the row itself becomes a suspect (its neighbours, sent
+// alone, are published at once); its aggregate's later rows wait; after
+// PoisonAttempts confirmed attempts at least PoisonInterval apart it is
+// dead-lettered, and nothing of its aggregate reached Kafka.
+func TestPoisonRowIsConfirmedAloneAndDeadLettered(t *testing.T) {
+	topic, c := smallMessageKafka(t)
 	r, probe := poisonRelay(t, c)
 	p := &r.poison[0]
 	ctx := context.Background()
