@@ -53,7 +53,7 @@ type Config struct {
 	HTTPWriteTimeout     time.Duration
 	HTTPIdleTimeout      time.Duration
 	HTTPMaxHeaderBytes   int
-	DebugAddr            string // pprof on loopback; "" = off
+	Debug                obs.Debug // DEBUG_ADDR: pprof on loopback ("" = off)
 
 	keys *auth.Keys // parsed by validate; nil when only tokens are accepted
 
@@ -115,7 +115,7 @@ func (c *Config) registerEdge(s *config.Set) {
 	s.Duration(&c.HTTPWriteTimeout, "HTTP_WRITE_TIMEOUT", obs.DefaultWriteTimeout, "bound on a request from its headers to the end of its response (covers a 10s read-your-writes wait)")
 	s.Duration(&c.HTTPIdleTimeout, "HTTP_IDLE_TIMEOUT", obs.DefaultIdleTimeout, "keep-alive connections idle longer are closed")
 	s.Int(&c.HTTPMaxHeaderBytes, "HTTP_MAX_HEADER_BYTES", obs.DefaultMaxHeaderBytes, "maximum size of the request headers (16 KiB to 1 MiB)")
-	s.String(&c.DebugAddr, "DEBUG_ADDR", "", "serve Go's pprof profiles (/debug/pprof/) on this loopback host:port; empty: off")
+	c.Debug.Register(s)
 }
 
 // oidc is the OIDC token configuration.
@@ -216,10 +216,7 @@ func (c *Config) validateEdge() error {
 	if c.HTTPMaxHeaderBytes < 16<<10 || c.HTTPMaxHeaderBytes > 1<<20 {
 		errs = append(errs, errors.New("HTTP_MAX_HEADER_BYTES must be between 16384 and 1048576"))
 	}
-	errs = append(errs, obs.ValidateDebugAddr("DEBUG_ADDR", c.DebugAddr))
-	if c.DebugAddr != "" && c.DebugAddr == c.HTTPAddr {
-		errs = append(errs, errors.New("DEBUG_ADDR must differ from HTTP_ADDR"))
-	}
+	errs = append(errs, c.Debug.Validate("HTTP_ADDR", c.HTTPAddr))
 	return errors.Join(errs...)
 }
 

@@ -182,8 +182,8 @@ func TestEdgeAndAuthSettings(t *testing.T) {
 // The profiles are off by default and only ever served on loopback.
 func TestDebugAddr(t *testing.T) {
 	c, _, err := parseConfig([]string{"-api-keys", "svc:supersecretkey-123456"})
-	if err != nil || c.DebugAddr != "" {
-		t.Fatalf("default DEBUG_ADDR = %q, %v; want off", c.DebugAddr, err)
+	if err != nil || c.Debug.Addr != "" {
+		t.Fatalf("default DEBUG_ADDR = %q, %v; want off", c.Debug.Addr, err)
 	}
 	for _, addr := range []string{"127.0.0.1:6060", "[::1]:6060", "localhost:6060"} {
 		if _, _, err := parseConfig([]string{"-api-keys", "svc:supersecretkey-123456", "-debug-addr", addr}); err != nil {

@@ -143,7 +143,7 @@ func serve(ctx context.Context, c Config, env cli.Env) error {
 	if err != nil {
 		return err
 	}
-	workers := []func(context.Context) error{obs.Debug{Addr: c.DebugAddr, Log: log}.Run}
+	workers := []func(context.Context) error{obs.Debug{Addr: c.Debug.Addr, Log: log}.Run}
 	if c.IdempotencyTTL > 0 {
 		workers = append(workers, func(ctx context.Context) error {
 			store.PurgeLoop(ctx, c.IdempotencyTTL, max(min(c.IdempotencyTTL/10, 10*time.Minute), time.Second), func(n int64, err error) {

@@ -11,6 +11,7 @@ import (
 
 	"cqrsflow/internal/config"
 	"cqrsflow/internal/kafka"
+	"cqrsflow/internal/obs"
 	"cqrsflow/internal/outbox"
 	"cqrsflow/internal/relay"
 	"cqrsflow/internal/topics"
@@ -28,6 +29,7 @@ type cfg struct {
 	TopicReplication int
 	TopicMinInsync   int
 	MetricsAddr      string
+	Debug            obs.Debug // DEBUG_ADDR: pprof on loopback ("" = off)
 	RelayID          string
 	BatchSize        int
 	Workers          int

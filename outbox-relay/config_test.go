@@ -64,6 +64,13 @@ func TestCommandLine(t *testing.T) {
 		{[]string{"runn"}, cli.ExitUsage, `unknown command "runn"`},
 		{[]string{"run", "extra"}, cli.ExitUsage, "unexpected arguments"},
 		{[]string{"-batch-size", "x"}, cli.ExitUsage, "batch-size"},
+		// DEBUG_ADDR: loopback only, not the metrics address, run only.
+		{[]string{"run", "-h"}, cli.ExitOK, "DEBUG_ADDR"},
+		{[]string{"run", "-debug-addr", "0.0.0.0:6060"}, cli.ExitUsage, "DEBUG_ADDR: \"0.0.0.0:6060\" is not a loopback address"},
+		{[]string{"run", "-debug-addr", ":6060"}, cli.ExitUsage, "not a loopback address"},
+		{[]string{"run", "-debug-addr", "127.0.0.1:99999"}, cli.ExitUsage, "DEBUG_ADDR: \"127.0.0.1:99999\" is not host:port"},
+		{[]string{"run", "-debug-addr", "127.0.0.1:9101"}, cli.ExitUsage, "DEBUG_ADDR must differ from METRICS_ADDR"},
+		{[]string{"dead", "list", "-debug-addr", "127.0.0.1:6060"}, cli.ExitUsage, "debug-addr"},
 	} {
 		var stdout, stderr bytes.Buffer
 		code := program.Run(context.Background(), tc.args, &stdout, &stderr)

@@ -36,7 +36,13 @@ var program = &cli.Program{
 		{Name: "run", Summary: "publish the outbox", Default: true, Setup: func(s *config.Set) cli.Action {
 			var c cfg
 			c.register(s)
-			return cli.Action{Validate: c.validate, Run: func(ctx context.Context, env cli.Env) error { return runRelay(ctx, c, env) }}
+			c.Debug.Register(s)
+			return cli.Action{
+				Validate: func() error {
+					return errors.Join(c.validate(), c.Debug.Validate("METRICS_ADDR", c.MetricsAddr))
+				},
+				Run: func(ctx context.Context, env cli.Env) error { return runRelay(ctx, c, env) },
+			}
 		}},
 		deadCommand,
 		backfillCommand,
@@ -143,7 +149,8 @@ func runRelay(ctx context.Context, c cfg, env cli.Env) error {
 		}
 		return r.Run(ctx)
 	}
-	err = obs.Service{Addr: c.MetricsAddr, Handler: health.Mux(reg), Health: health, Grace: 5 * time.Second, Log: log}.Run(ctx, publish)
+	err = obs.Service{Addr: c.MetricsAddr, Handler: health.Mux(reg), Health: health, Grace: 5 * time.Second, Log: log}.Run(ctx,
+		publish, obs.Debug{Addr: c.Debug.Addr, Log: log}.Run)
 	log.Info("stopped", "err", err)
 	return err
 }

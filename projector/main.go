@@ -44,10 +44,14 @@ var program = &cli.Program{
 			var v verifySettings
 			c.register(s)
 			v.register(s)
+			c.Debug.Register(s)
 			var projs []projector.Projection
 			return cli.Action{
-				Validate: func() (err error) { projs, err = c.validate(); return errors.Join(err, v.validate()) },
-				Run:      func(ctx context.Context, env cli.Env) error { return consume(ctx, c, v, projs, env.Log) },
+				Validate: func() (err error) {
+					projs, err = c.validate()
+					return errors.Join(err, v.validate(), c.Debug.Validate("METRICS_ADDR", c.MetricsAddr))
+				},
+				Run: func(ctx context.Context, env cli.Env) error { return consume(ctx, c, v, projs, env.Log) },
 			}
 		}},
 		{Name: "replay", Summary: "reset a projection's consumer group offsets (stop its projectors first)", Setup: setupReplay},
@@ -69,6 +73,7 @@ type cfg struct {
 	GroupPrefix     string
 	IndexPrefix     string
 	MetricsAddr     string
+	Debug           obs.Debug // DEBUG_ADDR: pprof on loopback ("" = off)
 	BatchMaxRecords int
 	BatchMaxBytes   int
 	DocCacheEntries int
@@ -271,7 +276,7 @@ func consume(ctx context.Context, c cfg, v verifySettings, projs []projector.Pro
 		},
 		"started": st.check,
 	})
-	workers := make([]func(context.Context) error, len(projs))
+	workers := make([]func(context.Context) error, len(projs), len(projs)+1)
 	for i, p := range projs {
 		workers[i] = func(ctx context.Context) error {
 			alias, err := prepareReadModel(ctx, es, c.IndexPrefix, p, log)
@@ -299,6 +304,7 @@ func consume(ctx context.Context, c cfg, v verifySettings, projs []projector.Pro
 			return r.Run(ctx)
 		}
 	}
+	workers = append(workers, obs.Debug{Addr: c.Debug.Addr, Log: log}.Run)
 	return obs.Service{Addr: c.MetricsAddr, Handler: h.Mux(reg), Health: h, Grace: 5 * time.Second, Log: log}.Run(ctx, workers...)
 }
 

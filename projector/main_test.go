@@ -39,6 +39,12 @@ func TestCommandLine(t *testing.T) {
 		{[]string{"run", "--batch-max-bytes", "1024"}, cli.ExitUsage, "BATCH_MAX_BYTES: 1024 not in 65536..268435456"},
 		{[]string{"run", "--batch-max-bytes", "99999999999999999999"}, cli.ExitUsage, "-batch-max-bytes: not an integer"},
 		{[]string{"run", "--doc-cache-entries", "0"}, cli.ExitUsage, "DOC_CACHE_ENTRIES: 0 not in 1..10000000"},
+		// DEBUG_ADDR: loopback only, not the metrics address, run only.
+		{[]string{"run", "-h"}, cli.ExitOK, "DEBUG_ADDR"},
+		{[]string{"run", "-debug-addr", "10.1.2.3:6060"}, cli.ExitUsage, "DEBUG_ADDR: \"10.1.2.3:6060\" is not a loopback address"},
+		{[]string{"run", "-debug-addr", "localhost"}, cli.ExitUsage, "is not host:port"},
+		{[]string{"run", "-debug-addr", "127.0.0.1:9102"}, cli.ExitUsage, "DEBUG_ADDR must differ from METRICS_ADDR"},
+		{[]string{"verify", "--projection", "products", "--all", "-debug-addr", "127.0.0.1:6060"}, cli.ExitUsage, "debug-addr"},
 		// dlq: nested commands, strict flags, hostile values.
 		{[]string{"dlq"}, cli.ExitUsage, "name a command (list, show, redrive, skip)"},
 		{[]string{"dlq", "-h"}, cli.ExitOK, "redrive"},

@@ -9,6 +9,8 @@ import (
 	"net/http/pprof"
 	"strconv"
 	"time"
+
+	"cqrsflow/internal/config"
 )
 
 // Debug serves Go's runtime profiles (net/http/pprof) on its own
@@ -35,6 +37,24 @@ func ValidateDebugAddr(setting, addr string) error {
 	}
 	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
 		return fmt.Errorf("%s: %q is not a loopback address (profiles must not be reachable from outside the host)", setting, addr)
+	}
+	return nil
+}
+
+// Register registers DEBUG_ADDR (off by default) on s as d.Addr: the
+// setting every binary's long-running command takes.
+func (d *Debug) Register(s *config.Set) {
+	s.String(&d.Addr, "DEBUG_ADDR", "", "serve Go's pprof profiles (/debug/pprof/) on this loopback host:port; empty: off")
+}
+
+// Validate is ValidateDebugAddr of DEBUG_ADDR, which must also differ
+// from the binary's other listen address (setting other).
+func (d Debug) Validate(setting, other string) error {
+	if err := ValidateDebugAddr("DEBUG_ADDR", d.Addr); err != nil {
+		return err
+	}
+	if d.Addr != "" && d.Addr == other {
+		return fmt.Errorf("DEBUG_ADDR must differ from %s", setting)
 	}
 	return nil
 }
