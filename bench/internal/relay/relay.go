@@ -51,6 +51,7 @@ type settings struct {
 	BinDir       string
 	RepoDir      string
 	Statements   bool
+	DebugAddr    string
 	Quick        bool
 }
 
@@ -77,6 +78,7 @@ func parseSettings(args []string) (settings, error) {
 	fs.StringVar(&s.BinDir, "bin-dir", "", "steady phase: run outbox-relay from this dir instead of building it")
 	fs.StringVar(&s.RepoDir, "repo", ".", "steady phase: directory inside the repository to build outbox-relay from")
 	fs.BoolVar(&s.Statements, "statements", false, "steady phase: list each rate's busiest statements (needs pg_stat_statements)")
+	fs.StringVar(&s.DebugAddr, "debug-addr", "", "steady phase: the relay binary's DEBUG_ADDR (a loopback host:port) to profile it while it runs")
 	if err := cli.Parse(fs, args); err != nil {
 		return s, err
 	}

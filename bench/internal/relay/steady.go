@@ -202,10 +202,13 @@ func (b *bench) startRelayBinary(ctx context.Context) (*binary.Process, string, 
 	if err != nil {
 		return nil, "", err
 	}
+	env := []string{"POSTGRES_URL=" + pgURL, "KAFKA_BROKERS=" + strings.Join(b.s.Brokers, ","), "TOPIC_PREFIX=" + b.relayPrefix,
+		fmt.Sprintf("TOPIC_PARTITIONS=%d", b.s.Partitions), "METRICS_ADDR=" + addr, "RELAY_ID=" + app, "MIGRATE=false"}
+	if b.s.DebugAddr != "" {
+		env = append(env, "DEBUG_ADDR="+b.s.DebugAddr) // the binary refuses one off loopback
+	}
 	p, err := binary.Start(binary.Spec{Name: "outbox-relay", Bin: filepath.Join(bin, "outbox-relay"), Addr: addr,
-		LogPath: filepath.Join(dir, "outbox-relay.log"),
-		Env: []string{"POSTGRES_URL=" + pgURL, "KAFKA_BROKERS=" + strings.Join(b.s.Brokers, ","), "TOPIC_PREFIX=" + b.relayPrefix,
-			fmt.Sprintf("TOPIC_PARTITIONS=%d", b.s.Partitions), "METRICS_ADDR=" + addr, "RELAY_ID=" + app, "MIGRATE=false"}})
+		LogPath: filepath.Join(dir, "outbox-relay.log"), Env: env})
 	if err != nil {
 		return nil, "", err
 	}
