@@ -28,6 +28,7 @@ import (
 	"cqrsflow/bench/internal/cli"
 	"cqrsflow/bench/internal/result"
 	"cqrsflow/internal/config"
+	"cqrsflow/internal/obs"
 )
 
 // aggTypes are the aggregate types the rows are spread over (one topic each).
@@ -99,6 +100,9 @@ func parseSettings(args []string) (settings, error) {
 	}
 	if s.Phases["steady"] && len(s.SteadyRates) == 0 {
 		return s, cli.Usagef("-steady-rates: no rate given")
+	}
+	if err := obs.ValidateDebugAddr("-debug-addr", s.DebugAddr); err != nil {
+		return s, cli.Usagef("%v", err)
 	}
 	return s, nil
 }

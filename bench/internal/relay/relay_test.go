@@ -19,7 +19,8 @@ func TestParseSettings(t *testing.T) {
 	if s.Rows != 200000 || s.LagDuration != 20*time.Second || len(s.Brokers) != 2 || s.Brokers[1] != "b:2" {
 		t.Errorf("settings = %+v", s)
 	}
-	for _, args := range [][]string{{"-rows", "0"}, {"-rate", "-1"}, {"-partitions", "0"}, {"-batch-size", "x"}, {"extra"}} {
+	for _, args := range [][]string{{"-rows", "0"}, {"-rate", "-1"}, {"-partitions", "0"}, {"-batch-size", "x"}, {"extra"},
+		{"-debug-addr", "0.0.0.0:6060"}, {"-debug-addr", ":6060"}, {"-debug-addr", "127.0.0.1"}, {"-debug-addr", "10.0.0.1:6060"}} {
 		var ue cli.UsageError
 		if _, err := parseSettings(args); !errors.As(err, &ue) {
 			t.Errorf("%v: err = %v, want a usage error", args, err)
