@@ -127,11 +127,7 @@ func (r *Relay) topicOf(aggregateType string) string {
 // tracestate headers when it is valid; a malformed one is left out and
 // never fails the row.
 func record(topic string, r *row) (*kgo.Record, error) {
-	value, meta, err := envelope.AppendJSONMeta(make([]byte, 0, envelopeOverhead+len(r.Payload)+len(r.Metadata)), &envelope.Row{
-		AggregateType: r.AggregateType, AggregateID: r.AggregateID, GlobalPosition: r.GlobalPosition,
-		EventID: r.EventID, EventType: r.EventType, SchemaVersion: r.SchemaVersion, Version: r.Version,
-		Payload: r.Payload, Metadata: r.Metadata, OccurredAt: r.OccurredAt, RecordedAt: r.RecordedAt,
-	})
+	value, meta, err := envelope.AppendJSONMeta(make([]byte, 0, envelopeOverhead+len(r.Payload)+len(r.Metadata)), &r.Row)
 	if err != nil {
 		return nil, err
 	}

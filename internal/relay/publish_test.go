@@ -159,12 +159,12 @@ func TestProducerPartitionsLikeJavaClient(t *testing.T) {
 }
 
 func mkRow(id int64, agg string, version int64) row {
-	return row{
-		ID: id, AggregateType: "order", AggregateID: agg, GlobalPosition: id,
+	return row{ID: id, Row: envelope.Row{
+		AggregateType: "order", AggregateID: agg, GlobalPosition: id,
 		EventID: fmt.Sprintf("00000000-0000-0000-0000-%012d", id), EventType: "OrderCreated", SchemaVersion: 1,
 		Version: version, Payload: []byte(`{"quantity":1}`), Metadata: []byte(`{"correlation_id":"c1"}`),
 		OccurredAt: time.Unix(1700000000, 0), RecordedAt: time.Unix(1700000001, 0),
-	}
+	}}
 }
 
 func TestDeletableStopsAtFirstFailurePerAggregate(t *testing.T) {

@@ -8,23 +8,17 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"cqrsflow/internal/envelope"
 )
 
 // row is one claimed outbox row (with its copy of the event).
 type row struct {
-	ID             int64
-	Shard          int16
-	AggregateType  string
-	AggregateID    string
-	GlobalPosition int64
-	EventID        string
-	EventType      string
-	SchemaVersion  int
-	Version        int64
-	Payload        []byte
-	Metadata       []byte
-	OccurredAt     time.Time
-	RecordedAt     time.Time
+	ID    int64
+	Shard int16
+	// Row is the event the outbox row carries, as the envelope is built
+	// from it (record) without a copy.
+	envelope.Row
 }
 
 // store holds the relay's SQL. Every statement is a single round trip.
