@@ -174,14 +174,16 @@ func (p *pipeline) group(projection string) string { return p.groupPrefix + "-" 
 // stack, say) can leak in.
 func (p *pipeline) newBinary(c string) *binary {
 	h := p.h
-	pgURL := func() string {
-		u, _ := url.Parse(h.stk.PostgresURL(h.proxyPort(linkName(c, "postgres"))))
+	// runURL is a PostgreSQL URL of the stack on the run's schema.
+	runURL := func(raw string) string {
+		u, _ := url.Parse(raw)
 		q := u.Query()
 		q.Set("search_path", p.schema)
 		q.Set("application_name", "chaos-"+c)
 		u.RawQuery = q.Encode()
 		return u.String()
 	}
+	pgURL := func() string { return runURL(h.stk.PostgresURL(h.proxyPort(linkName(c, "postgres")))) }
 	kafka := func() string { return "127.0.0.1:" + strconv.Itoa(h.proxyPort(linkName(c, "kafka"))) }
 	es := func() string { return "http://127.0.0.1:" + strconv.Itoa(h.proxyPort(linkName(c, "elasticsearch"))) }
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(h.stk.port(offHTTP+indexOf(allComponents, c))))
@@ -200,7 +202,12 @@ func (p *pipeline) newBinary(c string) *binary {
 			"DELIVERY_TIMEOUT=10s", "RESCAN_INTERVAL=10s")
 	default:
 		bin = "projector"
-		env = append(env, "KAFKA_BROKERS="+kafka(), "ELASTICSEARCH_URL="+es(), "TOPIC_PREFIX="+p.topicPrefix,
+		// The event store of the run for the projector's continuous
+		// verification, straight to the chaos PostgreSQL (not a link the
+		// nemesis cuts: it only pauses verification). Without it the
+		// projector took the default URL, the shared stack's database,
+		// and reported every document of the run as drift.
+		env = append(env, "POSTGRES_URL="+runURL(h.stk.PostgresURL(h.stk.port(offPostgres))), "KAFKA_BROKERS="+kafka(), "ELASTICSEARCH_URL="+es(), "TOPIC_PREFIX="+p.topicPrefix,
 			"GROUP_PREFIX="+p.groupPrefix, "INDEX_PREFIX="+p.indexPrefix, "METRICS_ADDR="+addr, "LAG_INTERVAL=1s", "SESSION_TIMEOUT=6s")
 	}
 	return &binary{name: c, path: filepath.Join(h.binDir, bin), env: env, addr: addr,

@@ -234,13 +234,13 @@ func parseMetrics(process string, r io.Reader) ([]checker.Sample, error) {
 // badLog are the log lines no binary may print.
 var badLog = []string{"panic:", "fatal error:", "DATA RACE", "panic serving request", "[running]:"}
 
+// driftLog marks a projector's continuous verification finding a document
+// that is not the fold of its events (internal/projector/verify_worker.go).
+const driftLog = `"msg":"read model drift`
+
 // scanLogs finds panics, fatal errors and race reports in the binaries'
-// logs.
-func (p *pipeline) scanLogs() ([]checker.LogHit, int, error) {
-	var (
-		hits  []checker.LogHit
-		lines int
-	)
+// logs, and the drift the projectors' continuous verification reported.
+func (p *pipeline) scanLogs() (hits, drift []checker.LogHit, lines int, err error) {
 	for _, c := range allComponents {
 		path := p.bins[c].logPath
 		f, err := os.Open(path)
@@ -248,7 +248,7 @@ func (p *pipeline) scanLogs() ([]checker.LogHit, int, error) {
 			continue
 		}
 		if err != nil {
-			return nil, 0, err
+			return nil, nil, 0, err
 		}
 		sc := bufio.NewScanner(f)
 		sc.Buffer(make([]byte, 1<<20), 4<<20)
@@ -265,18 +265,22 @@ func (p *pipeline) scanLogs() ([]checker.LogHit, int, error) {
 			if dump {
 				continue
 			}
+			hit := checker.LogHit{Process: c, File: path, Line: n, Text: t}
+			if len(t) > 300 {
+				hit.Text = t[:300] + "…"
+			}
 			for _, bad := range badLog {
 				if strings.Contains(t, bad) && len(hits) < 200 {
-					if len(t) > 300 {
-						t = t[:300] + "…"
-					}
-					hits = append(hits, checker.LogHit{Process: c, File: path, Line: n, Text: t})
+					hits = append(hits, hit)
 					break
 				}
+			}
+			if strings.Contains(t, driftLog) && len(drift) < 200 {
+				drift = append(drift, hit)
 			}
 		}
 		f.Close()
 		lines += n
 	}
-	return hits, lines, nil
+	return hits, drift, lines, nil
 }

@@ -176,7 +176,7 @@ func (p *pipeline) judge(ctx context.Context, seed uint64, ex *exercised) (*repo
 		in.Exits, in.Hangs = append(in.Exits, exits...), append(in.Hangs, hangs...)
 		in.Starts += p.bins[c].starts
 	}
-	if in.LogHits, in.LogLines, err = p.scanLogs(); err != nil {
+	if in.LogHits, in.DriftLogs, in.LogLines, err = p.scanLogs(); err != nil {
 		return nil, err
 	}
 	in.Principal, in.Attempts, in.Faults, in.HealedAt, in.Grace = "chaos", ex.attempts, ex.faults, ex.healedAt, 15*time.Second

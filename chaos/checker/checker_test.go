@@ -119,6 +119,8 @@ func newWorld() *world {
 	} {
 		w.in.Metrics = append(w.in.Metrics, Sample{Process: s.p, Name: s.n, Labels: map[string]string{"projection": "products"}})
 	}
+	w.in.Metrics = append(w.in.Metrics, Sample{Process: "projector-1", Name: "cqrsflow_projection_verified_total",
+		Labels: map[string]string{"projection": "products", "result": "equal"}, Value: 7})
 	read := attempt(8, 1, history.ReadProduct, "product", productID, "GET", "/v1/products/foobar?min_version=2&wait=1s", 0, "", "", 700, 710, 200,
 		`{"id":"foobar","name":"lamp 1","description":"desk lamp","price":12,"currency":"EUR","stock":2,"version":2,"created_at":"2026-03-01T10:00:00.01Z","updated_at":"2026-03-01T10:00:00.31Z"}`)
 	read.MinVersion, read.Body = 2, nil
@@ -377,6 +379,9 @@ func TestPanicExitsFaultsRecovery(t *testing.T) {
 	w := newWorld()
 	w.in.LogHits = []LogHit{{Process: "api", File: "api.log", Line: 7, Text: "panic: runtime error"}}
 	wantOnly(t, &w.in, "api", "panic: runtime error", "no-panic")
+	w = newWorld()
+	w.in.DriftLogs = []LogHit{{Process: "projector-1", File: "projector-1.log", Line: 9, Text: `{"msg":"read model drift: the document is not what the events fold into"}`}}
+	wantOnly(t, &w.in, "projector-1", "read model drift", "no-drift")
 	w = newWorld()
 	w.in.Exits = []Exit{{Process: "relay-1", Status: "exit status 1"}, {Process: "projector-1", Status: "signal: killed", Expected: true},
 		{Process: "projector-2", Status: "exit status 1", Expected: true, Graceful: true}}

@@ -111,10 +111,13 @@ type Input struct {
 	// MetricProcs are the processes scraped at the end (each must report).
 	MetricProcs []string
 	LogHits     []LogHit
-	LogLines    int // lines scanned
-	Exits       []Exit
-	Hangs       []Hang
-	Starts      int // binary starts
+	// DriftLogs are the projectors' continuous verification reporting a
+	// document that is not the fold of its events.
+	DriftLogs []LogHit
+	LogLines  int // lines scanned
+	Exits     []Exit
+	Hangs     []Hang
+	Starts    int // binary starts
 	// HealedAt is when the last fault ended; writes after it show the
 	// pipeline recovered.
 	HealedAt time.Time
@@ -247,6 +250,6 @@ func Check(in *Input) []Result {
 		x.ackDurable(), x.idempotentOnce(), x.noPhantomWrite(), x.ifMatch(), x.refusalsJustified(), x.domainSequence(),
 		x.kafkaComplete(), x.kafkaFaithful(), x.kafkaPartition(), x.kafkaOrder(), x.dlq(),
 		x.readModel(), x.noOrphanDoc(), x.reads(),
-		x.drained(), x.metricsTruthful(), x.http5xx(), x.noPanic(), x.processes(), x.faultsVerified(), x.recovered(),
+		x.drained(), x.metricsTruthful(), x.http5xx(), x.noPanic(), x.noDrift(), x.processes(), x.faultsVerified(), x.recovered(),
 	}
 }

@@ -136,6 +136,26 @@ func (x *index) noPanic() Result {
 	return r
 }
 
+// noDrift: the product's own verification (each projector folds
+// aggregates of its partitions from the event store and compares the
+// documents, in flight excepted) agrees with the read-model invariant.
+func (x *index) noDrift() Result {
+	// Checked: the aggregates the projectors running at the end verified
+	// (cqrsflow_projection_verified_total, any result; a restarted
+	// projector's count starts over).
+	checked := 0.0
+	for _, s := range x.in.Metrics {
+		if s.Name == "cqrsflow_projection_verified_total" {
+			checked += s.Value
+		}
+	}
+	r := Result{ID: "no-drift", Desc: "the projectors' continuous verification reported no drift (a document that is not the fold of its events, outside the in-flight window)", Checked: int(checked)}
+	for _, h := range x.in.DriftLogs {
+		r.fail(h.Process, time.Time{}, "%s:%d: %s", h.File, h.Line, h.Text)
+	}
+	return r
+}
+
 func (x *index) processes() Result {
 	r := Result{ID: "processes", Desc: "no binary exited by itself once running or hung (alive without answering /healthz); every SIGTERM of a running binary ended in exit status 0", Checked: x.in.Starts}
 	for _, h := range x.in.Hangs {
