@@ -153,9 +153,8 @@ func envelopeErr(err error) error { return fmt.Errorf("%w: %w", errEnvelope, err
 
 // publish produces one record per row whose errs entry is nil, flushes
 // them together (see ProducerOpts) and waits for every acknowledgement:
-// errs[i] is then
-// nil when rows[i] was acked. Rows with an error already set are not sent
-// (they wait for something, errHeld). A row whose envelope cannot be
+// errs[i] is then nil when rows[i] was acked. Rows with an error already
+// set are not sent (they wait for something, errHeld). A row whose envelope cannot be
 // built is not sent, and neither are its aggregate's later rows: nothing
 // of an aggregate reaches Kafka ahead of an earlier row of it that this
 // relay knows failed. A record too large for a produce batch (oversized)
