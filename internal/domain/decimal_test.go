@@ -2,30 +2,12 @@ package domain
 
 import (
 	"fmt"
-	"math/big"
 	"testing"
 )
 
-// The big.Rat readings ParseMoney and ParseInt had before plainDecimal;
-// the fast path must give the same value and reason for every literal.
-func ratMoney(lit string) (Money, string) {
-	r, reason := parseRat(lit)
-	if reason != "" {
-		return 0, reason
-	}
-	if r.Sign() < 0 {
-		return 0, "must be >= 0"
-	}
-	c := new(big.Rat).Mul(r, hundred)
-	if !c.IsInt() {
-		return 0, "must have at most 2 decimals"
-	}
-	if !c.Num().IsInt64() || c.Num().Int64() > MaxCents {
-		return 0, fmt.Sprintf("must be at most %d", MaxCents/100)
-	}
-	return Money(c.Num().Int64()), ""
-}
-
+// The fast path must give the same value and reason for every literal as
+// the big.Rat readings: ratMoney (ParseMoney's own slow path) and ratInt,
+// ParseInt as it was before plainDecimal.
 func ratInt(lit string, min int64) (int64, string) {
 	r, reason := parseRat(lit)
 	if reason != "" {

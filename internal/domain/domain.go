@@ -229,6 +229,13 @@ func ParseMoney(lit string) (Money, string) {
 		}
 		return Money(m), ""
 	}
+	return ratMoney(lit)
+}
+
+// ratMoney is ParseMoney through big.Rat: any literal JSON allows
+// (exponents, more digits than plainDecimal takes). The tests hold the
+// fast path to it.
+func ratMoney(lit string) (Money, string) {
 	r, reason := parseRat(lit)
 	if reason != "" {
 		return 0, reason
