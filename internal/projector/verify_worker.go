@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"cqrsflow/internal/backoff"
 )
 
 // Defaults of the continuous verification.
@@ -95,14 +97,15 @@ type workerVerifier struct {
 	after  string   // the walk's position
 	queue  []string // owned aggregates the walk found, not verified yet
 	drift  map[string]time.Time
-	pause  time.Duration // after a failure
+	retry  backoff.Counter // pauses after consecutive failures
 	resume time.Time
 }
 
 func newWorkerVerifier(r *Runner) *workerVerifier {
 	cfg := r.cfg.Verify
 	w := &workerVerifier{r: r, cfg: cfg, log: r.log.With("component", "verify"), drift: map[string]time.Time{},
-		parter: kgo.StickyKeyPartitioner(nil).ForTopic(r.cfg.Topic)}
+		parter: kgo.StickyKeyPartitioner(nil).ForTopic(r.cfg.Topic),
+		retry:  backoff.Counter{Policy: backoff.Policy{Min: time.Second, Max: verifyBackoffMax}}}
 	w.v = &verifier{proj: r.proj, events: cfg.Events, store: r.proc.store, pageRows: DefaultVerifyPageRows,
 		holds: func(ids []string) map[string][]heldVersion {
 			out := map[string][]heldVersion{}
@@ -137,12 +140,12 @@ func (w *workerVerifier) run(ctx context.Context) {
 			continue
 		}
 		if err := w.tick(ctx); err != nil && ctx.Err() == nil {
-			w.pause = min(max(2*w.pause, time.Second), verifyBackoffMax)
-			w.resume = time.Now().Add(w.pause)
-			w.log.Warn("verification failed; retrying later", "retry_in", w.pause.String(), "err", err)
+			pause := w.retry.Next()
+			w.resume = time.Now().Add(pause)
+			w.log.Warn("verification failed; retrying later", "retry_in", pause.String(), "err", err)
 			continue
 		}
-		w.pause = 0
+		w.retry.Reset()
 	}
 }
 
