@@ -95,6 +95,14 @@ func readQuarantine(ctx context.Context, conn []kgo.Opt, adm *kadm.Client, topic
 	if err != nil {
 		return nil, err
 	}
+	return foldQuarantine(recs, projection, nil), nil
+}
+
+// foldQuarantine folds the quarantine topic's records (in offset order)
+// into projection's quarantined aggregates: the latest record per key,
+// without the released ones (a tombstone or an undecodable value releases
+// too). released, if not nil, sees every release record of projection.
+func foldQuarantine(recs []*kgo.Record, projection string, released func(id string, e QuarantineEntry)) map[string]QuarantineEntry {
 	out := map[string]QuarantineEntry{}
 	for _, r := range recs {
 		proj, id, ok := strings.Cut(string(r.Key), ":")
@@ -104,11 +112,14 @@ func readQuarantine(ctx context.Context, conn []kgo.Opt, adm *kadm.Client, topic
 		var e QuarantineEntry
 		if r.Value == nil || json.Unmarshal(r.Value, &e) != nil || e.Released {
 			delete(out, id)
+			if e.Released && released != nil {
+				released(id, e)
+			}
 			continue
 		}
 		out[id] = e
 	}
-	return out, nil
+	return out
 }
 
 // dlqHeaders returns the x-dlq-* headers of a dead letter and its other

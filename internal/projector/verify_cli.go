@@ -2,12 +2,10 @@ package projector
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/elastic/go-elasticsearch/v8"
@@ -259,24 +257,13 @@ func quarantineHolds(ctx context.Context, conn []kgo.Opt, adm *kadm.Client, topi
 	if err != nil {
 		return nil, err
 	}
-	blocked := map[string]QuarantineEntry{}
 	skips := map[string][]heldVersion{}
-	for _, r := range recs {
-		proj, id, ok := strings.Cut(string(r.Key), ":")
-		if !ok || proj != projection {
-			continue
+	blocked := foldQuarantine(recs, projection, func(id string, e QuarantineEntry) {
+		if e.SkippedVersion > 0 {
+			skips[id] = append(skips[id], heldVersion{version: e.SkippedVersion, kind: holdSkipped,
+				why: fmt.Sprintf("version %d skipped by an operator (projector dlq skip)", e.SkippedVersion)})
 		}
-		var e QuarantineEntry
-		if r.Value == nil || json.Unmarshal(r.Value, &e) != nil || e.Released {
-			delete(blocked, id)
-			if e.Released && e.SkippedVersion > 0 {
-				skips[id] = append(skips[id], heldVersion{version: e.SkippedVersion, kind: holdSkipped,
-					why: fmt.Sprintf("version %d skipped by an operator (projector dlq skip)", e.SkippedVersion)})
-			}
-			continue
-		}
-		blocked[id] = e
-	}
+	})
 	for id, e := range blocked {
 		skips[id] = append(skips[id], heldVersion{version: e.BlockedVersion, kind: holdBlocked,
 			why: fmt.Sprintf("quarantined at version %d (%s)", e.BlockedVersion, e.Reason)})
