@@ -104,14 +104,11 @@ func serve(ctx context.Context, c Config, env cli.Env) error {
 	}
 	reads := query.New(es, c.IndexPrefix, log).LimitWaits(httpapi.NewClientWaits(c.MaxWaitsPerClient))
 
-	tp, stopTracing, err := tracing.Setup(ctx, "cqrsflow-api")
+	tp, stopTracing, err := tracing.Start(ctx, "cqrsflow-api", log)
 	if err != nil {
 		return err
 	}
-	if tp != nil {
-		defer tracing.Stop(stopTracing, log)
-		log.Info("tracing on: exporting spans over OTLP")
-	}
+	defer stopTracing()
 
 	reg := obs.NewRegistry()
 	health := obs.NewHealth(map[string]obs.CheckFunc{"postgres": store.Ping, "elasticsearch": reads.Ping})

@@ -84,14 +84,11 @@ func runRelay(ctx context.Context, c cfg, env cli.Env) error {
 	}
 	defer probe.Close()
 
-	tp, stopTracing, err := tracing.Setup(ctx, "cqrsflow-outbox-relay")
+	tp, stopTracing, err := tracing.Start(ctx, "cqrsflow-outbox-relay", log)
 	if err != nil {
 		return err
 	}
-	if tp != nil {
-		defer tracing.Stop(stopTracing, log)
-		log.Info("tracing on: exporting spans over OTLP")
-	}
+	defer stopTracing()
 
 	reg := obs.NewRegistry()
 	health := obs.NewHealth(map[string]obs.CheckFunc{

@@ -240,14 +240,11 @@ func consume(ctx context.Context, c cfg, v verifySettings, projs []projector.Pro
 	if err != nil {
 		return err
 	}
-	tp, stopTracing, err := tracing.Setup(ctx, "cqrsflow-projector")
+	tp, stopTracing, err := tracing.Start(ctx, "cqrsflow-projector", log)
 	if err != nil {
 		return err
 	}
-	if tp != nil {
-		defer tracing.Stop(stopTracing, log)
-		log.Info("tracing on: exporting spans over OTLP")
-	}
+	defer stopTracing()
 	var pool *pgxpool.Pool
 	if v.Rate > 0 {
 		// Connects on first use: PostgreSQL being down only pauses the

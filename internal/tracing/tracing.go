@@ -142,6 +142,18 @@ func Format(sc trace.SpanContext) (traceparent, tracestate string) {
 	return Inject(trace.ContextWithSpanContext(context.Background(), sc))
 }
 
+// Start is Setup for a binary: when tracing is on it logs so, and the
+// returned stop flushes and stops the exporter (Stop); when off, tp is
+// nil and stop does nothing. Call stop at shutdown either way.
+func Start(ctx context.Context, service string, log *slog.Logger) (tp trace.TracerProvider, stop func(), err error) {
+	tp, shutdown, err := Setup(ctx, service)
+	if err != nil || tp == nil {
+		return nil, func() {}, err
+	}
+	log.Info("tracing on: exporting spans over OTLP")
+	return tp, func() { Stop(shutdown, log) }, nil
+}
+
 // Stop flushes the spans still buffered and stops the exporter, within
 // ten seconds: a collector that is down must not hold up a shutdown.
 func Stop(stop func(context.Context) error, log *slog.Logger) {

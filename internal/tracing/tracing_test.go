@@ -1,7 +1,9 @@
 package tracing
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"strings"
 	"testing"
 
@@ -60,6 +62,31 @@ func TestSetupOn(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 0)
 		_ = stop(ctx) // nothing listens; stopping must not hang
 		cancel()
+	}
+}
+
+// Start, the binaries' entry: off, no provider and a stop that does
+// nothing; on, a provider, a log line, and a stop that returns (nothing
+// listens on the endpoint); a bad setting, the error.
+func TestStart(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, nil))
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")
+	tp, stop, err := Start(context.Background(), "test", log)
+	if tp != nil || stop == nil || err != nil || buf.Len() != 0 {
+		t.Fatalf("Start off = %v, stop %v, %v, log %q", tp, stop != nil, err, buf.String())
+	}
+	stop()
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1")
+	tp, stop, err = Start(context.Background(), "test", log)
+	if tp == nil || err != nil || !strings.Contains(buf.String(), "tracing on") {
+		t.Fatalf("Start on = %v, %v, log %q", tp, err, buf.String())
+	}
+	stop()
+	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+	if _, stop, err = Start(context.Background(), "test", log); err == nil || stop == nil {
+		t.Fatalf("Start with a bad protocol: %v (stop %v)", err, stop != nil)
 	}
 }
 
