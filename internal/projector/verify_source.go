@@ -59,8 +59,15 @@ payload::text, metadata::text, occurred_at, recorded_at`
 	eventsAllSQL = `SELECT ` + eventColumns + ` FROM events
 WHERE aggregate_type = $1 AND (aggregate_type, aggregate_id, version) > ($1, $2, $3)
 ORDER BY aggregate_type, aggregate_id, version LIMIT $4`
+	// eventsOfSQL reads the events of the aggregates $5 only: the index
+	// is entered at each of them (aggregate_id = ANY), and the keyset
+	// condition is a filter on those few rows. Written as the row
+	// comparison eventsAllSQL uses, PostgreSQL's plan for the values at
+	// hand took the comparison as the index range and filtered the ids
+	// along it: every call read every event of the type from the start
+	// (the continuous verifier made that call every second).
 	eventsOfSQL = `SELECT ` + eventColumns + ` FROM events
-WHERE aggregate_type = $1 AND aggregate_id = ANY($5) AND (aggregate_type, aggregate_id, version) > ($1, $2, $3)
+WHERE aggregate_type = $1 AND aggregate_id = ANY($5) AND (aggregate_id > $2 OR (aggregate_id = $2 AND version > $3))
 ORDER BY aggregate_type, aggregate_id, version LIMIT $4`
 	relayHeldSQL = `SELECT aggregate_id, version, 'dead letter (' || reason || ')' FROM outbox_dead_letters
 WHERE aggregate_type = $1 AND aggregate_id = ANY($2)
