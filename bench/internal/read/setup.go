@@ -14,6 +14,7 @@ import (
 
 	"cqrsflow/bench/internal/procs"
 	"cqrsflow/internal/config"
+	"cqrsflow/internal/domain/product"
 	"cqrsflow/internal/envelope"
 	"cqrsflow/internal/esindex"
 	"cqrsflow/internal/projection/products"
@@ -96,10 +97,11 @@ func (b *bench) prefill(ctx context.Context) error {
 		id := uuid.NewString()
 		b.ids[i] = id
 		adj := adjectives[i%len(adjectives)]
-		payload := fmt.Sprintf(`{"name":"Item %d %s","description":"a %s item of the read benchmark, number %d, with a few more words to search","price":%d.%02d,"stock":%d}`,
+		payload := fmt.Sprintf(`{"name":"Item %d %s","description":"a %s item of the read benchmark, number %d, with a few more words to search","price":%d.%02d,"currency":"EUR","stock":%d}`,
 			i, adj, adj, i, i%1000, i%100, i%50)
 		at := t0.Add(time.Duration(i) * time.Millisecond).UTC()
-		doc, err := products.Apply(nil, &envelope.Envelope{EventID: uuid.NewString(), EventType: products.Created, SchemaVersion: 1,
+		doc, err := products.Apply(nil, &envelope.Envelope{EventID: uuid.NewString(), EventType: products.Created,
+			SchemaVersion: product.SchemaVersion(product.EventCreated),
 			AggregateType: "product", AggregateID: id, Version: 1, OccurredAt: at, RecordedAt: at, GlobalPosition: int64(i + 1),
 			Payload: json.RawMessage(payload)})
 		if err != nil {
