@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -234,6 +235,7 @@ func setupRebuild(s *config.Set) cli.Action {
 }
 
 func consume(ctx context.Context, c cfg, v verifySettings, projs []projector.Projection, log *slog.Logger) error {
+	applyGCDefault(os.LookupEnv, log)
 	c.Kafka.LogWarnings(log)
 	c.Elasticsearch.LogWarnings(log)
 	es, err := c.Elasticsearch.Client()
