@@ -51,10 +51,6 @@ var program = &cli.Program{
 
 func main() { program.Main() }
 
-// startupRetry paces the start-up steps (migrations, topics) while a
-// dependency is still coming up; each attempt is bounded.
-var startupRetry = backoff.Policy{Min: 200 * time.Millisecond, Max: 10 * time.Second}
-
 func runRelay(ctx context.Context, c cfg, env cli.Env) error {
 	log := env.Log
 	pcfg, err := pgxpool.ParseConfig(c.PostgresURL)
@@ -104,19 +100,9 @@ func runRelay(ctx context.Context, c cfg, env cli.Env) error {
 		return err
 	}
 	defer r.Close()
-	retry := func(ctx context.Context, what string, fn func(context.Context) error) error {
-		attempt := func(ctx context.Context) error {
-			ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			defer cancel()
-			return fn(ctx)
-		}
-		return backoff.Retry(ctx, startupRetry, attempt, func(_ int, wait time.Duration, err error) {
-			log.Warn(what+" failed; retrying", "err", err, "backoff", wait.String())
-		})
-	}
 	publish := func(ctx context.Context) error {
 		if c.Migrate {
-			if err := retry(ctx, "applying migrations", func(ctx context.Context) error { return migrations.Up(ctx, c.PostgresURL) }); err != nil {
+			if err := backoff.RetryStartup(ctx, log, "applying migrations", func(ctx context.Context) error { return migrations.Up(ctx, c.PostgresURL) }); err != nil {
 				return nil // cancelled while waiting
 			}
 		}
@@ -138,7 +124,7 @@ func runRelay(ctx context.Context, c cfg, env cli.Env) error {
 			}
 			return err
 		}
-		if err := retry(ctx, "ensuring topics", ensure); err != nil {
+		if err := backoff.RetryStartup(ctx, log, "ensuring topics", ensure); err != nil {
 			if backoff.IsPermanent(err) {
 				return err
 			}

@@ -307,13 +307,6 @@ func consume(ctx context.Context, c cfg, v verifySettings, projs []projector.Pro
 	return obs.Service{Addr: c.MetricsAddr, Handler: h.Mux(reg), Health: h, Grace: 5 * time.Second, Log: log}.Run(ctx, workers...)
 }
 
-// startupRetry paces preparing a read model while Elasticsearch is
-// unreachable; each attempt is bounded by startupAttempt.
-var (
-	startupRetry   = backoff.Policy{Min: 200 * time.Millisecond, Max: 10 * time.Second}
-	startupAttempt = 30 * time.Second
-)
-
 // errStarting is the readiness answer before every projection consumes.
 var errStarting = errors.New("starting: preparing the read models and topics")
 
@@ -339,18 +332,14 @@ func (s *startup) check(context.Context) error {
 // ctx ended while waiting.
 func prepareReadModel(ctx context.Context, es *elasticsearch.Client, indexPrefix string, p projector.Projection, log *slog.Logger) (string, error) {
 	var alias string
-	err := backoff.Retry(ctx, startupRetry, func(ctx context.Context) error {
-		actx, cancel := context.WithTimeout(ctx, startupAttempt)
-		defer cancel()
-		a, err := projector.EnsureReadModel(actx, es, indexPrefix, p)
+	err := backoff.RetryStartup(ctx, log, "preparing the read model", func(ctx context.Context) error {
+		a, err := projector.EnsureReadModel(ctx, es, indexPrefix, p)
 		if errors.Is(err, esindex.ErrRejected) {
 			return backoff.Permanent(err)
 		}
 		alias = a
 		return err
-	}, func(_ int, wait time.Duration, err error) {
-		log.Warn("preparing the read model failed; retrying", "projection", p.Name(), "err", err, "backoff", wait.String())
-	})
+	}, "projection", p.Name())
 	return alias, err
 }
 

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"time"
 )
@@ -109,4 +110,26 @@ func Retry(ctx context.Context, p Policy, fn func(context.Context) error, onRetr
 			return fmt.Errorf("%w (last error: %w)", ctx.Err(), err)
 		}
 	}
+}
+
+// Startup paces a binary's start-up steps (migrations, topics, read
+// models) while a dependency is still coming up; StartupAttempt bounds
+// each attempt.
+var Startup = Policy{Min: 200 * time.Millisecond, Max: 10 * time.Second}
+
+// StartupAttempt bounds one attempt of a start-up step.
+const StartupAttempt = 30 * time.Second
+
+// RetryStartup is Retry of a start-up step (what, for the log) with the
+// Startup policy, each call of fn bounded by StartupAttempt, and every
+// transient failure logged at warn with attrs. As Retry, it returns a
+// Permanent error at once and ctx's error when ctx ends first.
+func RetryStartup(ctx context.Context, log *slog.Logger, what string, fn func(context.Context) error, attrs ...any) error {
+	return Retry(ctx, Startup, func(ctx context.Context) error {
+		actx, cancel := context.WithTimeout(ctx, StartupAttempt)
+		defer cancel()
+		return fn(actx)
+	}, func(_ int, wait time.Duration, err error) {
+		log.Warn(what+" failed; retrying", append(attrs[:len(attrs):len(attrs)], "err", err, "backoff", wait.String())...)
+	})
 }

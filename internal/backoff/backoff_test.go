@@ -1,8 +1,11 @@
 package backoff
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 )
@@ -87,5 +90,47 @@ func TestRetryStopsOnPermanent(t *testing.T) {
 	}
 	if IsPermanent(nil) || Permanent(nil) != nil || IsPermanent(boom) {
 		t.Fatal("only errors marked Permanent are permanent")
+	}
+}
+
+func TestRetryStartup(t *testing.T) {
+	var logged bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logged, nil))
+	calls := 0
+	err := RetryStartup(context.Background(), log, "ensuring topics", func(ctx context.Context) error {
+		calls++
+		dl, ok := ctx.Deadline()
+		if !ok || time.Until(dl) > StartupAttempt {
+			t.Errorf("attempt %d: deadline %v (set: %v), want one within %s", calls, dl, ok, StartupAttempt)
+		}
+		if calls == 1 {
+			return errors.New("broker not reachable")
+		}
+		return nil
+	}, "projection", "products")
+	if err != nil || calls != 2 {
+		t.Fatalf("err %v after %d calls, want nil after 2", err, calls)
+	}
+	for _, want := range []string{`msg="ensuring topics failed; retrying"`, "projection=products", `err="broker not reachable"`, "backoff="} {
+		if !strings.Contains(logged.String(), want) {
+			t.Errorf("log %q lacks %q", logged.String(), want)
+		}
+	}
+
+	calls = 0
+	refused := errors.New("mapping conflict")
+	err = RetryStartup(context.Background(), log, "preparing the read model", func(context.Context) error {
+		calls++
+		return Permanent(refused)
+	})
+	if !errors.Is(err, refused) || calls != 1 {
+		t.Fatalf("permanent: err %v after %d calls, want the refusal after 1", err, calls)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err = RetryStartup(ctx, log, "applying migrations", func(context.Context) error { return errors.New("down") })
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled: err %v, want context.Canceled", err)
 	}
 }

@@ -131,32 +131,21 @@ func (r *Runner) Ping(ctx context.Context) error {
 	return nil
 }
 
-// setupRetry paces the start-up's topic set-up while Kafka is
-// unreachable; each attempt is bounded by setupAttempt.
-var (
-	setupRetry   = backoff.Policy{Min: 200 * time.Millisecond, Max: 10 * time.Second}
-	setupAttempt = 30 * time.Second
-)
-
 // setup ensures the projection's DLQ and quarantine topics, retrying
 // while Kafka is unreachable: a projector started before Kafka waits for
 // it (not ready) instead of exiting. A topic whose settings an operator
 // must change (topics.ErrMisconfigured) ends it at once. Any other error
 // means ctx ended while waiting.
 func (r *Runner) setup(ctx context.Context) error {
-	return backoff.Retry(ctx, setupRetry, func(ctx context.Context) error {
-		sctx, cancel := context.WithTimeout(ctx, setupAttempt)
-		defer cancel()
-		err := ensureDLQTopic(sctx, r.adm, r.cfg.Topic, r.cfg.DLQPartitions, r.log)
+	return backoff.RetryStartup(ctx, r.log, "setting up the projection's topics", func(ctx context.Context) error {
+		err := ensureDLQTopic(ctx, r.adm, r.cfg.Topic, r.cfg.DLQPartitions, r.log)
 		if err == nil {
-			err = ensureQuarantineTopic(sctx, r.adm, QuarantineTopic(r.cfg.Topic), r.log)
+			err = ensureQuarantineTopic(ctx, r.adm, QuarantineTopic(r.cfg.Topic), r.log)
 		}
 		if errors.Is(err, topics.ErrMisconfigured) {
 			return backoff.Permanent(err)
 		}
 		return err
-	}, func(_ int, wait time.Duration, err error) {
-		r.log.Warn("setting up the projection's topics failed; retrying", "err", err, "backoff", wait.String())
 	})
 }
 
