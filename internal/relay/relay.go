@@ -227,21 +227,26 @@ func New(cfg Config, pool *pgxpool.Pool, newProducer NewProducer, reg prometheus
 		r.poison[w].rows = map[int64]*suspect{}
 	}
 	r.loops.merged.Store(n > 1)
-	for range n + 1 {
-		if len(r.prods) == n && cfg.Probe != nil {
-			r.probe = cfg.Probe
-			break
-		}
+	makeProducer := func() (Producer, error) {
 		p, err := newProducer()
 		if err != nil {
 			r.Close()
 			return nil, fmt.Errorf("kafka producer: %w", err)
 		}
 		r.made = append(r.made, p)
-		if len(r.prods) < n {
-			r.prods = append(r.prods, p)
-		} else {
-			r.probe = p
+		return p, nil
+	}
+	for range n {
+		p, err := makeProducer()
+		if err != nil {
+			return nil, err
+		}
+		r.prods = append(r.prods, p)
+	}
+	if r.probe = cfg.Probe; r.probe == nil {
+		var err error
+		if r.probe, err = makeProducer(); err != nil {
+			return nil, err
 		}
 	}
 	for w := range n {
