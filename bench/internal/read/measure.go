@@ -13,17 +13,20 @@ import (
 // cpu is the CPU seconds the processes of interest used in some window,
 // and the machine's busy seconds in it (all processes, all cores).
 type cpu struct {
-	API, ES, Bench, Machine float64
+	API, Hop, ES, Bench, Machine float64
 }
 
 func (c cpu) add(o cpu) cpu {
-	return cpu{API: c.API + o.API, ES: c.ES + o.ES, Bench: c.Bench + o.Bench, Machine: c.Machine + o.Machine}
+	return cpu{API: c.API + o.API, Hop: c.Hop + o.Hop, ES: c.ES + o.ES, Bench: c.Bench + o.Bench, Machine: c.Machine + o.Machine}
 }
 
-// sample reads the CPU seconds so far of the api, Elasticsearch and this
-// process, and the machine's busy seconds.
+// sample reads the CPU seconds so far of the api, the hop, Elasticsearch
+// and this process, and the machine's busy seconds.
 func (b *bench) sample() procs.Sample {
 	groups := []procs.Group{{Name: "api", Pid: b.api.Pid()}, {Name: "bench", Pid: os.Getpid()}}
+	if b.hop != nil {
+		groups = append(groups, procs.Group{Name: "hop", Pid: b.hop.Pid()})
+	}
 	if b.esPid > 0 {
 		groups = append(groups, procs.Group{Name: "elasticsearch", Pid: b.esPid})
 	}
@@ -41,44 +44,52 @@ func used(s0, s1 procs.Sample) cpu {
 		}
 		return d
 	}
-	return cpu{API: secs("api"), ES: secs("elasticsearch"), Bench: secs("bench"), Machine: s1.MachineBusy - s0.MachineBusy}
+	return cpu{API: secs("api"), Hop: secs("hop"), ES: secs("elasticsearch"), Bench: secs("bench"), Machine: s1.MachineBusy - s0.MachineBusy}
 }
 
-// measure warms both sides of r up, then runs them in alternating slices
-// (api, direct, direct, api, …) so that a burst of other work on the
-// machine hits both alike, and reads the CPU used around every slice.
+// side is one way of serving a route's requests and what it measured.
+type side struct {
+	name string
+	op   loadgen.Op
+	runs []loadgen.Summary
+	cpu  cpu // used during its slices
+}
+
+// measure warms the sides of r up (api, direct and, with -hop, the hop),
+// then runs them in alternating slices — the order rotates every slice —
+// so that a burst of other work on the machine hits all alike, and reads
+// the CPU used around every slice.
 func (b *bench) measure(ctx context.Context, r route) routeMeasurement {
-	apiOp, directOp := b.ops(r)
+	apiOp, directOp, hopOp := b.ops(r)
+	sides := []*side{{name: "api", op: apiOp}, {name: "direct", op: directOp}}
+	if hopOp != nil {
+		sides = append(sides, &side{name: "hop", op: hopOp})
+	}
 	if b.s.Warmup > 0 {
-		loadgen.ClosedLoop(ctx, b.s.Clients, b.s.Warmup, apiOp)
-		loadgen.ClosedLoop(ctx, b.s.Clients, b.s.Warmup, directOp)
+		for _, sd := range sides {
+			loadgen.ClosedLoop(ctx, b.s.Clients, b.s.Warmup, sd.op)
+		}
 	}
-	m := routeMeasurement{Route: r}
-	var apiRuns, directRuns []loadgen.Summary
 	slice := b.s.Duration / time.Duration(b.s.Slices)
-	run := func(op loadgen.Op) (loadgen.Summary, cpu) {
-		s0 := b.sample()
-		sum := loadgen.ClosedLoop(ctx, b.s.Clients, slice, op)
-		return sum, used(s0, b.sample())
-	}
 	for i := range b.s.Slices {
-		if i%2 == 0 {
-			a, ac := run(apiOp)
-			d, dc := run(directOp)
-			apiRuns, directRuns = append(apiRuns, a), append(directRuns, d)
-			m.APICPU, m.DirectCPU = m.APICPU.add(ac), m.DirectCPU.add(dc)
-		} else {
-			d, dc := run(directOp)
-			a, ac := run(apiOp)
-			apiRuns, directRuns = append(apiRuns, a), append(directRuns, d)
-			m.APICPU, m.DirectCPU = m.APICPU.add(ac), m.DirectCPU.add(dc)
+		for j := range sides {
+			sd := sides[(i+j)%len(sides)]
+			s0 := b.sample()
+			sum := loadgen.ClosedLoop(ctx, b.s.Clients, slice, sd.op)
+			sd.runs, sd.cpu = append(sd.runs, sum), sd.cpu.add(used(s0, b.sample()))
 		}
 	}
 	if b.s.Verbose {
-		for i := range apiRuns {
-			fmt.Printf("  %s slice %d: api    %v\n  %*s direct %v\n", r.name, i, apiRuns[i], len(r.name)+9, "", directRuns[i])
+		for i := range b.s.Slices {
+			for _, sd := range sides {
+				fmt.Printf("  %s slice %d: %-6s %v\n", r.name, i, sd.name, sd.runs[i])
+			}
 		}
 	}
-	m.API, m.Direct = loadgen.Combine(apiRuns...), loadgen.Combine(directRuns...)
+	m := routeMeasurement{Route: r, API: loadgen.Combine(sides[0].runs...), APICPU: sides[0].cpu,
+		Direct: loadgen.Combine(sides[1].runs...), DirectCPU: sides[1].cpu}
+	if len(sides) > 2 {
+		m.Hop, m.HopCPU = loadgen.Combine(sides[2].runs...), sides[2].cpu
+	}
 	return m
 }

@@ -41,6 +41,7 @@ type settings struct {
 	LogLevel         string
 	Verbose          bool
 	Quick            bool
+	Hop              bool // also measure the floor (bench/internal/hop)
 }
 
 // routeNames are the routes the part knows, in the order they run.
@@ -63,6 +64,7 @@ func parseSettings(args []string) (settings, error) {
 	routes := fs.String("routes", strings.Join(routeNames, ","), "routes to measure, comma-separated: search, get, list")
 	fs.StringVar(&s.LogLevel, "log-level", "info", "api LOG_LEVEL")
 	fs.BoolVar(&s.Verbose, "v", false, "print every slice")
+	fs.BoolVar(&s.Hop, "hop", true, "also send the direct requests through a bare Go HTTP forwarder (the floor of any service in between; needs a loopback http Elasticsearch URL)")
 	if err := cli.Parse(fs, args); err != nil {
 		return s, err
 	}

@@ -13,7 +13,8 @@ import (
 // TestSetupAndCheck runs the part's set-up on the real stack (the index
 // filled with documents as the current products projection writes them,
 // the api built and started on it) and its fairness check of every
-// route: the api and Elasticsearch must give the same answers. A change
+// route: the api, Elasticsearch and the floor (the hop forwarding the
+// direct requests) must give the same answers. A change
 // of the events' schema that the prefill does not follow fails here, not
 // in the middle of `make bench`.
 func TestSetupAndCheck(t *testing.T) {
@@ -31,6 +32,9 @@ func TestSetupAndCheck(t *testing.T) {
 	defer b.cleanup()
 	if len(b.ids) != 120 {
 		t.Fatalf("%d products prefilled, want 120", len(b.ids))
+	}
+	if b.hop == nil {
+		t.Fatal("the floor (hop) was not started; -hop is on by default")
 	}
 	for _, name := range routeNames {
 		if err := b.check(ctx, b.route(name)); err != nil {

@@ -18,18 +18,26 @@ const minRatio = 0.8
 // targeted are the routes the target applies to; the list is reported.
 var targeted = map[string]bool{"search": true, "get": true}
 
-// routeMeasurement is one route's two sides.
+// routeMeasurement is one route's sides; Hop is empty without -hop.
 type routeMeasurement struct {
-	Route             route
-	API, Direct       loadgen.Summary
-	APICPU, DirectCPU cpu // CPU used during each side's slices
+	Route                     route
+	API, Direct, Hop          loadgen.Summary
+	APICPU, DirectCPU, HopCPU cpu // CPU used during each side's slices
 }
 
-func (m routeMeasurement) ratio() float64 {
-	if m.Direct.Throughput == 0 {
+func (m routeMeasurement) ratio() float64 { return ratio(m.API, m.Direct) }
+
+// floor is the hop's share of what Elasticsearch serves directly: the
+// most any Go HTTP service between the two could reach here.
+func (m routeMeasurement) floor() float64 { return ratio(m.Hop, m.Direct) }
+
+func (m routeMeasurement) hasHop() bool { return m.Hop.Ops > 0 || m.Hop.Errors > 0 }
+
+func ratio(a, b loadgen.Summary) float64 {
+	if b.Throughput == 0 {
 		return 0
 	}
-	return m.API.Throughput / m.Direct.Throughput
+	return a.Throughput / b.Throughput
 }
 
 func (m routeMeasurement) pass() bool { return m.ratio() >= minRatio && m.API.Errors == 0 }
@@ -51,6 +59,12 @@ func (m routeMeasurement) print() {
 	fmt.Printf("  direct: %.0f req/s, p50 %.2f ms, p99 %.2f ms, %d errors; CPU per request: elasticsearch %.0f µs, load generator %.0f µs\n",
 		m.Direct.Throughput, ms(m.Direct.P50), ms(m.Direct.P99), m.Direct.Errors,
 		perRequest(m.DirectCPU.ES, m.Direct.Ops), perRequest(m.DirectCPU.Bench, m.Direct.Ops))
+	if m.hasHop() {
+		fmt.Printf("  hop:    %.0f req/s, p50 %.2f ms, p99 %.2f ms, %d errors; CPU per request: hop %.0f µs, elasticsearch %.0f µs, load generator %.0f µs\n",
+			m.Hop.Throughput, ms(m.Hop.P50), ms(m.Hop.P99), m.Hop.Errors,
+			perRequest(m.HopCPU.Hop, m.Hop.Ops), perRequest(m.HopCPU.ES, m.Hop.Ops), perRequest(m.HopCPU.Bench, m.Hop.Ops))
+		fmt.Printf("  floor (hop/direct): %.2f; api/hop: %.2f\n", m.floor(), ratio(m.API, m.Hop))
+	}
 	verdict := "no target"
 	if targeted[m.Route.name] {
 		verdict = fmt.Sprintf("target >= %.2f: %s", minRatio, result.PassWord(m.pass()))
@@ -68,8 +82,12 @@ type measurement struct {
 func (m measurement) print() {
 	fmt.Printf("1-min load average: %s at start, %s at end (other processes on the machine skew the numbers)\n", m.Load0, m.Load1)
 	for _, r := range m.Routes {
-		fmt.Printf("%-7s ratio %.2f: api %.0f req/s (p99 %.2f ms, %.0f µs api CPU/req) vs direct %.0f req/s (p99 %.2f ms)\n", r.Route.name, r.ratio(),
+		fmt.Printf("%-7s ratio %.2f: api %.0f req/s (p99 %.2f ms, %.0f µs api CPU/req) vs direct %.0f req/s (p99 %.2f ms)", r.Route.name, r.ratio(),
 			r.API.Throughput, stats.MS(r.API.P99), perRequest(r.APICPU.API, r.API.Ops), r.Direct.Throughput, stats.MS(r.Direct.P99))
+		if r.hasHop() {
+			fmt.Printf("; floor %.2f (hop %.0f req/s, %.0f µs hop CPU/req)", r.floor(), r.Hop.Throughput, perRequest(r.HopCPU.Hop, r.Hop.Ops))
+		}
+		fmt.Println()
 	}
 }
 
@@ -99,11 +117,17 @@ func (m measurement) result(s settings, started time.Time) result.Result {
 		table.Rows = append(table.Rows,
 			append(summaryCells("api "+r.Route.api, r.API), cell(r.APICPU.API, r.API.Ops), cell(r.APICPU.ES, r.API.Ops), cell(r.APICPU.Bench, r.API.Ops)),
 			append(summaryCells("direct "+r.Route.direct, r.Direct), "", cell(r.DirectCPU.ES, r.Direct.Ops), cell(r.DirectCPU.Bench, r.Direct.Ops)))
+		if r.hasHop() {
+			res.Rows = append(res.Rows, result.Row{Name: fmt.Sprintf("floor: bare Go HTTP hop, %s, %d conns", name, s.Clients), Value: r.Hop.Throughput, Unit: "req/s"}.
+				WithBaseline(baseline, r.Direct.Throughput))
+			table.Rows = append(table.Rows,
+				append(summaryCells("hop (floor) "+r.Route.direct, r.Hop), cell(r.HopCPU.Hop, r.Hop.Ops), cell(r.HopCPU.ES, r.Hop.Ops), cell(r.HopCPU.Bench, r.Hop.Ops)))
+		}
 	}
 	res.Tables = []result.Table{table}
 	res.Notes = []string{
 		fmt.Sprintf("1-min load average %s at start, %s at end", m.Load0, m.Load1),
-		fmt.Sprintf("%d connections per side, %v per side and route in %d alternating slices, %d products, routes %s, %d CPUs, api LOG_LEVEL=%s; the direct side sends the api's own _search body (or GET _doc) to the same alias",
+		fmt.Sprintf("%d connections per side, %v per side and route in %d alternating slices, %d products, routes %s, %d CPUs, api LOG_LEVEL=%s; the direct side sends the api's own _search body (or GET _doc) to the same alias; the floor (hop) side sends the direct side's requests through a bare net/http forwarder (bench/internal/hop) that copies them to Elasticsearch and the answers back unread",
 			s.Clients, s.Duration, s.Slices, s.Products, strings.Join(s.Routes, ","), runtime.NumCPU(), s.LogLevel),
 	}
 	return res

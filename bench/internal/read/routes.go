@@ -12,6 +12,7 @@ import (
 	"strconv"
 
 	"cqrsflow/internal/query"
+	"cqrsflow/internal/testenv/binary"
 )
 
 // route is one read route and its direct equivalent. Both build their
@@ -101,9 +102,22 @@ func (b *bench) do(req *http.Request, into *bytes.Buffer) error {
 	return nil
 }
 
-// ops returns the closed-loop operations of both sides: each worker keeps
-// its own buffer for the answers.
-func (b *bench) ops(r route) (api, direct func(ctx context.Context, worker int) error) {
+// viaHop is build with the request sent to the hop (the floor) instead
+// of Elasticsearch: the same method, path, query and body.
+func (b *bench) viaHop(build func(context.Context, int) (*http.Request, error)) func(context.Context, int) (*http.Request, error) {
+	return func(ctx context.Context, n int) (*http.Request, error) {
+		req, err := build(ctx, n)
+		if err == nil {
+			req.URL.Host, req.Host = b.hop.Addr, b.hop.Addr
+		}
+		return req, err
+	}
+}
+
+// ops returns the closed-loop operations of the sides: each worker keeps
+// its own buffer for the answers (the sides run one after the other).
+// hop is nil without the hop.
+func (b *bench) ops(r route) (api, direct, hop func(ctx context.Context, worker int) error) {
 	bufs := make([]bytes.Buffer, b.s.Clients)
 	side := func(build func(context.Context, int) (*http.Request, error)) func(context.Context, int) error {
 		return func(ctx context.Context, w int) error {
@@ -114,7 +128,10 @@ func (b *bench) ops(r route) (api, direct func(ctx context.Context, worker int) 
 			return b.do(req, &bufs[w%len(bufs)])
 		}
 	}
-	return side(r.apiReq), side(r.esReq)
+	if b.hop != nil {
+		hop = side(b.viaHop(r.esReq))
+	}
+	return side(r.apiReq), side(r.esReq), hop
 }
 
 // answer is what the check compares of two answers.
@@ -140,6 +157,15 @@ func (b *bench) check(ctx context.Context, r route) error {
 		}
 		if !slices.Equal(a.ids, d.ids) || a.total != d.total || a.version != d.version {
 			return fmt.Errorf("api found %+v, Elasticsearch %+v", a, d)
+		}
+		if b.hop != nil {
+			h, err := b.answer(ctx, r, b.viaHop(r.esReq), n, &buf, true)
+			if err != nil {
+				return fmt.Errorf("hop: %w; hop log:\n%s", err, binary.Tail(b.hop.LogPath, 15))
+			}
+			if !slices.Equal(h.ids, d.ids) || h.total != d.total || h.version != d.version {
+				return fmt.Errorf("the hop found %+v, Elasticsearch %+v", h, d)
+			}
 		}
 		if len(a.ids) == 0 || (r.limit > 0 && len(a.ids) != r.limit) {
 			return fmt.Errorf("found %d products, want %d: the prefill did not land", len(a.ids), max(1, r.limit))

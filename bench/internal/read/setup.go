@@ -34,6 +34,7 @@ type bench struct {
 	made   bool // the index exists and must be deleted
 	api    *binary.Process
 	apiURL string
+	hop    *binary.Process // the floor (see bench/internal/hop); nil without -hop
 	key    string
 	client *http.Client
 	ids    []string // the prefilled products
@@ -81,7 +82,13 @@ func (b *bench) start(ctx context.Context) error {
 	b.client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		MaxIdleConns: 4 * b.s.Clients, MaxIdleConnsPerHost: 2 * b.s.Clients, IdleConnTimeout: time.Minute, DisableCompression: true,
 	}}
-	return b.startAPI(ctx)
+	if err := b.startAPI(ctx); err != nil {
+		return err
+	}
+	if b.s.Hop {
+		return b.startHop(ctx)
+	}
+	return nil
 }
 
 // prefill indexes the products as the projector writes them (a
@@ -156,6 +163,24 @@ func (b *bench) startAPI(ctx context.Context) error {
 	return b.api.WaitReady(ctx, 30*time.Second)
 }
 
+// startHop builds the floor forwarder and starts it on a free loopback
+// port in front of Elasticsearch.
+func (b *bench) startHop(ctx context.Context) error {
+	if err := binary.Build(ctx, "", b.tmp, "cqrsflow/bench/internal/hop"); err != nil {
+		return fmt.Errorf("building the hop: %w", err)
+	}
+	addr, err := testenv.LoopbackAddr()
+	if err != nil {
+		return err
+	}
+	b.hop, err = binary.Start(binary.Spec{Name: "hop", Bin: filepath.Join(b.tmp, "hop"), Addr: addr,
+		Args: []string{"-addr", addr, "-target", b.s.ElasticsearchURL}, LogPath: filepath.Join(b.tmp, "hop.log")})
+	if err != nil {
+		return err
+	}
+	return b.hop.WaitReady(ctx, 30*time.Second)
+}
+
 // apiLog is the end of the api's log, for error messages.
 func (b *bench) apiLog() string { return binary.Tail(b.api.LogPath, 15) }
 
@@ -165,8 +190,11 @@ func (b *bench) apiLog() string { return binary.Tail(b.api.LogPath, 15) }
 func (b *bench) cleanup() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if b.api != nil {
-		if err := b.api.Stop(10 * time.Second); err != nil {
+	for _, p := range []*binary.Process{b.api, b.hop} {
+		if p == nil {
+			continue
+		}
+		if err := p.Stop(10 * time.Second); err != nil {
 			fmt.Fprintln(os.Stderr, "bench read:", err)
 		}
 	}

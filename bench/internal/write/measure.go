@@ -23,6 +23,7 @@ const (
 	sideAPISingle
 	sideRaw
 	sideRawBatched
+	sideFloor
 	nSides
 )
 
@@ -32,6 +33,7 @@ func (b *bench) sides() [nSides]side {
 		sideAPISingle:  {"api, GROUP_COMMIT=false", b.apiOp(b.single), b.single},
 		sideRaw:        {"raw pgx, one command per transaction", b.rawOp, nil},
 		sideRawBatched: {"raw pgx, group commit", b.rawBatchedOp, nil},
+		sideFloor:      {"floor: bare net/http, canned answer", b.apiOp(b.floor), b.floor},
 	}
 }
 
@@ -73,9 +75,11 @@ func (b *bench) closedLoop(ctx context.Context) closed {
 }
 
 // open is what the open loop measured: the api with and without group
-// commit and the one-per-transaction baseline, at the same rate.
+// commit, the one-per-transaction baseline and the floor, at the same
+// rate, with the api's and the floor's process CPU during their slices.
 type open struct {
-	API, Single, Raw loadgen.Summary
+	API, Single, Raw, Floor loadgen.Summary
+	APITicks, FloorTicks    int64
 }
 
 // openLoop runs the api (both ways) and the baseline at rate in rotating
@@ -90,24 +94,39 @@ func (b *bench) openLoop(ctx context.Context, rate float64) open {
 	if err := b.raw.checkpoint(ctx); err != nil {
 		fmt.Println("CHECKPOINT before the open loop failed (the first slices may carry the closed loop's flush):", err)
 	}
-	ops := []loadgen.Op{b.apiOp(b.api), b.apiOp(b.single), b.rawOp}
+	ops := []loadgen.Op{b.apiOp(b.api), b.apiOp(b.single), b.rawOp, b.apiOp(b.floor)}
+	owners := []*apiProc{b.api, b.single, nil, b.floor}
 	runs := make([][]loadgen.Summary, len(ops))
+	ticks := make([]int64, len(ops))
 	slice := b.s.FixedDur / time.Duration(b.s.Slices)
 	inFlight := 4 * b.s.Clients
 	for i := range b.s.Slices {
 		for j := range ops {
 			k := (i + j) % len(ops)
+			t0 := apiTicks(owners[k])
 			runs[k] = append(runs[k], loadgen.OpenLoop(ctx, rate, slice, inFlight, ops[k]))
+			ticks[k] += apiTicks(owners[k]) - t0
 		}
 	}
 	if b.s.Verbose {
-		for k, name := range []string{"api, group commit", "api, GROUP_COMMIT=false", "raw pgx"} {
+		for k, name := range []string{"api, group commit", "api, GROUP_COMMIT=false", "raw pgx", "floor"} {
 			for i, r := range runs[k] {
 				fmt.Printf("  open loop %s, slice %d: %v\n", name, i, r)
 			}
 		}
 	}
-	return open{API: loadgen.Combine(runs[0]...), Single: loadgen.Combine(runs[1]...), Raw: loadgen.Combine(runs[2]...)}
+	return open{API: loadgen.Combine(runs[0]...), Single: loadgen.Combine(runs[1]...), Raw: loadgen.Combine(runs[2]...),
+		Floor: loadgen.Combine(runs[3]...), APITicks: ticks[0], FloorTicks: ticks[3]}
+}
+
+// floorAt runs the floor alone in an open loop at rate (the api's
+// closed-loop maximum) and returns what it measured and its process CPU
+// per request, in µs: what the HTTP exchanges alone cost at the rate the
+// api's closed-loop CPU per command was measured at.
+func (b *bench) floorAt(ctx context.Context, rate float64) (loadgen.Summary, float64) {
+	t0 := apiTicks(b.floor)
+	sum := loadgen.OpenLoop(ctx, rate, b.s.FixedDur/2, 4*b.s.Clients, b.apiOp(b.floor))
+	return sum, cpuPerOp(apiTicks(b.floor)-t0, sum.Ops)
 }
 
 // apiTicks is the CPU time (utime+stime, clock ticks) of the api process

@@ -20,6 +20,7 @@ type bench struct {
 	schema *testenv.Schema
 	api    *apiProc // GROUP_COMMIT=true (the default)
 	single *apiProc // GROUP_COMMIT=false: one transaction per command
+	floor  *apiProc // the hop answering writes itself: the HTTP exchange alone
 	key    string
 	client *http.Client
 	raw    *rawStore
@@ -65,12 +66,15 @@ func (b *bench) start(ctx context.Context) error {
 	if b.single, err = b.startAPI(bin, "api-single", false); err != nil {
 		return err
 	}
+	if b.floor, err = b.startFloor(ctx); err != nil {
+		return err
+	}
 	if b.raw, err = openRaw(ctx, b.schema.URL, b.s.MaxConns); err != nil {
 		return err
 	}
 	tr := &http.Transport{MaxIdleConns: 4 * b.s.Clients, MaxIdleConnsPerHost: 4 * b.s.Clients, IdleConnTimeout: time.Minute}
 	b.client = &http.Client{Transport: tr, Timeout: 30 * time.Second}
-	for _, a := range []*apiProc{b.api, b.single} {
+	for _, a := range []*apiProc{b.api, b.single, b.floor} {
 		if err := b.waitAPI(ctx, a, 30*time.Second); err != nil {
 			return err
 		}
@@ -108,6 +112,25 @@ func (b *bench) startAPI(bin, name string, groupCommit bool) (*apiProc, error) {
 	return &apiProc{proc: p, baseURL: "http://" + addr}, nil
 }
 
+// startFloor builds and starts the hop (bench/internal/hop) answering
+// every request itself: the CPU a bare net/http server spends per write
+// request, without the database.
+func (b *bench) startFloor(ctx context.Context) (*apiProc, error) {
+	if err := binary.Build(ctx, "", b.tmp, "cqrsflow/bench/internal/hop"); err != nil {
+		return nil, fmt.Errorf("building the hop: %w", err)
+	}
+	addr, err := testenv.LoopbackAddr()
+	if err != nil {
+		return nil, err
+	}
+	p, err := binary.Start(binary.Spec{Name: "hop", Bin: filepath.Join(b.tmp, "hop"), Addr: addr,
+		Args: []string{"-addr", addr, "-answer"}, LogPath: filepath.Join(b.tmp, "hop.log")})
+	if err != nil {
+		return nil, err
+	}
+	return &apiProc{proc: p, baseURL: "http://" + addr}, nil
+}
+
 // apiLog is the end of the api logs, for error messages.
 func (b *bench) apiLog() string {
 	return binary.Tail(b.api.proc.LogPath, 15) + "\n" + binary.Tail(b.single.proc.LogPath, 15)
@@ -119,7 +142,7 @@ func (b *bench) apiLog() string {
 func (b *bench) cleanup() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for _, a := range []*apiProc{b.api, b.single} {
+	for _, a := range []*apiProc{b.api, b.single, b.floor} {
 		if a != nil {
 			if err := a.proc.Stop(10 * time.Second); err != nil {
 				fmt.Fprintln(os.Stderr, "bench write:", err)

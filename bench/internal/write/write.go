@@ -1,15 +1,19 @@
 // Package write is the write part (`bench write`): closed-loop load (64
-// clients, mixed creates/updates of products) on four sides in the same
+// clients, mixed creates/updates of products) on five sides in the same
 // run, with the same concurrency and pool size: the real api binary with
 // group commit (the default), a second api binary with GROUP_COMMIT=false,
 // a raw pgx baseline that runs the same SQL transaction in-process one
-// command per transaction, and one that groups commands the api's way
+// command per transaction, one that groups commands the api's way
 // (eventstore.Batcher in-process: the ceiling of the api with group
-// commit). Then an open-loop phase at 50% of the api's measured maximum
-// for both apis and the one-per-transaction baseline, with latency
-// measured from the intended send time. The sides run in rotating slices so machine
-// noise hits all alike. Everything runs in a private schema of
-// the local PostgreSQL (dropped afterwards) and on 127.0.0.1 only.
+// commit), and the floor: a bare net/http server (bench/internal/hop
+// -answer) that reads the same requests and answers them without the
+// database, whose CPU per request is what the HTTP exchange alone costs
+// any Go service here. Then an open-loop phase at 50% of the api's
+// measured maximum for both apis and the one-per-transaction baseline,
+// with latency measured from the intended send time. The sides run in
+// rotating slices so machine noise hits all alike. Everything runs in a
+// private schema of the local PostgreSQL (dropped afterwards) and on
+// 127.0.0.1 only.
 package write
 
 import (
@@ -98,10 +102,14 @@ func Run(ctx context.Context, args []string) error {
 	}
 	m.Half = m.api().Throughput / 2
 	o := b.openLoop(ctx, m.Half)
-	m.Fixed, m.SingleFixed, m.RawFixed = o.API, o.Single, o.Raw
+	m.Fixed, m.SingleFixed, m.RawFixed, m.FloorFixed = o.API, o.Single, o.Raw, o.Floor
+	m.FixedCPU = [2]float64{cpuPerOp(o.APITicks, o.API.Ops), cpuPerOp(o.FloorTicks, o.Floor.Ops)}
 	fmt.Println("api at 50% of max (open):        ", m.Fixed)
 	fmt.Println("api GROUP_COMMIT=false, same rate:", m.SingleFixed)
 	fmt.Println("raw at the same rate:            ", m.RawFixed)
+	fmt.Println("floor at the same rate:          ", m.FloorFixed)
+	m.FloorAtMax, m.FloorAtMaxCPU = b.floorAt(ctx, m.api().Throughput)
+	fmt.Printf("floor at the api's maximum, %.0f/s: %v\n", m.api().Throughput, m.FloorAtMax)
 	m.Load1 = procs.LoadAvg()
 	m.print(sides)
 	path, err := result.Save(m.result(s, started))

@@ -76,4 +76,18 @@ func TestResultTargets(t *testing.T) {
 	if r := m.result(settings{}, time.Now()).Rows[0]; *r.Pass {
 		t.Error("api below raw passed the throughput target")
 	}
+
+	// CPU per command: 1000 µs fails the 100 µs target; the floor at the
+	// same rate is the baseline of the row.
+	m.FloorAtMaxCPU = 50
+	if r := m.result(settings{}, time.Now()).Rows[6]; r.Value != 1000 || r.BaselineValue != 50 || r.Pass == nil || *r.Pass {
+		t.Errorf("CPU row = %+v, want 1000 µs against 50, failing", r)
+	}
+	m.Closed.CPUTicks[sideAPI] = 10 // 0.1 s / 1000 = 100 µs
+	if r := m.result(settings{}, time.Now()).Rows[6]; r.Pass == nil || !*r.Pass {
+		t.Errorf("CPU row = %+v, want 100 µs passing", r)
+	}
+	if us := cpuPerOp(50, 0); us != 0 {
+		t.Errorf("CPU per op of no ops = %v", us)
+	}
 }
