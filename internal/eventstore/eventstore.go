@@ -15,13 +15,13 @@
 //	[store the response under the idempotency key]
 //	COMMIT
 //	— after commit, coalesced, in its own short transaction —
-//	SELECT pg_notify(outbox.NotifyChannel, '<shard>')
+//	SELECT pg_notify(outbox.NotifyChannel, '<shard>,<shard>,…')
 //
 // NOTIFY is deliberately not sent inside the append transaction:
 // PostgreSQL takes a database-wide lock for a notifying commit and holds
 // it through the WAL flush, which serializes every append (measured: ~2.7x
 // fewer commands/s). A notifier goroutine sends the shards that received
-// rows since its last round, one batch at a time and at most one round per
+// rows since its last round in one notification, at most one round per
 // 5 ms; a relay that LISTENs wakes within ~5 ms of the commit, and still
 // polls for the rare notification lost to a crash between commit and
 // notify.

@@ -13,9 +13,11 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"cqrsflow/internal/envelope"
+	"cqrsflow/internal/outbox"
 	"cqrsflow/internal/testenv"
 )
 
@@ -434,5 +436,58 @@ func TestPurgeIdempotencyKeys(t *testing.T) {
 	// After the purge the same key runs the command again.
 	if r, err := s.Execute(ctx, cmd()); err != nil || r.Replayed || r.Version != 2 {
 		t.Fatalf("after purge: %+v %v", r, err)
+	}
+}
+
+// One round of the notifier is one notification naming every shard that
+// received rows, whatever their number: a listener reads one message per
+// round, not one per shard.
+func TestNotifierSendsOneNotificationPerRound(t *testing.T) {
+	pg := testenv.Postgres(t)
+	channel := testenv.Name(t)
+	ctx := context.Background()
+	listener, err := pgx.Connect(ctx, pg.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer listener.Close(ctx)
+	if _, err := listener.Exec(ctx, "LISTEN "+channel); err != nil {
+		t.Fatal(err)
+	}
+	n := startNotifier(pg.Pool, channel)
+	defer n.close()
+
+	n.addAll([]int{42, 3, 17, 3})
+	wait := func(d time.Duration) (*pgconn.Notification, error) {
+		nctx, cancel := context.WithTimeout(ctx, d)
+		defer cancel()
+		return listener.WaitForNotification(nctx)
+	}
+	got, err := wait(5 * time.Second)
+	if err != nil {
+		t.Fatalf("no notification: %v", err)
+	}
+	if got.Payload != "3,17,42" {
+		t.Errorf("payload %q, want 3,17,42 (each shard once, in order)", got.Payload)
+	}
+	if extra, err := wait(300 * time.Millisecond); err == nil {
+		t.Errorf("a second notification for the same round: %q", extra.Payload)
+	}
+
+	// Every shard at once still fits one notification.
+	all := make([]int, outbox.ShardCount)
+	for i := range all {
+		all[i] = i
+	}
+	n.addAll(all)
+	got, err = wait(5 * time.Second)
+	if err != nil {
+		t.Fatalf("no notification for every shard: %v", err)
+	}
+	if shards, ok := outbox.ParseNotifyPayload(got.Payload); !ok || len(shards) != outbox.ShardCount {
+		t.Errorf("payload %q names %d shards, want all %d", got.Payload, len(shards), outbox.ShardCount)
+	}
+	if failed := n.failed.Load(); failed != 0 {
+		t.Errorf("%d rounds failed", failed)
 	}
 }

@@ -6,16 +6,15 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"cqrsflow/internal/outbox"
 )
 
-// notifier sends NOTIFY <channel> '<shard>' (outbox.NotifyChannel and
-// outbox.NotifyPayload) after commits, outside the append transactions,
-// coalescing the shards that received rows while the previous round was in
-// flight.
+// notifier sends NOTIFY <channel> '<shards>' (outbox.NotifyChannel and
+// outbox.NotifyPayload) after commits, outside the append transactions:
+// one notification per round, naming every shard that received rows
+// since the previous round.
 type notifier struct {
 	pool    *pgxpool.Pool
 	channel string
@@ -110,11 +109,7 @@ func (n *notifier) send(shards []int) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	b := &pgx.Batch{}
-	for _, s := range shards {
-		b.Queue(`SELECT pg_notify($1, $2)`, n.channel, outbox.NotifyPayload(s))
-	}
-	if err := n.pool.SendBatch(ctx, b).Close(); err != nil {
+	if _, err := n.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, n.channel, outbox.NotifyPayload(shards...)); err != nil {
 		n.failed.Add(1)
 	}
 }

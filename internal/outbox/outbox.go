@@ -9,10 +9,13 @@
 // that the two agree (shard column, shard count, columns).
 package outbox
 
-import "strconv"
+import (
+	"strconv"
+	"strings"
+)
 
 // NotifyChannel is the LISTEN/NOTIFY channel appends are signalled on
-// after commit, with NotifyPayload of a shard that received rows.
+// after commit, with NotifyPayload of the shards that received rows.
 const NotifyChannel = "cqrsflow_outbox"
 
 // ShardCount is the number of outbox shards: outbox.shard is in
@@ -33,18 +36,45 @@ func ShardSQL(id string) string {
 	return "(hashtextextended(" + id + ", 0) & " + strconv.Itoa(ShardCount-1) + ")"
 }
 
-// NotifyPayload is the NOTIFY payload naming shard: the shard in decimal.
-func NotifyPayload(shard int) string { return strconv.Itoa(shard) }
-
-// ParseNotifyPayload returns the shard a NOTIFY payload names, or false
-// when the payload is not a shard (another sender, a future format): the
-// reader then treats it as "any shard may have work".
-func ParseNotifyPayload(payload string) (shard int, ok bool) {
-	s, err := strconv.Atoi(payload)
-	if err != nil || s < 0 || s >= ShardCount {
-		return 0, false
+// NotifyPayload is the NOTIFY payload naming shards: the shards in
+// decimal, separated by commas ("7", "3,17,42"). One notification names
+// every shard a writer's round touched, so a listener reads one message
+// per round, not one per shard: at 1000 single-event appends per second
+// spread over the shards, a round of 5 ms was about five notifications.
+// At most ShardCount shards, so a payload stays far below PostgreSQL's
+// 8000-byte limit.
+func NotifyPayload(shards ...int) string {
+	b := make([]byte, 0, 3*len(shards))
+	for i, s := range shards {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, int64(s), 10)
 	}
-	return s, true
+	return string(b)
+}
+
+// maxNotifyPayload bounds what ParseNotifyPayload reads: every shard
+// once, two digits and a comma each (duplicates allowed up to it).
+const maxNotifyPayload = 3 * ShardCount
+
+// ParseNotifyPayload returns the shards a NOTIFY payload names, or false
+// when the payload is not a list of shards (another sender, a future
+// format, a payload too long): the reader then treats it as "any shard may
+// have work". A single shard, the payload of earlier writers, is a list
+// of one.
+func ParseNotifyPayload(payload string) (shards []int, ok bool) {
+	if payload == "" || len(payload) > maxNotifyPayload {
+		return nil, false
+	}
+	for part := range strings.SplitSeq(payload, ",") {
+		s, err := strconv.Atoi(part)
+		if err != nil || s < 0 || s >= ShardCount || part != strconv.Itoa(s) {
+			return nil, false
+		}
+		shards = append(shards, s)
+	}
+	return shards, true
 }
 
 // Columns are the columns an outbox row is written with (id, shard and

@@ -139,14 +139,16 @@ func lockSelected(ctx context.Context, tx pgx.Tx, sel Selection) ([]DeadLetter, 
 
 // notifyShards wakes the relays that serve the dead letters' shards.
 func notifyShards(ctx context.Context, tx pgx.Tx, dls []DeadLetter) error {
-	var payloads []string
+	var shards []int
 	for _, d := range dls {
-		p := outbox.NotifyPayload(int(d.Shard))
-		if !slices.Contains(payloads, p) {
-			payloads = append(payloads, p)
+		if !slices.Contains(shards, int(d.Shard)) {
+			shards = append(shards, int(d.Shard))
 		}
 	}
-	_, err := tx.Exec(ctx, `SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p`, outbox.NotifyChannel, payloads)
+	if len(shards) == 0 {
+		return nil
+	}
+	_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, outbox.NotifyChannel, outbox.NotifyPayload(shards...))
 	return err
 }
 

@@ -57,16 +57,18 @@ func (r *Relay) poke() {
 	}
 }
 
-// wakeFor wakes the running loop of the shard named by a notification
-// payload, or every loop for a payload that names no shard.
+// wakeFor wakes the running loops of the shards a notification payload
+// names, or every loop for a payload that is not a list of shards.
 func (r *Relay) wakeFor(payload string) {
-	s, ok := outbox.ParseNotifyPayload(payload)
+	shards, ok := outbox.ParseNotifyPayload(payload)
 	if !ok {
 		r.poke()
 		return
 	}
-	select {
-	case r.wake[r.loopOf(s)] <- struct{}{}:
-	default:
+	for _, s := range shards {
+		select {
+		case r.wake[r.loopOf(s)] <- struct{}{}:
+		default:
+		}
 	}
 }

@@ -28,7 +28,11 @@ func TestWakeForTargetsTheShardsWorker(t *testing.T) {
 	if got := woken(); !slices.Equal(got, []int{1}) {
 		t.Fatalf("shard 13: woke %v, want [1]", got)
 	}
-	for _, p := range []string{"", "x", strconv.Itoa(outbox.ShardCount), "-1"} {
+	r.wakeFor(outbox.NotifyPayload(13, 2, 6)) // one notification, several shards
+	if got := woken(); !slices.Equal(got, []int{1, 2}) {
+		t.Fatalf("shards 13, 2, 6: woke %v, want [1 2]", got)
+	}
+	for _, p := range []string{"", "x", strconv.Itoa(outbox.ShardCount), "-1", "1,x", "1,", "2,64"} {
 		r.wakeFor(p)
 		if got := woken(); len(got) != 4 {
 			t.Fatalf("payload %q: woke %v, want all", p, got)
