@@ -63,6 +63,7 @@ type Config struct {
 	GroupCommitMaxBatch   int
 	GroupCommitCommitters int
 	GroupCommitLinger     time.Duration
+	NotifyInterval        time.Duration
 }
 
 // registerDB registers what `api migrate` needs too.
@@ -94,6 +95,8 @@ func (c *Config) register(s *config.Set) {
 	s.Int(&c.GroupCommitMaxBatch, "GROUP_COMMIT_MAX_BATCH", gc.MaxBatch, "most commands in one group-commit transaction")
 	s.Int(&c.GroupCommitCommitters, "GROUP_COMMIT_COMMITTERS", gc.Committers, "group-commit transactions in flight at once (a command finding none in flight runs alone at once)")
 	s.Duration(&c.GroupCommitLinger, "GROUP_COMMIT_LINGER", gc.Linger, "after a full batch, wait this long for more commands (0: never wait)")
+	s.Duration(&c.NotifyInterval, "NOTIFY_INTERVAL", eventstore.DefaultNotifyInterval,
+		"least time between two post-commit NOTIFY rounds to the relay, 0..1s (commits within it share one; keep it at or below the relay's WAKE_LINGER)")
 }
 
 func (c *Config) registerAuth(s *config.Set) {
@@ -156,6 +159,9 @@ func (c *Config) validate() error {
 	}
 	if c.CommandTimeout <= 0 || c.ShutdownTimeout <= 0 || c.BodyTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("COMMAND_TIMEOUT, BODY_TIMEOUT and SHUTDOWN_TIMEOUT must be > 0"))
+	}
+	if c.NotifyInterval < 0 || c.NotifyInterval > eventstore.MaxNotifyInterval {
+		errs = append(errs, fmt.Errorf("NOTIFY_INTERVAL must be in 0..%s, got %s", eventstore.MaxNotifyInterval, c.NotifyInterval))
 	}
 	if c.GroupCommit {
 		if err := c.batchConfig().Validate(); err != nil {

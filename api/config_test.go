@@ -12,6 +12,7 @@ import (
 
 	"cqrsflow/internal/cli"
 	"cqrsflow/internal/config"
+	"cqrsflow/internal/eventstore"
 )
 
 // run runs the api program in-process: nil on exit 0, else an error with
@@ -225,5 +226,26 @@ func TestGroupCommitSettings(t *testing.T) {
 	t.Setenv("GROUP_COMMIT", "maybe")
 	if _, _, err := parseConfig([]string{"-api-keys", "ops:supersecretkey-123456"}); err == nil || !strings.Contains(err.Error(), "GROUP_COMMIT") {
 		t.Errorf("GROUP_COMMIT=maybe: %v, want it named", err)
+	}
+}
+
+func TestNotifyInterval(t *testing.T) {
+	c, _, err := parseConfig([]string{"-api-keys", "ops:supersecretkey-123456"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.NotifyInterval != eventstore.DefaultNotifyInterval {
+		t.Errorf("default %v, want %v", c.NotifyInterval, eventstore.DefaultNotifyInterval)
+	}
+	for _, v := range []string{"0s", "1ms", "1s"} {
+		if c, _, err := parseConfig([]string{"-api-keys", "ops:supersecretkey-123456", "-notify-interval", v}); err != nil || c.NotifyInterval.String() != v {
+			t.Errorf("NOTIFY_INTERVAL=%s: %v, %v", v, c.NotifyInterval, err)
+		}
+	}
+	for _, v := range []string{"-1ms", "1001ms", "1h", "25", "soon", ""} {
+		_, _, err := parseConfig([]string{"-api-keys", "ops:supersecretkey-123456", "-notify-interval", v})
+		if err == nil || !strings.Contains(err.Error(), "NOTIFY_INTERVAL") && !strings.Contains(err.Error(), "notify-interval") {
+			t.Errorf("NOTIFY_INTERVAL=%q: %v, want it refused and named", v, err)
+		}
 	}
 }

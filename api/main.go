@@ -94,7 +94,7 @@ func serve(ctx context.Context, c Config, env cli.Env) error {
 		return err
 	}
 	defer pool.Close()
-	store := eventstore.New(pool)
+	store := eventstore.NewNotifyEvery(pool, c.NotifyInterval)
 	defer store.Close() // before pool.Close (defers run last-in first-out)
 
 	c.Elasticsearch.LogWarnings(log)

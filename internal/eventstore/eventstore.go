@@ -22,7 +22,9 @@
 // it through the WAL flush, which serializes every append (measured: ~2.7x
 // fewer commands/s). A notifier goroutine sends the shards that received
 // rows since its last round in one notification, at most one round per
-// 5 ms; a relay that LISTENs wakes within ~5 ms of the commit, and still
+// 25 ms (DefaultNotifyInterval); a relay that LISTENs wakes at once for
+// the first commit after a quiet interval and within 25 ms for the rest
+// (it lingers that long after a wake-up by default anyway), and still
 // polls for the rare notification lost to a crash between commit and
 // notify.
 //
@@ -235,16 +237,23 @@ type Store struct {
 	afterInsert func(ctx context.Context) error
 }
 
-// New returns a Store on pool. It starts the post-commit notifier; Close
-// stops it.
+// New returns a Store on pool. It starts the post-commit notifier, with
+// DefaultNotifyInterval between rounds; Close stops it.
 func New(pool *pgxpool.Pool) *Store {
-	return newStore(pool, outbox.NotifyChannel)
+	return NewNotifyEvery(pool, DefaultNotifyInterval)
+}
+
+// NewNotifyEvery is New with every as the least time between two notify
+// rounds, 0 (a round per commit, as they come) to MaxNotifyInterval; a
+// value outside is taken as the nearest bound.
+func NewNotifyEvery(pool *pgxpool.Pool, every time.Duration) *Store {
+	return &Store{pool: pool, notifier: startNotifier(pool, outbox.NotifyChannel, every)}
 }
 
 // newStore lets tests use their own channel: NOTIFY is database-wide, and
 // tests share one database.
 func newStore(pool *pgxpool.Pool, channel string) *Store {
-	return &Store{pool: pool, notifier: startNotifier(pool, channel)}
+	return &Store{pool: pool, notifier: startNotifier(pool, channel, DefaultNotifyInterval)}
 }
 
 // Close stops the notifier after sending what is pending. It does not

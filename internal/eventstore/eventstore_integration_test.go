@@ -454,7 +454,7 @@ func TestNotifierSendsOneNotificationPerRound(t *testing.T) {
 	if _, err := listener.Exec(ctx, "LISTEN "+channel); err != nil {
 		t.Fatal(err)
 	}
-	n := startNotifier(pg.Pool, channel)
+	n := startNotifier(pg.Pool, channel, DefaultNotifyInterval)
 	defer n.close()
 
 	n.addAll([]int{42, 3, 17, 3})
@@ -489,5 +489,46 @@ func TestNotifierSendsOneNotificationPerRound(t *testing.T) {
 	}
 	if failed := n.failed.Load(); failed != 0 {
 		t.Errorf("%d rounds failed", failed)
+	}
+}
+
+// Commits after a round wait for the next one, at least the interval
+// later: they share it instead of each sending its own.
+func TestNotifierKeepsTheIntervalBetweenRounds(t *testing.T) {
+	pg := testenv.Postgres(t)
+	channel := testenv.Name(t)
+	ctx := context.Background()
+	listener, err := pgx.Connect(ctx, pg.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer listener.Close(ctx)
+	if _, err := listener.Exec(ctx, "LISTEN "+channel); err != nil {
+		t.Fatal(err)
+	}
+	const every = 400 * time.Millisecond
+	n := startNotifier(pg.Pool, channel, every)
+	defer n.close()
+	wait := func() (*pgconn.Notification, time.Time) {
+		nctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		got, err := listener.WaitForNotification(nctx)
+		if err != nil {
+			t.Fatalf("no notification: %v", err)
+		}
+		return got, time.Now()
+	}
+	n.add(1) // after a quiet interval: sent at once
+	first, at := wait()
+	n.add(2)
+	n.add(3)
+	second, at2 := wait()
+	if first.Payload != "1" || second.Payload != "2,3" {
+		t.Errorf("payloads %q, %q; want 1, then 2,3 in one round", first.Payload, second.Payload)
+	}
+	// The round was sent before the first notification was read, so the
+	// second comes at least every minus that read's delay later.
+	if gap := at2.Sub(at); gap < every/2 {
+		t.Errorf("second round %v after the first, want about %v", gap, every)
 	}
 }
