@@ -439,10 +439,11 @@ func TestPurgeIdempotencyKeys(t *testing.T) {
 	}
 }
 
-// One round of the notifier is one notification naming every shard that
-// received rows, whatever their number: a listener reads one message per
-// round, not one per shard.
-func TestNotifierSendsOneNotificationPerRound(t *testing.T) {
+// listenOn starts a notifier on a test channel with interval every and a
+// connection LISTENing on it; wait returns the next notification within
+// d, or an error.
+func listenOn(t *testing.T, every time.Duration) (n *notifier, wait func(d time.Duration) (*pgconn.Notification, error)) {
+	t.Helper()
 	pg := testenv.Postgres(t)
 	channel := testenv.Name(t)
 	ctx := context.Background()
@@ -450,19 +451,25 @@ func TestNotifierSendsOneNotificationPerRound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer listener.Close(ctx)
+	t.Cleanup(func() { listener.Close(context.Background()) })
 	if _, err := listener.Exec(ctx, "LISTEN "+channel); err != nil {
 		t.Fatal(err)
 	}
-	n := startNotifier(pg.Pool, channel, DefaultNotifyInterval)
-	defer n.close()
-
-	n.addAll([]int{42, 3, 17, 3})
-	wait := func(d time.Duration) (*pgconn.Notification, error) {
+	n = startNotifier(pg.Pool, channel, every)
+	t.Cleanup(n.close)
+	return n, func(d time.Duration) (*pgconn.Notification, error) {
 		nctx, cancel := context.WithTimeout(ctx, d)
 		defer cancel()
 		return listener.WaitForNotification(nctx)
 	}
+}
+
+// One round of the notifier is one notification naming every shard that
+// received rows, whatever their number: a listener reads one message per
+// round, not one per shard.
+func TestNotifierSendsOneNotificationPerRound(t *testing.T) {
+	n, wait := listenOn(t, DefaultNotifyInterval)
+	n.addAll([]int{42, 3, 17, 3})
 	got, err := wait(5 * time.Second)
 	if err != nil {
 		t.Fatalf("no notification: %v", err)
@@ -495,34 +502,20 @@ func TestNotifierSendsOneNotificationPerRound(t *testing.T) {
 // Commits after a round wait for the next one, at least the interval
 // later: they share it instead of each sending its own.
 func TestNotifierKeepsTheIntervalBetweenRounds(t *testing.T) {
-	pg := testenv.Postgres(t)
-	channel := testenv.Name(t)
-	ctx := context.Background()
-	listener, err := pgx.Connect(ctx, pg.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer listener.Close(ctx)
-	if _, err := listener.Exec(ctx, "LISTEN "+channel); err != nil {
-		t.Fatal(err)
-	}
 	const every = 400 * time.Millisecond
-	n := startNotifier(pg.Pool, channel, every)
-	defer n.close()
-	wait := func() (*pgconn.Notification, time.Time) {
-		nctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		got, err := listener.WaitForNotification(nctx)
+	n, wait := listenOn(t, every)
+	next := func() (*pgconn.Notification, time.Time) {
+		got, err := wait(5 * time.Second)
 		if err != nil {
 			t.Fatalf("no notification: %v", err)
 		}
 		return got, time.Now()
 	}
 	n.add(1) // after a quiet interval: sent at once
-	first, at := wait()
+	first, at := next()
 	n.add(2)
 	n.add(3)
-	second, at2 := wait()
+	second, at2 := next()
 	if first.Payload != "1" || second.Payload != "2,3" {
 		t.Errorf("payloads %q, %q; want 1, then 2,3 in one round", first.Payload, second.Payload)
 	}
