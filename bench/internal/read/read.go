@@ -2,11 +2,13 @@
 // real api binary's read routes — product search, get by id, list — and,
 // in the same run and at the same concurrency, the identical request sent
 // straight to Elasticsearch (the same _search body the api sends, the
-// same document GET, on the same index). The two sides of a route run in
-// alternating slices so machine noise hits both alike; the api process's
-// CPU, Elasticsearch's and the load generator's are read from /proc
-// around every slice, so the report says what one request costs each of
-// them. The products live in a private index (prefilled with _bulk in
+// same document GET, on the same index), and the floor: the direct
+// requests through bench/internal/hop, a bare net/http forwarder, which
+// shows what any Go HTTP service between client and Elasticsearch costs
+// here (-hop=false leaves it out). The sides of a route run in rotating
+// slices so machine noise hits all alike; the api's, the hop's,
+// Elasticsearch's and the load generator's CPU are read from /proc around
+// every slice, so the report says what one request costs each of them. The products live in a private index (prefilled with _bulk in
 // the projector's document form, deleted afterwards) and everything runs
 // on 127.0.0.1.
 package read
@@ -15,6 +17,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
+	"net/url"
 	"runtime"
 	"slices"
 	"strings"
@@ -57,7 +61,7 @@ func parseSettings(args []string) (settings, error) {
 	fs.DurationVar(&s.Warmup, "warmup", result.Pick(s.Quick, time.Second, 3*time.Second), "warm-up of each side of each route (not measured)")
 	// A slice must outlast the slowest answers of a loaded machine by far:
 	// requests still in flight when it ends are not counted.
-	fs.IntVar(&s.Slices, "slices", result.Pick(s.Quick, 2, 4), "the duration is run in this many alternating api/direct slices")
+	fs.IntVar(&s.Slices, "slices", result.Pick(s.Quick, 2, 4), "the duration is run in this many slices, the sides' order rotating")
 	fs.IntVar(&s.Clients, "clients", 32, "concurrent connections (closed loop), the same on both sides")
 	fs.IntVar(&s.Products, "products", result.Pick(s.Quick, 2000, 10000), "products prefilled into the private index")
 	fs.StringVar(&s.Query, "q", "item", "search text (every prefilled product matches it)")
@@ -70,6 +74,9 @@ func parseSettings(args []string) (settings, error) {
 	}
 	if s.Slices < 1 || s.Clients < 1 || s.Duration <= 0 || s.Warmup < 0 || s.Products < 1 {
 		return s, cli.Usagef("-slices, -clients, -duration and -products must be > 0, -warmup >= 0")
+	}
+	if s.Hop && !loopbackHTTP(s.ElasticsearchURL) {
+		return s, cli.Usagef("-hop: the floor forwards only to a loopback http URL (http://127.0.0.1:PORT), not %q; run with -hop=false", s.ElasticsearchURL)
 	}
 	if strings.TrimSpace(s.Query) == "" || len(s.Query) > 500 {
 		return s, cli.Usagef("-q must be 1 to 500 bytes of text")
@@ -86,6 +93,17 @@ func parseSettings(args []string) (settings, error) {
 		return s, cli.Usagef("-routes: name at least one of %s", strings.Join(routeNames, ", "))
 	}
 	return s, nil
+}
+
+// loopbackHTTP reports whether u is an http URL of a loopback IP, the
+// only target the hop accepts.
+func loopbackHTTP(u string) bool {
+	p, err := url.Parse(u)
+	if err != nil || p.Scheme != "http" {
+		return false
+	}
+	ip := net.ParseIP(p.Hostname())
+	return ip != nil && ip.IsLoopback() && p.Port() != ""
 }
 
 // Run is the read part.

@@ -2,6 +2,7 @@ package read
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -26,11 +27,22 @@ func TestParseSettings(t *testing.T) {
 	for _, args := range [][]string{
 		{"-slices", "0"}, {"-clients", "0"}, {"-duration", "0s"}, {"-products", "0"}, {"-warmup", "-1s"},
 		{"-routes", ""}, {"-routes", "search,delete"}, {"-q", " "}, {"extra"},
+		{"-elasticsearch-url", "https://127.0.0.1:9200"}, {"-elasticsearch-url", "http://10.0.0.1:9200"},
+		{"-elasticsearch-url", "http://localhost:9200"}, {"-elasticsearch-url", "http://127.0.0.1"},
 	} {
 		var ue cli.UsageError
 		if _, err := parseSettings(args); !errors.As(err, &ue) {
 			t.Errorf("%v: err = %v, want a usage error", args, err)
 		}
+	}
+}
+
+func TestHopOffAcceptsAnyElasticsearchURL(t *testing.T) {
+	if _, err := parseSettings([]string{"-hop=false", "-elasticsearch-url", "https://es.example:9200"}); err != nil {
+		t.Errorf("-hop=false: %v", err)
+	}
+	if s, err := parseSettings([]string{"-elasticsearch-url", "http://127.0.0.1:19200"}); err != nil || !s.Hop {
+		t.Errorf("default: hop %v, %v", s.Hop, err)
 	}
 }
 
@@ -62,6 +74,23 @@ func TestResultTargets(t *testing.T) {
 	m.Routes[0].API.Errors = 1
 	if r := m.result(settings{}, time.Now()).Rows[0]; *r.Pass {
 		t.Error("an api error passed the target")
+	}
+
+	// With the hop measured, each route gets a floor row: the hop's rate
+	// against the direct rate, with no target of its own.
+	m.Routes[1].Hop = sum(500, 500)
+	res = m.result(settings{}, time.Now())
+	if len(res.Rows) != 10 {
+		t.Fatalf("%d rows, want one more for the get's floor", len(res.Rows))
+	}
+	if r := res.Rows[6]; r.Ratio != 0.5 || r.Pass != nil || !strings.Contains(r.Name, "floor") {
+		t.Errorf("floor row = %+v, want ratio 0.5 without a target", r)
+	}
+	if f := m.Routes[1].floor(); f != 0.5 {
+		t.Errorf("floor = %v, want 0.5", f)
+	}
+	if m.Routes[0].hasHop() {
+		t.Error("a route without hop runs reports a hop")
 	}
 }
 
