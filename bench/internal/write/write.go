@@ -9,8 +9,10 @@
 // -answer) that reads the same requests and answers them without the
 // database, whose CPU per request is what the HTTP exchange alone costs
 // any Go service here. Then an open-loop phase at 50% of the api's
-// measured maximum for both apis and the one-per-transaction baseline,
-// with latency measured from the intended send time. The sides run in
+// measured maximum for both apis, the one-per-transaction baseline and
+// the floor, with latency measured from the intended send time, and the
+// floor alone at the api's maximum (its CPU per request at the api's
+// rate). The sides run in
 // rotating slices so machine noise hits all alike. Everything runs in a
 // private schema of the local PostgreSQL (dropped afterwards) and on
 // 127.0.0.1 only.
