@@ -509,6 +509,14 @@ func TestLingerBatchesNotifiedWrites(t *testing.T) {
 				t.Fatalf("in %d rounds the 5 commits never fell within %s (last span %s): the machine is too slow for this test", round, linger, span)
 			}
 			t.Logf("linger %s: commits within %s, %v batches, drained %s after the first commit", linger, span.Round(time.Millisecond), batches, took)
+			// NOTIFY is database-wide: a write of a test running beside
+			// this one can wake the relay just before the first commit, so
+			// its linger ends early. That only ever shortens the drain; a
+			// relay that does not linger also splits the commits.
+			if batches == 1 && took < linger && round < 3 {
+				t.Logf("round %d: drained %s after the first commit, before the linger: another writer woke the relay first; again", round, took)
+				continue
+			}
 			if batches != 1 || took < linger {
 				t.Fatalf("linger %s: %v batches (want 1), drained %s after the first commit (want >= the linger)", linger, batches, took)
 			}
