@@ -171,13 +171,29 @@ func TestPoisonRowIsConfirmedAloneAndDeadLettered(t *testing.T) {
 	if res.err != nil {
 		t.Fatalf("a poison row is no transient failure: %v", res.err)
 	}
-	// The neighbours' first rows went alone; their later rows go with the
-	// next batch, at once.
-	if want := []int64{1, 3}; !slices.Equal(res.ids, want) || !res.retryNow {
-		t.Fatalf("deletable %v (retry at once: %v), want %v and true", res.ids, res.retryNow, want)
+	// The neighbours' first rows that failed with the poison row went
+	// alone; their later rows go with the next batch, at once. Which rows
+	// shared the poison row's produce batch depends on the client's
+	// timing (linger 0: the first record may leave before the others
+	// are queued), so a neighbour's second row may have been acked with
+	// the first pass. Never a row of the poison's aggregate.
+	acked := res.ids
+	if !slices.Contains(acked, 1) || !slices.Contains(acked, 3) || slices.Contains(acked, 2) || slices.Contains(acked, 4) ||
+		!slices.IsSorted(acked) {
+		t.Fatalf("deletable %v, want 1 and 3 (perhaps 5 and 6), nothing of the poison's aggregate", acked)
 	}
-	res = r.publishBatch(ctx, 0, p, []row{bigRow(2, "poison", 1), mkRow(4, "poison", 2), mkRow(5, "a", 2), mkRow(6, "b", 2)}, t0.Add(10*time.Millisecond))
-	if want := []int64{5, 6}; res.err != nil || !slices.Equal(res.ids, want) {
+	var left []row
+	var want []int64
+	for _, r := range []row{mkRow(5, "a", 2), mkRow(6, "b", 2)} {
+		if !slices.Contains(acked, r.ID) {
+			left, want = append(left, r), append(want, r.ID)
+		}
+	}
+	if len(left) > 0 && !res.retryNow {
+		t.Fatalf("rows %v of the neighbours are left, but no retry at once", want)
+	}
+	res = r.publishBatch(ctx, 0, p, append([]row{bigRow(2, "poison", 1), mkRow(4, "poison", 2)}, left...), t0.Add(10*time.Millisecond))
+	if res.err != nil || !slices.Equal(res.ids, want) {
 		t.Fatalf("next batch: err %v, deletable %v, want %v (every other aggregate in full, nothing of the poison's)", res.err, res.ids, want)
 	}
 	if s := p.rows[2]; s == nil || s.attempts != 1 || s.reason != "MESSAGE_TOO_LARGE" || len(p.rows) != 1 {
