@@ -39,10 +39,10 @@ func ShardSQL(id string) string {
 // NotifyPayload is the NOTIFY payload naming shards: the shards in
 // decimal, separated by commas ("7", "3,17,42"). One notification names
 // every shard a writer's round touched, so a listener reads one message
-// per round, not one per shard: at 1000 single-event appends per second
-// spread over the shards, a round of 5 ms was about five notifications.
-// At most ShardCount shards, so a payload stays far below PostgreSQL's
-// 8000-byte limit.
+// per round, not one per shard (what a relay's CPU follows is the number
+// of rounds that wake it, see eventstore.DefaultNotifyInterval). At most
+// ShardCount shards, so a payload stays far below PostgreSQL's 8000-byte
+// limit.
 func NotifyPayload(shards ...int) string {
 	b := make([]byte, 0, 3*len(shards))
 	for i, s := range shards {
