@@ -8,7 +8,9 @@
 //     exactly as the API appends;
 //   - steady: the CPU the outbox-relay binary and its PostgreSQL backends
 //     use per event at steady write rates (steady.go), optionally with the
-//     window's busiest statements from pg_stat_statements.
+//     window's busiest statements from pg_stat_statements; then (-floor)
+//     the same rates with the floor, bench/internal/rawrelay: the least an
+//     outbox relay that loses no row does per batch at the relay's cadence.
 //
 // Runs in a private schema and private topics, all removed at the end.
 package relay
@@ -53,6 +55,7 @@ type settings struct {
 	RepoDir      string
 	Statements   bool
 	DebugAddr    string
+	Floor        bool
 	Quick        bool
 }
 
@@ -79,6 +82,7 @@ func parseSettings(args []string) (settings, error) {
 	fs.StringVar(&s.BinDir, "bin-dir", "", "steady phase: run outbox-relay from this dir instead of building it")
 	fs.StringVar(&s.RepoDir, "repo", ".", "steady phase: directory inside the repository to build outbox-relay from")
 	fs.BoolVar(&s.Statements, "statements", false, "steady phase: list each rate's busiest statements (needs pg_stat_statements)")
+	fs.BoolVar(&s.Floor, "floor", true, "steady phase: measure the same rates with the floor (bench/internal/rawrelay) after the relay")
 	fs.StringVar(&s.DebugAddr, "debug-addr", "", "steady phase: the relay binary's DEBUG_ADDR (a loopback host:port) to profile it while it runs")
 	if err := cli.Parse(fs, args); err != nil {
 		return s, err
@@ -160,7 +164,7 @@ func Run(ctx context.Context, args []string) error {
 		out.lag = &l
 	}
 	if s.Phases["steady"] {
-		if out.steady, err = b.steady(ctx); err != nil {
+		if out.steady, out.floor, err = b.steady(ctx); err != nil {
 			return err
 		}
 	}

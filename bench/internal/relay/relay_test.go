@@ -48,3 +48,26 @@ func TestResultTargets(t *testing.T) {
 		t.Errorf("p99 of 120 ms passed: %+v", r)
 	}
 }
+
+// The steady rows carry the floor of the same rate as their baseline, and
+// only of the same rate; the target stays on the relay's own number.
+func TestSteadyRowsCarryTheFloor(t *testing.T) {
+	step := func(rate, cores float64) steadyStep {
+		return steadyStep{Rate: rate, Writes: loadgen.Summary{Ops: int(rate) * 10, Throughput: rate}, Window: 10 * time.Second, Relay: cores / 2, Backends: cores / 2}
+	}
+	o := outcome{steady: []steadyStep{step(1000, 0.1), step(2000, 0.08)}, floor: []steadyStep{step(1000, 0.04), step(3000, 0.01)}}
+	res := resultOf(settings{}, time.Now(), o)
+	if len(res.Rows) != 2 {
+		t.Fatalf("rows = %+v", res.Rows)
+	}
+	r := res.Rows[0]
+	if r.Value != 100 || r.BaselineValue != 40 || r.Ratio != 2.5 || r.Pass == nil || *r.Pass {
+		t.Errorf("1000/s row = %+v, want 100 µs against a floor of 40, failing the 50 µs target", r)
+	}
+	if r := res.Rows[1]; r.Value != 40 || r.BaselineValue != 0 || r.Pass == nil || !*r.Pass {
+		t.Errorf("2000/s row = %+v, want 40 µs passing, with no floor (none measured at 2000/s)", r)
+	}
+	if s, err := parseSettings(nil); err != nil || !s.Floor {
+		t.Errorf("-floor defaults to %v (%v), want on", s.Floor, err)
+	}
+}

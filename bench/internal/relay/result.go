@@ -23,6 +23,7 @@ type outcome struct {
 	drain  *drainResult
 	lag    *lagResult
 	steady []steadyStep
+	floor  []steadyStep // -floor: the same rates with rawrelay
 }
 
 func resultOf(s settings, started time.Time, o outcome) result.Result {
@@ -42,15 +43,31 @@ func resultOf(s settings, started time.Time, o outcome) result.Result {
 	}
 	var steps []string
 	for _, st := range o.steady {
-		us := float64(st.perEvent().Nanoseconds()) / 1000
-		res.Rows = append(res.Rows, result.Row{Name: fmt.Sprintf("relay CPU per event @ %.0f writes/s (outbox-relay + its PostgreSQL backends)", st.Rate), Value: us, Unit: "µs"}.
-			WithTarget("≤ 50 µs", st.perEvent() <= maxPerEvent))
+		row := result.Row{Name: fmt.Sprintf("relay CPU per event @ %.0f writes/s (outbox-relay + its PostgreSQL backends)", st.Rate), Value: micros(st.perEvent()), Unit: "µs"}
 		steps = append(steps, fmt.Sprintf("%.0f/s: relay %.3f + backends %.3f cores", st.Writes.Throughput, st.Relay, st.Backends))
+		if f := floorAt(o.floor, st.Rate); f != nil {
+			row = row.WithBaseline("the floor (rawrelay: read, produce, delete per linger window) + its backends, same rate", micros(f.perEvent()))
+			steps = append(steps, fmt.Sprintf("%.0f/s: floor %.3f + backends %.3f cores", f.Writes.Throughput, f.Relay, f.Backends))
+		}
+		res.Rows = append(res.Rows, row.WithTarget("≤ 50 µs", st.perEvent() <= maxPerEvent))
 	}
 	if len(steps) > 0 {
 		res.Notes = append(res.Notes, fmt.Sprintf("steady phase: the outbox-relay binary as shipped in its own process, %s per rate; %s",
 			s.SteadyStep, strings.Join(steps, "; ")))
 	}
+	if len(o.floor) > 0 {
+		res.Notes = append(res.Notes, "floor: bench/internal/rawrelay in the relay's place after it, same schema, rates, linger, poll interval and batch size; no leases, low-water mark, dead letters, metrics or envelope")
+	}
 	res.Notes = append(res.Notes, fmt.Sprintf("%d partitions per topic, acks=all, idempotent producer, linger 0, default compression", s.Partitions))
 	return res
+}
+
+// floorAt is the floor's step at rate, if it was measured.
+func floorAt(floor []steadyStep, rate float64) *steadyStep {
+	for i := range floor {
+		if floor[i].Rate == rate && floor[i].Writes.Ops > 0 {
+			return &floor[i]
+		}
+	}
+	return nil
 }

@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
 	"cqrsflow/bench/internal/procs"
 	"cqrsflow/bench/loadgen"
+	outboxrelay "cqrsflow/internal/relay"
 	"cqrsflow/internal/testenv"
 	"cqrsflow/internal/testenv/binary"
 )
@@ -42,7 +44,7 @@ func (s steadyStep) perEvent() time.Duration {
 func (s steadyStep) print() {
 	fmt.Printf("  %.0f writes/s: %s\n", s.Rate, s.Writes)
 	fmt.Printf("    relay %.3f cores + its PostgreSQL backends %.3f cores over %s = %.1f µs of CPU per event (outbox empty %s after the window)\n",
-		s.Relay, s.Backends, s.Window.Round(time.Millisecond), float64(s.perEvent().Nanoseconds())/1000, s.Drain.Round(time.Millisecond))
+		s.Relay, s.Backends, s.Window.Round(time.Millisecond), micros(s.perEvent()), s.Drain.Round(time.Millisecond))
 	if len(s.Stmts) > 0 {
 		printStatements(s.Stmts, s.Writes.Ops)
 	}
@@ -52,9 +54,29 @@ func (s steadyStep) print() {
 // pools filled, plans cached.
 const steadyWarmup = 3 * time.Second
 
-// steady starts the outbox-relay binary and measures each steady rate.
-func (b *bench) steady(ctx context.Context) ([]steadyStep, error) {
-	relay, app, err := b.startRelayBinary(ctx)
+// steady measures each steady rate with the outbox-relay binary, then,
+// with -floor, the same rates with the floor (bench/internal/rawrelay)
+// in the relay's place, on the same schema and topics.
+func (b *bench) steady(ctx context.Context) (relay, floor []steadyStep, err error) {
+	if relay, err = b.steadySide(ctx, "outbox-relay (pid %d) as shipped", b.startRelayBinary); err != nil || !b.s.Floor {
+		return relay, nil, err
+	}
+	floor, err = b.steadySide(ctx, "the floor, rawrelay (pid %d)", b.startFloor)
+	for i := range min(len(relay), len(floor)) {
+		if f := floor[i].perEvent(); f > 0 {
+			fmt.Printf("  %.0f writes/s: relay / floor = %.2f (%.1f / %.1f µs per event)\n", relay[i].Rate,
+				float64(relay[i].perEvent())/float64(f), micros(relay[i].perEvent()), micros(f))
+		}
+	}
+	return relay, floor, err
+}
+
+func micros(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1000 }
+
+// steadySide starts a relay (start) and measures each steady rate with
+// it; what names the side in the output.
+func (b *bench) steadySide(ctx context.Context, what string, start func(context.Context) (*binary.Process, string, error)) ([]steadyStep, error) {
+	relay, app, err := start(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -71,7 +93,7 @@ func (b *bench) steady(ctx context.Context) ([]steadyStep, error) {
 	}
 	ap := newAppender(b.pool, 5000, b.s.PayloadBytes)
 	defer ap.close()
-	fmt.Printf("  steady phase: outbox-relay (pid %d) as shipped, warm-up %s at 100 writes/s\n", relay.Pid(), steadyWarmup)
+	fmt.Printf("  steady phase: "+what+", warm-up %s at 100 writes/s\n", relay.Pid(), steadyWarmup)
 	loadgen.OpenLoop(ctx, 100, steadyWarmup, 64, ap.append)
 	var out []steadyStep
 	for _, rate := range b.s.SteadyRates {
@@ -213,6 +235,44 @@ func (b *bench) startRelayBinary(ctx context.Context) (*binary.Process, string, 
 		return nil, "", err
 	}
 	if err := p.WaitReady(ctx, 90*time.Second); err != nil {
+		_ = p.Stop(5 * time.Second)
+		return nil, "", err
+	}
+	return p, app, nil
+}
+
+// startFloor builds the floor (bench/internal/rawrelay) and starts it on
+// the run's schema, producing to the raw producer's topics, with the
+// relay's linger, poll interval and batch size; app is the
+// application_name of its PostgreSQL connections.
+func (b *bench) startFloor(ctx context.Context) (*binary.Process, string, error) {
+	dir, err := os.MkdirTemp("", "cqrsflow-bench-rawrelay-")
+	if err != nil {
+		return nil, "", err
+	}
+	b.workDirs = append(b.workDirs, dir)
+	fmt.Println("  steady phase: building the floor (rawrelay)")
+	if err := binary.Build(ctx, b.s.RepoDir, dir, "cqrsflow/bench/internal/rawrelay"); err != nil {
+		return nil, "", fmt.Errorf("building rawrelay (run from inside the repository): %w", err)
+	}
+	app := "bench-rawrelay-steady-" + testenv.RandomHex(4)
+	pgURL, err := testenv.WithParam(b.schema.URL, "application_name", app)
+	if err != nil {
+		return nil, "", err
+	}
+	addr, err := testenv.LoopbackAddr()
+	if err != nil {
+		return nil, "", err
+	}
+	d := outboxrelay.DefaultConfig()
+	p, err := binary.Start(binary.Spec{Name: "rawrelay", Bin: filepath.Join(dir, "rawrelay"), Addr: addr,
+		LogPath: filepath.Join(dir, "rawrelay.log"),
+		Args: []string{"-addr", addr, "-postgres-url", pgURL, "-brokers", strings.Join(b.s.Brokers, ","), "-topic-prefix", b.rawPrefix,
+			"-linger", d.Linger.String(), "-poll", d.PollInterval.String(), "-batch", strconv.Itoa(b.s.BatchSize)}})
+	if err != nil {
+		return nil, "", err
+	}
+	if err := p.WaitReady(ctx, 60*time.Second); err != nil {
 		_ = p.Stop(5 * time.Second)
 		return nil, "", err
 	}
