@@ -27,7 +27,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -36,6 +35,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"cqrsflow/bench/internal/loopback"
 )
 
 func main() {
@@ -83,7 +84,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	if *addr == "" {
 		return config{}, errors.New("-addr is required")
 	}
-	if err := loopback(*addr); err != nil {
+	if err := loopback.HostPort(*addr); err != nil {
 		return config{}, fmt.Errorf("-addr: %w", err)
 	}
 	if (*target == "") == !*answer {
@@ -92,27 +93,11 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	if *answer {
 		return config{addr: *addr}, nil
 	}
-	u, err := url.Parse(*target)
-	if err != nil || u.Scheme != "http" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
-		return config{}, fmt.Errorf("-target %q: want http://host:port with no path, query or credentials", *target)
-	}
-	if err := loopback(u.Host); err != nil {
+	u, err := loopback.HTTPTarget(*target)
+	if err != nil {
 		return config{}, fmt.Errorf("-target: %w", err)
 	}
-	u.Path = ""
 	return config{addr: *addr, target: u}, nil
-}
-
-// loopback checks that hostport names a loopback IP with a port.
-func loopback(hostport string) error {
-	host, port, err := net.SplitHostPort(hostport)
-	if err != nil || port == "" {
-		return fmt.Errorf("%q is not host:port", hostport)
-	}
-	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
-		return fmt.Errorf("%q is not a loopback IP address", host)
-	}
-	return nil
 }
 
 // forwarder sends each request on to target and copies the answer back.

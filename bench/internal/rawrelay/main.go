@@ -47,6 +47,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 
+	"cqrsflow/bench/internal/loopback"
 	"cqrsflow/internal/envelope"
 	"cqrsflow/internal/outbox"
 )
@@ -103,7 +104,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 		return config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	cfg := config{addr: *addr, prefix: *prefix, linger: *linger, poll: *poll, batch: *batch}
-	if err := loopback(cfg.addr); err != nil {
+	if err := loopback.HostPort(cfg.addr); err != nil {
 		return config{}, fmt.Errorf("-addr: %w", err)
 	}
 	if *pgURL == "" {
@@ -121,7 +122,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 		if b = strings.TrimSpace(b); b == "" {
 			continue
 		}
-		if err := loopback(b); err != nil {
+		if err := loopback.HostPort(b); err != nil {
 			return config{}, fmt.Errorf("-brokers: %w", err)
 		}
 		cfg.brokers = append(cfg.brokers, b)
@@ -139,18 +140,6 @@ func parse(args []string, stderr io.Writer) (config, error) {
 		return config{}, fmt.Errorf("-batch must be in 1..100000, got %d", cfg.batch)
 	}
 	return cfg, nil
-}
-
-// loopback checks that hostport names a loopback IP with a port.
-func loopback(hostport string) error {
-	host, port, err := net.SplitHostPort(hostport)
-	if err != nil || port == "" {
-		return fmt.Errorf("%q is not host:port", hostport)
-	}
-	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
-		return fmt.Errorf("%q is not a loopback IP address", host)
-	}
-	return nil
 }
 
 // serve opens the connections, answers /readyz and runs the loop until

@@ -17,14 +17,13 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net"
-	"net/url"
 	"runtime"
 	"slices"
 	"strings"
 	"time"
 
 	"cqrsflow/bench/internal/cli"
+	"cqrsflow/bench/internal/loopback"
 	"cqrsflow/bench/internal/procs"
 	"cqrsflow/bench/internal/result"
 	"cqrsflow/internal/config"
@@ -75,8 +74,10 @@ func parseSettings(args []string) (settings, error) {
 	if s.Slices < 1 || s.Clients < 1 || s.Duration <= 0 || s.Warmup < 0 || s.Products < 1 {
 		return s, cli.Usagef("-slices, -clients, -duration and -products must be > 0, -warmup >= 0")
 	}
-	if s.Hop && !loopbackHTTP(s.ElasticsearchURL) {
-		return s, cli.Usagef("-hop: the floor forwards only to a loopback http URL (http://127.0.0.1:PORT), not %q; run with -hop=false", s.ElasticsearchURL)
+	if s.Hop {
+		if _, err := loopback.HTTPTarget(s.ElasticsearchURL); err != nil {
+			return s, cli.Usagef("-hop: the floor (bench/internal/hop) forwards only to a loopback http URL (http://127.0.0.1:PORT): -elasticsearch-url %v; run with -hop=false", err)
+		}
 	}
 	if strings.TrimSpace(s.Query) == "" || len(s.Query) > 500 {
 		return s, cli.Usagef("-q must be 1 to 500 bytes of text")
@@ -93,17 +94,6 @@ func parseSettings(args []string) (settings, error) {
 		return s, cli.Usagef("-routes: name at least one of %s", strings.Join(routeNames, ", "))
 	}
 	return s, nil
-}
-
-// loopbackHTTP reports whether u is an http URL of a loopback IP, the
-// only target the hop accepts.
-func loopbackHTTP(u string) bool {
-	p, err := url.Parse(u)
-	if err != nil || p.Scheme != "http" {
-		return false
-	}
-	ip := net.ParseIP(p.Hostname())
-	return ip != nil && ip.IsLoopback() && p.Port() != ""
 }
 
 // Run is the read part.

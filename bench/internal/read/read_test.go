@@ -29,6 +29,8 @@ func TestParseSettings(t *testing.T) {
 		{"-routes", ""}, {"-routes", "search,delete"}, {"-q", " "}, {"extra"},
 		{"-elasticsearch-url", "https://127.0.0.1:9200"}, {"-elasticsearch-url", "http://10.0.0.1:9200"},
 		{"-elasticsearch-url", "http://localhost:9200"}, {"-elasticsearch-url", "http://127.0.0.1"},
+		// what the hop itself refuses is refused here, before anything starts
+		{"-elasticsearch-url", "http://127.0.0.1:9200/es"}, {"-elasticsearch-url", "http://u:p@127.0.0.1:9200"},
 	} {
 		var ue cli.UsageError
 		if _, err := parseSettings(args); !errors.As(err, &ue) {
