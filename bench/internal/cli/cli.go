@@ -4,10 +4,14 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
+	"os/signal"
+	"syscall"
 )
 
 // UsageError is a bad command line.
@@ -42,4 +46,26 @@ func Env(name, def string) string {
 		return v
 	}
 	return def
+}
+
+// Command is the whole main of a helper binary the benchmarks start (the
+// hop, the raw relay): parse reads args (-h: exit 0; any other error:
+// exit 2), then serve runs until SIGINT or SIGTERM (exit 0) or until it
+// fails (exit 1). Errors are written to stderr after name.
+func Command[C any](name string, args []string, stderr io.Writer, parse func([]string, io.Writer) (C, error), serve func(context.Context, C) error) int {
+	cfg, err := parse(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := serve(ctx, cfg); err != nil && ctx.Err() == nil {
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		return 1
+	}
+	return 0
 }

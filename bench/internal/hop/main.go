@@ -30,12 +30,11 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/signal"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
+	"cqrsflow/bench/internal/cli"
 	"cqrsflow/bench/internal/loopback"
 )
 
@@ -44,21 +43,7 @@ func main() {
 }
 
 func run(args []string, stderr io.Writer) int {
-	cfg, err := parse(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
-		fmt.Fprintln(stderr, "hop:", err)
-		return 2
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := serve(ctx, cfg); err != nil {
-		fmt.Fprintln(stderr, "hop:", err)
-		return 1
-	}
-	return 0
+	return cli.Command("hop", args, stderr, parse, serve)
 }
 
 type config struct {

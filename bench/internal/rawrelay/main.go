@@ -38,15 +38,14 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 
+	"cqrsflow/bench/internal/cli"
 	"cqrsflow/bench/internal/loopback"
 	"cqrsflow/internal/envelope"
 	"cqrsflow/internal/outbox"
@@ -57,21 +56,7 @@ func main() {
 }
 
 func run(args []string, stderr io.Writer) int {
-	cfg, err := parse(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
-		fmt.Fprintln(stderr, "rawrelay:", err)
-		return 2
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := serve(ctx, cfg); err != nil && ctx.Err() == nil {
-		fmt.Fprintln(stderr, "rawrelay:", err)
-		return 1
-	}
-	return 0
+	return cli.Command("rawrelay", args, stderr, parse, serve)
 }
 
 type config struct {

@@ -198,39 +198,32 @@ func (b *bench) awaitEmpty(ctx context.Context, relay *binary.Process) (time.Dur
 	return time.Since(t0), err
 }
 
-// startRelayBinary builds outbox-relay (or takes it from -bin-dir) and
-// starts it on the run's schema and topics; app is the application_name
-// of its PostgreSQL connections.
-func (b *bench) startRelayBinary(ctx context.Context) (*binary.Process, string, error) {
-	dir, err := os.MkdirTemp("", "cqrsflow-bench-relay-")
+// side is what a steady side's process needs: a work directory (removed
+// at cleanup), the application_name of its PostgreSQL connections (how
+// its backends are told apart), the schema's URL with that name, and a
+// free loopback address for its HTTP server.
+type side struct{ dir, app, pgURL, addr string }
+
+func (b *bench) newSide(name string) (side, error) {
+	dir, err := os.MkdirTemp("", "cqrsflow-bench-"+name+"-")
 	if err != nil {
-		return nil, "", err
+		return side{}, err
 	}
 	b.workDirs = append(b.workDirs, dir)
-	bin := b.s.BinDir
-	if bin == "" {
-		bin = dir
-		fmt.Println("  steady phase: building outbox-relay")
-		if err := binary.Build(ctx, b.s.RepoDir, bin, "cqrsflow/outbox-relay"); err != nil {
-			return nil, "", fmt.Errorf("building outbox-relay (run from inside the repository): %w", err)
-		}
+	s := side{dir: dir, app: "bench-" + name + "-steady-" + testenv.RandomHex(4)}
+	if s.pgURL, err = testenv.WithParam(b.schema.URL, "application_name", s.app); err != nil {
+		return side{}, err
 	}
-	app := "bench-relay-steady-" + testenv.RandomHex(4)
-	pgURL, err := testenv.WithParam(b.schema.URL, "application_name", app)
-	if err != nil {
-		return nil, "", err
+	if s.addr, err = testenv.LoopbackAddr(); err != nil {
+		return side{}, err
 	}
-	addr, err := testenv.LoopbackAddr()
-	if err != nil {
-		return nil, "", err
-	}
-	env := []string{"POSTGRES_URL=" + pgURL, "KAFKA_BROKERS=" + strings.Join(b.s.Brokers, ","), "TOPIC_PREFIX=" + b.relayPrefix,
-		fmt.Sprintf("TOPIC_PARTITIONS=%d", b.s.Partitions), "METRICS_ADDR=" + addr, "RELAY_ID=" + app, "MIGRATE=false"}
-	if b.s.DebugAddr != "" {
-		env = append(env, "DEBUG_ADDR="+b.s.DebugAddr) // the binary refuses one off loopback
-	}
-	p, err := binary.Start(binary.Spec{Name: "outbox-relay", Bin: filepath.Join(bin, "outbox-relay"), Addr: addr,
-		LogPath: filepath.Join(dir, "outbox-relay.log"), Env: env})
+	return s, nil
+}
+
+// start starts the binary of spec and waits until it is ready.
+func (s side) start(ctx context.Context, spec binary.Spec) (*binary.Process, string, error) {
+	spec.Addr, spec.LogPath = s.addr, filepath.Join(s.dir, spec.Name+".log")
+	p, err := binary.Start(spec)
 	if err != nil {
 		return nil, "", err
 	}
@@ -238,7 +231,31 @@ func (b *bench) startRelayBinary(ctx context.Context) (*binary.Process, string, 
 		_ = p.Stop(5 * time.Second)
 		return nil, "", err
 	}
-	return p, app, nil
+	return p, s.app, nil
+}
+
+// startRelayBinary builds outbox-relay (or takes it from -bin-dir) and
+// starts it on the run's schema and topics; app is the application_name
+// of its PostgreSQL connections.
+func (b *bench) startRelayBinary(ctx context.Context) (p *binary.Process, app string, err error) {
+	s, err := b.newSide("relay")
+	if err != nil {
+		return nil, "", err
+	}
+	bin := b.s.BinDir
+	if bin == "" {
+		bin = s.dir
+		fmt.Println("  steady phase: building outbox-relay")
+		if err := binary.Build(ctx, b.s.RepoDir, bin, "cqrsflow/outbox-relay"); err != nil {
+			return nil, "", fmt.Errorf("building outbox-relay (run from inside the repository): %w", err)
+		}
+	}
+	env := []string{"POSTGRES_URL=" + s.pgURL, "KAFKA_BROKERS=" + strings.Join(b.s.Brokers, ","), "TOPIC_PREFIX=" + b.relayPrefix,
+		fmt.Sprintf("TOPIC_PARTITIONS=%d", b.s.Partitions), "METRICS_ADDR=" + s.addr, "RELAY_ID=" + s.app, "MIGRATE=false"}
+	if b.s.DebugAddr != "" {
+		env = append(env, "DEBUG_ADDR="+b.s.DebugAddr) // the binary refuses one off loopback
+	}
+	return s.start(ctx, binary.Spec{Name: "outbox-relay", Bin: filepath.Join(bin, "outbox-relay"), Env: env})
 }
 
 // startFloor builds the floor (bench/internal/rawrelay) and starts it on
@@ -246,35 +263,16 @@ func (b *bench) startRelayBinary(ctx context.Context) (*binary.Process, string, 
 // relay's linger, poll interval and batch size; app is the
 // application_name of its PostgreSQL connections.
 func (b *bench) startFloor(ctx context.Context) (*binary.Process, string, error) {
-	dir, err := os.MkdirTemp("", "cqrsflow-bench-rawrelay-")
+	s, err := b.newSide("rawrelay")
 	if err != nil {
 		return nil, "", err
 	}
-	b.workDirs = append(b.workDirs, dir)
 	fmt.Println("  steady phase: building the floor (rawrelay)")
-	if err := binary.Build(ctx, b.s.RepoDir, dir, "cqrsflow/bench/internal/rawrelay"); err != nil {
+	if err := binary.Build(ctx, b.s.RepoDir, s.dir, "cqrsflow/bench/internal/rawrelay"); err != nil {
 		return nil, "", fmt.Errorf("building rawrelay (run from inside the repository): %w", err)
 	}
-	app := "bench-rawrelay-steady-" + testenv.RandomHex(4)
-	pgURL, err := testenv.WithParam(b.schema.URL, "application_name", app)
-	if err != nil {
-		return nil, "", err
-	}
-	addr, err := testenv.LoopbackAddr()
-	if err != nil {
-		return nil, "", err
-	}
 	d := outboxrelay.DefaultConfig()
-	p, err := binary.Start(binary.Spec{Name: "rawrelay", Bin: filepath.Join(dir, "rawrelay"), Addr: addr,
-		LogPath: filepath.Join(dir, "rawrelay.log"),
-		Args: []string{"-addr", addr, "-postgres-url", pgURL, "-brokers", strings.Join(b.s.Brokers, ","), "-topic-prefix", b.rawPrefix,
+	return s.start(ctx, binary.Spec{Name: "rawrelay", Bin: filepath.Join(s.dir, "rawrelay"),
+		Args: []string{"-addr", s.addr, "-postgres-url", s.pgURL, "-brokers", strings.Join(b.s.Brokers, ","), "-topic-prefix", b.rawPrefix,
 			"-linger", d.Linger.String(), "-poll", d.PollInterval.String(), "-batch", strconv.Itoa(b.s.BatchSize)}})
-	if err != nil {
-		return nil, "", err
-	}
-	if err := p.WaitReady(ctx, 60*time.Second); err != nil {
-		_ = p.Stop(5 * time.Second)
-		return nil, "", err
-	}
-	return p, app, nil
 }
