@@ -32,7 +32,7 @@ func (pl *pipeline) memory() []procMem {
 		out = append(out, procMem{Name: p.Name, Mem: m, Err: err})
 	}
 	m, err := procs.ReadMem(os.Getpid())
-	return append(out, procMem{Name: "bench (load generator)", Mem: m, Err: err})
+	return append(out, procMem{Name: loadGenerator, Mem: m, Err: err})
 }
 
 // cleanup stops the binaries and deletes the schema, topics, consumer

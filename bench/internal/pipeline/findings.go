@@ -37,22 +37,20 @@ func findings(byRate []stepResult) []string {
 		cores float64
 	}
 	var uses []use
-	var total float64
 	for n, c := range top.Cores {
-		if n == procs.OtherCPU {
-			continue
+		if n != procs.OtherCPU && n != loadGenerator {
+			uses = append(uses, use{n, c})
 		}
-		uses = append(uses, use{n, c})
-		total += c
 	}
+	total := pipelineCores(top.Cores)
 	sort.Slice(uses, func(i, j int) bool { return uses[i].cores > uses[j].cores })
 	if len(uses) > 0 && total > 0 {
 		var parts []string
 		for _, u := range uses[:min(4, len(uses))] {
 			parts = append(parts, fmt.Sprintf("%s %.2f", u.name, u.cores))
 		}
-		out = append(out, fmt.Sprintf("CPU at %.0f writes/s (%s): the pipeline and its stack used %.2f cores, %.2f ms of CPU per write; the largest shares: %s.",
-			top.Offered, which, total, total/top.Achieved*1000, strings.Join(parts, ", ")))
+		out = append(out, fmt.Sprintf("CPU at %.0f writes/s (%s): the pipeline and its stack used %.2f cores, %.2f ms of CPU per write; the largest shares: %s; the load generator (not counted) %.2f cores.",
+			top.Offered, which, total, total/top.Achieved*1000, strings.Join(parts, ", "), top.Cores[loadGenerator]))
 	}
 	if len(top.Stages) == 2 && top.Stages[0].N > 0 && top.Stages[1].N > 0 && top.E2E.N > 0 {
 		ack, indexed := top.Stages[0].Mean, top.Stages[1].Mean

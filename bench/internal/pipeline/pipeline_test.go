@@ -205,12 +205,12 @@ func TestFindings(t *testing.T) {
 		{Offered: 500, Achieved: 500, Planned: 5000, Cores: map[string]float64{"api": 0.2, "kafka": 0.1, procs.OtherCPU: 0.05}},
 		{Offered: 1000, Achieved: 1000, Planned: 10000, E2E: stats.Summary{N: 10, Mean: 1500 * time.Millisecond},
 			Stages: []stageStat{{N: 10, Mean: 50 * time.Millisecond}, {N: 10, Mean: 450 * time.Millisecond}},
-			Cores:  map[string]float64{"api": 0.5, "pg backends of api": 0.4, "kafka": 0.1, procs.OtherCPU: 0.3}},
+			Cores:  map[string]float64{"api": 0.5, "pg backends of api": 0.4, "kafka": 0.1, procs.OtherCPU: 0.3, loadGenerator: 0.45}},
 		{Offered: 2000, Achieved: 1200, Planned: 20000, Cores: map[string]float64{"api": 0.9}},
 	}
 	got := strings.Join(findings(steps), "\n")
 	for _, want := range []string{
-		"CPU at 1000 writes/s (the highest rate carried; none was sustained): the pipeline and its stack used 1.00 cores, 1.00 ms of CPU per write; the largest shares: api 0.50, pg backends of api 0.40, kafka 0.10.",
+		"CPU at 1000 writes/s (the highest rate carried; none was sustained): the pipeline and its stack used 1.00 cores, 1.00 ms of CPU per write; the largest shares: api 0.50, pg backends of api 0.40, kafka 0.10; the load generator (not counted) 0.45 cores.",
 		"commit → Kafka ack 50.0 ms, Kafka ack → indexed 400 ms, indexed → searchable (refresh wait and polling) 1050 ms, of a measured commit → searchable of 1500 ms.",
 		"up to 0.30 cores",
 	} {
@@ -224,5 +224,23 @@ func TestFindings(t *testing.T) {
 	}
 	if f := findings([]stepResult{{Offered: 100, Planned: 100}}); f != nil {
 		t.Errorf("nothing carried: %v", f)
+	}
+}
+
+// The pipeline's CPU per write counts the pipeline and its stack, not the
+// load generator (the clients) nor the machine's other processes; both
+// still have their columns.
+func TestCPUTableLeavesTheLoadGeneratorOut(t *testing.T) {
+	tab := cpuTable([]stepResult{{Offered: 1000, Achieved: 1000,
+		Cores: map[string]float64{"api": 0.5, "kafka": 0.25, loadGenerator: 0.2, procs.OtherCPU: 0.1}}})
+	row := map[string]string{}
+	for i, c := range tab.Columns {
+		row[c] = tab.Rows[0][i]
+	}
+	if row[loadGenerator] != "0.20" || row[procs.OtherCPU] != "0.10" {
+		t.Errorf("columns lost: %v", row)
+	}
+	if row["pipeline total (without the load generator)"] != "0.75" || row["pipeline CPU ms per write"] != "0.75" {
+		t.Errorf("total = %v, want 0.75 cores and 0.75 ms per write", row)
 	}
 }

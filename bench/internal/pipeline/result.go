@@ -100,17 +100,14 @@ func cpuTable(byRate []stepResult) result.Table {
 	})
 	cpu := result.Table{
 		Title:   fmt.Sprintf("CPU used per process during each rate's load window (cores; the machine has %d). PostgreSQL backends are split by the client they serve (application_name); \"postgresql (rest)\" is the postmaster, its background workers and other clients' sessions; \"%s\" is busy time of everything else on the machine", runtime.NumCPU(), procs.OtherCPU),
-		Columns: append(append([]string{"offered w/s"}, names...), "pipeline total", "pipeline CPU ms per write"),
+		Columns: append(append([]string{"offered w/s"}, names...), "pipeline total (without the load generator)", "pipeline CPU ms per write"),
 	}
 	for _, st := range byRate {
 		row := []string{fmt.Sprintf("%.0f", st.Offered)}
-		var total float64
 		for _, n := range names {
 			row = append(row, fmt.Sprintf("%.2f", st.Cores[n]))
-			if n != procs.OtherCPU {
-				total += st.Cores[n]
-			}
 		}
+		total := pipelineCores(st.Cores)
 		perWrite := "–"
 		if st.Achieved > 0 {
 			perWrite = fmt.Sprintf("%.2f", total/st.Achieved*1000)

@@ -112,5 +112,23 @@ func (pl *pipeline) cpuGroups() []procs.Group {
 		g = append(g, procs.Group{Name: p.Name, Pid: p.Pid()})
 	}
 	g = append(g, procs.StackGroups(pl.cfg.StateDir)...)
-	return append(g, procs.Group{Name: "bench (load generator)", Pid: os.Getpid()})
+	return append(g, procs.Group{Name: loadGenerator, Pid: os.Getpid()})
+}
+
+// loadGenerator names the bench process in the CPU and memory tables: it
+// sends the writes and polls Elasticsearch for the probes, so its CPU is
+// the clients', not the pipeline's (pipelineCores leaves it out).
+const loadGenerator = "bench (load generator)"
+
+// pipelineCores is the CPU of the pipeline and its stack in one rate's
+// cores: every group but the load generator and the machine's other
+// processes.
+func pipelineCores(cores map[string]float64) float64 {
+	var total float64
+	for n, c := range cores {
+		if n != procs.OtherCPU && n != loadGenerator {
+			total += c
+		}
+	}
+	return total
 }
