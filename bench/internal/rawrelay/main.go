@@ -24,9 +24,10 @@
 // command (exit 1): the floor is measured, not operated.
 //
 // GET /readyz answers 200 once both connections are open and the LISTEN
-// is in place. Addresses (-addr, the PostgreSQL host, the brokers) must be
-// loopback IPs: the benchmarks never send load elsewhere. Exit status: 0
-// after SIGTERM, 1 a failure, 2 a bad command line.
+// is in place; with -pprof, /debug/pprof/ is served beside it. Addresses
+// (-addr, the PostgreSQL host, the brokers) must be loopback IPs: the
+// benchmarks never send load elsewhere. Exit status: 0 after SIGTERM, 1 a
+// failure, 2 a bad command line.
 package main
 
 import (
@@ -37,6 +38,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"strings"
 	"time"
@@ -67,6 +69,7 @@ type config struct {
 	linger  time.Duration
 	poll    time.Duration
 	batch   int
+	pprof   bool
 }
 
 // parse reads the flags; a leftover argument, a missing or non-loopback
@@ -82,13 +85,14 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	linger := fs.Duration("linger", 25*time.Millisecond, "wait after a notification before reading (the relay's WAKE_LINGER)")
 	poll := fs.Duration("poll", 250*time.Millisecond, "read this often when no notification arrives (the relay's POLL_INTERVAL)")
 	batch := fs.Int("batch", 1000, "rows per batch at most (the relay's BATCH_SIZE)")
+	pprof := fs.Bool("pprof", false, "also serve /debug/pprof/ on -addr, to profile the floor as the relay's DEBUG_ADDR does")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
 	}
 	if fs.NArg() > 0 {
 		return config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	cfg := config{addr: *addr, prefix: *prefix, linger: *linger, poll: *poll, batch: *batch}
+	cfg := config{addr: *addr, prefix: *prefix, linger: *linger, poll: *poll, batch: *batch, pprof: *pprof}
 	if err := loopback.HostPort(cfg.addr); err != nil {
 		return config{}, fmt.Errorf("-addr: %w", err)
 	}
@@ -155,13 +159,13 @@ func serve(ctx context.Context, cfg config) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/readyz" {
-			http.NotFound(w, r)
-			return
-		}
-		w.WriteHeader(http.StatusOK)
-	}), ReadHeaderTimeout: 5 * time.Second}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) })
+	if cfg.pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 
 	g, ctx := errgroup.WithContext(ctx)
 	wake := make(chan struct{}, 1)

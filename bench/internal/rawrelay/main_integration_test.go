@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -34,7 +35,7 @@ func TestPublishesEveryRowInOrderAndEmptiesTheOutbox(t *testing.T) {
 	}
 	brokers := testenv.KafkaBrokers()
 	cfg, err := parse([]string{"-addr", testenv.FreeAddr(t), "-postgres-url", pg.URL, "-brokers", strings.Join(brokers, ","),
-		"-topic-prefix", prefix, "-linger", "10ms", "-batch", "7"}, io.Discard)
+		"-topic-prefix", prefix, "-linger", "10ms", "-batch", "7", "-pprof"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,6 +77,16 @@ func TestPublishesEveryRowInOrderAndEmptiesTheOutbox(t *testing.T) {
 			t.Fatalf("%d outbox rows left after a minute", left)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	for path, want := range map[string]int{"/readyz": 200, "/debug/pprof/": 200, "/metrics": 404} {
+		res, err := http.Get("http://" + cfg.addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != want {
+			t.Errorf("GET %s: %d, want %d", path, res.StatusCode, want)
+		}
 	}
 	cancel()
 	if err := <-done; err != nil && ctx.Err() == nil {

@@ -83,7 +83,7 @@ func parseSettings(args []string) (settings, error) {
 	fs.StringVar(&s.RepoDir, "repo", ".", "steady phase: directory inside the repository to build outbox-relay from")
 	fs.BoolVar(&s.Statements, "statements", false, "steady phase: list each rate's busiest statements (needs pg_stat_statements)")
 	fs.BoolVar(&s.Floor, "floor", true, "steady phase: measure the same rates with the floor (bench/internal/rawrelay) after the relay")
-	fs.StringVar(&s.DebugAddr, "debug-addr", "", "steady phase: the relay binary's DEBUG_ADDR (a loopback host:port) to profile it while it runs")
+	fs.StringVar(&s.DebugAddr, "debug-addr", "", "steady phase: the relay binary's DEBUG_ADDR (a loopback host:port) to profile it while it runs; the floor then serves its profile too (its address is printed)")
 	if err := cli.Parse(fs, args); err != nil {
 		return s, err
 	}

@@ -272,7 +272,11 @@ func (b *bench) startFloor(ctx context.Context) (*binary.Process, string, error)
 		return nil, "", fmt.Errorf("building rawrelay (run from inside the repository): %w", err)
 	}
 	d := outboxrelay.DefaultConfig()
-	return s.start(ctx, binary.Spec{Name: "rawrelay", Bin: filepath.Join(s.dir, "rawrelay"),
-		Args: []string{"-addr", s.addr, "-postgres-url", s.pgURL, "-brokers", strings.Join(b.s.Brokers, ","), "-topic-prefix", b.rawPrefix,
-			"-linger", d.Linger.String(), "-poll", d.PollInterval.String(), "-batch", strconv.Itoa(b.s.BatchSize)}})
+	args := []string{"-addr", s.addr, "-postgres-url", s.pgURL, "-brokers", strings.Join(b.s.Brokers, ","), "-topic-prefix", b.rawPrefix,
+		"-linger", d.Linger.String(), "-poll", d.PollInterval.String(), "-batch", strconv.Itoa(b.s.BatchSize)}
+	if b.s.DebugAddr != "" {
+		args = append(args, "-pprof")
+		fmt.Printf("  steady phase: the floor's profile: go tool pprof 'http://%s/debug/pprof/profile?seconds=20'\n", s.addr)
+	}
+	return s.start(ctx, binary.Spec{Name: "rawrelay", Bin: filepath.Join(s.dir, "rawrelay"), Args: args})
 }
