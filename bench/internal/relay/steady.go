@@ -237,7 +237,7 @@ func (s side) start(ctx context.Context, spec binary.Spec) (*binary.Process, str
 // startRelayBinary builds outbox-relay (or takes it from -bin-dir) and
 // starts it on the run's schema and topics; app is the application_name
 // of its PostgreSQL connections.
-func (b *bench) startRelayBinary(ctx context.Context) (p *binary.Process, app string, err error) {
+func (b *bench) startRelayBinary(ctx context.Context) (*binary.Process, string, error) {
 	s, err := b.newSide("relay")
 	if err != nil {
 		return nil, "", err
