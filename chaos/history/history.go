@@ -102,6 +102,13 @@ func (a *Attempt) ErrorCode() string {
 	return e.Error.Code
 }
 
+// Fault kinds the checker treats apart (the nemesis package names them
+// all; it imports this one).
+const (
+	KindPoison   = "poison"   // records written straight to an event topic: Keys are theirs
+	KindOversize = "oversize" // events written straight to the event store: Keys and Appended
+)
+
 // Fault is one fault the nemesis injected, with what it checked to be sure
 // the fault was real (Verified) and when it was healed.
 type Fault struct {
@@ -115,8 +122,26 @@ type Fault struct {
 	Start    time.Time     `json:"start"`
 	Healed   time.Time     `json:"healed"`
 	Verified []string      `json:"verified,omitempty"`
-	Keys     []string      `json:"keys,omitempty"` // poison records: their keys
-	Err      string        `json:"err,omitempty"`
+	// Keys are the poison records' keys (poison), or the aggregate id the
+	// nemesis appended to (oversize). Set before the fault is tried, so a
+	// failed injection still names what it may have written.
+	Keys []string `json:"keys,omitempty"`
+	// Appended are the events an oversize fault committed to the event
+	// store, as read back after the commit.
+	Appended []Appended `json:"appended,omitempty"`
+	Err      string     `json:"err,omitempty"`
+}
+
+// Appended is one event the nemesis appended straight to the event store,
+// with its outbox row.
+type Appended struct {
+	AggregateType string `json:"aggregate_type"`
+	AggregateID   string `json:"aggregate_id"`
+	Version       int64  `json:"version"`
+	EventID       string `json:"event_id"`
+	OutboxID      int64  `json:"outbox_id"`
+	Shard         int16  `json:"shard"`         // the outbox row's (generated) shard
+	PayloadBytes  int    `json:"payload_bytes"` // the payload as stored (jsonb text)
 }
 
 // Writer appends records to a history file; safe for concurrent use.

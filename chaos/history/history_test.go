@@ -3,6 +3,7 @@ package history
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -27,6 +28,10 @@ func TestWriteRead(t *testing.T) {
 		}()
 	}
 	w.Add(Fault{Record: "fault", Seq: 1, Kind: "kill", Target: "api", Hold: time.Second, Start: t0, Verified: []string{"gone"}})
+	over := Fault{Record: "fault", Seq: 2, Kind: KindOversize, Target: "order", Param: "bytes=1600000", Start: t0, Keys: []string{"oversize-r-2"},
+		Appended: []Appended{{AggregateType: "order", AggregateID: "oversize-r-2", Version: 1, EventID: "e1", OutboxID: 7, Shard: 63, PayloadBytes: 1600090},
+			{AggregateType: "order", AggregateID: "oversize-r-2", Version: 2, EventID: "e2", OutboxID: 8, Shard: 63, PayloadBytes: 40}}}
+	w.Add(over)
 	wg.Wait()
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
@@ -40,7 +45,7 @@ func TestWriteRead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(as) != 50 || len(fs) != 1 {
+	if len(as) != 50 || len(fs) != 2 {
 		t.Fatalf("%d attempts, %d faults", len(as), len(fs))
 	}
 	if ack, ok := as[0].Ack(); !ok || ack.Version != 2 || !as[0].Start.Equal(t0) || string(as[0].Body) != `{"name":"x"}` {
@@ -48,6 +53,9 @@ func TestWriteRead(t *testing.T) {
 	}
 	if fs[0].Hold != time.Second || fs[0].Verified[0] != "gone" {
 		t.Fatalf("fault %+v", fs[0])
+	}
+	if !reflect.DeepEqual(fs[1].Appended, over.Appended) || !reflect.DeepEqual(fs[1].Keys, over.Keys) {
+		t.Fatalf("oversize fault read back as %+v", fs[1])
 	}
 	if _, _, err := Read(strings.NewReader(`{"record":"meteor"}`)); err == nil {
 		t.Fatal("unknown record read without error")

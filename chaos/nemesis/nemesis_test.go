@@ -3,6 +3,7 @@ package nemesis
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"reflect"
@@ -157,5 +158,39 @@ func TestRunInjectsHealsAndRecords(t *testing.T) {
 		if (r.Kind == Poison) != (r.Err != "") {
 			t.Errorf("fault %d %s: err %q", r.Seq, r.Kind, r.Err)
 		}
+	}
+}
+
+// An oversize fault targets an aggregate type, with a payload size over
+// the broker's and the producer's limits, one at a time; like poison it
+// needs no process or service in the topology.
+func TestPlanOversize(t *testing.T) {
+	tp := Topology{Kinds: []string{Oversize}}
+	steps := Plan(3, 2*time.Minute, tp, 2)
+	if len(steps) < 5 {
+		t.Fatalf("%d oversize steps in 2 minutes: %v", len(steps), steps)
+	}
+	targets := map[string]bool{}
+	for i, s := range steps {
+		targets[s.Target] = true
+		if s.Kind != Oversize || (s.Target != "product" && s.Target != "order") || s.Resource() != "store:oversize" {
+			t.Errorf("step %s (resource %s)", s, s.Resource())
+		}
+		var n int
+		if _, err := fmt.Sscanf(s.Param, "bytes=%d", &n); err != nil || n < OversizeMin || n >= OversizeMax || OversizeMin <= 1048588 {
+			t.Errorf("step %s: param %q, want bytes=N with N in [%d, %d) over 1048588", s, s.Param, OversizeMin, OversizeMax)
+		}
+		if s.Hold < 0 || s.Hold > time.Second {
+			t.Errorf("step %s: hold %s", s, s.Hold)
+		}
+		if i > 0 && s.At < steps[i-1].At+steps[i-1].Hold {
+			t.Errorf("step %s overlaps %s on one resource", s, steps[i-1])
+		}
+	}
+	if !targets["product"] || !targets["order"] {
+		t.Errorf("targets %v, want both aggregate types", targets)
+	}
+	if !slices.Contains(AllKinds, Oversize) {
+		t.Error("oversize is not in AllKinds")
 	}
 }

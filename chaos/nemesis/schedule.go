@@ -10,27 +10,40 @@ import (
 	"math/rand/v2"
 	"slices"
 	"time"
+
+	"cqrsflow/chaos/history"
 )
 
 // Fault kinds.
 const (
-	Kill          = "kill"            // SIGKILL a binary; restarted after the hold
-	Term          = "term"            // SIGTERM a binary (graceful); restarted after the hold
-	Pause         = "pause"           // SIGSTOP a binary or a service for the hold, then SIGCONT
-	PGCrash       = "pg-crash"        // PostgreSQL immediate shutdown (crash recovery at restart)
-	PGBackendKill = "pg-backend-kill" // SIGKILL one backend: the postmaster reinitializes
-	KafkaRestart  = "kafka-restart"   // SIGKILL or SIGTERM the broker; started after the hold
-	ESRestart     = "es-restart"      // SIGKILL Elasticsearch; started after the hold
-	Cut           = "cut"             // a component's link to a service refuses and drops connections
-	Delay         = "delay"           // a component's link to a service is slow
-	JoinRelay     = "join-relay"      // a second relay joins for the hold, then leaves
-	JoinProjector = "join-projector"  // a third projector joins for the hold, then leaves
-	Poison        = "poison"          // malformed records written straight to an event topic
+	Kill          = "kill"             // SIGKILL a binary; restarted after the hold
+	Term          = "term"             // SIGTERM a binary (graceful); restarted after the hold
+	Pause         = "pause"            // SIGSTOP a binary or a service for the hold, then SIGCONT
+	PGCrash       = "pg-crash"         // PostgreSQL immediate shutdown (crash recovery at restart)
+	PGBackendKill = "pg-backend-kill"  // SIGKILL one backend: the postmaster reinitializes
+	KafkaRestart  = "kafka-restart"    // SIGKILL or SIGTERM the broker; started after the hold
+	ESRestart     = "es-restart"       // SIGKILL Elasticsearch; started after the hold
+	Cut           = "cut"              // a component's link to a service refuses and drops connections
+	Delay         = "delay"            // a component's link to a service is slow
+	JoinRelay     = "join-relay"       // a second relay joins for the hold, then leaves
+	JoinProjector = "join-projector"   // a third projector joins for the hold, then leaves
+	Poison        = history.KindPoison // malformed records written straight to an event topic
+	// Oversize: a bad upstream appends, straight to the event store, an
+	// event whose Kafka record is over the broker's and the relay
+	// producer's size limit, and a normal second event of the same (fresh)
+	// aggregate: the relay must dead-letter the first and hold the second.
+	Oversize = history.KindOversize
+)
+
+// The payload sizes of an oversize fault, [OversizeMin, OversizeMax).
+const (
+	OversizeMin = 1_500_000
+	OversizeMax = 2_000_000
 )
 
 // AllKinds is every fault kind, in a stable order.
 var AllKinds = []string{Kill, Term, Pause, PGCrash, PGBackendKill, KafkaRestart, ESRestart, Cut, Delay,
-	JoinRelay, JoinProjector, Poison}
+	JoinRelay, JoinProjector, Poison, Oversize}
 
 // Topology is what faults can target.
 type Topology struct {
@@ -78,6 +91,8 @@ func (s Step) Resource() string {
 		return "proc:relay-2"
 	case JoinProjector:
 		return "proc:projector-3"
+	case Oversize:
+		return "store:oversize" // one bad upstream at a time
 	}
 	return s.Kind
 }
@@ -89,7 +104,7 @@ var holds = map[string][2]time.Duration{
 	KafkaRestart: {0, 5 * time.Second}, ESRestart: {0, 5 * time.Second},
 	Cut: {500 * time.Millisecond, 10 * time.Second}, Delay: {2 * time.Second, 12 * time.Second},
 	JoinRelay: {5 * time.Second, 30 * time.Second}, JoinProjector: {5 * time.Second, 30 * time.Second},
-	Poison: {0, time.Second},
+	Poison: {0, time.Second}, Oversize: {0, time.Second},
 }
 
 // recovery is how long a kind typically keeps its resource busy after the
@@ -187,7 +202,7 @@ func targets(kind string, topo Topology) []string {
 		return []string{"relay-2"}
 	case JoinProjector:
 		return []string{"projector-3"}
-	case Poison:
+	case Poison, Oversize:
 		return []string{"product", "order"}
 	}
 	return nil
@@ -216,6 +231,11 @@ func param(rng *rand.Rand, kind string) string {
 		return []string{"leave=TERM", "leave=KILL"}[rng.IntN(2)]
 	case Poison:
 		return fmt.Sprintf("records=%d", 1+rng.IntN(4))
+	case Oversize:
+		// The payload's size: 1.5 to 2 MB, well over the chaos broker's
+		// message.max.bytes (its default, 1048588) and the relay
+		// producer's batch limit (1000012).
+		return fmt.Sprintf("bytes=%d", OversizeMin+rng.IntN(OversizeMax-OversizeMin))
 	}
 	return ""
 }
