@@ -3,6 +3,7 @@ package checker
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +22,9 @@ const (
 	// key "foobar" goes to partition 6 and "21" to partition 0.
 	productID = "foobar"
 	orderID   = "21"
+	// oversizeID is the aggregate an oversize fault appended to: v1 is
+	// dead-lettered (outbox id 60), v2 held in the outbox (id 61).
+	oversizeID = "oversize-r-3"
 )
 
 // world is a small clean run, built by hand: a product created (keyed,
@@ -42,6 +46,13 @@ func event(pos int64, agg, id string, version int64, typ, payload, reqID, key st
 		Type: typ, SchemaVersion: 1, Payload: json.RawMessage(payload),
 		Metadata:   Metadata{CorrelationID: reqID, IdempotencyKey: key, RequestID: reqID, Principal: "chaos"},
 		OccurredAt: at(ms), RecordedAt: at(ms + 1)}
+}
+
+// oversizeEvent is an event the nemesis appended to oversizeID.
+func oversizeEvent(pos, version int64, typ, payload string, ms int) Event {
+	e := event(pos, "product", oversizeID, version, typ, payload, oversizeID, "", ms)
+	e.SchemaVersion, e.Metadata.Principal = 2, "chaos-nemesis"
+	return e
 }
 
 func recordOf(e Event, partition int32, offset int64) Record {
@@ -85,7 +96,12 @@ func newWorld() *world {
 			event(3, "order", orderID, 1, "OrderCreated", order, "r-o3-a1", "", 410),
 			event(4, "order", orderID, 2, "OrderPaid", `{}`, "r-o4-a1", "", 510),
 			event(5, "order", orderID, 3, "OrderCancelled", `{}`, "r-o6-a1", "", 5005),
+			oversizeEvent(50, 1, "ProductCreated", `{"name":"big","description":"…1.6 MB…","price":1,"currency":"EUR","stock":1}`, 2200),
+			oversizeEvent(51, 2, "ProductUpdated", `{"name":"big","description":"held","price":2,"currency":"EUR","stock":1}`, 2200),
 		},
+		Outbox:         []OutboxRow{{ID: 61, AggregateType: "product", AggregateID: oversizeID, Version: 2, EventID: "e51"}},
+		DeadLetters:    []DeadLetter{{ID: 60, AggregateType: "product", AggregateID: oversizeID, Version: 1, EventID: "e50", Reason: "MESSAGE_TOO_LARGE", Error: "MESSAGE_TOO_LARGE: … (record of about 1600512 bytes, over the producer's batch limit of 1000012)", Attempts: 3}},
+		PoisonAttempts: 3,
 		Topics:      map[string]string{"product": productTopic, "order": orderTopic},
 		Partitions:  map[string]int32{productTopic: 12, orderTopic: 12},
 		GroupLag:    map[string]int64{"g-products": 0, "g-orders": 0},
@@ -97,7 +113,11 @@ func newWorld() *world {
 		Faults: []history.Fault{{Record: "fault", Seq: 1, Kind: "pg-crash", Target: "postgres", Start: at(1000), Healed: at(2000),
 			Verified: []string{"postmaster gone"}},
 			{Record: "fault", Seq: 2, Kind: "poison", Target: "product", Start: at(2100), Healed: at(2100), Keys: []string{"poison-1"},
-				Verified: []string{"produced"}}},
+				Verified: []string{"produced"}},
+			{Record: "fault", Seq: 3, Kind: "oversize", Target: "product", Param: "bytes=1600000", Start: at(2200), Healed: at(2250),
+				Keys: []string{oversizeID}, Verified: []string{"committed"}, Appended: []history.Appended{
+					{AggregateType: "product", AggregateID: oversizeID, Version: 1, EventID: "e50", OutboxID: 60, PayloadBytes: 1600070},
+					{AggregateType: "product", AggregateID: oversizeID, Version: 2, EventID: "e51", OutboxID: 61, PayloadBytes: 70}}}},
 		DLQ: []Record{{Topic: productTopic + ".dlq", Key: "poison-1", Headers: map[string]string{"x-dlq-reason": "bad json"}}},
 	}
 	w.in.Records = []Record{
@@ -119,6 +139,8 @@ func newWorld() *world {
 	} {
 		w.in.Metrics = append(w.in.Metrics, Sample{Process: s.p, Name: s.n, Labels: map[string]string{"projection": "products"}})
 	}
+	w.in.Metrics = append(w.in.Metrics, Sample{Process: "relay-1", Name: "cqrsflow_relay_dead_letters", Value: 1},
+		Sample{Process: "relay-1", Name: "cqrsflow_relay_held_rows", Value: 1})
 	w.in.Metrics = append(w.in.Metrics, Sample{Process: "projector-1", Name: "cqrsflow_projection_verified_total",
 		Labels: map[string]string{"projection": "products", "result": "equal"}, Value: 7})
 	read := attempt(8, 1, history.ReadProduct, "product", productID, "GET", "/v1/products/foobar?min_version=2&wait=1s", 0, "", "", 700, 710, 200,
@@ -349,13 +371,17 @@ func TestReadDiffersFromStore(t *testing.T) {
 func TestNonzeroLag(t *testing.T) {
 	w := newWorld()
 	w.in.GroupLag["g-orders"] = 5
-	w.in.OutboxRows = 2
-	wantOnly(t, &w.in, "g-orders", "5 records behind", "drained")
+	w.in.Outbox = append(w.in.Outbox, OutboxRow{ID: 70, AggregateType: "order", AggregateID: orderID, Version: 3, EventID: "e5"})
+	res := results(t, &w.in)
+	if r := res["drained"]; len(r.Violations) != 2 || !strings.Contains(r.Violations[0].Msg, "1 outbox rows left (besides 1 held") ||
+		!strings.Contains(r.Violations[1].Msg, "5 records behind") {
+		t.Fatalf("drained: %+v", r.Violations)
+	}
 	w = newWorld()
 	w.in.Metrics[2].Value = 3 // consumer lag
 	wantOnly(t, &w.in, "projector-1", "consumer_lag_records = 3", "metrics-truthful")
 	w = newWorld()
-	w.in.Metrics = w.in.Metrics[:4] // parked gauge missing
+	w.in.Metrics = slices.DeleteFunc(w.in.Metrics, func(s Sample) bool { return s.Name == "cqrsflow_projector_parked_events" })
 	wantOnly(t, &w.in, "projector-1", "does not report cqrsflow_projector_parked_events", "metrics-truthful")
 }
 
@@ -451,4 +477,172 @@ func TestContentWithDefaultCurrency(t *testing.T) {
 	if d := contentDiff(usd, &Event{Type: "ProductCreated", SchemaVersion: 2, Payload: json.RawMessage(`{"name":"x","price":1,"stock":1,"currency":"EUR"}`)}); d == "" {
 		t.Error("a USD request stored as EUR passed")
 	}
+}
+
+// want is one violation an invariant must report.
+type want struct{ id, key, msg string }
+
+// wantExactly asserts that exactly the invariants named in ws fail, each
+// with the violations named (and possibly others).
+func wantExactly(t *testing.T, in *Input, ws ...want) {
+	t.Helper()
+	res := results(t, in)
+	named := map[string]bool{}
+	for _, w := range ws {
+		named[w.id] = true
+		r, ok := res[w.id]
+		if !ok {
+			t.Fatalf("no invariant %q", w.id)
+		}
+		if !slices.ContainsFunc(r.Violations, func(v Violation) bool { return v.Key == w.key && strings.Contains(v.Msg, w.msg) }) {
+			t.Errorf("%s: no violation on %q containing %q: %+v", w.id, w.key, w.msg, r.Violations)
+		}
+	}
+	for id, r := range res {
+		if !named[id] && !r.OK() {
+			t.Errorf("%s failed too: %+v", id, r.Violations)
+		}
+	}
+}
+
+// setGauge sets a relay-1 gauge of the world (the relay reporting what a
+// broken store holds, so only the invariant under test fails).
+func setGauge(in *Input, name string, v float64) {
+	for i := range in.Metrics {
+		if in.Metrics[i].Process == "relay-1" && in.Metrics[i].Name == name {
+			in.Metrics[i].Value = v
+		}
+	}
+}
+
+// The relay never dead-lettered the oversized row: it is still in the
+// outbox, and its aggregate's v2 with it, not held.
+func TestOversizeNotDeadLettered(t *testing.T) {
+	w := newWorld()
+	w.in.DeadLetters = nil
+	w.in.Outbox = append([]OutboxRow{{ID: 60, AggregateType: "product", AggregateID: oversizeID, Version: 1, EventID: "e50"}}, w.in.Outbox...)
+	setGauge(&w.in, "cqrsflow_relay_dead_letters", 0)
+	setGauge(&w.in, "cqrsflow_relay_held_rows", 0)
+	wantExactly(t, &w.in, want{"relay-dead-letters", oversizeID, "v1 (event e50) is not in outbox_dead_letters: still in the outbox (id 60)"},
+		want{"drained", "outbox", "2 outbox rows left"})
+	// Nor anywhere else (deleted as if acknowledged).
+	w.in.Outbox = w.in.Outbox[1:]
+	wantExactly(t, &w.in, want{"relay-dead-letters", oversizeID, "not in outbox_dead_letters: nowhere"},
+		want{"drained", "outbox", "1 outbox rows left"})
+}
+
+// Dead-lettered, but not for its size, or before its attempts.
+func TestOversizeDeadLetteredWrongly(t *testing.T) {
+	w := newWorld()
+	w.in.DeadLetters[0].Reason = "INVALID_RECORD"
+	wantExactly(t, &w.in, want{"relay-dead-letters", oversizeID, `dead-lettered for "INVALID_RECORD"`})
+	w = newWorld()
+	w.in.DeadLetters[0].Attempts = 1
+	wantExactly(t, &w.in, want{"relay-dead-letters", oversizeID, "after 1 attempt(s), POISON_ATTEMPTS is 3"})
+	w = newWorld()
+	w.in.DeadLetters[0].ID = 59 // not the row's outbox id
+	wantExactly(t, &w.in, want{"relay-dead-letters", oversizeID, "dead letter has id 59, its outbox row had id 60"})
+}
+
+// An oversize event found in Kafka: published by a relay that ignored
+// the limit, or the held v2 published past its dead letter.
+func TestOversizeEventInKafka(t *testing.T) {
+	w := newWorld()
+	p := partitionOf(oversizeID, 12)
+	w.in.Records = append(w.in.Records, recordOf(w.in.Events[5], p, 0))
+	wantExactly(t, &w.in, want{"relay-dead-letters", oversizeID, "v1 (event e50) of the oversize aggregate is in Kafka"})
+
+	w = newWorld()
+	w.in.Records = append(w.in.Records, recordOf(w.in.Events[6], p, 0))
+	w.in.Outbox = nil
+	setGauge(&w.in, "cqrsflow_relay_held_rows", 0)
+	wantExactly(t, &w.in, want{"relay-dead-letters", oversizeID, "v2 (event e51) of the oversize aggregate is in Kafka"},
+		want{"relay-dead-letters", oversizeID, "v2 (event e51) is not held in the outbox"},
+		want{"kafka-order", oversizeID, "holds v2 before any v1"})
+
+	// A relay without a limit: both published, nothing dead-lettered, and
+	// the projector made a document of it.
+	w = newWorld()
+	w.in.Records = append(w.in.Records, recordOf(w.in.Events[5], p, 0), recordOf(w.in.Events[6], p, 1))
+	w.in.Outbox, w.in.DeadLetters = nil, nil
+	setGauge(&w.in, "cqrsflow_relay_dead_letters", 0)
+	setGauge(&w.in, "cqrsflow_relay_held_rows", 0)
+	w.in.Docs["product"] = append(w.in.Docs["product"], Doc{ID: oversizeID, ESVersion: 2, Source: json.RawMessage(`{"id":"oversize-r-3","version":2}`)})
+	wantExactly(t, &w.in, want{"relay-dead-letters", oversizeID, "not in outbox_dead_letters: nowhere"},
+		want{"relay-dead-letters", oversizeID, "v1 (event e50) of the oversize aggregate is in Kafka"},
+		want{"relay-dead-letters", oversizeID, "has an Elasticsearch document"})
+}
+
+// A workload event in the dead letters (and the rows behind it held).
+func TestWorkloadEventDeadLettered(t *testing.T) {
+	w := newWorld()
+	w.in.DeadLetters = append(w.in.DeadLetters, DeadLetter{ID: 4, AggregateType: "order", AggregateID: orderID, Version: 2, EventID: "e4",
+		Reason: "MESSAGE_TOO_LARGE", Error: "too large", Attempts: 3})
+	w.in.Outbox = append(w.in.Outbox, OutboxRow{ID: 5, AggregateType: "order", AggregateID: orderID, Version: 3, EventID: "e5"})
+	setGauge(&w.in, "cqrsflow_relay_dead_letters", 2)
+	setGauge(&w.in, "cqrsflow_relay_held_rows", 2)
+	wantExactly(t, &w.in, want{"relay-dead-letters", orderID, "v2 (event e4, outbox id 4) was dead-lettered"},
+		want{"relay-dead-letters", orderID, "v3 (outbox id 5) is left in the outbox"},
+		want{"drained", "outbox", "1 outbox rows left (besides 1 held"})
+	// The oversize aggregate's v2 dead-lettered too.
+	w = newWorld()
+	w.in.DeadLetters = append(w.in.DeadLetters, DeadLetter{ID: 61, AggregateType: "product", AggregateID: oversizeID, Version: 2, EventID: "e51",
+		Reason: "MESSAGE_TOO_LARGE", Attempts: 3})
+	w.in.Outbox = nil
+	setGauge(&w.in, "cqrsflow_relay_dead_letters", 2)
+	setGauge(&w.in, "cqrsflow_relay_held_rows", 0)
+	wantExactly(t, &w.in, want{"relay-dead-letters", oversizeID, "v2 (outbox id 61) was dead-lettered"},
+		want{"relay-dead-letters", oversizeID, "v2 (event e51) is not held in the outbox"})
+}
+
+// The held row missing (published or deleted), or an extra row left.
+func TestHeldRowMissingOrExtraRow(t *testing.T) {
+	w := newWorld()
+	w.in.Outbox = nil
+	setGauge(&w.in, "cqrsflow_relay_held_rows", 0)
+	wantExactly(t, &w.in, want{"relay-dead-letters", oversizeID, "v2 (event e51) is not held in the outbox"})
+	w = newWorld()
+	w.in.Outbox = append(w.in.Outbox, OutboxRow{ID: 62, AggregateType: "order", AggregateID: orderID, Version: 3, EventID: "e5"})
+	setGauge(&w.in, "cqrsflow_outbox_pending_events", 1)
+	wantExactly(t, &w.in, want{"relay-dead-letters", orderID, "v3 (outbox id 62) is left in the outbox"},
+		want{"drained", "outbox", "1 outbox rows left"},
+		want{"metrics-truthful", "relay-1", "cqrsflow_outbox_pending_events = 1 after the pipeline drained, want 0"})
+	// The held row below its dead letter: not held, so left over.
+	w = newWorld()
+	w.in.Outbox[0].ID = 59
+	setGauge(&w.in, "cqrsflow_relay_held_rows", 0)
+	wantExactly(t, &w.in, want{"relay-dead-letters", oversizeID, "outbox row 59 is below its dead letter 60"},
+		want{"drained", "outbox", "1 outbox rows left (besides 0 held"})
+}
+
+// The relay's gauges must say what the store holds: one dead letter,
+// one held row, nothing pending.
+func TestRelayGaugesUntruthful(t *testing.T) {
+	w := newWorld()
+	setGauge(&w.in, "cqrsflow_relay_dead_letters", 0)
+	wantExactly(t, &w.in, want{"metrics-truthful", "relay-1", "cqrsflow_relay_dead_letters = 0 after the pipeline drained, want 1"})
+	w = newWorld()
+	setGauge(&w.in, "cqrsflow_outbox_pending_events", 1) // the held row counted as pending
+	wantExactly(t, &w.in, want{"metrics-truthful", "relay-1", "cqrsflow_outbox_pending_events = 1"})
+	w = newWorld()
+	w.in.Metrics = slices.DeleteFunc(w.in.Metrics, func(s Sample) bool { return s.Name == "cqrsflow_relay_held_rows" })
+	wantExactly(t, &w.in, want{"metrics-truthful", "relay-1", "does not report cqrsflow_relay_held_rows"})
+}
+
+// The fault's record and the store disagree; a failed oversize fault
+// that committed nothing expects nothing but its failure; the
+// projector's dead-letter topic never expects oversize keys.
+func TestOversizeFaultRecord(t *testing.T) {
+	w := newWorld()
+	w.in.Faults[2].Appended[0].EventID = "e49"
+	wantExactly(t, &w.in, want{"relay-dead-letters", oversizeID, "committed v1 (event e49), which the store does not have"})
+
+	w = newWorld()
+	w.in.Faults = append(w.in.Faults, history.Fault{Record: "fault", Seq: 4, Kind: "oversize", Target: "order", Keys: []string{"oversize-r-4"},
+		Start: at(3000), Healed: at(3000), Err: "appending the oversize events: connection refused"})
+	wantExactly(t, &w.in, want{"faults-verified", "oversize order", "connection refused"})
+
+	w = newWorld()
+	w.in.DLQ = append(w.in.DLQ, Record{Topic: productTopic + ".dlq", Key: oversizeID, Headers: map[string]string{"x-dlq-reason": "x"}})
+	wantExactly(t, &w.in, want{"dlq", oversizeID, "not poison"})
 }

@@ -30,9 +30,12 @@ func fieldsFor(aggType string, stored bool) []string {
 }
 
 func (x *index) readModel() Result {
-	r := Result{ID: "read-model", Desc: "every aggregate of the store has an Elasticsearch document equal to the fold of its events (fields, version, deleted, timestamps), written with its version as the external version"}
+	r := Result{ID: "read-model", Desc: "every aggregate of the store (but the oversize faults', never published: relay-dead-letters) has an Elasticsearch document equal to the fold of its events (fields, version, deleted, timestamps), written with its version as the external version"}
 	docs := map[string]map[string]*Doc{"product": x.docs("product"), "order": x.docs("order")}
 	for id, evs := range x.byAgg {
+		if x.oversize[id] != nil {
+			continue
+		}
 		r.Checked++
 		typ := evs[0].AggregateType
 		want, err := fold(evs)

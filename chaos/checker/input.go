@@ -37,6 +37,28 @@ type Metadata struct {
 	Principal      string `json:"principal,omitempty"`
 }
 
+// OutboxRow is one row of the outbox.
+type OutboxRow struct {
+	ID            int64
+	AggregateType string
+	AggregateID   string
+	Version       int64
+	EventID       string
+}
+
+// DeadLetter is one row of outbox_dead_letters: an outbox row the relay
+// gave up on (its id is the outbox id).
+type DeadLetter struct {
+	ID            int64
+	AggregateType string
+	AggregateID   string
+	Version       int64
+	EventID       string
+	Reason        string // a Kafka error name, "envelope" or "other"
+	Error         string
+	Attempts      int
+}
+
 // Record is one Kafka record.
 type Record struct {
 	Topic     string
@@ -93,11 +115,17 @@ type Hang struct {
 
 // Input is everything the checks read.
 type Input struct {
-	Principal  string // the workload's API key id
-	Attempts   []history.Attempt
-	Faults     []history.Fault
-	Events     []Event
-	OutboxRows int64
+	Principal string // the workload's API key id
+	Attempts  []history.Attempt
+	Faults    []history.Fault
+	Events    []Event
+	// Outbox are the rows left in the outbox at the end, DeadLetters the
+	// rows of outbox_dead_letters.
+	Outbox      []OutboxRow
+	DeadLetters []DeadLetter
+	// PoisonAttempts is the relay's POISON_ATTEMPTS: a dead letter was
+	// refused at least this often (0: not checked).
+	PoisonAttempts int
 	// Topics maps an aggregate type to its event topic; Records are all
 	// records of those topics, Partitions their partition counts.
 	Topics     map[string]string
@@ -190,11 +218,27 @@ type index struct {
 	attempt   map[string]*history.Attempt // request id → attempt
 	opOf      map[string]*op              // request id → operation
 	aggType   map[string]string           // aggregate id → type
+	// oversize are the aggregates oversize faults appended to (or may
+	// have: a failed injection names its key too), byFault their fault.
+	oversize map[string]*history.Fault
 }
 
 func newIndex(in *Input) *index {
 	x := &index{in: in, byAgg: map[string][]Event{}, byEventID: map[string]*Event{}, byReqID: map[string][]*Event{},
-		byKey: map[string][]*Event{}, attempt: map[string]*history.Attempt{}, opOf: map[string]*op{}, aggType: map[string]string{}}
+		byKey: map[string][]*Event{}, attempt: map[string]*history.Attempt{}, opOf: map[string]*op{}, aggType: map[string]string{},
+		oversize: map[string]*history.Fault{}}
+	for i := range in.Faults {
+		f := &in.Faults[i]
+		if f.Kind != history.KindOversize {
+			continue
+		}
+		for _, k := range f.Keys {
+			x.oversize[k] = f
+		}
+		for _, a := range f.Appended {
+			x.oversize[a.AggregateID] = f
+		}
+	}
 	ops := map[int64]*op{}
 	for i := range in.Attempts {
 		a := &in.Attempts[i]
@@ -248,7 +292,7 @@ func Check(in *Input) []Result {
 	x := newIndex(in)
 	return []Result{
 		x.ackDurable(), x.idempotentOnce(), x.noPhantomWrite(), x.ifMatch(), x.refusalsJustified(), x.domainSequence(),
-		x.kafkaComplete(), x.kafkaFaithful(), x.kafkaPartition(), x.kafkaOrder(), x.dlq(),
+		x.kafkaComplete(), x.kafkaFaithful(), x.kafkaPartition(), x.kafkaOrder(), x.dlq(), x.relayDeadLetters(),
 		x.readModel(), x.noOrphanDoc(), x.reads(),
 		x.drained(), x.metricsTruthful(), x.http5xx(), x.noPanic(), x.noDrift(), x.processes(), x.faultsVerified(), x.recovered(),
 	}
