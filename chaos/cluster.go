@@ -199,7 +199,7 @@ func (p *pipeline) newBinary(c string) *binary {
 		bin = "outbox-relay"
 		env = append(env, "POSTGRES_URL="+pgURL(), "KAFKA_BROKERS="+kafka(), "TOPIC_PREFIX="+p.topicPrefix, "METRICS_ADDR="+addr,
 			"RELAY_ID=chaos-"+c, "MIGRATE=false", "TOPIC_PARTITIONS="+strconv.Itoa(partitions), "LEASE_TTL=4s",
-			"DELIVERY_TIMEOUT=10s", "RESCAN_INTERVAL=10s")
+			"DELIVERY_TIMEOUT=10s", "RESCAN_INTERVAL=10s", "POISON_ATTEMPTS="+strconv.Itoa(relayPoisonAttempts), "POISON_INTERVAL=1s")
 	default:
 		bin = "projector"
 		// The event store of the run for the projector's continuous
@@ -213,6 +213,10 @@ func (p *pipeline) newBinary(c string) *binary {
 	return &binary{name: c, path: filepath.Join(h.binDir, bin), env: env, addr: addr,
 		logPath: filepath.Join(p.outDir, "logs", c+".log"), log: h.log}
 }
+
+// relayPoisonAttempts is the relays' POISON_ATTEMPTS (the default, set
+// explicitly): the checker expects each dead letter refused that often.
+const relayPoisonAttempts = 3
 
 // partitions of the run's event topics.
 const partitions = 6

@@ -19,40 +19,61 @@ import (
 	"cqrsflow/chaos/checker"
 )
 
-// readStore reads every event of the run's schema and counts the outbox.
-func (p *pipeline) readStore(ctx context.Context) ([]checker.Event, int64, error) {
+// readStore reads every event of the run's schema, the rows left in the
+// outbox and the relay's dead letters, in one snapshot.
+func (p *pipeline) readStore(ctx context.Context, in *checker.Input) error {
 	conn, err := pgx.Connect(ctx, p.pgURL)
 	if err != nil {
-		return nil, 0, fmt.Errorf("connecting to read the store: %w", err)
+		return fmt.Errorf("connecting to read the store: %w", err)
 	}
 	defer conn.Close(context.Background())
-	var outbox int64
-	if err := conn.QueryRow(ctx, "SELECT count(*) FROM outbox").Scan(&outbox); err != nil {
-		return nil, 0, fmt.Errorf("counting the outbox: %w", err)
-	}
-	rows, err := conn.Query(ctx, `SELECT global_position, event_id::text, aggregate_type, aggregate_id, version, event_type,
-		schema_version, payload::text, metadata::text, occurred_at, recorded_at FROM events ORDER BY global_position`)
-	if err != nil {
-		return nil, 0, fmt.Errorf("reading events: %w", err)
-	}
-	defer rows.Close()
-	var evs []checker.Event
-	for rows.Next() {
-		var (
-			e             checker.Event
-			payload, meta string
-		)
-		if err := rows.Scan(&e.GlobalPosition, &e.EventID, &e.AggregateType, &e.AggregateID, &e.Version, &e.Type,
-			&e.SchemaVersion, &payload, &meta, &e.OccurredAt, &e.RecordedAt); err != nil {
-			return nil, 0, fmt.Errorf("reading events: %w", err)
+	return pgx.BeginTxFunc(ctx, conn, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT id, aggregate_type, aggregate_id, version, event_id::text FROM outbox ORDER BY id`)
+		if err != nil {
+			return fmt.Errorf("reading the outbox: %w", err)
 		}
-		e.Payload = json.RawMessage(payload)
-		if err := json.Unmarshal([]byte(meta), &e.Metadata); err != nil {
-			return nil, 0, fmt.Errorf("event %s metadata: %w", e.EventID, err)
+		var o checker.OutboxRow
+		if _, err := pgx.ForEachRow(rows, []any{&o.ID, &o.AggregateType, &o.AggregateID, &o.Version, &o.EventID}, func() error {
+			in.Outbox = append(in.Outbox, o)
+			return nil
+		}); err != nil {
+			return fmt.Errorf("reading the outbox: %w", err)
 		}
-		evs = append(evs, e)
-	}
-	return evs, outbox, rows.Err()
+		rows, err = tx.Query(ctx, `SELECT id, aggregate_type, aggregate_id, version, event_id::text, reason, error, attempts
+			FROM outbox_dead_letters ORDER BY id`)
+		if err != nil {
+			return fmt.Errorf("reading outbox_dead_letters: %w", err)
+		}
+		var d checker.DeadLetter
+		if _, err := pgx.ForEachRow(rows, []any{&d.ID, &d.AggregateType, &d.AggregateID, &d.Version, &d.EventID, &d.Reason, &d.Error, &d.Attempts}, func() error {
+			in.DeadLetters = append(in.DeadLetters, d)
+			return nil
+		}); err != nil {
+			return fmt.Errorf("reading outbox_dead_letters: %w", err)
+		}
+		rows, err = tx.Query(ctx, `SELECT global_position, event_id::text, aggregate_type, aggregate_id, version, event_type,
+			schema_version, payload::text, metadata::text, occurred_at, recorded_at FROM events ORDER BY global_position`)
+		if err != nil {
+			return fmt.Errorf("reading events: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var (
+				e             checker.Event
+				payload, meta string
+			)
+			if err := rows.Scan(&e.GlobalPosition, &e.EventID, &e.AggregateType, &e.AggregateID, &e.Version, &e.Type,
+				&e.SchemaVersion, &payload, &meta, &e.OccurredAt, &e.RecordedAt); err != nil {
+				return fmt.Errorf("reading events: %w", err)
+			}
+			e.Payload = json.RawMessage(payload)
+			if err := json.Unmarshal([]byte(meta), &e.Metadata); err != nil {
+				return fmt.Errorf("event %s metadata: %w", e.EventID, err)
+			}
+			in.Events = append(in.Events, e)
+		}
+		return rows.Err()
+	})
 }
 
 // readTopics reads every record of the given topics from the start to

@@ -50,6 +50,13 @@ func (p *pipeline) Inject(ctx context.Context, s nemesis.Step, rec *history.Faul
 		keys, err := p.poison(ctx, s, rec.Seq, verified)
 		rec.Keys = keys
 		return nil, err
+	case nemesis.Oversize:
+		key, appended, err := p.oversize(ctx, s, rec.Seq, verified)
+		if key != "" {
+			rec.Keys = []string{key}
+		}
+		rec.Appended = appended
+		return nil, err
 	}
 	return nil, fmt.Errorf("unknown fault kind %q", s.Kind)
 }

@@ -161,7 +161,7 @@ func (p *pipeline) judge(ctx context.Context, seed uint64, ex *exercised) (*repo
 		notes = append(notes, fmt.Sprintf("harness: %v were down after every fault was healed and had to be started", started))
 		log.Warn("services down after the heal; started", "services", started)
 	}
-	drainTook, last := p.drain(ctx, cfg.DrainTimeout)
+	drainTook, last := p.drain(ctx, cfg.DrainTimeout, oversizeKeys(ex.faults))
 	log.Info("drained", "took", drainTook.Round(time.Second).String(), "state", last.String())
 	in, err := p.collect(ctx, last)
 	p.stopWatch()
@@ -180,6 +180,7 @@ func (p *pipeline) judge(ctx context.Context, seed uint64, ex *exercised) (*repo
 		return nil, err
 	}
 	in.Principal, in.Attempts, in.Faults, in.HealedAt, in.Grace = "chaos", ex.attempts, ex.faults, ex.healedAt, 15*time.Second
+	in.PoisonAttempts = relayPoisonAttempts
 
 	r := &report.Run{Seed: seed, RunID: p.runID, Window: ex.window, HealedAt: ex.healedAt, WorkloadEnd: ex.workEnd,
 		Started: ex.start, Ended: time.Now(), OutDir: p.outDir, HistoryPath: ex.historyPath,
@@ -200,6 +201,18 @@ func (p *pipeline) judge(ctx context.Context, seed uint64, ex *exercised) (*repo
 		log.Warn("cleaning up the run's names", "err", err)
 	}
 	return r, nil
+}
+
+// oversizeKeys are the aggregates oversize faults appended to (or tried
+// to): their rows stay held in the outbox behind their dead letters.
+func oversizeKeys(faults []history.Fault) []string {
+	var out []string
+	for _, f := range faults {
+		if f.Kind == nemesis.Oversize {
+			out = append(out, f.Keys...)
+		}
+	}
+	return out
 }
 
 // startupNotes summarizes, per process, the exits during start-up (a
@@ -255,7 +268,7 @@ func (p *pipeline) collect(ctx context.Context, last drainState) (*checker.Input
 	in := &checker.Input{Topics: map[string]string{"product": p.topic("product"), "order": p.topic("order")}, GroupLag: last.lag,
 		Docs: map[string][]checker.Doc{}}
 	var err error
-	if in.Events, in.OutboxRows, err = p.readStore(ctx); err != nil {
+	if err = p.readStore(ctx, in); err != nil {
 		return nil, err
 	}
 	if last.err != nil || last.lag == nil {
