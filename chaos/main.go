@@ -3,10 +3,10 @@
 // state dir and ports), builds and runs the real binaries through TCP
 // proxies, drives a random workload while a seeded nemesis injects faults
 // (kill -9, SIGSTOP, crashes and restarts of the services, cut and slow
-// links, processes joining and leaving, poison records), lets the pipeline
-// drain and checks its guarantees (chaos/checker). Each seed writes a
-// history file and a report; the exit status is 1 if any invariant was
-// violated. See docs/testing.md.
+// links, processes joining and leaving, poison records, oversized rows in
+// the outbox), lets the pipeline drain and checks its guarantees
+// (chaos/checker). Each seed writes a history file and a report; the exit
+// status is 1 if any invariant was violated. See docs/testing.md.
 package main
 
 import (
