@@ -29,7 +29,18 @@ func (p *pipeline) failure(in *checker.Input, invariant string, v checker.Violat
 	for _, e := range in.Events {
 		if e.AggregateID == key || (e.Metadata.IdempotencyKey != "" && e.Metadata.IdempotencyKey == key) {
 			f.Store = append(f.Store, fmt.Sprintf("%s v%d %s pos=%d req=%s key=%s recorded=%s payload=%s", e.AggregateID, e.Version, e.Type,
-				e.GlobalPosition, e.Metadata.RequestID, e.Metadata.IdempotencyKey, e.RecordedAt.Format("15:04:05.000000"), e.Payload))
+				e.GlobalPosition, e.Metadata.RequestID, e.Metadata.IdempotencyKey, e.RecordedAt.Format("15:04:05.000000"), clip(e.Payload, 300)))
+		}
+	}
+	for _, o := range in.Outbox {
+		if o.AggregateID == key {
+			f.Store = append(f.Store, fmt.Sprintf("outbox id %d: %s v%d event %s", o.ID, o.AggregateID, o.Version, o.EventID))
+		}
+	}
+	for _, d := range in.DeadLetters {
+		if d.AggregateID == key {
+			f.Store = append(f.Store, fmt.Sprintf("outbox_dead_letters id %d: %s v%d event %s, %s after %d attempts: %s", d.ID, d.AggregateID, d.Version,
+				d.EventID, d.Reason, d.Attempts, clip([]byte(d.Error), 300)))
 		}
 	}
 	for _, r := range append(append([]checker.Record(nil), in.Records...), in.DLQ...) {
@@ -67,6 +78,15 @@ func (p *pipeline) failure(in *checker.Input, invariant string, v checker.Violat
 		}
 	}
 	return f
+}
+
+// clip shortens b to max bytes for the report (an oversize fault's
+// payload is megabytes).
+func clip(b []byte, max int) string {
+	if len(b) <= max {
+		return string(b)
+	}
+	return fmt.Sprintf("%s… (%d bytes)", b[:max], len(b))
 }
 
 // processExcerpt returns a process's log lines up to at (+5 s) that are

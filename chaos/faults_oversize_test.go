@@ -63,3 +63,12 @@ func TestOversizeEvents(t *testing.T) {
 		t.Error("an unknown aggregate type was accepted")
 	}
 }
+
+func TestClip(t *testing.T) {
+	if got := clip([]byte("abc"), 3); got != "abc" {
+		t.Errorf("clip = %q", got)
+	}
+	if got := clip([]byte(strings.Repeat("x", 1000)), 4); got != "xxxx… (1000 bytes)" {
+		t.Errorf("clip = %q", got)
+	}
+}
