@@ -194,3 +194,35 @@ func TestPlanOversize(t *testing.T) {
 		t.Error("oversize is not in AllKinds")
 	}
 }
+
+// Every plan, even the 22 s fault window of `make test`'s short runs,
+// starts with the bad-data kinds; the rest of the first deck and the
+// later decks stay shuffled. With data kinds disabled nothing changes.
+func TestPlanStartsWithBadData(t *testing.T) {
+	firsts := map[string]bool{}
+	for seed := uint64(1); seed <= 200; seed++ {
+		steps := Plan(seed, 22*time.Second, topo, 2)
+		if len(steps) < 3 {
+			t.Fatalf("seed %d: only %d faults in 22 s", seed, len(steps))
+		}
+		got := []string{steps[0].Kind, steps[1].Kind}
+		slices.Sort(got)
+		if !slices.Equal(got, []string{Oversize, Poison}) {
+			t.Fatalf("seed %d: the plan starts with %v, want poison and oversize first: %v", seed, got, steps)
+		}
+		firsts[steps[0].Kind+">"+steps[2].Kind] = true
+	}
+	if len(firsts) < 6 {
+		t.Errorf("the kinds after the data faults hardly vary over 200 seeds: %v", firsts)
+	}
+	noData := topo
+	noData.Kinds = []string{Kill, Pause, Cut}
+	for _, s := range Plan(3, time.Minute, noData, 2) {
+		if slices.Contains(dataKinds, s.Kind) {
+			t.Fatalf("disabled kind %s planned", s.Kind)
+		}
+	}
+	if a, b := Plan(9, time.Minute, noData, 2), Plan(9, time.Minute, noData, 2); !reflect.DeepEqual(a, b) {
+		t.Fatal("not reproducible")
+	}
+}

@@ -112,11 +112,18 @@ var holds = map[string][2]time.Duration{
 var recovery = map[string]time.Duration{KafkaRestart: 20 * time.Second, ESRestart: 30 * time.Second,
 	PGCrash: 3 * time.Second, PGBackendKill: 3 * time.Second, Kill: 2 * time.Second, Term: 2 * time.Second}
 
+// dataKinds are the kinds that inject bad data rather than break the
+// infrastructure: the first deck of a plan starts with them, so that even
+// the short run of `make test` has the pipeline deal with bad records and
+// rows while the other faults come and go.
+var dataKinds = []string{Poison, Oversize}
+
 // Plan returns the fault schedule of a window of the given length: faults
 // start between a short warm-up and the window's end, one kind after the
 // other from a shuffled deck (so every enabled kind comes up before any
-// comes up twice), with random gaps, targets, holds and parameters, and at
-// most maxActive faults at once. Same arguments, same schedule.
+// comes up twice; the first deck puts the enabled dataKinds first), with
+// random gaps, targets, holds and parameters, and at most maxActive
+// faults at once. Same arguments, same schedule.
 func Plan(seed uint64, window time.Duration, topo Topology, maxActive int) []Step {
 	rng := rand.New(rand.NewPCG(seed, 0x6e656d65736973))
 	kinds := topo.Kinds
@@ -132,10 +139,16 @@ func Plan(seed uint64, window time.Duration, topo Topology, maxActive int) []Ste
 		deck  []string
 		t     = min(5*time.Second, window/10)
 	)
-	for t < window {
+	for first := true; t < window; {
 		if len(deck) == 0 {
 			deck = slices.Clone(kinds)
 			rng.Shuffle(len(deck), func(i, j int) { deck[i], deck[j] = deck[j], deck[i] })
+			if first {
+				slices.SortStableFunc(deck, func(a, b string) int {
+					return boolInt(!slices.Contains(dataKinds, a)) - boolInt(!slices.Contains(dataKinds, b))
+				})
+				first = false
+			}
 		}
 		kind := deck[0]
 		deck = deck[1:]
@@ -206,6 +219,13 @@ func targets(kind string, topo Topology) []string {
 		return []string{"product", "order"}
 	}
 	return nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func keep(list []string, name string) []string {
