@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"cqrsflow/chaos/checker"
+	"cqrsflow/internal/outbox"
 )
 
 // drainState is what the drain waits for.
@@ -101,11 +102,6 @@ func (p *pipeline) observe(ctx context.Context, oversize []string) drainState {
 	return d
 }
 
-// heldSQL is the relay's condition of an outbox row o held behind a dead
-// letter (internal/relay, store.go).
-const heldSQL = `EXISTS (SELECT 1 FROM outbox_dead_letters d
-	WHERE d.aggregate_id = o.aggregate_id AND d.aggregate_type = o.aggregate_type AND d.id < o.id)`
-
 // observeOutbox counts the outbox rows the relay has yet to publish (the
 // held rows of the oversize aggregates $1 apart), the held ones, the dead
 // letters, and lists the oversize aggregates with events but no dead
@@ -122,8 +118,8 @@ func (p *pipeline) observeOutbox(ctx context.Context, oversize []string, d *drai
 		oversize = []string{}
 	}
 	err = conn.QueryRow(ctx, `SELECT
-		(SELECT count(*) FROM outbox o WHERE NOT (o.aggregate_id = ANY($1::text[]) AND `+heldSQL+`)),
-		(SELECT count(*) FROM outbox o WHERE o.aggregate_id = ANY($1::text[]) AND `+heldSQL+`),
+		(SELECT count(*) FROM outbox o WHERE NOT (o.aggregate_id = ANY($1::text[]) AND `+outbox.HeldSQL+`)),
+		(SELECT count(*) FROM outbox o WHERE o.aggregate_id = ANY($1::text[]) AND `+outbox.HeldSQL+`),
 		(SELECT count(*) FROM outbox_dead_letters),
 		ARRAY(SELECT DISTINCT e.aggregate_id FROM events e WHERE e.aggregate_id = ANY($1::text[])
 			AND NOT EXISTS (SELECT 1 FROM outbox_dead_letters d WHERE d.aggregate_id = e.aggregate_id) ORDER BY 1)`,

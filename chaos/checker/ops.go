@@ -35,7 +35,7 @@ func (x *index) drained() Result {
 }
 
 // held reports whether an outbox row is held behind a dead letter: one of
-// its aggregate with a lower id (the relay's heldSQL).
+// its aggregate with a lower id (outbox.HeldSQL).
 func (x *index) held(o OutboxRow) bool {
 	for _, d := range x.in.DeadLetters {
 		if d.AggregateID == o.AggregateID && d.AggregateType == o.AggregateType && d.ID < o.ID {

@@ -92,3 +92,12 @@ const (
 // global_position order (tests and benchmarks prefill the outbox with it).
 const CopyFromEventsSQL = `INSERT INTO outbox (` + Columns + `)
 SELECT ` + FromEvents + ` FROM events ev ORDER BY ev.global_position`
+
+// HeldSQL is the condition of an outbox row o (the alias is required)
+// held behind a dead letter: a row of outbox_dead_letters of the same
+// aggregate with a lower id. The aggregate's order demands that nothing
+// of it overtakes the dead letter, so the relay claims no such row and
+// leaves it out of its pending count, until the dead letter is retried
+// or discarded.
+const HeldSQL = `EXISTS (SELECT 1 FROM outbox_dead_letters d
+	WHERE d.aggregate_id = o.aggregate_id AND d.aggregate_type = o.aggregate_type AND d.id < o.id)`

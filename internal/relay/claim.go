@@ -9,6 +9,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"cqrsflow/internal/outbox"
 )
 
 // claimSQL reads the lowest-id outbox rows above id $4 of the shards of
@@ -43,8 +45,7 @@ const claimSQL = `WITH held AS MATERIALIZED (
 			event_id::text, event_type, schema_version, version, payload, metadata, occurred_at, recorded_at, 0, NULL
 		FROM outbox o WHERE shard = ANY(ARRAY(SELECT shard FROM held)) AND id > $4
 		AND (NOT EXISTS (SELECT 1 FROM outbox_dead_letters WHERE shard = ANY($1::smallint[]))
-			OR NOT EXISTS (SELECT 1 FROM outbox_dead_letters d
-				WHERE d.aggregate_id = o.aggregate_id AND d.aggregate_type = o.aggregate_type AND d.id < o.id))
+			OR NOT ` + outbox.HeldSQL + `)
 		%s
 		ORDER BY id LIMIT $5)`
 

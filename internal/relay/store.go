@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"cqrsflow/internal/envelope"
+	"cqrsflow/internal/outbox"
 )
 
 // row is one claimed outbox row (with its copy of the event).
@@ -251,10 +252,6 @@ type outboxStats struct {
 	discarded int64   // rows in outbox_discarded
 }
 
-// heldSQL is the condition of an outbox row o held behind a dead letter.
-const heldSQL = `EXISTS (SELECT 1 FROM outbox_dead_letters d
-	WHERE d.aggregate_id = o.aggregate_id AND d.aggregate_type = o.aggregate_type AND d.id < o.id)`
-
 // heldCountSQL counts the held rows from the dead letters' side: per
 // dead-lettered aggregate, the rows of its shard above its first dead
 // letter (an index range of outbox_shard_id_idx), rather than an
@@ -279,7 +276,7 @@ func (s *store) stats(ctx context.Context) (outboxStats, error) {
 			CASE WHEN d.n = 0 THEN 0 ELSE (`+heldCountSQL+`) END,
 			COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - CASE WHEN d.n = 0
 				THEN (SELECT created_at FROM outbox ORDER BY id LIMIT 1)
-				ELSE (SELECT created_at FROM outbox o WHERE NOT `+heldSQL+` ORDER BY id LIMIT 1) END), 0)::float8,
+				ELSE (SELECT created_at FROM outbox o WHERE NOT `+outbox.HeldSQL+` ORDER BY id LIMIT 1) END), 0)::float8,
 			(SELECT count(*) FROM outbox_discarded)
 		FROM pg_class c, d WHERE c.oid = 'outbox'::regclass`).Scan(&total, &st.dead, &st.held, &st.oldestAge, &st.discarded)
 	if err != nil {
