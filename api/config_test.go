@@ -249,3 +249,30 @@ func TestNotifyInterval(t *testing.T) {
 		}
 	}
 }
+
+func TestReadBatchSettings(t *testing.T) {
+	c, _, err := parseConfig([]string{"-api-keys", "ops:supersecretkey-123456"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rb := c.readBatchConfig(); !c.ReadBatch || rb.MaxBatch != 64 || rb.Slots != 2 {
+		t.Errorf("defaults: %v %+v, want read batching on, 64 per batch, 2 slots", c.ReadBatch, rb)
+	}
+	_, _, err = parseConfig([]string{"-api-keys", "ops:supersecretkey-123456", "-read-batch-max", "0", "-read-batch-slots", "100000"})
+	for _, want := range []string{"READ_BATCH_MAX", "max batch 0", "slots 100000"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not mention %s", err, want)
+		}
+	}
+	if _, _, err := parseConfig([]string{"-api-keys", "ops:supersecretkey-123456", "-read-batch=false", "-read-batch-slots", "0"}); err != nil {
+		t.Errorf("read batching off: %v", err)
+	}
+	for env, val := range map[string]string{"READ_BATCH": "sometimes", "READ_BATCH_MAX": "64k", "READ_BATCH_SLOTS": "-"} {
+		t.Run(env, func(t *testing.T) {
+			t.Setenv(env, val)
+			if _, _, err := parseConfig([]string{"-api-keys", "ops:supersecretkey-123456"}); err == nil || !strings.Contains(err.Error(), env) {
+				t.Errorf("%s=%s: %v, want it named", env, val, err)
+			}
+		})
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	fastjson "github.com/goccy/go-json"
 
 	"cqrsflow/internal/apierr"
 	"cqrsflow/internal/auth"
@@ -110,10 +111,14 @@ func getByID[T any, P interface {
 	}
 }
 
-// getDoc reads one document by id (realtime GET through the alias). The
-// id is path-escaped although ParseID admits only UUIDs: whatever reaches
-// this function stays one path segment of one GET.
+// getDoc reads one document by id (a realtime GET through the alias, or
+// one document of an _mget with batching on). The id is path-escaped
+// although ParseID admits only UUIDs: whatever reaches this function
+// stays one path segment of one GET (or one JSON string of an _mget).
 func getDoc[T any](ctx context.Context, h *Handler, index, id string, v *T) (found bool, err error) {
+	if h.gets != nil {
+		return getBatched(ctx, h.gets, index, id, v)
+	}
 	res, err := h.es.Get(url.PathEscape(index), url.PathEscape(id), h.es.Get.WithContext(ctx))
 	if err != nil {
 		return false, fmt.Errorf("%w: get %s/%s: %w", esindex.ErrUnavailable, index, id, err)
@@ -124,11 +129,7 @@ func getDoc[T any](ctx context.Context, h *Handler, index, id string, v *T) (fou
 	}
 	if res.IsError() {
 		b, _ := io.ReadAll(io.LimitReader(res.Body, 1024))
-		e := fmt.Errorf("get %s/%s: %s: %s", index, id, res.Status(), b)
-		if res.StatusCode == http.StatusTooManyRequests || res.StatusCode >= 500 {
-			return false, fmt.Errorf("%w: %w", esindex.ErrUnavailable, e)
-		}
-		return false, e
+		return false, statusError("get "+index+"/"+id, res.StatusCode, res.Status(), b)
 	}
 	var a docAnswer[T]
 	if err := decodeBody(res.Body, &a); err != nil {
@@ -138,5 +139,42 @@ func getDoc[T any](ctx context.Context, h *Handler, index, id string, v *T) (fou
 		return false, fmt.Errorf("decoding document %s: %w: no _source", id, errShape)
 	}
 	*v = *a.Source
+	return true, nil
+}
+
+// mgetDoc is one document of an _mget answer: found with its _source, not
+// found, or an error of its own.
+type mgetDoc[T any] struct {
+	Found  bool `json:"found"`
+	Source *T   `json:"_source"`
+	Error  *struct {
+		Type   string `json:"type"`
+		Reason string `json:"reason"`
+	} `json:"error"`
+}
+
+// getBatched reads one document as a part of an _mget.
+func getBatched[T any](ctx context.Context, q *coalescer, index, id string, v *T) (bool, error) {
+	part, err := q.do(ctx, &readCall{index: index, id: id})
+	if err != nil {
+		return false, err
+	}
+	var d mgetDoc[T]
+	if err := fastjson.Unmarshal(part, &d); err != nil {
+		return false, fmt.Errorf("decoding document %s: %w: %w", id, errShape, err)
+	}
+	switch {
+	case d.Error != nil && d.Error.Type == "index_not_found_exception":
+		return false, nil // as a GET's 404
+	case d.Error != nil:
+		// A document's own failure (a shard not available, a rejection):
+		// what a GET answers with a 5xx.
+		return false, fmt.Errorf("%w: get %s/%s: %s: %.512s", esindex.ErrUnavailable, index, id, d.Error.Type, d.Error.Reason)
+	case !d.Found:
+		return false, nil
+	case d.Source == nil:
+		return false, fmt.Errorf("decoding document %s: %w: no _source", id, errShape)
+	}
+	*v = *d.Source
 	return true, nil
 }

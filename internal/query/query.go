@@ -30,6 +30,7 @@ import (
 
 	"github.com/elastic/go-elasticsearch/v8"
 	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"cqrsflow/internal/apierr"
 	"cqrsflow/internal/esindex"
@@ -62,6 +63,8 @@ type Handler struct {
 	pollEvery time.Duration
 	timeout   time.Duration
 	waits     WaitGate
+	gets      *coalescer // nil: each get is its own GET
+	searches  *coalescer // nil: each search is its own _search
 }
 
 // WaitGate bounds the read-your-writes waits in progress: each one holds
@@ -77,6 +80,22 @@ type WaitGate interface {
 func (h *Handler) LimitWaits(gate WaitGate) *Handler {
 	h.waits = gate
 	return h
+}
+
+// Batch makes the reads in flight at once go to Elasticsearch together
+// (batch.go): gets by id as one _mget, searches and lists as one
+// _msearch, within cfg. reg (if not nil) gets the batch sizes.
+func (h *Handler) Batch(cfg BatchConfig, reg prometheus.Registerer) (*Handler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	m, err := newBatchMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	h.gets = newCoalescer(h.es, mgetKind, cfg, h.timeout, m)
+	h.searches = newCoalescer(h.es, msearchKind, cfg, h.timeout, m)
+	return h, nil
 }
 
 // New returns a Handler reading the aliases <indexPrefix>products and

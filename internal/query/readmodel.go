@@ -47,7 +47,7 @@ func RegisterReadModel(r gin.IRouter, h *Handler, m ReadModel) error {
 		}
 		ctx, cancel := h.ctx(c)
 		defer cancel()
-		page, err := search[storedDoc](ctx, h.es, index, allDocsBody(pg), pg)
+		page, err := search[storedDoc](ctx, h, index, allDocsBody(pg), pg)
 		if err != nil {
 			h.fail(c, err)
 			return

@@ -3,6 +3,7 @@ package query
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/elastic/go-elasticsearch/v8"
 	"github.com/gin-gonic/gin"
+	fastjson "github.com/goccy/go-json"
 
 	"cqrsflow/internal/apierr"
 	"cqrsflow/internal/auth"
@@ -25,31 +27,21 @@ type Page[T any] struct {
 }
 
 // search runs body (see bodies.go) on index; a missing index reads as no
-// hits.
-func search[T any](ctx context.Context, es *elasticsearch.Client, index string, body []byte, pg Paging) (Page[T], error) {
+// hits. With batching on (Handler.Batch) it is one part of an _msearch.
+func search[T any](ctx context.Context, h *Handler, index string, body []byte, pg Paging) (Page[T], error) {
 	out := Page[T]{Items: []T{}, Page: pg.Page, Limit: pg.Limit}
-	res, err := es.Search(es.Search.WithIndex(index), es.Search.WithBody(bytes.NewReader(body)), es.Search.WithContext(ctx))
-	if err != nil {
-		return out, fmt.Errorf("%w: search %s: %w", esindex.ErrUnavailable, index, err)
+	var r searchAnswer[T]
+	var err error
+	if h.searches != nil {
+		err = searchBatched(ctx, h.searches, index, body, &r)
+	} else {
+		err = searchAlone(ctx, h.es, index, body, &r)
 	}
-	defer res.Body.Close()
-	if res.StatusCode == http.StatusNotFound {
+	if errors.Is(err, errNoIndex) {
 		return out, nil
 	}
-	if res.IsError() {
-		rb, _ := io.ReadAll(io.LimitReader(res.Body, 1024))
-		e := fmt.Errorf("search %s: %s: %s", index, res.Status(), rb)
-		if res.StatusCode == http.StatusTooManyRequests || res.StatusCode >= 500 {
-			return out, fmt.Errorf("%w: %w", esindex.ErrUnavailable, e)
-		}
-		return out, e
-	}
-	var r searchAnswer[T]
-	if err := decodeBody(res.Body, &r); err != nil {
-		if !errors.Is(err, esindex.ErrUnavailable) {
-			err = fmt.Errorf("%w: %w", esindex.ErrUnavailable, err) // as any undecodable answer
-		}
-		return out, fmt.Errorf("decoding search answer of %s: %w", index, err)
+	if err != nil {
+		return out, err
 	}
 	out.Total = r.Hits.Total.Value
 	if len(r.Hits.Hits) > 0 {
@@ -61,6 +53,85 @@ func search[T any](ctx context.Context, es *elasticsearch.Client, index string, 
 	return out, nil
 }
 
+// errNoIndex: the index (alias) searched does not exist.
+var errNoIndex = errors.New("no such index")
+
+// searchAlone runs body on index as one _search.
+func searchAlone[T any](ctx context.Context, es *elasticsearch.Client, index string, body []byte, r *searchAnswer[T]) error {
+	res, err := es.Search(es.Search.WithIndex(index), es.Search.WithBody(bytes.NewReader(body)), es.Search.WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("%w: search %s: %w", esindex.ErrUnavailable, index, err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode == http.StatusNotFound {
+		return errNoIndex
+	}
+	if res.IsError() {
+		rb, _ := io.ReadAll(io.LimitReader(res.Body, 1024))
+		return statusError("search "+index, res.StatusCode, res.Status(), rb)
+	}
+	if err := decodeBody(res.Body, r); err != nil {
+		if !errors.Is(err, esindex.ErrUnavailable) {
+			err = fmt.Errorf("%w: %w", esindex.ErrUnavailable, err) // as any undecodable answer
+		}
+		return fmt.Errorf("decoding search answer of %s: %w", index, err)
+	}
+	return nil
+}
+
+// msearchPart is one response of an _msearch: a search's answer, or its
+// error and status.
+type msearchPart[T any] struct {
+	searchAnswer[T]
+	Status int             `json:"status"`
+	Error  json.RawMessage `json:"error"`
+}
+
+// searchBatched runs body on index as one search of an _msearch.
+func searchBatched[T any](ctx context.Context, q *coalescer, index string, body []byte, r *searchAnswer[T]) error {
+	if bytes.IndexByte(body, '\n') >= 0 { // one line of the _msearch's NDJSON
+		var c bytes.Buffer
+		if err := json.Compact(&c, body); err != nil {
+			return fmt.Errorf("search %s: body: %w", index, err)
+		}
+		body = c.Bytes()
+	}
+	part, err := q.do(ctx, &readCall{index: index, body: body})
+	if err != nil {
+		return err
+	}
+	var p msearchPart[T]
+	if err := fastjson.Unmarshal(part, &p); err != nil {
+		return fmt.Errorf("decoding search answer of %s: %w: %w: %w", index, esindex.ErrUnavailable, errShape, err)
+	}
+	switch {
+	case p.Error == nil && (p.Status == 0 || p.Status == http.StatusOK):
+		*r = p.searchAnswer
+		return nil
+	case p.Status == http.StatusNotFound:
+		return errNoIndex
+	}
+	return statusError("search "+index, p.Status, fmt.Sprintf("%d %s", p.Status, http.StatusText(p.Status)), truncate(p.Error, 1024))
+}
+
+// statusError is the error of an Elasticsearch answer with status code
+// (status its text): 429 and 5xx wrap esindex.ErrUnavailable (retry
+// later), other codes are the api's fault.
+func statusError(what string, code int, status string, body []byte) error {
+	e := fmt.Errorf("%s: %s: %s", what, status, body)
+	if code == http.StatusTooManyRequests || code >= 500 {
+		return fmt.Errorf("%w: %w", esindex.ErrUnavailable, e)
+	}
+	return e
+}
+
+func truncate(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[:n]
+	}
+	return b
+}
+
 func (h *Handler) listProducts(c *gin.Context) {
 	pg, err := ParsePaging(c)
 	if err != nil {
@@ -69,7 +140,7 @@ func (h *Handler) listProducts(c *gin.Context) {
 	}
 	ctx, cancel := h.ctx(c)
 	defer cancel()
-	page, err := search[Product](ctx, h.es, h.products, ProductListBody(pg), pg)
+	page, err := search[Product](ctx, h, h.products, ProductListBody(pg), pg)
 	if err != nil {
 		h.fail(c, err)
 		return
@@ -85,7 +156,7 @@ func (h *Handler) searchProducts(c *gin.Context) {
 	}
 	ctx, cancel := h.ctx(c)
 	defer cancel()
-	page, err := search[Product](ctx, h.es, h.products, ProductSearchBody(p), p.Paging)
+	page, err := search[Product](ctx, h, h.products, ProductSearchBody(p), p.Paging)
 	if err != nil {
 		h.fail(c, err)
 		return
@@ -157,7 +228,7 @@ func (h *Handler) listOrders(c *gin.Context) {
 	}
 	ctx, cancel := h.ctx(c)
 	defer cancel()
-	page, err := search[Order](ctx, h.es, h.orders, orderListBody(user, status, pg), pg)
+	page, err := search[Order](ctx, h, h.orders, orderListBody(user, status, pg), pg)
 	if err != nil {
 		h.fail(c, err)
 		return

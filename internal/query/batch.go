@@ -1,0 +1,338 @@
+package query
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/elastic/go-elasticsearch/v8"
+	"github.com/elastic/go-elasticsearch/v8/esapi"
+	fastjson "github.com/goccy/go-json"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"cqrsflow/internal/esindex"
+	"cqrsflow/internal/jsonvalid"
+	"cqrsflow/internal/obs"
+)
+
+// Reads that arrive together go to Elasticsearch together: the gets by id
+// in flight at once become one _mget, the searches one _msearch. On two
+// shared cores Elasticsearch spends most of a single GET or _search on
+// the HTTP request around it (measured with 32 clients: ~340 µs of its
+// CPU per GET, ~70 µs per document of an _mget of 8), and the api pays
+// one HTTP exchange per batch instead of one per read.
+//
+// A coalescer has Slots requests to Elasticsearch in flight at most. A
+// read that finds a slot free is sent at once, alone, by the goroutine
+// that asked for it: an idle api adds no wait. The reads that arrive
+// while every slot is busy queue, and the next slot to free up takes up
+// to MaxBatch of them, oldest first. So batches grow with the load and
+// nothing waits longer than one batch ahead of it.
+//
+// Each read keeps its own outcome. A document that is missing, an index
+// that is missing, or a search Elasticsearch refuses answers that read
+// alone; only a failure of the whole request (connection, 429, 5xx, an
+// answer that is not JSON or not one part per read) fails its batch, as
+// it would have failed each read sent alone. A batch runs under its own
+// timeout, not under any one caller's context: a client that hangs up
+// leaves the batch to the others and gets its context's error at once.
+
+// BatchConfig bounds the coalescing of reads (api: READ_BATCH*).
+type BatchConfig struct {
+	// MaxBatch is the most reads in one _mget or _msearch; 1 sends every
+	// read alone (through the same queue).
+	MaxBatch int
+	// Slots is how many requests of each kind (gets, searches) are in
+	// flight to Elasticsearch at once.
+	Slots int
+}
+
+// DefaultBatchConfig is the api's default.
+func DefaultBatchConfig() BatchConfig { return BatchConfig{MaxBatch: 64, Slots: 2} }
+
+// Validate names each bad field.
+func (c BatchConfig) Validate() error {
+	var errs []error
+	if c.MaxBatch < 1 || c.MaxBatch > 1024 {
+		errs = append(errs, fmt.Errorf("max batch %d: must be 1..1024", c.MaxBatch))
+	}
+	if c.Slots < 1 || c.Slots > 256 {
+		errs = append(errs, fmt.Errorf("slots %d: must be 1..256", c.Slots))
+	}
+	return errors.Join(errs...)
+}
+
+// errRefused: Elasticsearch refused a batch's request as a whole with a
+// 4xx other than 429.
+var errRefused = errors.New("refused")
+
+// readCall is one read waiting for its part of a batch's answer.
+type readCall struct {
+	index string
+	id    string // a get by id
+	body  []byte // a search: one line of compact JSON
+	ctx   context.Context
+	done  chan struct{}
+	part  []byte // its part of the answer, once done is closed
+	err   error
+}
+
+// batchKind is what a coalescer batches.
+type batchKind struct {
+	name    string // label of the metrics: "get", "search"
+	encode  func(b []byte, calls []*readCall) []byte
+	perform func(ctx context.Context, es *elasticsearch.Client, body []byte) (*esapi.Response, error)
+	parts   func(answer []byte) ([]json.RawMessage, error)
+}
+
+var mgetKind = batchKind{
+	name: "get",
+	encode: func(b []byte, calls []*readCall) []byte {
+		b = append(b, `{"docs":[`...)
+		for i, c := range calls {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, `{"_index":`...)
+			b = appendString(b, c.index)
+			b = append(b, `,"_id":`...)
+			b = appendString(b, c.id)
+			b = append(b, '}')
+		}
+		return append(b, "]}"...)
+	},
+	perform: func(ctx context.Context, es *elasticsearch.Client, body []byte) (*esapi.Response, error) {
+		return es.Mget(bytes.NewReader(body), es.Mget.WithContext(ctx))
+	},
+	parts: func(answer []byte) ([]json.RawMessage, error) {
+		var a struct {
+			Docs []json.RawMessage `json:"docs"`
+		}
+		err := fastjson.Unmarshal(answer, &a)
+		return a.Docs, err
+	},
+}
+
+var msearchKind = batchKind{
+	name: "search",
+	encode: func(b []byte, calls []*readCall) []byte {
+		for _, c := range calls {
+			b = append(b, `{"index":`...)
+			b = appendString(b, c.index)
+			b = append(b, "}\n"...)
+			b = append(b, c.body...)
+			b = append(b, '\n')
+		}
+		return b
+	},
+	perform: func(ctx context.Context, es *elasticsearch.Client, body []byte) (*esapi.Response, error) {
+		return es.Msearch(bytes.NewReader(body), es.Msearch.WithContext(ctx))
+	},
+	parts: func(answer []byte) ([]json.RawMessage, error) {
+		var a struct {
+			Responses []json.RawMessage `json:"responses"`
+		}
+		err := fastjson.Unmarshal(answer, &a)
+		return a.Responses, err
+	},
+}
+
+// coalescer batches the reads of one kind.
+type coalescer struct {
+	es        *elasticsearch.Client
+	kind      batchKind
+	cfg       BatchConfig
+	timeout   time.Duration
+	size      prometheus.Observer
+	fallbacks prometheus.Counter
+
+	mu      sync.Mutex
+	pending []*readCall
+	busy    int // slots in use
+}
+
+func newCoalescer(es *elasticsearch.Client, kind batchKind, cfg BatchConfig, timeout time.Duration, m *batchMetrics) *coalescer {
+	return &coalescer{es: es, kind: kind, cfg: cfg, timeout: timeout,
+		size: m.reads.WithLabelValues(kind.name), fallbacks: m.fallbacks.WithLabelValues(kind.name)}
+}
+
+// do queues c and returns its part of the answer: the document of an
+// _mget, the response of an _msearch. An error wraps
+// esindex.ErrUnavailable when Elasticsearch could not be asked or its
+// answer could not be read, as for a read sent alone.
+func (q *coalescer) do(ctx context.Context, c *readCall) ([]byte, error) {
+	c.ctx, c.done = ctx, make(chan struct{})
+	q.mu.Lock()
+	q.pending = append(q.pending, c)
+	var batch []*readCall
+	if q.busy < q.cfg.Slots {
+		q.busy++
+		batch = q.takeLocked()
+	}
+	q.mu.Unlock()
+	if batch != nil {
+		// This goroutine holds a slot: it sends the oldest reads (its own
+		// among them unless more than MaxBatch were queued before it),
+		// then hands the slot on.
+		q.send(ctx, batch)
+		q.next()
+	}
+	select {
+	case <-c.done:
+		return c.part, c.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %s %s: %w", esindex.ErrUnavailable, q.kind.name, c.index, ctx.Err())
+	}
+}
+
+// takeLocked removes up to MaxBatch pending reads whose callers still
+// wait, oldest first.
+func (q *coalescer) takeLocked() []*readCall {
+	var batch []*readCall
+	n := 0
+	for ; n < len(q.pending) && len(batch) < q.cfg.MaxBatch; n++ {
+		if c := q.pending[n]; c.ctx.Err() == nil {
+			batch = append(batch, c)
+		}
+	}
+	rest := copy(q.pending, q.pending[n:])
+	clear(q.pending[rest:])
+	q.pending = q.pending[:rest]
+	return batch
+}
+
+// next gives the caller's slot to the reads queued meanwhile (sent from a
+// goroutine of their own, so the caller can answer), or frees it.
+func (q *coalescer) next() {
+	q.mu.Lock()
+	batch := q.takeLocked()
+	if len(batch) == 0 {
+		q.busy--
+		q.mu.Unlock()
+		return
+	}
+	q.mu.Unlock()
+	go func() {
+		q.send(context.Background(), batch)
+		q.next()
+	}()
+}
+
+// send makes one request of batch and gives every read its part. The
+// request keeps ctx's values (the trace of the read that sends it) but
+// not its cancellation: it is the batch's, bounded by the timeout.
+func (q *coalescer) send(ctx context.Context, batch []*readCall) {
+	q.size.Observe(float64(len(batch)))
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), q.timeout)
+	defer cancel()
+	parts, err := q.request(ctx, batch)
+	if errors.Is(err, errRefused) && len(batch) > 1 {
+		// Elasticsearch refused the request as a whole (an _msearch with
+		// one body it cannot parse is a 400 for all): each read is sent
+		// again alone, so the one it refuses fails alone.
+		q.fallbacks.Inc()
+		for _, c := range batch {
+			if p, err := q.request(ctx, []*readCall{c}); err != nil {
+				c.err = err
+			} else {
+				c.part = p[0]
+			}
+			close(c.done)
+		}
+		return
+	}
+	for i, c := range batch {
+		if err != nil {
+			c.err = err
+		} else {
+			c.part = parts[i]
+		}
+		close(c.done)
+	}
+}
+
+// request sends batch as one request and splits the answer.
+func (q *coalescer) request(ctx context.Context, batch []*readCall) ([]json.RawMessage, error) {
+	bp := bufPool.Get().(*[]byte)
+	body := q.kind.encode((*bp)[:0], batch)
+	res, err := q.kind.perform(ctx, q.es, body)
+	if cap(body) <= maxPooled {
+		*bp = body[:0]
+		bufPool.Put(bp)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s of %d: %w", esindex.ErrUnavailable, q.kind.name, len(batch), err)
+	}
+	defer res.Body.Close()
+	if res.IsError() {
+		rb, _ := io.ReadAll(io.LimitReader(res.Body, 1024))
+		e := fmt.Errorf("%s of %d: %s: %s", q.kind.name, len(batch), res.Status(), rb)
+		if res.StatusCode == http.StatusTooManyRequests || res.StatusCode >= 500 {
+			return nil, fmt.Errorf("%w: %w", esindex.ErrUnavailable, e)
+		}
+		return nil, fmt.Errorf("%w: %w", errRefused, e)
+	}
+	answer, err := readAnswer(res.Body, int64(len(batch))*maxAnswerBytes)
+	if err != nil {
+		return nil, err
+	}
+	parts, err := q.kind.parts(answer)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s answer: %w", esindex.ErrUnavailable, q.kind.name, err)
+	}
+	if len(parts) != len(batch) {
+		return nil, fmt.Errorf("%w: %s answer: %d parts for %d reads", esindex.ErrUnavailable, q.kind.name, len(parts), len(batch))
+	}
+	return parts, nil
+}
+
+// readAnswer reads a whole answer of at most limit bytes and checks that
+// it is one JSON value; its errors wrap esindex.ErrUnavailable.
+func readAnswer(body io.Reader, limit int64) ([]byte, error) {
+	var buf bytes.Buffer
+	n, err := buf.ReadFrom(io.LimitReader(body, limit+1))
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("%w: reading answer: %w", esindex.ErrUnavailable, err)
+	case n > limit:
+		return nil, fmt.Errorf("%w: answer larger than %d bytes", esindex.ErrUnavailable, limit)
+	case !jsonvalid.Valid(buf.Bytes()):
+		return nil, fmt.Errorf("%w: answer is not valid JSON", esindex.ErrUnavailable)
+	}
+	return buf.Bytes(), nil
+}
+
+// batchMetrics are the coalescers' metrics (docs/architecture.md,
+// Metrics), by kind.
+type batchMetrics struct {
+	reads     *prometheus.HistogramVec
+	fallbacks *prometheus.CounterVec
+}
+
+func newBatchMetrics(reg prometheus.Registerer) (*batchMetrics, error) {
+	m := &batchMetrics{
+		reads: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: obs.Namespace, Name: "read_batch_reads",
+			Help:    "Reads per request to Elasticsearch (kind get: one _mget; search: one _msearch); 1 when the api is idle.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 11), // 1 … 1024, the largest MaxBatch
+		}, []string{"kind"}),
+		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: obs.Namespace, Name: "read_batch_fallbacks_total",
+			Help: "Batches of reads Elasticsearch refused as a whole (4xx); their reads were sent again one by one.",
+		}, []string{"kind"}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.reads, m.fallbacks} {
+			if err := reg.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return m, nil
+}
