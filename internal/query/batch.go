@@ -172,16 +172,19 @@ func (q *coalescer) do(ctx context.Context, c *readCall) ([]byte, error) {
 	q.pending = append(q.pending, c)
 	var batch []*readCall
 	if q.busy < q.cfg.Slots {
-		q.busy++
-		batch = q.takeLocked()
+		// A slot is taken only for a batch that is not empty (c's own
+		// context may be over already): a slot taken for nothing would
+		// never be handed on.
+		if batch = q.takeLocked(); len(batch) > 0 {
+			q.busy++
+		}
 	}
 	q.mu.Unlock()
-	if batch != nil {
+	if len(batch) > 0 {
 		// This goroutine holds a slot: it sends the oldest reads (its own
 		// among them unless more than MaxBatch were queued before it),
 		// then hands the slot on.
-		q.send(ctx, batch)
-		q.next()
+		q.run(ctx, batch)
 	}
 	select {
 	case <-c.done:
@@ -218,10 +221,13 @@ func (q *coalescer) next() {
 		return
 	}
 	q.mu.Unlock()
-	go func() {
-		q.send(context.Background(), batch)
-		q.next()
-	}()
+	go q.run(context.Background(), batch)
+}
+
+// run sends batch on a slot held for it, then hands the slot on.
+func (q *coalescer) run(ctx context.Context, batch []*readCall) {
+	defer q.next()
+	q.send(ctx, batch)
 }
 
 // send makes one request of batch and gives every read its part. The

@@ -176,7 +176,7 @@ func TestMgetCarriesIDsAsData(t *testing.T) {
 	got := mgetIDs(t, []byte(strings.TrimPrefix(u.bodies[0], "/_mget ")))
 	want := append([]string(nil), ids...)
 	want[7] = "\ufffd" // invalid UTF-8 is replaced, as encoding/json does
-	slices.Sort(got) // the reads queued in any order
+	slices.Sort(got)   // the reads queued in any order
 	slices.Sort(want)
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("ids sent %q, want %q", got, want)
@@ -347,5 +347,39 @@ func TestBatchedElasticsearchDownIs503(t *testing.T) {
 		if w.Code != http.StatusServiceUnavailable || b.Error.Code != "dependency_unavailable" {
 			t.Errorf("%s: status %d code %q, want 503 dependency_unavailable", path, w.Code, b.Error.Code)
 		}
+	}
+}
+
+// A read whose context is over before it queues takes no slot: with one
+// slot, the reads after it are still sent (it once kept the slot for
+// ever, and every later read timed out).
+func TestAReadGoneBeforeItQueuesTakesNoSlot(t *testing.T) {
+	u := newUpstream(t, func(w http.ResponseWriter, _ string, body []byte) {
+		var docs []string
+		for _, id := range mgetIDs(t, body) {
+			docs = append(docs, fmt.Sprintf(`{"found":true,"_source":{"id":%q,"version":1}}`, id))
+		}
+		fmt.Fprintf(w, `{"docs":[%s]}`, strings.Join(docs, ","))
+	})
+	h := batchHandler(t, u.URL, BatchConfig{MaxBatch: 64, Slots: 1})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var d Product
+	if _, err := getDoc(ctx, h, h.products, "gone", &d); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled read: %v, want context.Canceled", err)
+	}
+	h.gets.mu.Lock()
+	busy, queued := h.gets.busy, len(h.gets.pending)
+	h.gets.mu.Unlock()
+	if busy != 0 || queued != 0 {
+		t.Errorf("after a cancelled read: %d slots busy, %d queued; want none", busy, queued)
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if found, err := getDoc(ctx, h, h.products, "next", &d); err != nil || !found || d.ID != "next" {
+		t.Fatalf("the read after it: found %v, %v, %+v", found, err, d)
+	}
+	if len(u.bodies) != 1 || strings.Contains(u.bodies[0], "gone") {
+		t.Errorf("requests %q, want one without the cancelled read", u.bodies)
 	}
 }
