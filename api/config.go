@@ -67,9 +67,10 @@ type Config struct {
 
 	// Read batching (query.Handler.Batch): reads in flight at once go
 	// to Elasticsearch as one _mget / _msearch. Off: one request each.
-	ReadBatch      bool
-	ReadBatchMax   int
-	ReadBatchSlots int
+	ReadBatchGets     bool
+	ReadBatchSearches bool
+	ReadBatchMax      int
+	ReadBatchSlots    int
 }
 
 // registerDB registers what `api migrate` needs too.
@@ -102,9 +103,10 @@ func (c *Config) register(s *config.Set) {
 	s.Int(&c.GroupCommitCommitters, "GROUP_COMMIT_COMMITTERS", gc.Committers, "group-commit transactions in flight at once (a command finding none in flight runs alone at once)")
 	s.Duration(&c.GroupCommitLinger, "GROUP_COMMIT_LINGER", gc.Linger, "after a full batch, wait this long for more commands (0: never wait)")
 	rb := query.DefaultBatchConfig()
-	s.Bool(&c.ReadBatch, "READ_BATCH", true, "send the reads in flight at once to Elasticsearch together: gets by id as one _mget, searches and lists as one _msearch (false: one request per read)")
+	s.Bool(&c.ReadBatchGets, "READ_BATCH_GETS", rb.Gets, "send the gets by id in flight at once to Elasticsearch as one _mget (false: one GET per read)")
+	s.Bool(&c.ReadBatchSearches, "READ_BATCH_SEARCHES", rb.Searches, "send the searches and lists in flight at once to Elasticsearch as one _msearch (false: one _search per read)")
 	s.Int(&c.ReadBatchMax, "READ_BATCH_MAX", rb.MaxBatch, "most reads in one _mget or _msearch")
-	s.Int(&c.ReadBatchSlots, "READ_BATCH_SLOTS", rb.Slots, "requests of each kind (gets, searches) in flight to Elasticsearch at once (a read finding one free is sent at once, alone)")
+	s.Int(&c.ReadBatchSlots, "READ_BATCH_SLOTS", rb.Slots, "batched requests of each kind (gets, searches) in flight to Elasticsearch at once (a read finding one free is sent at once, alone)")
 	s.Duration(&c.NotifyInterval, "NOTIFY_INTERVAL", eventstore.DefaultNotifyInterval,
 		"least time between two post-commit NOTIFY rounds to the relay, 0..1s (commits within it share one; keep it at or below the relay's WAKE_LINGER)")
 }
@@ -139,7 +141,7 @@ func (c *Config) oidc() auth.OIDC {
 
 // readBatchConfig is the coalescing of reads.
 func (c *Config) readBatchConfig() query.BatchConfig {
-	return query.BatchConfig{MaxBatch: c.ReadBatchMax, Slots: c.ReadBatchSlots}
+	return query.BatchConfig{Gets: c.ReadBatchGets, Searches: c.ReadBatchSearches, MaxBatch: c.ReadBatchMax, Slots: c.ReadBatchSlots}
 }
 
 // batchConfig is the group-commit configuration; a batch's database work
@@ -183,7 +185,7 @@ func (c *Config) validate() error {
 			errs = append(errs, fmt.Errorf("GROUP_COMMIT_MAX_BATCH, GROUP_COMMIT_COMMITTERS, GROUP_COMMIT_LINGER: %w", err))
 		}
 	}
-	if c.ReadBatch {
+	if c.ReadBatchGets || c.ReadBatchSearches {
 		if err := c.readBatchConfig().Validate(); err != nil {
 			errs = append(errs, fmt.Errorf("READ_BATCH_MAX, READ_BATCH_SLOTS: %w", err))
 		}

@@ -255,8 +255,8 @@ func TestReadBatchSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rb := c.readBatchConfig(); !c.ReadBatch || rb.MaxBatch != 64 || rb.Slots != 2 {
-		t.Errorf("defaults: %v %+v, want read batching on, 64 per batch, 2 slots", c.ReadBatch, rb)
+	if rb := c.readBatchConfig(); !rb.Gets || rb.Searches || rb.MaxBatch != 64 || rb.Slots != 1 {
+		t.Errorf("defaults: %+v, want gets batched, searches not, 64 per batch, 1 slot", rb)
 	}
 	_, _, err = parseConfig([]string{"-api-keys", "ops:supersecretkey-123456", "-read-batch-max", "0", "-read-batch-slots", "100000"})
 	for _, want := range []string{"READ_BATCH_MAX", "max batch 0", "slots 100000"} {
@@ -264,10 +264,14 @@ func TestReadBatchSettings(t *testing.T) {
 			t.Errorf("error %v does not mention %s", err, want)
 		}
 	}
-	if _, _, err := parseConfig([]string{"-api-keys", "ops:supersecretkey-123456", "-read-batch=false", "-read-batch-slots", "0"}); err != nil {
+	// Off: the batch bounds are not used, so they are not checked.
+	if _, _, err := parseConfig([]string{"-api-keys", "ops:supersecretkey-123456", "-read-batch-gets=false", "-read-batch-slots", "0"}); err != nil {
 		t.Errorf("read batching off: %v", err)
 	}
-	for env, val := range map[string]string{"READ_BATCH": "sometimes", "READ_BATCH_MAX": "64k", "READ_BATCH_SLOTS": "-"} {
+	if _, _, err := parseConfig([]string{"-api-keys", "ops:supersecretkey-123456", "-read-batch-gets=false", "-read-batch-searches", "-read-batch-slots", "0"}); err == nil {
+		t.Error("searches batched with 0 slots: accepted")
+	}
+	for env, val := range map[string]string{"READ_BATCH_GETS": "sometimes", "READ_BATCH_SEARCHES": "2", "READ_BATCH_MAX": "64k", "READ_BATCH_SLOTS": "-"} {
 		t.Run(env, func(t *testing.T) {
 			t.Setenv(env, val)
 			if _, _, err := parseConfig([]string{"-api-keys", "ops:supersecretkey-123456"}); err == nil || !strings.Contains(err.Error(), env) {

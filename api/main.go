@@ -111,10 +111,8 @@ func serve(ctx context.Context, c Config, env cli.Env) error {
 	defer stopTracing()
 
 	reg := obs.NewRegistry()
-	if c.ReadBatch {
-		if _, err := reads.Batch(c.readBatchConfig(), reg); err != nil {
-			return err
-		}
+	if _, err := reads.Batch(c.readBatchConfig(), reg); err != nil {
+		return err
 	}
 	health := obs.NewHealth(map[string]obs.CheckFunc{"postgres": store.Ping, "elasticsearch": reads.Ping})
 	deps := httpapi.Deps{

@@ -43,18 +43,29 @@ import (
 // timeout, not under any one caller's context: a client that hangs up
 // leaves the batch to the others and gets its context's error at once.
 
-// BatchConfig bounds the coalescing of reads (api: READ_BATCH*).
+// BatchConfig says which reads are coalesced and bounds the batches
+// (api: READ_BATCH_*).
 type BatchConfig struct {
+	// Gets coalesces the gets by id into _mget requests.
+	Gets bool
+	// Searches coalesces the searches and lists into _msearch requests.
+	// Off by default: a search's cost is mostly its execution in
+	// Elasticsearch, which a batch does not share (BENCHMARKS.md, "Reads
+	// sent together"); cheap, selective searches gain from it.
+	Searches bool
 	// MaxBatch is the most reads in one _mget or _msearch; 1 sends every
 	// read alone (through the same queue).
 	MaxBatch int
-	// Slots is how many requests of each kind (gets, searches) are in
-	// flight to Elasticsearch at once.
+	// Slots is how many requests of each kind are in flight to
+	// Elasticsearch at once.
 	Slots int
 }
 
-// DefaultBatchConfig is the api's default.
-func DefaultBatchConfig() BatchConfig { return BatchConfig{MaxBatch: 64, Slots: 2} }
+// DefaultBatchConfig is the api's default: gets coalesced, one request in
+// flight, up to 64 reads in it.
+func DefaultBatchConfig() BatchConfig {
+	return BatchConfig{Gets: true, MaxBatch: 64, Slots: 1}
+}
 
 // Validate names each bad field.
 func (c BatchConfig) Validate() error {

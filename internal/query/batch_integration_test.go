@@ -127,7 +127,7 @@ func labelOf(m *dto.Metric, name string) string {
 // Gets queued together go out as one _mget, and each keeps its own
 // outcome: found, deleted, not found, missing index.
 func TestBatchedGetsKeepTheirOwnOutcome(t *testing.T) {
-	f := newBatchFixture(t, BatchConfig{MaxBatch: 64, Slots: 1})
+	f := newBatchFixture(t, BatchConfig{Gets: true, Searches: true, MaxBatch: 64, Slots: 1})
 	q := f.h.gets
 	hold(q)
 	reads := []struct{ index, id string }{
@@ -171,7 +171,7 @@ func TestBatchedGetsKeepTheirOwnOutcome(t *testing.T) {
 // Searches queued together go out as one _msearch; a search
 // Elasticsearch refuses fails alone, a missing index is an empty page.
 func TestBatchedSearchesKeepTheirOwnOutcome(t *testing.T) {
-	f := newBatchFixture(t, BatchConfig{MaxBatch: 64, Slots: 1})
+	f := newBatchFixture(t, BatchConfig{Gets: true, Searches: true, MaxBatch: 64, Slots: 1})
 	q := f.h.searches
 	hold(q)
 	pg := Paging{Page: 1, Limit: 20}
@@ -230,7 +230,7 @@ func TestBatchedSearchesKeepTheirOwnOutcome(t *testing.T) {
 // More reads than MaxBatch are split into batches of at most MaxBatch,
 // oldest first, and every read is answered.
 func TestBatchesAreBoundedByMaxBatch(t *testing.T) {
-	f := newBatchFixture(t, BatchConfig{MaxBatch: 3, Slots: 1})
+	f := newBatchFixture(t, BatchConfig{Gets: true, Searches: true, MaxBatch: 3, Slots: 1})
 	q := f.h.gets
 	hold(q)
 	const n = 10
@@ -265,7 +265,7 @@ func TestBatchesAreBoundedByMaxBatch(t *testing.T) {
 // A caller that gives up while queued gets its context's error at once
 // and is left out of the batch; the others are answered.
 func TestAQueuedReadLeavesWithItsContext(t *testing.T) {
-	f := newBatchFixture(t, BatchConfig{MaxBatch: 64, Slots: 1})
+	f := newBatchFixture(t, BatchConfig{Gets: true, Searches: true, MaxBatch: 64, Slots: 1})
 	q := f.h.gets
 	hold(q)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -304,7 +304,7 @@ func TestAQueuedReadLeavesWithItsContext(t *testing.T) {
 // asked for (no answer goes to another read of the batch), reads do get
 // batched, and an idle read afterwards goes alone.
 func TestConcurrentReadsThroughTheRoutes(t *testing.T) {
-	f := newBatchFixture(t, BatchConfig{MaxBatch: 64, Slots: 2})
+	f := newBatchFixture(t, BatchConfig{Gets: true, Searches: true, MaxBatch: 64, Slots: 2})
 	gin.SetMode(gin.TestMode)
 	r := gin.New()
 	RegisterProducts(r, f.h)
@@ -365,7 +365,7 @@ func TestConcurrentReadsThroughTheRoutes(t *testing.T) {
 // Read-your-writes polls through the batches: a get waiting for a
 // version the read model reaches later is answered with it.
 func TestBatchedReadYourWrites(t *testing.T) {
-	f := newBatchFixture(t, BatchConfig{MaxBatch: 64, Slots: 1})
+	f := newBatchFixture(t, BatchConfig{Gets: true, Searches: true, MaxBatch: 64, Slots: 1})
 	gin.SetMode(gin.TestMode)
 	r := gin.New()
 	RegisterProducts(r, f.h)

@@ -148,8 +148,16 @@ func TestBatchConfigValidate(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "max batch 0") || !strings.Contains(err.Error(), "slots 257") {
 		t.Errorf("bad config: %v, want both fields named", err)
 	}
-	if _, err := New(nil, "", slog.New(slog.DiscardHandler)).Batch(BatchConfig{MaxBatch: 2000, Slots: 1}, nil); err == nil {
+	if _, err := New(nil, "", slog.New(slog.DiscardHandler)).Batch(BatchConfig{Gets: true, Searches: true, MaxBatch: 2000, Slots: 1}, nil); err == nil {
 		t.Error("Batch took a max batch of 2000")
+	}
+	h, err := New(nil, "", slog.New(slog.DiscardHandler)).Batch(BatchConfig{MaxBatch: 0}, nil)
+	if err != nil || h.gets != nil || h.searches != nil {
+		t.Errorf("nothing batched: %v, gets %v, searches %v; want the handler as it was", err, h.gets, h.searches)
+	}
+	h, _ = New(nil, "", slog.New(slog.DiscardHandler)).Batch(DefaultBatchConfig(), nil)
+	if h.gets == nil || h.searches != nil {
+		t.Errorf("default: gets %v, searches %v; want only the gets batched", h.gets, h.searches)
 	}
 }
 
@@ -164,7 +172,7 @@ func TestMgetCarriesIDsAsData(t *testing.T) {
 		}
 		fmt.Fprintf(w, `{"docs":[%s]}`, strings.Join(docs, ","))
 	})
-	h := batchHandler(t, u.URL, BatchConfig{MaxBatch: 64, Slots: 1})
+	h := batchHandler(t, u.URL, BatchConfig{Gets: true, Searches: true, MaxBatch: 64, Slots: 1})
 	for i, o := range queuedGets(t, h, ids) {
 		if o.err != nil || o.found {
 			t.Errorf("%q: %+v", ids[i], o)
@@ -204,7 +212,7 @@ func TestBrokenBatchAnswersAreUnavailable(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			u := newUpstream(t, func(w http.ResponseWriter, _ string, _ []byte) { answer(w) })
-			h := batchHandler(t, u.URL, BatchConfig{MaxBatch: 64, Slots: 1})
+			h := batchHandler(t, u.URL, BatchConfig{Gets: true, Searches: true, MaxBatch: 64, Slots: 1})
 			for i, o := range queuedGets(t, h, []string{"a", "b"}) {
 				if !errors.Is(o.err, esindex.ErrUnavailable) || o.found {
 					t.Errorf("read %d: %+v, want unavailable", i, o)
@@ -236,7 +244,7 @@ func TestMgetDocumentErrorsStayWithTheirRead(t *testing.T) {
 		}
 		fmt.Fprintf(w, `{"docs":[%s]}`, strings.Join(docs, ","))
 	})
-	h := batchHandler(t, u.URL, BatchConfig{MaxBatch: 64, Slots: 1})
+	h := batchHandler(t, u.URL, BatchConfig{Gets: true, Searches: true, MaxBatch: 64, Slots: 1})
 	out := queuedGets(t, h, []string{"ok1", "noindex", "shard", "nosource", "badsource", "ok2"})
 	if o := out[0]; o.err != nil || !o.found || o.doc.ID != "ok1" {
 		t.Errorf("ok1: %+v", o)
@@ -289,7 +297,7 @@ func TestRefusedMsearchFallsBackToOneByOne(t *testing.T) {
 		}
 		fmt.Fprintf(w, `{"responses":[%s]}`, strings.Join(parts, ","))
 	})
-	h := batchHandler(t, u.URL, BatchConfig{MaxBatch: 64, Slots: 1})
+	h := batchHandler(t, u.URL, BatchConfig{Gets: true, Searches: true, MaxBatch: 64, Slots: 1})
 	bodies := []string{`{"q":"ok"}`, `{"q":"refuse"}`, "{\n\"q\": \"multi\nline\"\n}", `{"q":"busy"}`, `{"q":"gone"}`, "{\"q\":\"with \\n escaped\"}"}
 	hold(h.searches)
 	type outcome struct {
@@ -337,7 +345,7 @@ func TestBatchedElasticsearchDownIs503(t *testing.T) {
 	gin.SetMode(gin.TestMode)
 	r := gin.New()
 	r.Use(asPrincipal(&auth.Principal{ID: "svc", Scopes: auth.DefaultScopes}))
-	Register(r, batchHandler(t, "http://127.0.0.1:1", DefaultBatchConfig()))
+	Register(r, batchHandler(t, "http://127.0.0.1:1", BatchConfig{Gets: true, Searches: true, MaxBatch: 64, Slots: 1}))
 	for _, path := range []string{
 		"/v1/products/" + pid, "/v1/products/" + pid + "?min_version=3&wait=100ms", "/v1/products?page=2&limit=100",
 		"/v1/products/search?q=lamp&sort=-price&in_stock=true&min_price=1", "/v1/orders/" + oid,
@@ -361,7 +369,7 @@ func TestAReadGoneBeforeItQueuesTakesNoSlot(t *testing.T) {
 		}
 		fmt.Fprintf(w, `{"docs":[%s]}`, strings.Join(docs, ","))
 	})
-	h := batchHandler(t, u.URL, BatchConfig{MaxBatch: 64, Slots: 1})
+	h := batchHandler(t, u.URL, BatchConfig{Gets: true, Searches: true, MaxBatch: 64, Slots: 1})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	var d Product

@@ -83,9 +83,12 @@ func (h *Handler) LimitWaits(gate WaitGate) *Handler {
 }
 
 // Batch makes the reads in flight at once go to Elasticsearch together
-// (batch.go): gets by id as one _mget, searches and lists as one
-// _msearch, within cfg. reg (if not nil) gets the batch sizes.
+// (batch.go): gets by id as one _mget (cfg.Gets), searches and lists as
+// one _msearch (cfg.Searches). reg (if not nil) gets the batch metrics.
 func (h *Handler) Batch(cfg BatchConfig, reg prometheus.Registerer) (*Handler, error) {
+	if !cfg.Gets && !cfg.Searches {
+		return h, nil
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -93,8 +96,12 @@ func (h *Handler) Batch(cfg BatchConfig, reg prometheus.Registerer) (*Handler, e
 	if err != nil {
 		return nil, err
 	}
-	h.gets = newCoalescer(h.es, mgetKind, cfg, h.timeout, m)
-	h.searches = newCoalescer(h.es, msearchKind, cfg, h.timeout, m)
+	if cfg.Gets {
+		h.gets = newCoalescer(h.es, mgetKind, cfg, h.timeout, m)
+	}
+	if cfg.Searches {
+		h.searches = newCoalescer(h.es, msearchKind, cfg, h.timeout, m)
+	}
 	return h, nil
 }
 
