@@ -255,8 +255,8 @@ func TestReadBatchSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rb := c.readBatchConfig(); !rb.Gets || rb.Searches || rb.MaxBatch != 64 || rb.Slots != 1 {
-		t.Errorf("defaults: %+v, want gets batched, searches not, 64 per batch, 1 slot", rb)
+	if rb := c.readBatchConfig(); !rb.Gets || rb.Searches || rb.MaxBatch != 64 || rb.Slots != 2 {
+		t.Errorf("defaults: %+v, want gets batched, searches not, 64 per batch, 2 slots", rb)
 	}
 	_, _, err = parseConfig([]string{"-api-keys", "ops:supersecretkey-123456", "-read-batch-max", "0", "-read-batch-slots", "100000"})
 	for _, want := range []string{"READ_BATCH_MAX", "max batch 0", "slots 100000"} {

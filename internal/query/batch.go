@@ -29,11 +29,12 @@ import (
 // one HTTP exchange per batch instead of one per read.
 //
 // A coalescer has Slots requests to Elasticsearch in flight at most. A
-// read that finds a slot free is sent at once, alone, by the goroutine
-// that asked for it: an idle api adds no wait. The reads that arrive
-// while every slot is busy queue, and the next slot to free up takes up
-// to MaxBatch of them, oldest first. So batches grow with the load and
-// nothing waits longer than one batch ahead of it.
+// read that finds nothing in flight is sent at once, alone, by the
+// goroutine that asked for it: an idle api adds no wait. The reads that
+// arrive meanwhile queue; the next slot to free up takes up to MaxBatch of
+// them, oldest first, and a further slot opens beside a batch in flight
+// only for a queue of MaxBatch/8 or more (mayStartLocked). So batches grow
+// with the load and nothing waits longer than one batch ahead of it.
 //
 // Each read keeps its own outcome. A document that is missing, an index
 // that is missing, or a search Elasticsearch refuses answers that read
@@ -61,10 +62,11 @@ type BatchConfig struct {
 	Slots int
 }
 
-// DefaultBatchConfig is the api's default: gets coalesced, one request in
-// flight, up to 64 reads in it.
+// DefaultBatchConfig is the api's default: gets coalesced, up to two
+// requests in flight (the second only for a queue of 8 or more), up to
+// 64 reads in each.
 func DefaultBatchConfig() BatchConfig {
-	return BatchConfig{Gets: true, MaxBatch: 64, Slots: 1}
+	return BatchConfig{Gets: true, MaxBatch: 64, Slots: 2}
 }
 
 // Validate names each bad field.
@@ -182,7 +184,7 @@ func (q *coalescer) do(ctx context.Context, c *readCall) ([]byte, error) {
 	q.mu.Lock()
 	q.pending = append(q.pending, c)
 	var batch []*readCall
-	if q.busy < q.cfg.Slots {
+	if q.mayStartLocked(0) {
 		// A slot is taken only for a batch that is not empty (c's own
 		// context may be over already): a slot taken for nothing would
 		// never be handed on.
@@ -205,6 +207,25 @@ func (q *coalescer) do(ctx context.Context, c *readCall) ([]byte, error) {
 	}
 }
 
+// mayStartLocked reports whether a batch of the queued reads may start
+// now on a slot, held besides others in flight: at once when no other
+// batch is in flight (an idle api adds no wait, and the last batch to end
+// always takes what is queued, so no read is left behind); beside
+// batches in flight only on a free slot and for a queue of at least
+// MaxBatch/8 reads. Smaller queues wait for a batch in flight to end and
+// go with it: a slot that took every read as it came would send many
+// small batches, each costing an HTTP exchange on both sides.
+func (q *coalescer) mayStartLocked(others int) bool {
+	others = q.busy - others // batches in flight besides the caller's slot
+	switch {
+	case others == 0:
+		return true
+	case others >= q.cfg.Slots:
+		return false
+	}
+	return len(q.pending) >= max(1, q.cfg.MaxBatch/8)
+}
+
 // takeLocked removes up to MaxBatch pending reads whose callers still
 // wait, oldest first.
 func (q *coalescer) takeLocked() []*readCall {
@@ -225,7 +246,10 @@ func (q *coalescer) takeLocked() []*readCall {
 // goroutine of their own, so the caller can answer), or frees it.
 func (q *coalescer) next() {
 	q.mu.Lock()
-	batch := q.takeLocked()
+	var batch []*readCall
+	if q.mayStartLocked(1) {
+		batch = q.takeLocked()
+	}
 	if len(batch) == 0 {
 		q.busy--
 		q.mu.Unlock()

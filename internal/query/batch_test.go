@@ -391,3 +391,92 @@ func TestAReadGoneBeforeItQueuesTakesNoSlot(t *testing.T) {
 		t.Errorf("requests %q, want one without the cancelled read", u.bodies)
 	}
 }
+
+// A batch starts at once when nothing is in flight; beside a batch in
+// flight only on a free slot and for a queue of MaxBatch/8 reads.
+func TestMayStart(t *testing.T) {
+	for _, c := range []struct {
+		slots, busy, others, pending int
+		want                         bool
+	}{
+		{slots: 2, busy: 0, pending: 1, want: true},             // idle: at once
+		{slots: 1, busy: 1, pending: 50, want: false},           // the only slot is busy
+		{slots: 2, busy: 1, pending: 7, want: false},            // a small queue waits for the batch in flight
+		{slots: 2, busy: 1, pending: 8, want: true},             // a queue worth a request of its own
+		{slots: 2, busy: 2, pending: 64, want: false},           // every slot busy
+		{slots: 2, busy: 1, others: 1, pending: 1, want: true},  // the last batch to end takes any queue
+		{slots: 2, busy: 2, others: 1, pending: 3, want: false}, // another still in flight: 3 wait for it
+		{slots: 2, busy: 2, others: 1, pending: 9, want: true},
+	} {
+		q := &coalescer{cfg: BatchConfig{MaxBatch: 64, Slots: c.slots}, busy: c.busy, pending: make([]*readCall, c.pending)}
+		if got := q.mayStartLocked(c.others); got != c.want {
+			t.Errorf("%+v: %v, want %v", c, got, c.want)
+		}
+	}
+}
+
+// Beside a batch in flight, reads queue until there are MaxBatch/8 of
+// them, then go as one batch on the second slot; none is left behind.
+func TestASecondSlotOpensForAFullEnoughQueue(t *testing.T) {
+	u := newUpstream(t, func(w http.ResponseWriter, _ string, body []byte) {
+		var docs []string
+		for _, id := range mgetIDs(t, body) {
+			docs = append(docs, fmt.Sprintf(`{"found":true,"_source":{"id":%q,"version":1}}`, id))
+		}
+		fmt.Fprintf(w, `{"docs":[%s]}`, strings.Join(docs, ","))
+	})
+	h := batchHandler(t, u.URL, BatchConfig{Gets: true, MaxBatch: 16, Slots: 2}) // opens for 2 queued
+	q := h.gets
+	q.mu.Lock()
+	q.busy = 1 // a batch in flight that has not ended
+	q.mu.Unlock()
+	done := make(chan getOutcome, 3)
+	get := func(id string) {
+		var o getOutcome
+		o.found, o.err = getDoc(context.Background(), h, h.products, id, &o.doc)
+		done <- o
+	}
+	go get("a")
+	waitQueued(t, q, 1)
+	time.Sleep(20 * time.Millisecond)
+	q.mu.Lock()
+	busy, queued := q.busy, len(q.pending)
+	q.mu.Unlock()
+	if busy != 1 || queued != 1 || len(u.bodies) != 0 {
+		t.Fatalf("one read beside a batch in flight: %d busy, %d queued, %d requests; want it to wait", busy, queued, len(u.bodies))
+	}
+	go get("b") // the queue reaches MaxBatch/8 = 2: the second slot opens
+	for range 2 {
+		if o := <-done; o.err != nil || !o.found {
+			t.Errorf("%+v", o)
+		}
+	}
+	if len(u.bodies) != 1 {
+		t.Errorf("requests %q, want one batch of a and b", u.bodies)
+	}
+	go get("c") // queues behind the batch still in flight
+	waitQueued(t, q, 1)
+	q.next() // that batch ends: it takes c whatever the queue's length
+	if o := <-done; o.err != nil || !o.found || o.doc.ID != "c" {
+		t.Errorf("c: %+v", o)
+	}
+	waitIdle(t, q)
+}
+
+// waitIdle waits until no batch of q is in flight.
+func waitIdle(t *testing.T, q *coalescer) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		q.mu.Lock()
+		busy := q.busy
+		q.mu.Unlock()
+		if busy == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d slots still busy", busy)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
