@@ -368,6 +368,27 @@ func TestReadDiffersFromStore(t *testing.T) {
 	wantOnly(t, &w.in, productID, "stock: document 7, events 2", "reads")
 }
 
+// A read the api refuses (401: the workload sent no credential) fails
+// the invariant instead of leaving it with nothing to check.
+func TestRefusedReadFails(t *testing.T) {
+	for _, status := range []int{400, 401, 403, 500} {
+		w := newWorld()
+		w.in.Attempts[len(w.in.Attempts)-1].Status = status
+		w.in.Attempts[len(w.in.Attempts)-1].Resp = json.RawMessage(`{"error":{"code":"unauthenticated"}}`)
+		res := results(t, &w.in)
+		if r := res["reads"]; len(r.Violations) != 1 || !strings.Contains(r.Violations[0].Msg, fmt.Sprintf("was answered %d", status)) {
+			t.Errorf("status %d: reads %+v", status, r.Violations)
+		}
+	}
+	for _, status := range []int{0, 429, 503} {
+		w := newWorld()
+		w.in.Attempts[len(w.in.Attempts)-1].Status = status
+		if r := results(t, &w.in)["reads"]; len(r.Violations) != 0 {
+			t.Errorf("status %d: reads %+v, want no violation (http-5xx judges 503s)", status, r.Violations)
+		}
+	}
+}
+
 func TestNonzeroLag(t *testing.T) {
 	w := newWorld()
 	w.in.GroupLag["g-orders"] = 5

@@ -163,3 +163,38 @@ func TestModelLearnsFromAnswers(t *testing.T) {
 		t.Fatalf("a cancelled order counted open")
 	}
 }
+
+// Every request carries the API key, reads too (they went without one,
+// were all answered 401, and the reads invariant checked none); only a
+// request with a body says it is JSON.
+func TestEveryRequestCarriesTheKey(t *testing.T) {
+	type seen struct{ method, auth, ctype string }
+	var mu sync.Mutex
+	var got []seen
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got = append(got, seen{r.Method, r.Header.Get("Authorization"), r.Header.Get("Content-Type")})
+		mu.Unlock()
+		w.WriteHeader(404)
+	}))
+	defer srv.Close()
+	m := newModel()
+	m.learn(&history.Attempt{Type: history.CreateProduct, Aggregate: "product", Status: 201, Resp: []byte(`{"id":"p1","version":2}`)})
+	c := &client{cfg: Config{BaseURL: srv.URL, APIKey: "k-123", Timeout: time.Second, MaxAttempts: 1, Record: func(history.Attempt) {}},
+		rng: rand.New(rand.NewPCG(1, 2)), m: m, counts: &Counts{}, ops: &atomic.Int64{}, http: srv.Client()}
+	c.run(context.Background(), 1, c.read("product"))
+	c.run(context.Background(), 2, c.createProduct(2))
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 2 {
+		t.Fatalf("requests: %+v", got)
+	}
+	for _, s := range got {
+		if s.auth != "Bearer k-123" {
+			t.Errorf("%s without the key: Authorization %q", s.method, s.auth)
+		}
+	}
+	if got[0].method != http.MethodGet || got[0].ctype != "" || got[1].ctype != "application/json" {
+		t.Errorf("requests %+v: want a GET without a Content-Type, then a write with one", got)
+	}
+}
