@@ -78,41 +78,34 @@ func newBatchFixture(t *testing.T, cfg BatchConfig) *batchFixture {
 // batchSizes returns the observed reads per batch of kind: count, sum.
 func (f *batchFixture) batchSizes(t *testing.T, kind string) (uint64, float64) {
 	t.Helper()
-	mfs, err := f.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "cqrsflow_read_batch_reads" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if labelOf(m, "kind") == kind {
-				return m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum()
-			}
-		}
-	}
-	return 0, 0
+	m := f.metric(t, "cqrsflow_read_batch_reads", kind)
+	return m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum()
 }
 
 // fallbacks returns the batches of kind sent again read by read.
 func (f *batchFixture) fallbacks(t *testing.T, kind string) float64 {
+	t.Helper()
+	return f.metric(t, "cqrsflow_read_batch_fallbacks_total", kind).GetCounter().GetValue()
+}
+
+// metric returns the sample of name with label kind (nil if none).
+func (f *batchFixture) metric(t *testing.T, name, kind string) *dto.Metric {
 	t.Helper()
 	mfs, err := f.reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() != "cqrsflow_read_batch_fallbacks_total" {
+		if mf.GetName() != name {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
 			if labelOf(m, "kind") == kind {
-				return m.GetCounter().GetValue()
+				return m
 			}
 		}
 	}
-	return 0
+	return nil
 }
 
 func labelOf(m *dto.Metric, name string) string {
