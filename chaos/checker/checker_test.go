@@ -368,6 +368,58 @@ func TestReadDiffersFromStore(t *testing.T) {
 	wantOnly(t, &w.in, productID, "stock: document 7, events 2", "reads")
 }
 
+// searchAttempt is a product search answered 200 with page.
+func searchAttempt(op int64, page string) history.Attempt {
+	a := attempt(op, 1, history.SearchProducts, "product", "", "GET", "/v1/products/search?limit=5&q=lamp", 0, "", "", 720, 730, 200, page)
+	a.Body = nil
+	return a
+}
+
+const (
+	lampV1 = `{"id":"foobar","name":"lamp 1","description":"desk","price":9.5,"currency":"EUR","stock":3,"version":1,"created_at":"2026-03-01T10:00:00.01Z","updated_at":"2026-03-01T10:00:00.01Z"}`
+	lampV2 = `{"id":"foobar","name":"lamp 1","description":"desk lamp","price":12,"currency":"EUR","stock":2,"version":2,"created_at":"2026-03-01T10:00:00.01Z","updated_at":"2026-03-01T10:00:00.31Z"}`
+)
+
+// A search's products are each held to the fold at their version: an
+// older version is fine (near-real-time), a wrong field, a version the
+// store does not have or a page that is not one are not.
+func TestSearchReads(t *testing.T) {
+	w := newWorld()
+	w.in.Attempts = append(w.in.Attempts, searchAttempt(30, `{"items":[`+lampV2+`],"page":1,"limit":5,"total":1}`),
+		searchAttempt(31, `{"items":[`+lampV1+`],"page":1,"limit":5,"total":4}`), searchAttempt(32, `{"items":[],"page":1,"limit":5,"total":0}`))
+	if r := results(t, &w.in)["reads"]; !r.OK() || r.Checked < 6 {
+		t.Fatalf("good searches: %+v (checked %d)", r.Violations, r.Checked)
+	}
+	for name, c := range map[string]struct{ page, key, msg string }{
+		"field":      {`{"items":[` + strings.Replace(lampV2, `"stock":2`, `"stock":9`, 1) + `],"total":1}`, productID, "stock: document 9, events 2"},
+		"version":    {`{"items":[` + strings.Replace(lampV2, `"version":2`, `"version":5`, 1) + `],"total":1}`, productID, "at version 5, the store has 2"},
+		"unknown":    {`{"items":[` + strings.Replace(lampV2, `"id":"foobar"`, `"id":"ghost"`, 1) + `],"total":1}`, "ghost", "the store has 0"},
+		"not a page": {`[` + lampV2 + `]`, "search", "not a page"},
+		"no total":   {`{"items":[]}`, "search", "not a page"},
+		"total":      {`{"items":[` + lampV2 + `],"total":0}`, "search", "total 0 below the 1 items"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld()
+			w.in.Attempts = append(w.in.Attempts, searchAttempt(30, c.page))
+			wantOnly(t, &w.in, c.key, c.msg, "reads")
+		})
+	}
+	w = newWorld()
+	refused := searchAttempt(30, `{"error":{"code":"invalid_parameter"}}`)
+	refused.Status = 400
+	w.in.Attempts = append(w.in.Attempts, refused)
+	wantOnly(t, &w.in, "search", "was answered 400", "reads")
+}
+
+// A get answered with another aggregate's document fails (a batched
+// _mget that gave a read another read's part would).
+func TestReadOfAnotherID(t *testing.T) {
+	w := newWorld()
+	r := &w.in.Attempts[len(w.in.Attempts)-1]
+	r.ID = "other"
+	wantOnly(t, &w.in, "other", "asked for other and got foobar", "reads")
+}
+
 // A read the api refuses (401: the workload sent no credential) fails
 // the invariant instead of leaving it with nothing to check.
 func TestRefusedReadFails(t *testing.T) {

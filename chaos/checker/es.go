@@ -80,14 +80,71 @@ func (x *index) noOrphanDoc() Result {
 	return r
 }
 
+// readDoc checks a document the read API returned: the store has its
+// version, it equals the fold up to that version, and it is not deleted
+// at it.
+func (x *index) readDoc(r *Result, a *history.Attempt, got *doc) {
+	evs := x.byAgg[got.ID]
+	if got.Version < 1 || got.Version > int64(len(evs)) {
+		r.fail(got.ID, a.End, "read op %d returned %s at version %d, the store has %d", a.Op, got.ID, got.Version, len(evs))
+		return
+	}
+	want, err := fold(evs[:got.Version])
+	if err != nil {
+		return // read-model reports it
+	}
+	if want.Deleted {
+		r.fail(got.ID, a.End, "read op %d returned v%d of a product deleted at or before it", a.Op, got.Version)
+	}
+	if df := diff(&want, got, fieldsFor(a.Aggregate, false)); df != "" {
+		r.fail(got.ID, a.End, "read op %d (v%d) differs from the fold of the store: %s", a.Op, got.Version, df)
+	}
+}
+
+// searchRead checks a product search's answer: a page of at most the
+// limit asked, every product in it checked as a read (readDoc). The
+// search is near-real-time, so a product may be at an older version; it
+// can never be one the store does not have, or a deleted one.
+func (x *index) searchRead(r *Result, a *history.Attempt) {
+	switch a.Status {
+	case 0, 429, 503:
+		return
+	case 200:
+	default:
+		r.Checked++
+		r.fail("search", a.End, "search op %d (%s) was answered %d: %s", a.Op, a.Path, a.Status, a.Resp)
+		return
+	}
+	var page struct {
+		Items []doc `json:"items"`
+		Total *int  `json:"total"`
+	}
+	r.Checked++
+	if err := json.Unmarshal(a.Resp, &page); err != nil || page.Total == nil {
+		r.fail("search", a.End, "search op %d: answer is not a page (%v): %.200s", a.Op, err, a.Resp)
+		return
+	}
+	if *page.Total < len(page.Items) {
+		r.fail("search", a.End, "search op %d: total %d below the %d items returned", a.Op, *page.Total, len(page.Items))
+	}
+	for i := range page.Items {
+		r.Checked++
+		x.readDoc(r, a, &page.Items[i])
+	}
+}
+
 // reads checks every answered query against the store: a document read
 // at version V equals the fold of versions 1..V; a read that did not say
 // stale reached the requested min_version; a deleted product reads 404.
 func (x *index) reads() Result {
-	r := Result{ID: "reads", Desc: "every document the read API returned equals the fold of the store's events up to its version; min_version was honoured unless the answer said stale"}
+	r := Result{ID: "reads", Desc: "every document the read API returned (gets and searches) equals the fold of the store's events up to its version and is not deleted there; min_version was honoured unless the answer said stale"}
 	for i := range x.in.Attempts {
 		a := &x.in.Attempts[i]
 		if !history.IsRead(a.Type) {
+			continue
+		}
+		if a.Type == history.SearchProducts {
+			x.searchRead(&r, a)
 			continue
 		}
 		stale := a.Headers[history.HeaderStale] == "true"
@@ -108,21 +165,11 @@ func (x *index) reads() Result {
 				r.fail(a.ID, a.End, "read op %d: answer does not decode: %v", a.Op, err)
 				continue
 			}
-			evs := x.byAgg[a.ID]
-			if got.Version < 1 || got.Version > int64(len(evs)) {
-				r.fail(a.ID, a.End, "read op %d returned version %d, the store has %d", a.Op, got.Version, len(evs))
+			if got.ID != a.ID {
+				r.fail(a.ID, a.End, "read op %d asked for %s and got %s", a.Op, a.ID, got.ID)
 				continue
 			}
-			want, err := fold(evs[:got.Version])
-			if err != nil {
-				continue // read-model reports it
-			}
-			if want.Deleted {
-				r.fail(a.ID, a.End, "read op %d returned v%d of a product deleted at or before it", a.Op, got.Version)
-			}
-			if df := diff(&want, &got, fieldsFor(a.Aggregate, false)); df != "" {
-				r.fail(a.ID, a.End, "read op %d (v%d) differs from the fold of the store: %s", a.Op, got.Version, df)
-			}
+			x.readDoc(&r, a, &got)
 			if a.MinVersion > 0 && !stale && got.Version < a.MinVersion {
 				r.fail(a.ID, a.End, "read op %d asked min_version %d, got v%d without %s", a.Op, a.MinVersion, got.Version, history.HeaderStale)
 			}

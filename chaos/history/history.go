@@ -27,10 +27,13 @@ const (
 	CancelOrder   = "cancel_order"
 	ReadProduct   = "read_product"
 	ReadOrder     = "read_order"
+	// SearchProducts is a full-text product search: its answer is a page
+	// of products, not one aggregate (Attempt.ID is empty).
+	SearchProducts = "search_products"
 )
 
 // IsRead reports whether an operation type is a query.
-func IsRead(typ string) bool { return typ == ReadProduct || typ == ReadOrder }
+func IsRead(typ string) bool { return typ == ReadProduct || typ == ReadOrder || typ == SearchProducts }
 
 // Attempt is one HTTP request of an operation. A keyed operation whose
 // answer was ambiguous (timeout, dropped connection, 5xx) is retried with

@@ -36,11 +36,11 @@ type op struct {
 type weights struct {
 	createProduct, updateProduct, deleteProduct     int
 	createOrder, transition, readProduct, readOrder int
-	misuse                                          int
+	searchProducts, misuse                          int
 }
 
 var mix = weights{createProduct: 8, updateProduct: 30, deleteProduct: 2, createOrder: 10,
-	transition: 25, readProduct: 6, readOrder: 3, misuse: 2}
+	transition: 25, readProduct: 6, readOrder: 3, searchProducts: 3, misuse: 2}
 
 var words = []string{"lamp", "cup", "chair", "desk", "kettle", "mug", "tasse ☕", "vase", "plate", "stool", "bowl", "fork", "Öl", "tea"}
 
@@ -79,7 +79,7 @@ func (c *client) next(seq int64) op {
 	if open >= c.cfg.MaxOpenOrders {
 		w.createOrder = 0
 	}
-	total := w.createProduct + w.updateProduct + w.deleteProduct + w.createOrder + w.transition + w.readProduct + w.readOrder + w.misuse
+	total := w.createProduct + w.updateProduct + w.deleteProduct + w.createOrder + w.transition + w.readProduct + w.readOrder + w.searchProducts + w.misuse
 	r := rng.IntN(total)
 	var o op
 	switch {
@@ -91,12 +91,14 @@ func (c *client) next(seq int64) op {
 		o = c.deleteProduct()
 	case r < w.createProduct+w.updateProduct+w.deleteProduct+w.createOrder:
 		o = c.createOrder()
-	case r < total-w.readProduct-w.readOrder-w.misuse:
+	case r < total-w.readProduct-w.readOrder-w.searchProducts-w.misuse:
 		o = c.transition()
-	case r < total-w.readOrder-w.misuse:
+	case r < total-w.readOrder-w.searchProducts-w.misuse:
 		o = c.read("product")
-	case r < total-w.misuse:
+	case r < total-w.searchProducts-w.misuse:
 		o = c.read("order")
+	case r < total-w.misuse:
+		o = c.search()
 	default:
 		o = c.misuseKey()
 	}
@@ -228,6 +230,18 @@ func (c *client) read(aggregate string) op {
 	q := url.Values{"min_version": {strconv.FormatInt(max(e.version, 1), 10)}, "wait": {"1s"}}
 	return op{typ: history.ReadProduct, aggregate: "product", id: e.id, method: "GET", minVersion: max(e.version, 1),
 		path: "/v1/products/" + e.id + "?" + q.Encode()}
+}
+
+// searchLimit keeps a search's answer (5 products of at most ~400 bytes)
+// under the 4 KiB of an answer the history keeps.
+const searchLimit = 5
+
+// search asks the product search for one of the words names and
+// descriptions are made of; the checker holds every product it returns
+// to the store's fold at the product's version.
+func (c *client) search() op {
+	q := url.Values{"q": {words[c.rng.IntN(len(words))]}, "limit": {strconv.Itoa(searchLimit)}}
+	return op{typ: history.SearchProducts, aggregate: "product", method: "GET", path: "/v1/products/search?" + q.Encode()}
 }
 
 // misuseKey sends a different request with the key of an acknowledged

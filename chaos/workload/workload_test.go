@@ -138,7 +138,7 @@ func TestOperationMix(t *testing.T) {
 		}
 	}
 	for _, typ := range []string{history.CreateProduct, history.UpdateProduct, history.DeleteProduct, history.CreateOrder,
-		history.PayOrder, history.ShipOrder, history.CancelOrder, history.ReadProduct, history.ReadOrder} {
+		history.PayOrder, history.ShipOrder, history.CancelOrder, history.ReadProduct, history.ReadOrder, history.SearchProducts} {
 		if types[typ] == 0 {
 			t.Errorf("no %s in 3000 operations: %v", typ, types)
 		}
