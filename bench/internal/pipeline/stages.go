@@ -13,8 +13,6 @@ import (
 	"net/http"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-
 	"cqrsflow/bench/internal/stats"
 	"cqrsflow/internal/testenv/binary"
 )
@@ -32,31 +30,13 @@ type stageMetric struct {
 func (m stageMetric) scrape(ctx context.Context, client *http.Client) (stats.Histogram, error) {
 	var total stats.Histogram
 	for _, p := range m.Procs {
-		fams, err := scrapeMetrics(ctx, client, "http://"+p.Addr+"/metrics")
+		fams, err := stats.Scrape(ctx, client, "http://"+p.Addr+"/metrics")
 		if err != nil {
 			return stats.Histogram{}, fmt.Errorf("%s: %w", p.Name, err)
 		}
 		total = total.Add(stats.HistogramFrom(fams[m.Metric], m.LabelName, m.LabelValue))
 	}
 	return total, nil
-}
-
-func scrapeMetrics(ctx context.Context, client *http.Client, url string) (map[string]*dto.MetricFamily, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return nil, err
-	}
-	res, err := client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("scraping %s: %w", url, err)
-	}
-	defer res.Body.Close()
-	if res.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("scraping %s: %s", url, res.Status)
-	}
-	return stats.ParseMetrics(res.Body)
 }
 
 type scraped struct {

@@ -3,10 +3,12 @@ package read
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"time"
 
 	"cqrsflow/bench/internal/procs"
+	"cqrsflow/bench/internal/stats"
 	"cqrsflow/bench/loadgen"
 )
 
@@ -47,6 +49,21 @@ func used(s0, s1 procs.Sample) cpu {
 	return cpu{API: secs("api"), Hop: secs("hop"), ES: secs("elasticsearch"), Bench: secs("bench"), Machine: s1.MachineBusy - s0.MachineBusy}
 }
 
+// batches reads the api's histogram of reads per request to
+// Elasticsearch for r's kind of read (cqrsflow_read_batch_reads; empty
+// when the api does not batch them). Once a scrape failed (prev), it is
+// not tried again: the route's batch figures are left out.
+func (b *bench) batches(ctx context.Context, r route, prev error) (stats.Histogram, error) {
+	if prev != nil {
+		return stats.Histogram{}, prev
+	}
+	fams, err := stats.Scrape(ctx, http.DefaultClient, "http://"+b.api.Addr+"/metrics")
+	if err != nil {
+		return stats.Histogram{}, err
+	}
+	return stats.HistogramFrom(fams["cqrsflow_read_batch_reads"], "kind", r.batchKind()), nil
+}
+
 // side is one way of serving a route's requests and what it measured.
 type side struct {
 	name string
@@ -71,12 +88,24 @@ func (b *bench) measure(ctx context.Context, r route) routeMeasurement {
 		}
 	}
 	slice := b.s.Duration / time.Duration(b.s.Slices)
+	var batches stats.Histogram
+	var batchErr error
 	for i := range b.s.Slices {
 		for j := range sides {
 			sd := sides[(i+j)%len(sides)]
+			var h0 stats.Histogram
+			if sd.name == "api" {
+				h0, batchErr = b.batches(ctx, r, batchErr)
+			}
 			s0 := b.sample()
 			sum := loadgen.ClosedLoop(ctx, b.s.Clients, slice, sd.op)
 			sd.runs, sd.cpu = append(sd.runs, sum), sd.cpu.add(used(s0, b.sample()))
+			if sd.name == "api" {
+				var h1 stats.Histogram
+				if h1, batchErr = b.batches(ctx, r, batchErr); batchErr == nil {
+					batches = batches.Add(h1.Sub(h0))
+				}
+			}
 		}
 	}
 	if b.s.Verbose {
@@ -87,7 +116,7 @@ func (b *bench) measure(ctx context.Context, r route) routeMeasurement {
 		}
 	}
 	m := routeMeasurement{Route: r, API: loadgen.Combine(sides[0].runs...), APICPU: sides[0].cpu,
-		Direct: loadgen.Combine(sides[1].runs...), DirectCPU: sides[1].cpu}
+		Direct: loadgen.Combine(sides[1].runs...), DirectCPU: sides[1].cpu, Batches: batches, BatchErr: batchErr}
 	if len(sides) > 2 {
 		m.Hop, m.HopCPU = loadgen.Combine(sides[2].runs...), sides[2].cpu
 	}

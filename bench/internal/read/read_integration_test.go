@@ -41,4 +41,14 @@ func TestSetupAndCheck(t *testing.T) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
+	// The api batches gets by default: after the check's gets its
+	// histogram of reads per _mget has them, and none for searches
+	// (not batched by default).
+	get, err := b.batches(ctx, b.route("get"), nil)
+	if err != nil || get.Count < 1 || get.Sum < get.Count {
+		t.Errorf("api get batches: %+v, %v; want at least one request with its reads", get, err)
+	}
+	if search, err := b.batches(ctx, b.route("search"), nil); err != nil || search.Count != 0 {
+		t.Errorf("api search batches: %+v, %v; want none (READ_BATCH_SEARCHES is off)", search, err)
+	}
 }

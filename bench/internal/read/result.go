@@ -23,6 +23,11 @@ type routeMeasurement struct {
 	Route                     route
 	API, Direct, Hop          loadgen.Summary
 	APICPU, DirectCPU, HopCPU cpu // CPU used during each side's slices
+	// Batches is the api's histogram of reads per request to
+	// Elasticsearch during its slices (empty: the route's reads are not
+	// batched); BatchErr why it could not be read.
+	Batches  stats.Histogram
+	BatchErr error
 }
 
 func (m routeMeasurement) ratio() float64 { return ratio(m.API, m.Direct) }
@@ -64,6 +69,13 @@ func (m routeMeasurement) print() {
 			m.Hop.Throughput, ms(m.Hop.P50), ms(m.Hop.P99), m.Hop.Errors,
 			perRequest(m.HopCPU.Hop, m.Hop.Ops), perRequest(m.HopCPU.ES, m.Hop.Ops), perRequest(m.HopCPU.Bench, m.Hop.Ops))
 		fmt.Printf("  floor (hop/direct): %.2f; api/hop: %.2f\n", m.floor(), ratio(m.API, m.Hop))
+	}
+	switch {
+	case m.BatchErr != nil:
+		fmt.Printf("  api batches: not read (%v)\n", m.BatchErr)
+	case m.Batches.Count > 0:
+		fmt.Printf("  api batches: %.0f reads in %.0f requests to Elasticsearch, %.1f per request\n",
+			m.Batches.Sum, m.Batches.Count, m.Batches.Mean())
 	}
 	verdict := "no target"
 	if targeted[m.Route.name] {

@@ -69,6 +69,16 @@ func (b *bench) route(name string) route {
 	}
 }
 
+// batchKind is the kind label of the api's batches that carry r's reads
+// (cqrsflow_read_batch_reads): gets by id go in _mget, searches and lists
+// in _msearch.
+func (r route) batchKind() string {
+	if r.name == "get" {
+		return "get"
+	}
+	return "search"
+}
+
 func (b *bench) get(ctx context.Context, u string) (*http.Request, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err == nil && req.URL.Host == b.api.Addr {

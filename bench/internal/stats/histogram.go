@@ -1,10 +1,13 @@
 package stats
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"math"
+	"net/http"
 	"sort"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -28,6 +31,25 @@ func ParseMetrics(r io.Reader) (map[string]*dto.MetricFamily, error) {
 		return nil, fmt.Errorf("parsing metrics: %w", err)
 	}
 	return fams, nil
+}
+
+// Scrape reads the metrics a binary serves at url (its /metrics).
+func Scrape(ctx context.Context, client *http.Client, url string) (map[string]*dto.MetricFamily, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	res, err := client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("scraping %s: %w", url, err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("scraping %s: %s", url, res.Status)
+	}
+	return ParseMetrics(res.Body)
 }
 
 // HistogramFrom sums the histogram series of fam whose label matches (all
