@@ -21,6 +21,7 @@ type prefilled struct {
 	ids      []string                 // product ids, in creation order
 	final    map[string]*products.Doc // each product's document after its last event
 	perEvent []esindex.Op             // one document per event, in topic order
+	recBytes []int                    // what each event's record weighs against the projector's BATCH_MAX_BYTES
 }
 
 // prefill produces the events: round r gives every product that still has
@@ -102,8 +103,20 @@ func (p *prefilled) add(topic string, e *envelope.Envelope) (*kgo.Record, error)
 	db, _ := json.Marshal(d)
 	p.perEvent = append(p.perEvent, esindex.Op{ID: e.AggregateID, Version: e.Version, Doc: db})
 	b, _ := json.Marshal(e)
-	return &kgo.Record{Topic: topic, Key: []byte(e.AggregateID), Value: b, Headers: []kgo.RecordHeader{
+	rec := &kgo.Record{Topic: topic, Key: []byte(e.AggregateID), Value: b, Headers: []kgo.RecordHeader{
 		{Key: envelope.HeaderEventType, Value: []byte(e.EventType)}, {Key: envelope.HeaderSchemaVersion, Value: []byte(strconv.Itoa(e.SchemaVersion))},
 		{Key: envelope.HeaderEventID, Value: []byte(e.EventID)}, {Key: envelope.HeaderContentType, Value: []byte(envelope.ContentType)},
-	}}, nil
+	}}
+	p.recBytes = append(p.recBytes, recordBytes(rec))
+	return rec, nil
+}
+
+// recordBytes is what a record weighs against the projector's
+// BATCH_MAX_BYTES: its key, value and headers.
+func recordBytes(rec *kgo.Record) int {
+	n := len(rec.Key) + len(rec.Value)
+	for _, h := range rec.Headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	return n
 }

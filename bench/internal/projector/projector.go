@@ -26,6 +26,7 @@ import (
 	"cqrsflow/bench/internal/cli"
 	"cqrsflow/bench/internal/result"
 	"cqrsflow/internal/config"
+	projectorrt "cqrsflow/internal/projector"
 	"cqrsflow/internal/testenv"
 )
 
@@ -37,6 +38,7 @@ type settings struct {
 	Products         int
 	Partitions       int
 	Batch            int
+	BatchBytes       int
 	Workers          []int
 	CPUProfile       string
 	Quick            bool
@@ -52,6 +54,8 @@ func parseSettings(args []string) (settings, error) {
 	fs.IntVar(&s.Products, "products", result.Pick(s.Quick, 2000, 20000), "products the events are spread over")
 	fs.IntVar(&s.Partitions, "partitions", 6, "partitions of the bench topic")
 	fs.IntVar(&s.Batch, "batch", 100000, "BATCH_MAX_RECORDS of the projector (default: the projector's default) and docs per raw _bulk request")
+	var batchMiB int
+	fs.IntVar(&batchMiB, "batch-mib", projectorrt.DefaultBatchMaxBytes>>20, "BATCH_MAX_BYTES of the projector in MiB (a batch closes once its records weigh this much); the per-batch folded baseline cuts its batches the same way")
 	fs.StringVar(&workers, "workers", "1,2", "worker counts to measure")
 	fs.StringVar(&s.CPUProfile, "cpuprofile", "", "write a CPU profile of the projector runs (not the raw loaders) to this file")
 	if err := cli.Parse(fs, args); err != nil {
@@ -63,6 +67,10 @@ func parseSettings(args []string) (settings, error) {
 	if s.Partitions < 1 || s.Batch < 1 {
 		return s, cli.Usagef("-partitions and -batch must be > 0")
 	}
+	if batchMiB < 1 || batchMiB > 1024 {
+		return s, cli.Usagef("-batch-mib %d: must be 1..1024", batchMiB)
+	}
+	s.BatchBytes = batchMiB << 20
 	for _, w := range config.SplitList(workers) {
 		n, err := strconv.Atoi(w)
 		if err != nil || n < 1 {

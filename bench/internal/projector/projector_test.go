@@ -44,7 +44,8 @@ func TestFoldPerBatch(t *testing.T) {
 	for i, id := range strings.Split("a b a c b a", " ") {
 		ops = append(ops, esindex.Op{ID: id, Version: int64(i + 1)})
 	}
-	got := foldPerBatch(ops, 3) // [a b a] [c b a]
+	sizes := []int{10, 10, 10, 10, 10, 10}
+	got := foldPerBatch(ops, sizes, 3, 1000) // [a b a] [c b a]
 	var s []string
 	for _, op := range got {
 		s = append(s, fmt.Sprintf("%s%d", op.ID, op.Version))
@@ -52,8 +53,17 @@ func TestFoldPerBatch(t *testing.T) {
 	if strings.Join(s, " ") != "b2 a3 c4 b5 a6" {
 		t.Errorf("folded = %v", s)
 	}
-	if n := len(foldPerBatch(ops, 100)); n != 3 {
+	if n := len(foldPerBatch(ops, sizes, 100, 1000)); n != 3 {
 		t.Errorf("one batch: %d documents, want 3", n)
+	}
+	// By bytes: a batch closes once it reaches 25 bytes, so [a b a] [c b a]
+	// again with records of 10 bytes.
+	if got := foldPerBatch(ops, sizes, 100, 25); len(got) != 5 {
+		t.Errorf("batches of 25 bytes: %d documents, want 5", len(got))
+	}
+	// One record over the bound is a batch of its own.
+	if got := foldPerBatch(ops, []int{100, 100, 100, 100, 100, 100}, 100, 50); len(got) != 6 {
+		t.Errorf("records over the bound: %d documents, want 6 (nothing folds)", len(got))
 	}
 }
 

@@ -51,22 +51,30 @@ func (b *bench) rawLoads(ctx context.Context, p prefilled) (rawLoads, error) {
 	}
 	fmt.Printf("raw _bulk, one document per event (%d ops): %.2fs = %.0f ops/s\n", r.PerEventDocs, r.PerEvent, events/r.PerEvent)
 
-	folded := foldPerBatch(p.perEvent, b.s.Batch)
+	folded := foldPerBatch(p.perEvent, p.recBytes, b.s.Batch, b.s.BatchBytes)
 	r.FoldedDocs = len(folded)
 	if r.Folded, err = b.rawBulk(ctx, b.name+"-raw-folded", folded); err != nil {
 		return r, err
 	}
-	fmt.Printf("raw _bulk, per-batch folded documents (%d ops, the projector's write pattern): %.2fs = %.0f events/s-equivalent\n", r.FoldedDocs, r.Folded, events/r.Folded)
+	fmt.Printf("raw _bulk, per-batch folded documents (%d ops, the projector's write pattern: batches of at most %d events and %d MiB of records): %.2fs = %.0f events/s-equivalent\n", r.FoldedDocs, b.s.Batch, b.s.BatchBytes>>20, r.Folded, events/r.Folded)
 	return r, nil
 }
 
 // foldPerBatch is the projector's write pattern: the event sequence cut
-// into batches of batch events, each folded to the last document per
-// product.
-func foldPerBatch(ops []esindex.Op, batch int) []esindex.Op {
+// into batches of at most maxRecords events and about maxBytes of their
+// records (sizes[i] is ops[i]'s record; a batch closes once it reaches
+// maxBytes, as the projector's poll does), each folded to the last
+// document per product.
+func foldPerBatch(ops []esindex.Op, sizes []int, maxRecords, maxBytes int) []esindex.Op {
 	var folded []esindex.Op
-	for i := 0; i < len(ops); i += batch {
-		chunk := ops[i:min(i+batch, len(ops))]
+	for i := 0; i < len(ops); {
+		end, bytes := i, 0
+		for end < len(ops) && end-i < maxRecords && bytes < maxBytes {
+			bytes += sizes[end]
+			end++
+		}
+		chunk := ops[i:end]
+		i = end
 		last := map[string]int{}
 		for j, op := range chunk {
 			last[op.ID] = j

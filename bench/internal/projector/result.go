@@ -70,7 +70,7 @@ func (m measurement) result(s settings, started time.Time) result.Result {
 		rawLine.Points = append(rawLine.Points, result.Point{X: float64(r.workers), Y: rawFinal})
 	}
 	res.Series = append(res.Series, perWorkers, rawLine)
-	res.Notes = []string{fmt.Sprintf("%d events over %d products, %d partitions, batch %d, %d CPUs shared with Kafka and Elasticsearch; workers run in one process, each its own franz-go client in one group; timed from start (includes the group join) until committed offsets reach the end",
-		s.Events, s.Products, s.Partitions, s.Batch, runtime.NumCPU())}
+	res.Notes = []string{fmt.Sprintf("%d events over %d products, %d partitions, batches of at most %d events and %d MiB of records, %d CPUs shared with Kafka and Elasticsearch; workers run in one process, each its own franz-go client in one group; timed from start (includes the group join) until committed offsets reach the end",
+		s.Events, s.Products, s.Partitions, s.Batch, s.BatchBytes>>20, runtime.NumCPU())}
 	return res
 }

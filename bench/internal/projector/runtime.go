@@ -81,7 +81,7 @@ func (b *bench) projectorRun(ctx context.Context, w int) (float64, error) {
 	start := time.Now()
 	for range w {
 		r, err := projectorrt.New(projectorrt.Config{Brokers: b.s.Brokers, Group: group, Topic: b.topic, Index: alias,
-			BatchMaxRecords: b.s.Batch, FlushInterval: 20 * time.Millisecond, LagInterval: time.Hour, DLQPartitions: 1}, products.Projection, b.es, m, b.log)
+			BatchMaxRecords: b.s.Batch, BatchMaxBytes: b.s.BatchBytes, FlushInterval: 20 * time.Millisecond, LagInterval: time.Hour, DLQPartitions: 1}, products.Projection, b.es, m, b.log)
 		if err != nil {
 			return 0, err
 		}
