@@ -18,13 +18,19 @@ func TestParseSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Events != 20000 || s.Products != 2000 || fmt.Sprint(s.Workers) != "[1 3]" {
+	if s.Events != 20000 || s.Products != 2000 || fmt.Sprint(s.Workers) != "[1 3]" || s.BatchBytes != 2<<20 {
 		t.Errorf("quick settings = %+v", s)
+	}
+	if s, err := parseSettings([]string{"-batch-mib", "32"}); err != nil || s.BatchBytes != 32<<20 {
+		t.Errorf("-batch-mib 32: %+v, %v", s.BatchBytes, err)
 	}
 	for _, args := range [][]string{
 		{"-events", "10", "-products", "20"},
 		{"-products", "0"},
 		{"-batch", "0"},
+		{"-batch-mib", "0"},
+		{"-batch-mib", "2048"},
+		{"-batch-mib", "2M"},
 		{"-workers", "1,x"},
 		{"-workers", "0"},
 		{"-workers", ""},
