@@ -49,7 +49,10 @@ var errShape = errors.New("unexpected answer")
 // read, is too large or is not JSON wraps esindex.ErrUnavailable (the
 // connection broke or something other than Elasticsearch answered); one
 // whose values do not fit v wraps errShape.
-func decodeBody(body io.Reader, v any) error {
+func decodeBody(body io.Reader, v any) error { return decodeAnswer(body, maxAnswerBytes, v) }
+
+// decodeAnswer is decodeBody for an answer of at most limit bytes.
+func decodeAnswer(body io.Reader, limit int64, v any) error {
 	bp := bufPool.Get().(*[]byte)
 	buf := bytes.NewBuffer((*bp)[:0])
 	defer func() {
@@ -58,12 +61,12 @@ func decodeBody(body io.Reader, v any) error {
 			bufPool.Put(bp)
 		}
 	}()
-	n, err := buf.ReadFrom(io.LimitReader(body, maxAnswerBytes+1))
+	n, err := buf.ReadFrom(io.LimitReader(body, limit+1))
 	switch {
 	case err != nil:
 		return fmt.Errorf("%w: reading answer: %w", esindex.ErrUnavailable, err)
-	case n > maxAnswerBytes:
-		return fmt.Errorf("%w: answer larger than %d bytes", esindex.ErrUnavailable, maxAnswerBytes)
+	case n > limit:
+		return fmt.Errorf("%w: answer larger than %d bytes", esindex.ErrUnavailable, limit)
 	case !jsonvalid.Valid(buf.Bytes()):
 		return fmt.Errorf("%w: answer is not valid JSON", esindex.ErrUnavailable)
 	}

@@ -7,17 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"sync"
 	"time"
 
 	"github.com/elastic/go-elasticsearch/v8"
 	"github.com/elastic/go-elasticsearch/v8/esapi"
-	fastjson "github.com/goccy/go-json"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"cqrsflow/internal/esindex"
-	"cqrsflow/internal/jsonvalid"
 	"cqrsflow/internal/obs"
 )
 
@@ -101,7 +98,14 @@ type batchKind struct {
 	name    string // label of the metrics: "get", "search"
 	encode  func(b []byte, calls []*readCall) []byte
 	perform func(ctx context.Context, es *elasticsearch.Client, body []byte) (*esapi.Response, error)
-	parts   func(answer []byte) ([]json.RawMessage, error)
+	parts   func(a *batchAnswer) []json.RawMessage
+}
+
+// batchAnswer is what a batch needs of an _mget or _msearch answer: its
+// parts, one per read, in the order of the request.
+type batchAnswer struct {
+	Docs      []json.RawMessage `json:"docs"`      // _mget
+	Responses []json.RawMessage `json:"responses"` // _msearch
 }
 
 var mgetKind = batchKind{
@@ -123,13 +127,7 @@ var mgetKind = batchKind{
 	perform: func(ctx context.Context, es *elasticsearch.Client, body []byte) (*esapi.Response, error) {
 		return es.Mget(bytes.NewReader(body), es.Mget.WithContext(ctx))
 	},
-	parts: func(answer []byte) ([]json.RawMessage, error) {
-		var a struct {
-			Docs []json.RawMessage `json:"docs"`
-		}
-		err := fastjson.Unmarshal(answer, &a)
-		return a.Docs, err
-	},
+	parts: func(a *batchAnswer) []json.RawMessage { return a.Docs },
 }
 
 var msearchKind = batchKind{
@@ -147,13 +145,7 @@ var msearchKind = batchKind{
 	perform: func(ctx context.Context, es *elasticsearch.Client, body []byte) (*esapi.Response, error) {
 		return es.Msearch(bytes.NewReader(body), es.Msearch.WithContext(ctx))
 	},
-	parts: func(answer []byte) ([]json.RawMessage, error) {
-		var a struct {
-			Responses []json.RawMessage `json:"responses"`
-		}
-		err := fastjson.Unmarshal(answer, &a)
-		return a.Responses, err
-	},
+	parts: func(a *batchAnswer) []json.RawMessage { return a.Responses },
 }
 
 // coalescer batches the reads of one kind.
@@ -313,40 +305,24 @@ func (q *coalescer) request(ctx context.Context, batch []*readCall) ([]json.RawM
 	defer res.Body.Close()
 	if res.IsError() {
 		rb, _ := io.ReadAll(io.LimitReader(res.Body, 1024))
-		e := fmt.Errorf("%s of %d: %s: %s", q.kind.name, len(batch), res.Status(), rb)
-		if res.StatusCode == http.StatusTooManyRequests || res.StatusCode >= 500 {
-			return nil, fmt.Errorf("%w: %w", esindex.ErrUnavailable, e)
+		err := statusError(fmt.Sprintf("%s of %d", q.kind.name, len(batch)), res.StatusCode, res.Status(), rb)
+		if !errors.Is(err, esindex.ErrUnavailable) {
+			err = fmt.Errorf("%w: %w", errRefused, err)
 		}
-		return nil, fmt.Errorf("%w: %w", errRefused, e)
-	}
-	answer, err := readAnswer(res.Body, int64(len(batch))*maxAnswerBytes)
-	if err != nil {
 		return nil, err
 	}
-	parts, err := q.kind.parts(answer)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s answer: %w", esindex.ErrUnavailable, q.kind.name, err)
+	var a batchAnswer
+	if err := decodeAnswer(res.Body, int64(len(batch))*maxAnswerBytes, &a); err != nil {
+		if !errors.Is(err, esindex.ErrUnavailable) {
+			err = fmt.Errorf("%w: %w", esindex.ErrUnavailable, err) // as any undecodable answer
+		}
+		return nil, fmt.Errorf("%s answer: %w", q.kind.name, err)
 	}
+	parts := q.kind.parts(&a)
 	if len(parts) != len(batch) {
 		return nil, fmt.Errorf("%w: %s answer: %d parts for %d reads", esindex.ErrUnavailable, q.kind.name, len(parts), len(batch))
 	}
 	return parts, nil
-}
-
-// readAnswer reads a whole answer of at most limit bytes and checks that
-// it is one JSON value; its errors wrap esindex.ErrUnavailable.
-func readAnswer(body io.Reader, limit int64) ([]byte, error) {
-	var buf bytes.Buffer
-	n, err := buf.ReadFrom(io.LimitReader(body, limit+1))
-	switch {
-	case err != nil:
-		return nil, fmt.Errorf("%w: reading answer: %w", esindex.ErrUnavailable, err)
-	case n > limit:
-		return nil, fmt.Errorf("%w: answer larger than %d bytes", esindex.ErrUnavailable, limit)
-	case !jsonvalid.Valid(buf.Bytes()):
-		return nil, fmt.Errorf("%w: answer is not valid JSON", esindex.ErrUnavailable)
-	}
-	return buf.Bytes(), nil
 }
 
 // batchMetrics are the coalescers' metrics (docs/architecture.md,
