@@ -274,7 +274,7 @@ func (r *Runner) poll(ctx context.Context) []*kgo.Record {
 		})
 		f.EachRecord(func(rec *kgo.Record) {
 			recs = append(recs, rec)
-			bytes += recordBytes(rec)
+			bytes += RecordBytes(rec)
 		})
 	}
 	full := func() bool { return len(recs) >= r.cfg.BatchMaxRecords || bytes >= r.cfg.BatchMaxBytes }
@@ -332,8 +332,10 @@ func fetchMaxBytes(batchBytes int) int32 {
 	return int32(min(max(batchBytes/8, 256<<10), 32<<20))
 }
 
-// recordBytes is what a record weighs against BatchMaxBytes.
-func recordBytes(rec *kgo.Record) int {
+// RecordBytes is what a record weighs against BatchMaxBytes: its key,
+// value and headers (the projector bench cuts its baseline's batches with
+// it too).
+func RecordBytes(rec *kgo.Record) int {
 	n := len(rec.Key) + len(rec.Value)
 	for _, h := range rec.Headers {
 		n += len(h.Key) + len(h.Value)

@@ -70,7 +70,7 @@ func TestPollBoundsBatchBytes(t *testing.T) {
 			if sum >= maxBytes {
 				t.Fatalf("batch went on past %d bytes: record %d of %d at %d bytes", maxBytes, i, len(batch), sum)
 			}
-			if n := recordBytes(rec); n < maxBytes {
+			if n := RecordBytes(rec); n < maxBytes {
 				sum += n
 			}
 			if got := string(rec.Value[:4]); got != fmt.Sprintf("%04d", next) {

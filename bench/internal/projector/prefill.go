@@ -14,6 +14,7 @@ import (
 	"cqrsflow/internal/envelope"
 	"cqrsflow/internal/esindex"
 	"cqrsflow/internal/projection/products"
+	projectorrt "cqrsflow/internal/projector"
 )
 
 // prefilled is what the topic holds, as the raw loaders index it.
@@ -107,16 +108,6 @@ func (p *prefilled) add(topic string, e *envelope.Envelope) (*kgo.Record, error)
 		{Key: envelope.HeaderEventType, Value: []byte(e.EventType)}, {Key: envelope.HeaderSchemaVersion, Value: []byte(strconv.Itoa(e.SchemaVersion))},
 		{Key: envelope.HeaderEventID, Value: []byte(e.EventID)}, {Key: envelope.HeaderContentType, Value: []byte(envelope.ContentType)},
 	}}
-	p.recBytes = append(p.recBytes, recordBytes(rec))
+	p.recBytes = append(p.recBytes, projectorrt.RecordBytes(rec))
 	return rec, nil
-}
-
-// recordBytes is what a record weighs against the projector's
-// BATCH_MAX_BYTES: its key, value and headers.
-func recordBytes(rec *kgo.Record) int {
-	n := len(rec.Key) + len(rec.Value)
-	for _, h := range rec.Headers {
-		n += len(h.Key) + len(h.Value)
-	}
-	return n
 }
